@@ -1,0 +1,7 @@
+"""boxpack: turn a disk image into Vagrant boxes."""
+
+from .errors import BoxpackError
+from .pack import BoxResult, pack
+
+__all__ = ["BoxResult", "BoxpackError", "pack"]
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""metadata.json: built per provider and checked against schemas/metadata.schema.json."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .errors import BoxpackError
+
+GIB = 1024**3
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema from the schemas/ folder (installed as boxpack.schemas)."""
+    return json.loads(resources.files("boxpack.schemas").joinpath(name).read_text())
+
+
+def validate(document: Any, schema_name: str, what: str) -> None:
+    """Raise BoxpackError naming the first rule document breaks."""
+    schema = load_schema(schema_name)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise BoxpackError(f"{what} is invalid at {where}: {error.message}")
+
+
+def virtual_size_gib(size_bytes: int) -> int:
+    """The disk size in whole GiB, rounded up: vagrant-libvirt sizes the volume from it."""
+    return max(1, -(-size_bytes // GIB))
+
+
+def metadata_json(metadata: dict[str, Any]) -> bytes:
+    """The validated metadata.json bytes, keys in the order given."""
+    validate(metadata, "metadata.schema.json", "metadata.json")
+    return (json.dumps(metadata, indent=2) + "\n").encode()

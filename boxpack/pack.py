@@ -1,0 +1,211 @@
+"""pack(): the one entry point the CLI and image builders use to write boxes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .archive import Member, source_date_epoch, tar_stream
+from .compress import LEVELS, DEFAULT_LEVEL, DigestWriter, ParallelGzip, default_threads
+from .errors import BoxpackError
+from .providers import PROVIDERS, Job
+from .qcow2 import COMPAT_VERSIONS
+from .source import CLUSTER, RawDisk
+
+log = logging.getLogger("boxpack")
+
+COMPRESSIONS = ("gzip", "none")
+RESERVED_NAMES = {"metadata.json", "Vagrantfile", "box.img", "box.ovf", "box.vmdk", "box-disk001.vmdk"}
+
+
+@dataclass
+class BoxResult:
+    """A box written by pack(): where, how big, and its digest."""
+
+    provider: str
+    path: Path | None  # None when written to a stream
+    size: int
+    checksum_type: str
+    checksum: str
+    seconds: float
+
+
+Output = str | os.PathLike[str] | BinaryIO | None
+
+
+def _default_name(disk: Path, provider: str) -> str:
+    return f"{disk.stem or disk.name}-{provider}.box"
+
+
+def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) -> list[Path | BinaryIO]:
+    """Where each provider's box goes, refusing to overwrite without force."""
+    if output == "-" or hasattr(output, "write"):
+        if len(providers) > 1:
+            raise BoxpackError("-o - writes one box to stdout; give one --provider, or -o DIR for several")
+        return [output]  # type: ignore[list-item]
+    if output is None:
+        targets = [Path.cwd() / _default_name(disk, p) for p in providers]
+    else:
+        out = Path(output)  # type: ignore[arg-type]
+        if out.is_dir():
+            targets = [out / _default_name(disk, p) for p in providers]
+        elif len(providers) > 1:
+            raise BoxpackError(f"{out}: is not a directory; with several providers -o names a directory")
+        else:
+            targets = [out]
+    for t in targets:
+        if not t.parent.is_dir():
+            raise BoxpackError(f"{t.parent}: no such directory for the output box")
+        if t.is_dir():
+            raise BoxpackError(f"{t}: is a directory")
+        if t.exists() and not force:
+            raise BoxpackError(f"{t}: already exists; use --force to overwrite it")
+    return targets
+
+
+def _write_archive(out: BinaryIO, members: list[Member], compression: str, level: int, threads: int) -> DigestWriter:
+    digest = DigestWriter(out)
+    sink = ParallelGzip(digest, level, threads) if compression == "gzip" else digest
+    try:
+        for chunk in tar_stream(members, source_date_epoch()):
+            sink.write(chunk)
+        if isinstance(sink, ParallelGzip):
+            sink.close()
+        out.flush()
+    except BaseException:
+        if isinstance(sink, ParallelGzip):
+            sink.abort()
+        raise
+    return digest
+
+
+def _write_box(
+    target: Path | BinaryIO, members: list[Member], compression: str, level: int, threads: int, force: bool
+) -> tuple[int, str]:
+    """Write the archive to a stream, or to a temporary file renamed into place when complete."""
+    if not isinstance(target, Path):
+        try:
+            digest = _write_archive(target, members, compression, level, threads)
+        except BrokenPipeError:
+            raise BoxpackError("output closed before the box was complete (broken pipe)") from None
+        except OSError as e:
+            raise BoxpackError(f"cannot write the box to the output stream: {e.strerror}") from None
+        return digest.size, digest.hexdigest()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _write_archive(out, members, compression, level, threads)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if target.exists() and not force:
+            raise BoxpackError(f"{target}: appeared while packing; use --force to overwrite it")
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.size, digest.hexdigest()
+
+
+def _read_option_file(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise BoxpackError(f"{p}: {what} not found or not a regular file")
+    if not os.access(p, os.R_OK):
+        raise BoxpackError(f"{p}: {what} is not readable")
+    return p
+
+
+def pack(
+    source: str | os.PathLike[str],
+    providers: Sequence[str] = ("libvirt",),
+    output: Output = None,
+    *,
+    force: bool = False,
+    compression: str = "gzip",
+    level: int = DEFAULT_LEVEL,
+    threads: int | None = None,
+    qcow2_compat: str = "1.1",
+    vagrantfile: str | os.PathLike[str] | None = None,
+    include: Sequence[str | os.PathLike[str]] = (),
+    architecture: str | None = None,
+    progress: Callable[..., None] | None = None,
+) -> list[BoxResult]:
+    """Pack the raw disk image `source` into one Vagrant box per provider.
+
+    output is None (``<stem>-<provider>.box`` in the current directory), a
+    file path (one provider), a directory, or "-" / a binary stream (one
+    provider). Boxes are written under a temporary name and renamed when
+    complete; an existing file is replaced only with force. progress, if
+    given, is a boxpack.progress.Progress-like object. Raises BoxpackError.
+    """
+    providers = list(dict.fromkeys(providers))
+    if not providers:
+        raise BoxpackError("no provider given; use --provider libvirt")
+    for p in providers:
+        if p not in PROVIDERS:
+            raise BoxpackError(f"unknown provider {p!r}; choose from {', '.join(PROVIDERS)}")
+    if compression not in COMPRESSIONS:
+        raise BoxpackError(f"unknown compression {compression!r}; choose from {', '.join(COMPRESSIONS)}")
+    if level not in LEVELS:
+        raise BoxpackError(f"compression level {level} is out of range {LEVELS.start}..{LEVELS.stop - 1}")
+    threads = threads or default_threads()
+    if threads < 1:
+        raise BoxpackError("--threads must be at least 1")
+    if qcow2_compat not in COMPAT_VERSIONS:
+        raise BoxpackError(f"unknown qcow2 compat {qcow2_compat!r}; choose from {', '.join(COMPAT_VERSIONS)}")
+    vagrantfile_bytes = _read_option_file(vagrantfile, "Vagrantfile").read_bytes() if vagrantfile else None
+    includes = [_read_option_file(p, "included file") for p in include]
+    names = [p.name for p in includes]
+    for name in names:
+        if name in RESERVED_NAMES or names.count(name) > 1:
+            raise BoxpackError(f"--include {name}: the box already has a file of that name")
+
+    with RawDisk(source) as disk:
+        if disk.padded:
+            log.warning(
+                "%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size
+            )
+        targets = _targets(disk.path, providers, output, force)
+        if progress:
+            progress.phase("scanning disk", sum(e - s for s, e in disk.extents()))
+        clusters = disk.data_clusters(progress)
+        job = Job(
+            disk=disk,
+            clusters=clusters,
+            architecture=architecture,
+            vagrantfile=vagrantfile_bytes,
+            include=includes,
+            qcow2_compat=qcow2_compat,
+            progress=progress,
+        )
+        results = []
+        for provider, target in zip(providers, targets):
+            started = time.monotonic()
+            if progress:
+                progress.phase(f"writing {provider}", len(clusters) * CLUSTER)
+            members = PROVIDERS[provider].members(job)
+            size, digest = _write_box(target, members, compression, level, threads, force)
+            if progress:
+                progress.finish()
+            results.append(
+                BoxResult(
+                    provider=provider,
+                    path=target if isinstance(target, Path) else None,
+                    size=size,
+                    checksum_type="sha256",
+                    checksum=digest,
+                    seconds=time.monotonic() - started,
+                )
+            )
+        return results

@@ -1,0 +1,1 @@
+"""JSON schemas boxpack validates against; installed as the package ``boxpack.schemas``."""
