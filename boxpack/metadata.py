@@ -16,8 +16,8 @@ GIB = 1024**3
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """A schema from the schemas/ folder (installed as boxpack.schemas)."""
-    return json.loads(resources.files("boxpack.schemas").joinpath(name).read_text())
+    """A schema from the schemas/ folder (boxpack/schemas links to it)."""
+    return json.loads(resources.files("boxpack").joinpath("schemas", name).read_text())
 
 
 def validate(document: Any, schema_name: str, what: str) -> None:

@@ -1,1 +1,0 @@
-"""JSON schemas boxpack validates against; installed as the package ``boxpack.schemas``."""

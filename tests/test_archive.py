@@ -1,0 +1,114 @@
+"""The tar and gzip framing, read by gzip, GNU tar, bsdtar and Python."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import extract, run_boxpack
+
+from boxpack.archive import Member, tar_header, tar_stream
+from boxpack.compress import CHUNK, DigestWriter, ParallelGzip
+
+
+def _gzip_bytes(data: bytes, threads: int, level: int = 6) -> bytes:
+    out = io.BytesIO()
+    gz = ParallelGzip(out, level, threads)
+    for i in range(0, len(data), 300_000):  # writes that do not line up with members
+        gz.write(data[i : i + 300_000])
+    gz.close()
+    return out.getvalue()
+
+
+def test_multi_member_gzip_reads_back_everywhere(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK + 12345) + bytes(3 * CHUNK) + b"text " * 100_000
+    blob = _gzip_bytes(data, threads=2)
+    assert blob.count(b"\x1f\x8b\x08") >= 5  # really several members
+    assert gzip.decompress(blob) == data
+    f = tmp_path / "x.gz"
+    f.write_bytes(blob)
+    subprocess.run(["gzip", "-t", str(f)], check=True)
+    assert subprocess.run(["gzip", "-dc", str(f)], capture_output=True, check=True).stdout == data
+    assert subprocess.run(["bsdcat", str(f)], capture_output=True, check=True).stdout == data
+
+
+def test_gzip_output_does_not_depend_on_threads() -> None:
+    data = os.urandom(2 * CHUNK) + b"abc" * CHUNK
+    assert _gzip_bytes(data, 1) == _gzip_bytes(data, 2) == _gzip_bytes(data, 5)
+
+
+def test_empty_gzip_stream_is_valid() -> None:
+    assert gzip.decompress(_gzip_bytes(b"", 2)) == b""
+
+
+def test_box_members_read_identically_by_bsdtar_gnu_tar_and_python(tmp_path: Path, sample_disk: Path) -> None:
+    box = tmp_path / "s.box"
+    run_boxpack(sample_disk, "--provider", "libvirt", "-o", box)
+    with tarfile.open(box, "r:gz") as t:
+        py = {m.name: (m.size, m.mtime, m.uid, m.gid, m.mode, t.extractfile(m).read()) for m in t.getmembers()}
+    assert [k for k in py] == ["metadata.json", "Vagrantfile", "box.img"]
+    assert {v[2:5] for v in py.values()} == {(0, 0, 0o644)}
+    d = extract(box, tmp_path / "bsd")
+    for name, v in py.items():
+        assert (d / name).read_bytes() == v[5]
+    gnu = subprocess.run(["tar", "-tvzf", str(box)], capture_output=True, check=True, text=True).stdout
+    assert len(gnu.splitlines()) == 3 and "0/0" in gnu
+
+
+def test_tar_header_for_members_of_8_gib_and_more() -> None:
+    """GNU base-256 size: what Packer uses so that every bsdtar reads big members."""
+    size = 9 * 1024**3 + 512
+    head = tar_header("box.img", size, 0)
+    assert len(head) == 512 and head[124] == 0x80  # base-256 marker
+    assert tarfile.TarInfo.frombuf(head, "utf-8", "strict").size == size
+
+
+@pytest.mark.slow
+def test_bsdtar_lists_a_9_gib_member(tmp_path: Path) -> None:
+    """Stream a tar with a 9 GiB member through bsdtar and check the size it reports."""
+    size = 9 * 1024**3 + 512
+    zero = bytes(CHUNK)
+
+    def chunks():
+        left = size
+        while left:
+            n = min(left, CHUNK)
+            yield zero[:n]
+            left -= n
+
+    proc = subprocess.Popen(["bsdtar", "-tvf", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def feed() -> None:
+        with proc.stdin:
+            for piece in tar_stream([Member("box.img", size, chunks), Member.from_bytes("after", b"x")], 0):
+                proc.stdin.write(piece)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    out = proc.stdout.read().decode()
+    t.join()
+    assert proc.wait() == 0
+    lines = out.splitlines()
+    assert str(size) in lines[0] and lines[1].endswith("after")
+
+
+def test_tar_stream_refuses_a_member_of_the_wrong_size() -> None:
+    from boxpack.errors import BoxpackError
+
+    with pytest.raises(BoxpackError, match="declared"):
+        list(tar_stream([Member("a", 10, lambda: (b"12345",))], 0))
+
+
+def test_digest_writer_hashes_what_it_writes() -> None:
+    out = io.BytesIO()
+    w = DigestWriter(out, "sha256")
+    w.write(b"abc")
+    w.write(memoryview(b"def"))
+    assert w.hexdigest() == hashlib.sha256(b"abcdef").hexdigest() and w.size == 6

@@ -1,0 +1,151 @@
+"""Bad input and bad output: one line, non-zero exit, no partial box, nothing overwritten."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_disk, run_boxpack
+
+import boxpack
+from boxpack.errors import BoxpackError
+
+
+def _fails(proc: subprocess.CompletedProcess, text: str) -> None:
+    err = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert err.count("\n") == 1 and err.startswith("boxpack: error:") and text in err, err
+    assert "Traceback" not in err
+
+
+def _only(directory: Path, *names: str) -> None:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _fails(run_boxpack(tmp_path / "nope.img", "--provider", "libvirt", check=False, cwd=tmp_path), "no such file")
+    _only(tmp_path)
+
+
+def test_directory(tmp_path: Path) -> None:
+    _fails(run_boxpack(tmp_path, "--provider", "libvirt", check=False, cwd=tmp_path), "is a directory")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.img").touch()
+    _fails(run_boxpack(tmp_path / "e.img", "--provider", "libvirt", check=False, cwd=tmp_path), "is empty")
+    _only(tmp_path, "e.img")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    disk = tmp_path / "secret.img"
+    disk.write_bytes(b"x" * 512)
+    disk.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: drop to nobody for the open
+        tmp_path.chmod(0o755)
+        os.seteuid(65534)
+    try:
+        with pytest.raises(BoxpackError, match="permission denied"):
+            boxpack.pack(disk, ["libvirt"], tmp_path / "x.box")
+    finally:
+        if os.getuid() == 0:
+            os.seteuid(0)
+
+
+def test_bad_options_are_one_line(tmp_path: Path, sample_disk: Path) -> None:
+    proc = run_boxpack(sample_disk, "--provider", "hyperv", check=False)
+    assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--level", "13", "-o", tmp_path / "a.box", check=False), "out of range")
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--include", tmp_path / "no", "-o", tmp_path / "a.box", check=False), "not found")
+    _fails(
+        run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", env={"SOURCE_DATE_EPOCH": "soon"}, check=False),
+        "SOURCE_DATE_EPOCH",
+    )
+
+
+def test_existing_output_needs_force(tmp_path: Path, sample_disk: Path) -> None:
+    box = tmp_path / "out.box"
+    box.write_text("precious")
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, check=False), "--force")
+    assert box.read_text() == "precious"
+    run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, "--force")
+    assert box.read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_default_name_in_current_directory(tmp_path: Path, sample_disk: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    run_boxpack(sample_disk, "--provider", "libvirt", cwd=work)
+    _only(work, "sample-libvirt.box")
+
+
+def test_full_stream_output(sample_disk: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        proc = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", stdout=full, check=False)
+    _fails(proc, "No space left on device")
+
+
+def test_file_too_large_leaves_nothing_behind(tmp_path: Path, sample_disk: Path) -> None:
+    """A write error mid-box (RLIMIT_FSIZE stands in for a full disk) removes the partial file."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+
+    proc = run_boxpack(sample_disk, "--provider", "libvirt", "-o", out / "a.box", check=False, preexec_fn=limit)
+    _fails(proc, "File too large")
+    _only(out)
+
+
+def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
+    disk = make_disk.make(tmp_path / "big.img", data=400 * 1024 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boxpack", str(disk), "--provider", "libvirt", "-o", str(out / "a.box"),
+         "--level", "12", "--threads", "1"],
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    while not any(out.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    _only(out)
+
+
+def test_api_returns_what_was_written(tmp_path: Path, sample_disk: Path) -> None:
+    [result] = boxpack.pack(sample_disk, ["libvirt"], tmp_path)
+    assert result.path == tmp_path / "sample-libvirt.box"
+    assert result.size == result.path.stat().st_size and len(result.checksum) == 64
+    with pytest.raises(BoxpackError, match="already exists"):
+        boxpack.pack(sample_disk, ["libvirt"], tmp_path)
+
+
+def test_peak_memory_is_flat_in_the_virtual_size(tmp_path: Path) -> None:
+    """A 64 GiB sparse disk costs the same RAM as a 1 GiB one with the same data."""
+
+    def peak_rss(size: int) -> int:
+        disk = make_disk.make(tmp_path / f"d{size}.img", size=size, data=32 * 1024 * 1024)
+        code = (
+            "import resource, sys; from boxpack.cli import main; "
+            f"main([{str(disk)!r}, '--provider', 'libvirt', '-o', {str(tmp_path / f'{size}.box')!r}, '-q']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
+        return int(out.stdout.split()[-1])
+
+    small, big = peak_rss(1024**3), peak_rss(64 * 1024**3)
+    assert big < small + 8 * 1024, (small, big)  # KiB: within 8 MiB
+    assert big < 150 * 1024

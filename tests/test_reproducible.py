@@ -1,0 +1,29 @@
+"""Same disk + SOURCE_DATE_EPOCH = same bytes, to a file and to stdout."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from conftest import run_boxpack
+
+
+def test_same_input_same_bytes(tmp_path: Path, sample_disk: Path) -> None:
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    a, b = tmp_path / "a.box", tmp_path / "b.box"
+    run_boxpack(sample_disk, "--provider", "libvirt", "-o", a, "--threads", "1", env=env)
+    run_boxpack(sample_disk, "--provider", "libvirt", "-o", b, "--threads", "2", env=env)
+    streamed = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", env=env).stdout
+    assert a.read_bytes() == b.read_bytes() == streamed
+
+
+def test_source_date_epoch_sets_the_mtime(tmp_path: Path, sample_disk: Path) -> None:
+    one = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", env={"SOURCE_DATE_EPOCH": "1"}).stdout
+    two = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", env={"SOURCE_DATE_EPOCH": "2"}).stdout
+    assert one != two
+
+
+def test_summary_digest_matches_the_file(tmp_path: Path, sample_disk: Path) -> None:
+    box = tmp_path / "a.box"
+    err = run_boxpack(sample_disk, "--provider", "libvirt", "-o", box).stderr.decode()
+    assert hashlib.sha256(box.read_bytes()).hexdigest() in err
