@@ -9,7 +9,8 @@ import sys
 from . import __version__
 from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
-from .pack import COMPRESSIONS, pack
+from .ovf import DEFAULT_OS_TYPE, OS_TYPES
+from .pack import COMPRESSIONS, FIRMWARES, pack
 from .progress import Progress, human_size
 from .providers import PROVIDERS
 from .qcow2 import COMPAT_VERSIONS
@@ -17,7 +18,13 @@ from .qcow2 import COMPAT_VERSIONS
 EPILOG = """\
 examples:
   boxpack disk.img --provider libvirt              writes disk-libvirt.box
+  boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
   boxpack disk.img --provider libvirt -o - | curl -T - https://example.org/upload/disk.box
+
+Both providers come from one read of the disk. A VirtualBox box's VMDK size is
+known only once it is compressed, so the VMDK is spooled to an unnamed
+temporary file next to the output box (in $TMPDIR with -o -) and then copied
+into the box.
 
 The box is written under a temporary name next to its final path and renamed
 when complete. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
@@ -33,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="boxpack",
-        description="Turn a raw disk image into Vagrant boxes, natively: no qemu-img, tar or jq needed.",
+        description="Turn a raw disk image into Vagrant boxes (libvirt: qcow2; VirtualBox: streamOptimized VMDK "
+        "+ OVF), natively: no qemu-img, tar or jq needed.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,7 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--include", metavar="FILE", action="append", default=[], help="add FILE to the box (repeatable)"
     )
-    p.add_argument("--arch", metavar="ARCH", help="box architecture, Vagrant's name (amd64, arm64, i386, ...)")
+    p.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="box architecture, Vagrant's name (amd64, arm64, i386, ...); default: from the GPT root partition type",
+    )
+    p.add_argument(
+        "--firmware",
+        choices=FIRMWARES,
+        help="firmware the box starts the VM with; default: efi for a disk that only boots with UEFI, else bios",
+    )
+    vbox = p.add_argument_group("VirtualBox box")
+    vbox.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default: 2)")
+    vbox.add_argument("--memory", type=int, default=1024, metavar="MIB", help="memory in MiB (default: 1024)")
+    vbox.add_argument(
+        "--os-type", default=DEFAULT_OS_TYPE, metavar="TYPE", help=f"VirtualBox OS type (default: {DEFAULT_OS_TYPE}; also "
+        + ", ".join(t for t in OS_TYPES if t != DEFAULT_OS_TYPE) + ")"
+    )
+    vbox.add_argument("--vm-name", metavar="NAME", help="VM name in box.ovf (default: the disk's file name)")
+    vbox.add_argument(
+        "--base-mac",
+        metavar="auto|MAC",
+        help="set config.vm.base_mac, only needed by Vagrant < 2.2: auto derives one from the disk, "
+        "or give 12 hex digits (default: none, Vagrant generates one per VM)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
     return p
@@ -104,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             vagrantfile=args.vagrantfile,
             include=args.include,
             architecture=args.arch,
+            firmware=args.firmware,
+            cpus=args.cpus,
+            memory=args.memory,
+            os_type=args.os_type,
+            vm_name=args.vm_name,
+            base_mac=args.base_mac,
             progress=progress,
         )
     except BoxpackError as e:
@@ -120,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             where = r.path.name if r.path else "<stdout>"
             print(
-                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, "
-                f"{r.checksum_type} {r.checksum}, {r.seconds:.1f} s",
+                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware}, "
+                f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}, {r.seconds:.1f} s",
                 file=sys.stderr,
             )
     return 0

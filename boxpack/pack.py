@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +17,8 @@ from typing import BinaryIO
 from .archive import Member, source_date_epoch, tar_stream
 from .compress import LEVELS, DEFAULT_LEVEL, DigestWriter, ParallelGzip, default_threads
 from .errors import BoxpackError
+from .ovf import DEFAULT_OS_TYPE, OS_TYPES, Hardware
+from .partitions import read_partition_table
 from .providers import PROVIDERS, Job
 from .qcow2 import COMPAT_VERSIONS
 from .source import CLUSTER, RawDisk
@@ -34,6 +39,8 @@ class BoxResult:
     checksum_type: str
     checksum: str
     seconds: float
+    firmware: str  # "bios" or "efi", and why
+    architecture: str | None
 
 
 Output = str | os.PathLike[str] | BinaryIO | None
@@ -126,6 +133,35 @@ def _read_option_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
+FIRMWARES = ("bios", "efi")
+MAC_PATTERN = re.compile(r"^[0-9A-Fa-f]{12}$")
+
+
+def _check_hardware(hw: Hardware, base_mac: str | None) -> None:
+    if hw.os_type not in OS_TYPES:
+        raise BoxpackError(f"unknown --os-type {hw.os_type!r}; choose from {', '.join(OS_TYPES)}")
+    if not 1 <= hw.cpus <= 64:
+        raise BoxpackError(f"--cpus {hw.cpus} is out of range 1..64")
+    if not 4 <= hw.memory_mb <= 2**22:
+        raise BoxpackError(f"--memory {hw.memory_mb} MiB is out of range 4..{2**22}")
+    if not hw.vm_name or any(c in hw.vm_name for c in "<>&\"'/\0"):
+        raise BoxpackError(f"--vm-name {hw.vm_name!r} must be a non-empty name without <>&\"'/")
+    if base_mac and base_mac != "auto":
+        if not MAC_PATTERN.match(base_mac):
+            raise BoxpackError(f"--base-mac {base_mac!r} must be auto or 12 hex digits without separators")
+        if int(base_mac[:2], 16) & 1:
+            raise BoxpackError(f"--base-mac {base_mac}: a multicast address cannot be a NIC's MAC")
+
+
+def _disk_id(disk: RawDisk, clusters: array) -> bytes:
+    """32 bytes that identify the disk's content: seeds UUIDs, CID and MAC, so output is reproducible."""
+    h = hashlib.sha256(b"boxpack-disk-id\0")
+    h.update(disk.size.to_bytes(8, "little"))
+    h.update(disk.crc32.to_bytes(4, "little"))
+    h.update(clusters.tobytes())
+    return h.digest()
+
+
 def pack(
     source: str | os.PathLike[str],
     providers: Sequence[str] = ("libvirt",),
@@ -139,6 +175,12 @@ def pack(
     vagrantfile: str | os.PathLike[str] | None = None,
     include: Sequence[str | os.PathLike[str]] = (),
     architecture: str | None = None,
+    firmware: str | None = None,
+    cpus: int = 2,
+    memory: int = 1024,
+    os_type: str = DEFAULT_OS_TYPE,
+    vm_name: str | None = None,
+    base_mac: str | None = None,
     progress: Callable[..., None] | None = None,
 ) -> list[BoxResult]:
     """Pack the raw disk image `source` into one Vagrant box per provider.
@@ -146,12 +188,15 @@ def pack(
     output is None (``<stem>-<provider>.box`` in the current directory), a
     file path (one provider), a directory, or "-" / a binary stream (one
     provider). Boxes are written under a temporary name and renamed when
-    complete; an existing file is replaced only with force. progress, if
-    given, is a boxpack.progress.Progress-like object. Raises BoxpackError.
+    complete; an existing file is replaced only with force. architecture and
+    firmware ("bios"/"efi") are detected from the partition table unless
+    given. cpus, memory (MiB), os_type, vm_name and base_mac ("auto" or 12 hex
+    digits) shape the VirtualBox box. progress, if given, is a
+    boxpack.progress.Progress-like object. Raises BoxpackError.
     """
     providers = list(dict.fromkeys(providers))
     if not providers:
-        raise BoxpackError("no provider given; use --provider libvirt")
+        raise BoxpackError("no provider given; use --provider libvirt and/or --provider virtualbox")
     for p in providers:
         if p not in PROVIDERS:
             raise BoxpackError(f"unknown provider {p!r}; choose from {', '.join(PROVIDERS)}")
@@ -164,6 +209,12 @@ def pack(
         raise BoxpackError("--threads must be at least 1")
     if qcow2_compat not in COMPAT_VERSIONS:
         raise BoxpackError(f"unknown qcow2 compat {qcow2_compat!r}; choose from {', '.join(COMPAT_VERSIONS)}")
+    if firmware is not None and firmware not in FIRMWARES:
+        raise BoxpackError(f"unknown firmware {firmware!r}; choose from {', '.join(FIRMWARES)}")
+    if architecture is not None and not re.match(r"^[a-z0-9_]+$", architecture):
+        raise BoxpackError(f"--arch {architecture!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)")
+    hardware = Hardware(vm_name or _default_vm_name(Path(source)), os_type, cpus, memory)
+    _check_hardware(hardware, base_mac)
     vagrantfile_bytes = _read_option_file(vagrantfile, "Vagrantfile").read_bytes() if vagrantfile else None
     includes = [_read_option_file(p, "included file") for p in include]
     names = [p.name for p in includes]
@@ -177,35 +228,60 @@ def pack(
                 "%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size
             )
         targets = _targets(disk.path, providers, output, force)
-        if progress:
-            progress.phase("scanning disk", sum(e - s for s, e in disk.extents()))
-        clusters = disk.data_clusters(progress)
+        table = read_partition_table(disk)
+        detected, reason = table.firmware()
         job = Job(
             disk=disk,
-            clusters=clusters,
-            architecture=architecture,
+            firmware=firmware or detected,
+            architecture=architecture or table.architecture(),
             vagrantfile=vagrantfile_bytes,
             include=includes,
             qcow2_compat=qcow2_compat,
+            level=level,
+            threads=threads,
+            spool_dir=next((t.parent for t in targets if isinstance(t, Path)), None),
+            hardware=hardware,
+            base_mac=base_mac,
             progress=progress,
         )
-        results = []
-        for provider, target in zip(providers, targets):
-            started = time.monotonic()
+        firmware_note = f"{job.firmware} ({'as asked' if firmware else 'detected: ' + reason})"
+        writers = []
+        try:
+            for name in providers:
+                writers.append(PROVIDERS[name](job))
             if progress:
-                progress.phase(f"writing {provider}", len(clusters) * CLUSTER)
-            members = PROVIDERS[provider].members(job)
-            size, digest = _write_box(target, members, compression, level, threads, force)
-            if progress:
-                progress.finish()
-            results.append(
-                BoxResult(
-                    provider=provider,
-                    path=target if isinstance(target, Path) else None,
-                    size=size,
-                    checksum_type="sha256",
-                    checksum=digest,
-                    seconds=time.monotonic() - started,
+                progress.phase("reading disk", sum(e - s for s, e in disk.extents()))
+            for cluster, data in disk.scan(progress):
+                job.clusters.append(cluster)
+                for w in writers:
+                    w.feed(cluster, data)
+            job.disk_id = _disk_id(disk, job.clusters)
+            results = []
+            for writer, target in zip(writers, targets):
+                started = time.monotonic()
+                if progress:
+                    progress.phase(f"writing {writer.NAME}", len(job.clusters) * CLUSTER)
+                size, digest = _write_box(target, writer.members(), compression, level, threads, force)
+                writer.close()
+                if progress:
+                    progress.finish()
+                results.append(
+                    BoxResult(
+                        provider=writer.NAME,
+                        path=target if isinstance(target, Path) else None,
+                        size=size,
+                        checksum_type="sha256",
+                        checksum=digest,
+                        seconds=time.monotonic() - started,
+                        firmware=firmware_note,
+                        architecture=job.architecture,
+                    )
                 )
-            )
+        finally:
+            for w in writers:
+                w.close()
         return results
+
+
+def _default_vm_name(source: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem or source.name).strip("-") or "boxpack"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
+
+import deflate
 
 from .errors import BoxpackError
 
@@ -59,6 +60,7 @@ class RawDisk:
             raise BoxpackError(f"{self.path}: cannot read: {e.strerror}") from None
         #: The disk size as guests see it: the file size padded to a whole sector.
         self.size = -(-self.file_size // SECTOR) * SECTOR
+        self.crc32 = 0
 
     @property
     def padded(self) -> bool:
@@ -104,26 +106,28 @@ class RawDisk:
             yield start, min(stop, end_of_file)
             pos = stop
 
-    def data_clusters(self, progress=None) -> array:
-        """Indices of the CLUSTER-sized clusters that hold any non-zero byte.
+    def scan(self, progress=None) -> Iterator[tuple[int, bytes]]:
+        """Yield (cluster index, 64 KiB of data) for every cluster holding a non-zero byte, ascending.
 
-        This is the data map every writer works from. It grows with the data,
-        not with the virtual size: 8 bytes per 64 KiB of data.
+        Holes are skipped without reading; data extents are read once. The
+        indices collected from this are the data map every writer works from:
+        it grows with the data, not with the virtual size (8 bytes per 64 KiB).
+        self.crc32 ends up as a checksum of everything read, for derived IDs.
         """
-        found = array("Q")
         last = -1
+        self.crc32 = 0
         for start, end in self.extents():
             pos = start // CLUSTER * CLUSTER
             while pos < end:
                 n = min(_SCAN_CHUNK, -(-(end - pos) // CLUSTER) * CLUSTER)
                 chunk = self.read(pos, n)
+                self.crc32 = deflate.crc32(chunk, self.crc32)
                 first = pos // CLUSTER
                 for i, off in enumerate(range(0, n, CLUSTER)):
-                    idx = first + i
-                    if idx > last and chunk[off : off + CLUSTER] != _ZERO_CLUSTER:
-                        found.append(idx)
-                        last = idx
+                    data = chunk[off : off + CLUSTER]
+                    if first + i > last and data != _ZERO_CLUSTER:
+                        last = first + i
+                        yield last, data
                 if progress:
                     progress(min(pos + n, end) - max(pos, start))
                 pos += n
-        return found

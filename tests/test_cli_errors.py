@@ -106,7 +106,7 @@ def test_file_too_large_leaves_nothing_behind(tmp_path: Path, sample_disk: Path)
 
 
 def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
-    disk = make_disk.make(tmp_path / "big.img", data=400 * 1024 * 1024)
+    disk = make_disk.make(tmp_path / "big.img", data=160 * 1024 * 1024)
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(

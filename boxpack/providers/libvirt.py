@@ -10,39 +10,51 @@ from __future__ import annotations
 from ..archive import Member
 from ..metadata import metadata_json, virtual_size_gib
 from ..qcow2 import COMPAT_VERSIONS, Qcow2Layout
-from . import Job, include_members
-
-NAME = "libvirt"
+from . import Provider
 
 # vagrant-libvirt defaults to driver "kvm", which fails on hosts without usable
-# KVM (no VT-x/AMD-V, nested guests); pick it at `vagrant up` time instead.
-VAGRANTFILE = """\
-# Vagrantfile of a libvirt box made by boxpack. Settings in your own
-# Vagrantfile override these.
-Vagrant.configure("2") do |config|
+# KVM (no VT-x/AMD-V, nested guests); the box picks it at `vagrant up` time.
+SETTINGS = """\
   config.vm.provider :libvirt do |libvirt|
     libvirt.disk_bus = "virtio"
     # KVM where this host can run it, plain QEMU (TCG) elsewhere.
     cpuinfo = File.read("/proc/cpuinfo") rescue ""
     kvm = File.exist?("/dev/kvm") && (cpuinfo !~ /^flags\\s*:/ || cpuinfo =~ /\\b(vmx|svm)\\b/)
     libvirt.driver = kvm ? "kvm" : "qemu"
-  end
-end
+"""
+
+# vagrant-libvirt passes `loader` alone as a ROM (QEMU -bios), which needs a
+# unified OVMF image (code and variables in one file); these are where
+# distributions install one.
+EFI_SETTINGS = """\
+    # This disk boots with UEFI only: start it with the host's OVMF firmware.
+    ovmf = %w[/usr/share/ovmf/OVMF.fd /usr/share/qemu/OVMF.fd /usr/share/OVMF/OVMF.fd
+              /usr/share/edk2/ovmf/OVMF.fd /usr/share/edk2/x64/OVMF.4m.fd /usr/share/edk2-ovmf/x64/OVMF.fd
+             ].find { |f| File.exist?(f) }
+    if ovmf
+      libvirt.loader = ovmf
+    else
+      $stderr.puts "This box boots with UEFI only: install OVMF (Debian: apt install ovmf) or set libvirt.loader."
+    end
 """
 
 
-def metadata(job: Job) -> dict:
-    meta = {"provider": NAME, "format": "qcow2", "virtual_size": virtual_size_gib(job.disk.size)}
-    if job.architecture:
-        meta["architecture"] = job.architecture
-    return meta
+class Libvirt(Provider):
+    NAME = "libvirt"
 
+    def metadata(self) -> dict:
+        meta = {"provider": self.NAME, "format": "qcow2", "virtual_size": virtual_size_gib(self.job.disk.size)}
+        if self.job.architecture:
+            meta["architecture"] = self.job.architecture
+        return meta
 
-def members(job: Job) -> list[Member]:
-    layout = Qcow2Layout(job.disk.size, job.clusters, COMPAT_VERSIONS[job.qcow2_compat])
-    return [
-        Member.from_bytes("metadata.json", metadata_json(metadata(job))),
-        Member.from_bytes("Vagrantfile", job.vagrantfile or VAGRANTFILE.encode()),
-        Member("box.img", layout.image_size, lambda: layout.stream(job.disk, job.progress)),
-        *include_members(job),
-    ]
+    def members(self) -> list[Member]:
+        job = self.job
+        layout = Qcow2Layout(job.disk.size, job.clusters, COMPAT_VERSIONS[job.qcow2_compat])
+        block = SETTINGS + (EFI_SETTINGS if job.firmware == "efi" else "") + "  end\n"
+        return [
+            Member.from_bytes("metadata.json", metadata_json(self.metadata())),
+            Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
+            Member("box.img", layout.image_size, lambda: layout.stream(job.disk, job.progress)),
+            *self.include_members(),
+        ]

@@ -1,0 +1,271 @@
+"""box.ovf for VirtualBox: built with lxml, and checked by the rules VirtualBox's reader applies.
+
+References: DMTF DSP0243 (OVF 1.0) and DSP8023 (envelope schema); VirtualBox
+src/VBox/Main/xml/ovfreader.cpp (what it requires) and ApplianceImplExport.cpp
+(what it writes); ApplianceImpl.cpp (the disk format URIs it accepts).
+
+No vbox:Machine section: VirtualBox builds the VM from the OVF hardware items,
+and a vbox:Machine whose image UUIDs do not match the DiskSection fails import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lxml import etree
+
+OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
+RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+VSSD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+VBOX_NS = "http://www.virtualbox.org/ovf/machine"
+NSMAP = {None: OVF_NS, "ovf": OVF_NS, "rasd": RASD_NS, "vssd": VSSD_NS, "xsi": XSI_NS, "vbox": VBOX_NS}
+STREAM_OPTIMIZED = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+# The disk format URIs VirtualBox maps to its VMDK backend (ApplianceImpl.cpp).
+VMDK_FORMATS = {
+    STREAM_OPTIMIZED,
+    "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse",
+    "http://www.vmware.com/interfaces/specifications/vmdk.html#compressed",
+    "http://www.vmware.com/specifications/vmdk.html#sparse",
+    "http://www.vmware.com/specifications/vmdk.html#compressed",
+}
+MEMORY_UNITS = {"MegaBytes", "MB", "byte * 2^20", "GigaBytes", "GB", "byte * 2^30"}
+SATA_SUBTYPES = {"AHCI", "vmware.sata.ahci"}
+OTHER_STORAGE_SUBTYPES = SATA_SUBTYPES | {"VirtioSCSI", "virtio-scsi", "NVMe", "vmware.nvme.controller"}
+CONTROLLER_TYPES = {5, 6, 20}  # IDE, SCSI, other storage (SATA, virtio-scsi, NVMe)
+KNOWN_TYPES = {1, 3, 4, 5, 6, 10, 14, 15, 16, 17, 20, 23, 35}
+
+# VirtualBox OS type names and the CIM OS type id VirtualBox maps each to.
+OS_TYPES = {
+    "Linux_64": 101,
+    "Linux": 36,
+    "Linux26_64": 100,
+    "Linux26": 99,
+    "Debian_64": 96,
+    "Debian": 95,
+    "Ubuntu_64": 94,
+    "Ubuntu": 93,
+    "RedHat_64": 80,
+    "RedHat": 79,
+    "Oracle_64": 109,
+    "Oracle": 108,
+    "Fedora_64": 101,
+    "OpenSUSE_64": 101,
+    "ArchLinux_64": 101,
+    "Gentoo_64": 101,
+    "FreeBSD_64": 78,
+    "FreeBSD": 42,
+    "Other_64": 102,
+    "Other": 1,
+}
+DEFAULT_OS_TYPE = "Linux_64"
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+@dataclass
+class Hardware:
+    vm_name: str
+    os_type: str = DEFAULT_OS_TYPE
+    cpus: int = 2
+    memory_mb: int = 1024
+
+
+def build(hw: Hardware, disk_file: str, disk_file_size: int, capacity: int, disk_uuid: str) -> bytes:
+    """The OVF 1.0 envelope for one VM with one disk (capacity in bytes) on a SATA controller."""
+    o, r, v = (lambda n: _q(OVF_NS, n)), (lambda n: _q(RASD_NS, n)), (lambda n: _q(VSSD_NS, n))
+    env = etree.Element(o("Envelope"), nsmap=NSMAP)
+    env.set(o("version"), "1.0")
+    env.set("{http://www.w3.org/XML/1998/namespace}lang", "en-US")
+
+    refs = etree.SubElement(env, o("References"))
+    etree.SubElement(refs, o("File"), {o("id"): "file1", o("href"): disk_file, o("size"): str(disk_file_size)})
+
+    disks = etree.SubElement(env, o("DiskSection"))
+    etree.SubElement(disks, o("Info")).text = "List of the virtual disks used in the package"
+    etree.SubElement(
+        disks,
+        o("Disk"),
+        {
+            o("capacity"): str(capacity),
+            o("diskId"): "vmdisk1",
+            o("fileRef"): "file1",
+            o("format"): STREAM_OPTIMIZED,
+            _q(VBOX_NS, "uuid"): disk_uuid,
+        },
+    )
+
+    nets = etree.SubElement(env, o("NetworkSection"))
+    etree.SubElement(nets, o("Info")).text = "Logical networks used in the package"
+    nat = etree.SubElement(nets, o("Network"), {o("name"): "NAT"})
+    etree.SubElement(nat, o("Description")).text = "Logical network used by this appliance."
+
+    vs = etree.SubElement(env, o("VirtualSystem"), {o("id"): hw.vm_name})
+    etree.SubElement(vs, o("Info")).text = "A virtual machine"
+    oss = etree.SubElement(vs, o("OperatingSystemSection"), {o("id"): str(OS_TYPES[hw.os_type])})
+    etree.SubElement(oss, o("Info")).text = "The kind of installed guest operating system"
+    etree.SubElement(oss, o("Description")).text = hw.os_type
+    etree.SubElement(oss, _q(VBOX_NS, "OSType"), {o("required"): "false"}).text = hw.os_type
+
+    vh = etree.SubElement(vs, o("VirtualHardwareSection"))
+    etree.SubElement(vh, o("Info")).text = "Virtual hardware requirements for a virtual machine"
+    system = etree.SubElement(vh, o("System"))
+    for name, value in (
+        ("ElementName", "Virtual Hardware Family"),
+        ("InstanceID", "0"),
+        ("VirtualSystemIdentifier", hw.vm_name),
+        ("VirtualSystemType", "virtualbox-2.2"),
+    ):
+        etree.SubElement(system, v(name)).text = value
+
+    def item(**fields: str | int) -> None:
+        el = etree.SubElement(vh, o("Item"))
+        for name in sorted(fields):  # rasd children in the schema's (alphabetical) order
+            etree.SubElement(el, r(name)).text = str(fields[name])
+
+    item(Caption=f"{hw.cpus} virtual CPU", Description="Number of virtual CPUs", ElementName=f"{hw.cpus} virtual CPU",
+         InstanceID=1, ResourceType=3, VirtualQuantity=hw.cpus)
+    item(AllocationUnits="MegaBytes", Caption=f"{hw.memory_mb} MB of memory", Description="Memory Size",
+         ElementName=f"{hw.memory_mb} MB of memory", InstanceID=2, ResourceType=4, VirtualQuantity=hw.memory_mb)
+    item(Address=0, Caption="sataController0", Description="SATA Controller", ElementName="sataController0",
+         InstanceID=3, ResourceSubType="AHCI", ResourceType=20)
+    item(AddressOnParent=0, Caption="disk1", Description="Disk Image", ElementName="disk1",
+         HostResource="/disk/vmdisk1", InstanceID=4, Parent=3, ResourceType=17)
+    item(AutomaticAllocation="true", Caption="Ethernet adapter on 'NAT'", Connection="NAT",
+         ElementName="Ethernet adapter on 'NAT'", InstanceID=5, ResourceSubType="E1000", ResourceType=10)
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _attr(el: etree._Element, name: str) -> str | None:
+    """An OVF attribute, qualified or not (VirtualBox matches by local name)."""
+    value = el.get(_q(OVF_NS, name))
+    return value if value is not None else el.get(name)
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname
+
+
+def _children(el: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str) and _local(c) == name]
+
+
+def _text(el: etree._Element, name: str) -> str | None:
+    found = _children(el, name)
+    return found[0].text.strip() if found and found[0].text else None
+
+
+def check(xml: bytes, members: Mapping[str, int] | None = None) -> list[str]:
+    """Problems VirtualBox's OVF import (or Vagrant's use of it) would hit; empty when none.
+
+    members maps the box's file names to sizes; when given, every File href
+    must name one of them.
+    """
+    try:
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as e:
+        return [f"box.ovf is not well-formed XML: {e}"]
+    if _local(root) != "Envelope" or not etree.QName(root).namespace:
+        return ["box.ovf: the root element must be a namespaced Envelope"]
+    problems: list[str] = []
+    files: dict[str, str] = {}
+    for refs in _children(root, "References"):
+        for f in _children(refs, "File"):
+            fid, href = _attr(f, "id"), _attr(f, "href")
+            if not fid or not href:
+                problems.append("References/File needs ovf:id and ovf:href")
+                continue
+            files[fid] = href
+            if members is not None and href not in members:
+                problems.append(f"File {fid} refers to {href!r}, which is not in the box")
+    disk_ids: dict[str, etree._Element] = {}
+    for section in _children(root, "DiskSection"):
+        for d in _children(section, "Disk"):
+            did, fmt, cap, ref = (_attr(d, k) for k in ("diskId", "format", "capacity", "fileRef"))
+            if not did or not fmt or cap is None:
+                problems.append("DiskSection/Disk needs ovf:diskId, ovf:format and ovf:capacity")
+                continue
+            disk_ids[did] = d
+            if not cap.isdigit():
+                problems.append(f"Disk {did}: ovf:capacity {cap!r} is not a whole number of bytes")
+            units = _attr(d, "capacityAllocationUnits")
+            if units not in (None, "byte", "byte * 2^0"):
+                problems.append(
+                    f"Disk {did}: VirtualBox ignores capacityAllocationUnits {units!r} and reads ovf:capacity as bytes"
+                )
+            if fmt not in VMDK_FORMATS:
+                problems.append(f"Disk {did}: format {fmt!r} is not a VMDK format VirtualBox imports")
+            if ref is not None and ref not in files:
+                problems.append(f"Disk {did}: fileRef {ref!r} names no File")
+    systems = _children(root, "VirtualSystem")
+    if len(systems) != 1:
+        problems.append(f"box.ovf must hold exactly one VirtualSystem (Vagrant imports --vsys 0), not {len(systems)}")
+    for vs in systems:
+        problems += _check_system(vs, disk_ids)
+    return problems
+
+
+def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) -> list[str]:
+    problems: list[str] = []
+    for oss in _children(vs, "OperatingSystemSection"):
+        if not (_attr(oss, "id") or "").isdigit():
+            problems.append("OperatingSystemSection needs an integer ovf:id")
+    hw = _children(vs, "VirtualHardwareSection")
+    if len(hw) != 1:
+        return problems + ["VirtualSystem needs one VirtualHardwareSection"]
+    items = [i for kind in ("Item", "StorageItem", "EthernetPortItem") for i in _children(hw[0], kind)]
+    controllers = set()
+    nics = []
+    for it in items:
+        rtype = _text(it, "ResourceType")
+        if rtype is None or not rtype.isdigit():
+            problems.append("an Item has no integer rasd:ResourceType")
+            continue
+        t = int(rtype)
+        iid = _text(it, "InstanceID") or _text(it, "InstanceId")
+        if t not in KNOWN_TYPES and it.get(_q(OVF_NS, "required")) != "false":
+            problems.append(f"Item {iid}: unknown ResourceType {t} without ovf:required=\"false\"")
+        if t in CONTROLLER_TYPES:
+            if not iid:
+                problems.append(f"controller Item of type {t} has no InstanceID")
+            controllers.add(iid)
+        if t == 20 and _text(it, "ResourceSubType") not in OTHER_STORAGE_SUBTYPES:
+            problems.append(f"Item {iid}: storage controller subtype {_text(it, 'ResourceSubType')!r} is unknown to VirtualBox")
+        if t == 3 and not 0 < int(_text(it, "VirtualQuantity") or 0) < 65535:
+            problems.append(f"Item {iid}: CPU count must be 1..65534")
+        if t == 4:
+            if _text(it, "AllocationUnits") not in MEMORY_UNITS:
+                problems.append(f"Item {iid}: memory AllocationUnits {_text(it, 'AllocationUnits')!r} is not one VirtualBox reads")
+            if not (_text(it, "VirtualQuantity") or "").isdigit():
+                problems.append(f"Item {iid}: memory VirtualQuantity is not a number")
+        if t == 10:
+            nics.append(it)
+    for it in items:
+        if _text(it, "ResourceType") != "17":
+            continue
+        iid = _text(it, "InstanceID")
+        if _text(it, "Parent") not in controllers:
+            problems.append(f"disk Item {iid}: Parent {_text(it, 'Parent')!r} is not a controller's InstanceID")
+        host = _text(it, "HostResource") or ""
+        prefix = next((p for p in ("ovf://disk/", "ovf:/disk/", "/disk/") if host.startswith(p)), None)
+        if prefix is None or host[len(prefix):] not in disk_ids:
+            problems.append(f"disk Item {iid}: HostResource {host!r} names no Disk")
+    if not nics or _text(nics[0], "Connection") != "NAT":
+        problems.append("the first network adapter must be NAT (Vagrant connects through it)")
+    problems += _check_vbox_machine(vs, disk_ids)
+    return problems
+
+
+def _check_vbox_machine(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) -> list[str]:
+    """A vbox:Machine's image UUIDs must match the DiskSection's vbox:uuid, or import fails."""
+    uuids = {(d.get(_q(VBOX_NS, "uuid")) or "").strip("{}").lower() for d in disk_ids.values()}
+    problems = []
+    for machine in vs.iter(_q(VBOX_NS, "Machine")):
+        for image in machine.iter(_q(VBOX_NS, "Image")):
+            u = (image.get("uuid") or "").strip("{}").lower()
+            if u not in uuids:
+                problems.append(f"vbox:Machine attaches image {u}, which the DiskSection does not describe")
+    return problems
