@@ -6,8 +6,9 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from . import __version__, catalog
 from .compress import DEFAULT_LEVEL
+from .catalog import CHECKSUM_TYPES
 from .errors import BoxpackError
 from .ovf import DEFAULT_OS_TYPE, OS_TYPES
 from .pack import COMPRESSIONS, FIRMWARES, pack
@@ -18,6 +19,8 @@ from .qcow2 import COMPAT_VERSIONS
 EPILOG = """\
 examples:
   boxpack disk.img --provider libvirt              writes disk-libvirt.box
+  boxpack disk.img --provider libvirt --catalog boxes.json --name org/disk --box-version 1.0.0 \\
+      --url-base https://example.org/boxes/     also records it in a catalog for `vagrant box add`
   boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
   boxpack disk.img --provider libvirt -o - | curl -T - https://example.org/upload/disk.box
 
@@ -27,7 +30,7 @@ temporary file next to the output box (in $TMPDIR with -o -) and then copied
 into the box.
 
 The box is written under a temporary name next to its final path and renamed
-when complete. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
+when complete. `boxpack catalog --help` manages catalogs. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
 bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
 """
 
@@ -104,7 +107,114 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
+    sums = p.add_argument_group("checksums and catalog")
+    sums.add_argument(
+        "--checksum", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
+    )
+    sums.add_argument(
+        "--checksum-file",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="write <box>.<checksum> beside each box (sha256sum format), or all lines to PATH (needed with -o -)",
+    )
+    sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
+    sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
+    sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
+    sums.add_argument("--url-base", metavar="URL", help="the URL the boxes will be served under; a box's URL is this + its file name")
+    sums.add_argument("--default-arch", action="store_true", help="make these boxes their provider's default architecture")
+    sums.add_argument("--description", help="catalog description")
+    sums.add_argument("--allow-relative", action="store_true", help="accept a relative --url-base")
     return p
+
+
+def build_catalog_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="boxpack catalog",
+        description="Create, update and read the Vagrant box catalog JSON that `vagrant box add URL` reads.",
+        epilog=CATALOG_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="add|show|remove")
+    add = sub.add_parser("add", help="add a box to a version (creating the catalog or version as needed)")
+    add.add_argument("catalog", metavar="CATALOG")
+    add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
+    add.add_argument("--name", required=True, metavar="ORG/NAME")
+    add.add_argument("--version", required=True, metavar="VERSION")
+    add.add_argument("--url", required=True, help="absolute URL the box is served from")
+    add.add_argument("--provider", help="default: from the box's metadata.json")
+    add.add_argument("--arch", help="default: from the box's metadata.json, else unknown")
+    add.add_argument("--default-arch", action="store_true", help="make this the provider's default architecture")
+    add.add_argument("--description")
+    add.add_argument("--checksum", choices=list(CHECKSUM_TYPES), default="sha256")
+    add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")
+    add.add_argument("--allow-relative", action="store_true", help="accept a URL without a scheme")
+    show = sub.add_parser("show", help="print the catalog as a table")
+    show.add_argument("catalog", metavar="CATALOG")
+    rm = sub.add_parser("remove", help="remove a version, or some of its entries")
+    rm.add_argument("catalog", metavar="CATALOG")
+    rm.add_argument("--version", required=True, metavar="VERSION")
+    rm.add_argument("--provider")
+    rm.add_argument("--arch")
+    return p
+
+
+CATALOG_EPILOG = """examples:
+  boxpack catalog add boxes.json --box debian-libvirt.box --name org/debian --version 1.2.0 \\
+      --url https://example.org/boxes/debian-libvirt.box
+  boxpack catalog show boxes.json
+  vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
+"""
+
+
+def catalog_main(argv: list[str]) -> int:
+    args = build_catalog_parser().parse_args(argv)
+    try:
+        if args.action == "add":
+            doc = catalog.add_box(
+                args.catalog,
+                args.box,
+                name=args.name,
+                version=args.version,
+                url=args.url,
+                provider=args.provider,
+                architecture=args.arch,
+                checksum_type=args.checksum,
+                default_architecture=args.default_arch,
+                description=args.description,
+                force=args.force,
+                allow_relative=args.allow_relative,
+            )
+            print(f"boxpack: {args.catalog}: added {args.name} {args.version}", file=sys.stderr)
+        elif args.action == "remove":
+            doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.version, args.provider, args.arch))
+        else:
+            doc = _existing(catalog.load(args.catalog), args.catalog)
+        sys.stdout.write(catalog.table(doc))
+    except BoxpackError as e:
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:
+    if doc is None:
+        raise BoxpackError(f"{path}: no such catalog")
+    return doc
+
+
+def _check_catalog_args(args: argparse.Namespace) -> None:
+    """All of the in-run catalog options or none, checked before any packing."""
+    wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--url-base": args.url_base}
+    given = [k for k, v in wanted.items() if v]
+    if not given:
+        return
+    if len(given) < len(wanted):
+        raise BoxpackError(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
+    if args.output == "-":
+        raise BoxpackError("--catalog records box files; it cannot be used with -o -")
+    catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
 
 
 class _OneLine(logging.Handler):
@@ -113,6 +223,9 @@ class _OneLine(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["catalog"]:
+        return catalog_main(argv[1:])
     args = build_parser().parse_args(argv)
     logger = logging.getLogger("boxpack")
     logger.addHandler(_OneLine())
@@ -123,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
     try:
+        _check_catalog_args(args)
         results = pack(
             args.disk,
             args.provider,
@@ -141,8 +255,28 @@ def main(argv: list[str] | None = None) -> int:
             os_type=args.os_type,
             vm_name=args.vm_name,
             base_mac=args.base_mac,
+            checksum=args.checksum,
+            checksum_file=args.checksum_file,
             progress=progress,
         )
+        if args.catalog:
+            base = args.url_base if args.url_base.endswith("/") else args.url_base + "/"
+            for r in results:
+                catalog.add_box(
+                    args.catalog,
+                    r.path,
+                    name=args.name,
+                    version=args.box_version,
+                    url=base + r.path.name,
+                    provider=r.provider,
+                    architecture=r.architecture,
+                    checksum=r.checksum,
+                    checksum_type=r.checksum_type,
+                    default_architecture=args.default_arch,
+                    description=args.description,
+                    force=args.force,
+                    allow_relative=args.allow_relative,
+                )
     except BoxpackError as e:
         if progress:
             progress.finish()
@@ -153,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             progress.finish()
         print("boxpack: interrupted; no box was written", file=sys.stderr)
         return 130
+    if args.catalog and not args.quiet:
+        print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
     if not args.quiet:
         for r in results:
             where = r.path.name if r.path else "<stdout>"

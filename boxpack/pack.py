@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .archive import Member, source_date_epoch, tar_stream
+from .catalog import CHECKSUM_TYPES
 from .compress import LEVELS, DEFAULT_LEVEL, DigestWriter, ParallelGzip, default_threads
 from .errors import BoxpackError
 from .ovf import DEFAULT_OS_TYPE, OS_TYPES, Hardware
@@ -29,7 +30,7 @@ COMPRESSIONS = ("gzip", "none")
 RESERVED_NAMES = {"metadata.json", "Vagrantfile", "box.img", "box.ovf", "box.vmdk", "box-disk001.vmdk"}
 
 
-@dataclass
+@dataclass(eq=False)
 class BoxResult:
     """A box written by pack(): where, how big, and its digest."""
 
@@ -76,8 +77,10 @@ def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) 
     return targets
 
 
-def _write_archive(out: BinaryIO, members: list[Member], compression: str, level: int, threads: int) -> DigestWriter:
-    digest = DigestWriter(out)
+def _write_archive(
+    out: BinaryIO, members: list[Member], compression: str, level: int, threads: int, checksum: str
+) -> DigestWriter:
+    digest = DigestWriter(out, checksum)
     sink = ParallelGzip(digest, level, threads) if compression == "gzip" else digest
     try:
         for chunk in tar_stream(members, source_date_epoch()):
@@ -93,12 +96,18 @@ def _write_archive(out: BinaryIO, members: list[Member], compression: str, level
 
 
 def _write_box(
-    target: Path | BinaryIO, members: list[Member], compression: str, level: int, threads: int, force: bool
+    target: Path | BinaryIO,
+    members: list[Member],
+    compression: str,
+    level: int,
+    threads: int,
+    force: bool,
+    checksum: str,
 ) -> tuple[int, str]:
     """Write the archive to a stream, or to a temporary file renamed into place when complete."""
     if not isinstance(target, Path):
         try:
-            digest = _write_archive(target, members, compression, level, threads)
+            digest = _write_archive(target, members, compression, level, threads, checksum)
         except BrokenPipeError:
             raise BoxpackError("output closed before the box was complete (broken pipe)") from None
         except OSError as e:
@@ -108,7 +117,7 @@ def _write_box(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _write_archive(out, members, compression, level, threads)
+            digest = _write_archive(out, members, compression, level, threads, checksum)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -181,6 +190,8 @@ def pack(
     os_type: str = DEFAULT_OS_TYPE,
     vm_name: str | None = None,
     base_mac: str | None = None,
+    checksum: str = "sha256",
+    checksum_file: bool | str | os.PathLike[str] = False,
     progress: Callable[..., None] | None = None,
 ) -> list[BoxResult]:
     """Pack the raw disk image `source` into one Vagrant box per provider.
@@ -191,8 +202,11 @@ def pack(
     complete; an existing file is replaced only with force. architecture and
     firmware ("bios"/"efi") are detected from the partition table unless
     given. cpus, memory (MiB), os_type, vm_name and base_mac ("auto" or 12 hex
-    digits) shape the VirtualBox box. progress, if given, is a
-    boxpack.progress.Progress-like object. Raises BoxpackError.
+    digits) shape the VirtualBox box. checksum names the digest computed
+    while writing (md5, sha1, sha256, sha384, sha512); checksum_file True
+    writes ``<box>.<checksum>`` beside each box, a path writes all lines there
+    (sha256sum format; "-" names a box written to a stream). progress, if
+    given, is a boxpack.progress.Progress-like object. Raises BoxpackError.
     """
     providers = list(dict.fromkeys(providers))
     if not providers:
@@ -209,6 +223,10 @@ def pack(
         raise BoxpackError("--threads must be at least 1")
     if qcow2_compat not in COMPAT_VERSIONS:
         raise BoxpackError(f"unknown qcow2 compat {qcow2_compat!r}; choose from {', '.join(COMPAT_VERSIONS)}")
+    if checksum not in CHECKSUM_TYPES:
+        raise BoxpackError(f"unknown checksum {checksum!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+    if checksum_file is True and (output == "-" or hasattr(output, "write")):
+        raise BoxpackError("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
     if firmware is not None and firmware not in FIRMWARES:
         raise BoxpackError(f"unknown firmware {firmware!r}; choose from {', '.join(FIRMWARES)}")
     if architecture is not None and not re.match(r"^[a-z0-9_]+$", architecture):
@@ -261,7 +279,7 @@ def pack(
                 started = time.monotonic()
                 if progress:
                     progress.phase(f"writing {writer.NAME}", len(job.clusters) * CLUSTER)
-                size, digest = _write_box(target, writer.members(), compression, level, threads, force)
+                size, digest = _write_box(target, writer.members(), compression, level, threads, force, checksum)
                 writer.close()
                 if progress:
                     progress.finish()
@@ -270,7 +288,7 @@ def pack(
                         provider=writer.NAME,
                         path=target if isinstance(target, Path) else None,
                         size=size,
-                        checksum_type="sha256",
+                        checksum_type=checksum,
                         checksum=digest,
                         seconds=time.monotonic() - started,
                         firmware=firmware_note,
@@ -280,7 +298,25 @@ def pack(
         finally:
             for w in writers:
                 w.close()
-        return results
+    if checksum_file:
+        _write_checksum_files(results, checksum_file)
+    return results
+
+
+def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | os.PathLike[str]) -> None:
+    """sha256sum-format lines: `<hex>  <box file name>`, "-" for a box written to a stream."""
+    lines = {r: f"{r.checksum}  {r.path.name if r.path else '-'}\n" for r in results}
+    if checksum_file is True:
+        targets = {r.path.with_name(f"{r.path.name}.{r.checksum_type}"): lines[r] for r in results if r.path}
+    else:
+        targets = {Path(checksum_file): "".join(lines.values())}
+    for path, text in targets.items():
+        try:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise BoxpackError(f"{path}: cannot write the checksum file: {e.strerror}") from None
 
 
 def _default_vm_name(source: Path) -> str:

@@ -1,0 +1,336 @@
+"""The Vagrant box catalog: the JSON `vagrant box add URL` reads, written and merged safely.
+
+Reference: hashicorp/vagrant lib/vagrant/box_metadata.rb (what is parsed),
+lib/vagrant/action/builtin/box_add.rb (checksums, URLs), shared/reference
+vagrant-ecosystem.md B3. The rules kept here:
+
+- checksums are bare lowercase hex with a lower-case checksum_type (a
+  "hex  file" value from sha256sum fails, and SHA256 fails before 2.4.2);
+- URLs are absolute: Vagrant resolves a relative one against its working
+  directory, not the catalog's location;
+- every entry has `architecture` and an explicit `default_architecture`,
+  exactly one default per provider in a version, placed last among that
+  provider's entries: Vagrant <= 2.3 keeps the last entry per provider name;
+- versions are RubyGems versions, kept in ascending Gem order.
+
+Every write is validated against schemas/catalog.schema.json, serialised
+with a lock on the catalog's directory and atomic (temporary file + rename),
+so concurrent writers never lose an update and a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import jsonschema
+
+from .errors import BoxpackError
+from .metadata import load_schema
+
+CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
+VERSION_PATTERN = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$")
+UNKNOWN_ARCH = "unknown"
+
+Catalog = dict[str, Any]
+
+
+def version_key(version: str) -> tuple:
+    """Sort key with RubyGems' ordering: 1.2 == 1.2.0 < 1.10, and 1.0.rc1 < 1.0-beta.1 < 1.0."""
+    segments: list[int | str] = []
+    for part in version.replace("-", ".pre.").split("."):
+        segments += [int(s) if s.isdigit() else s for s in re.findall(r"[0-9]+|[A-Za-z]+", part)]
+    first_text = next((i for i, s in enumerate(segments) if isinstance(s, str)), len(segments))
+    release, pre = segments[:first_text], segments[first_text:]
+    while release and release[-1] == 0:  # trailing zeros of each part do not count
+        release.pop()
+    while pre and pre[-1] == 0:
+        pre.pop()
+    # A missing segment compares as 0, and a text segment (a pre-release) below any number.
+    return tuple((1, s, "") if isinstance(s, int) else (0, 0, s) for s in release + pre) + ((1, 0, ""),)
+
+
+def _providers_sorted(providers: list[dict]) -> list[dict]:
+    """By provider name, the default entry last in each name (for Vagrant <= 2.3), then by architecture."""
+    return sorted(providers, key=lambda p: (p["name"], p["default_architecture"], p["architecture"]))
+
+
+def check(doc: Any) -> list[str]:
+    """Problems with a catalog: the schema, then the rules across entries. Empty when none."""
+    validator = jsonschema.Draft202012Validator(load_schema("catalog.schema.json"))
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or 'top level'}: {e.message}"
+        for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    if problems:
+        return problems
+    seen_versions = set()
+    for v in doc["versions"]:
+        key = version_key(v["version"])
+        if key in seen_versions:
+            problems.append(f"version {v['version']} appears twice")
+        seen_versions.add(key)
+        by_name: dict[str, list[dict]] = {}
+        for p in v["providers"]:
+            by_name.setdefault(p["name"], []).append(p)
+            if len(p["checksum"]) != CHECKSUM_TYPES[p["checksum_type"]]:
+                problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: checksum is not a {p['checksum_type']} digest")
+            if not _absolute(p["url"]):
+                problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: url {p['url']!r} is not absolute")
+        for name, entries in by_name.items():
+            archs = [p["architecture"] for p in entries]
+            if len(set(archs)) != len(archs):
+                problems.append(f"version {v['version']}: provider {name} lists an architecture twice")
+            defaults = [p for p in entries if p["default_architecture"]]
+            if len(defaults) != 1:
+                problems.append(f"version {v['version']}: provider {name} has {len(defaults)} default architectures, not 1")
+            elif entries[-1] is not defaults[0]:
+                problems.append(f"version {v['version']}: provider {name}'s default entry is not its last (Vagrant <= 2.3 takes the last)")
+    return problems
+
+
+def _absolute(url: str) -> bool:
+    u = urlparse(url)
+    return bool(u.scheme) and (bool(u.netloc) or u.scheme == "file") and len(u.scheme) > 1
+
+
+def load(path: str | os.PathLike[str]) -> Catalog | None:
+    """The catalog at path, or None when there is none; BoxpackError when it is unreadable or invalid."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot read the catalog: {e.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BoxpackError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); the file was left as it is") from None
+    problems = check(doc)
+    if problems:
+        raise BoxpackError(f"{path}: not a valid catalog ({problems[0]}); the file was left as it is")
+    return doc
+
+
+def add(
+    doc: Catalog | None,
+    *,
+    name: str,
+    version: str,
+    provider: str,
+    url: str,
+    checksum: str,
+    checksum_type: str = "sha256",
+    architecture: str | None = None,
+    default_architecture: bool = False,
+    description: str | None = None,
+    force: bool = False,
+    allow_relative: bool = False,
+) -> Catalog:
+    """A new catalog with the box entry merged in; doc itself is not changed."""
+    if not VERSION_PATTERN.match(version):
+        raise BoxpackError(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
+    checksum_type = checksum_type.lower()
+    if checksum_type not in CHECKSUM_TYPES:
+        raise BoxpackError(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
+    checksum = checksum.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
+        raise BoxpackError(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
+    if not _absolute(url) and not allow_relative:
+        raise BoxpackError(
+            f"url {url!r} is not absolute; Vagrant would resolve it against its working directory (use --allow-relative to keep it)"
+        )
+    arch = architecture or UNKNOWN_ARCH
+    doc = copy.deepcopy(doc) if doc else {"name": name, "versions": []}
+    if doc["name"] != name:
+        raise BoxpackError(f"the catalog is for {doc['name']}, not {name} (vagrant box add would refuse the mismatch)")
+    if description is not None:
+        doc["description"] = description
+    entry_version = next((v for v in doc["versions"] if version_key(v["version"]) == version_key(version)), None)
+    if entry_version is None:
+        entry_version = {"version": version, "providers": []}
+        doc["versions"].append(entry_version)
+    providers = entry_version["providers"]
+    clash = [p for p in providers if p["name"] == provider and p["architecture"] == arch]
+    if clash and not force:
+        raise BoxpackError(f"version {version} already has a {provider} box for {arch}; use --force to replace it")
+    was_default = any(p["default_architecture"] for p in clash)
+    providers[:] = [p for p in providers if p not in clash]
+    siblings = [p for p in providers if p["name"] == provider]
+    is_default = default_architecture or was_default or not any(p["default_architecture"] for p in siblings)
+    if is_default:
+        for p in siblings:
+            p["default_architecture"] = False
+    providers.append(
+        {
+            "name": provider,
+            "url": url,
+            "checksum": checksum,
+            "checksum_type": checksum_type,
+            "architecture": arch,
+            "default_architecture": is_default,
+        }
+    )
+    entry_version["providers"] = _providers_sorted(providers)
+    doc["versions"].sort(key=lambda v: version_key(v["version"]))
+    return doc
+
+
+def remove(doc: Catalog, version: str, provider: str | None = None, architecture: str | None = None) -> Catalog:
+    """A new catalog without the matching entries; a version left empty goes too."""
+    doc = copy.deepcopy(doc)
+    found = False
+    for v in doc["versions"]:
+        if version_key(v["version"]) != version_key(version):
+            continue
+        keep = [
+            p
+            for p in v["providers"]
+            if not ((provider is None or p["name"] == provider) and (architecture is None or p["architecture"] == architecture))
+        ]
+        found = found or len(keep) < len(v["providers"])
+        for name in {p["name"] for p in keep}:
+            entries = [p for p in keep if p["name"] == name]
+            if not any(p["default_architecture"] for p in entries):
+                # The default went: amd64 if it is there (most hosts), else the first.
+                promoted = next((p for p in entries if p["architecture"] == "amd64"), entries[0])
+                promoted["default_architecture"] = True
+        v["providers"] = _providers_sorted(keep)
+    if not found:
+        what = " ".join(x for x in (provider, architecture) if x)
+        raise BoxpackError(f"the catalog has no {what + ' ' if what else ''}entry in version {version}")
+    doc["versions"] = [v for v in doc["versions"] if v["providers"]]
+    return doc
+
+
+def table(doc: Catalog) -> str:
+    """The catalog as a table, one row per box."""
+    rows = [("VERSION", "PROVIDER", "ARCH", "DEFAULT", "CHECKSUM", "URL")]
+    for v in doc["versions"]:
+        for p in v["providers"]:
+            rows.append(
+                (v["version"], p["name"], p["architecture"], "yes" if p["default_architecture"] else "",
+                 f"{p['checksum_type']}:{p['checksum'][:12]}", p["url"])
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [doc["name"] + (f": {doc['description']}" if doc.get("description") else "")]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the catalog's directory: no lock file is left beside the catalog."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save(path: str | os.PathLike[str], doc: Catalog) -> None:
+    """Validate, then write atomically: a temporary file in the same directory, fsynced, renamed."""
+    path = Path(path)
+    problems = check(doc)
+    if problems:
+        raise BoxpackError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update(path: str | os.PathLike[str], change: Callable[[Catalog | None], Catalog]) -> Catalog:
+    """Read, change and write the catalog at path under its lock; returns what was written."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BoxpackError(f"{path.parent}: no such directory for the catalog")
+    try:
+        with _locked(path.parent):
+            doc = change(load(path))
+            save(path, doc)
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot write the catalog: {e.strerror}") from None
+    return doc
+
+
+def file_digest(path: str | os.PathLike[str], checksum_type: str = "sha256") -> str:
+    """The hex digest of a file, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, checksum_type).hexdigest()
+
+
+def add_box(
+    path: str | os.PathLike[str],
+    box: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str,
+    url: str,
+    provider: str | None = None,
+    architecture: str | None = None,
+    checksum: str | None = None,
+    checksum_type: str = "sha256",
+    default_architecture: bool = False,
+    description: str | None = None,
+    force: bool = False,
+    allow_relative: bool = False,
+) -> Catalog:
+    """Record a box file in the catalog at path (created if missing).
+
+    provider and architecture come from the box's metadata.json unless given;
+    the checksum is computed from the file unless given.
+    """
+    from .boxfile import read_metadata
+
+    box = Path(box)
+    if provider is None or architecture is None:
+        meta = read_metadata(box)
+        provider = provider or meta.get("provider")
+        architecture = architecture or meta.get("architecture")
+        if not provider:
+            raise BoxpackError(f"{box}: metadata.json names no provider; give --provider")
+    if checksum is None:
+        try:
+            checksum = file_digest(box, checksum_type)
+        except OSError as e:
+            raise BoxpackError(f"{box}: cannot read: {e.strerror}") from None
+    return update(
+        path,
+        lambda doc: add(
+            doc,
+            name=name,
+            version=version,
+            provider=provider,
+            url=url,
+            checksum=checksum,
+            checksum_type=checksum_type,
+            architecture=architecture,
+            default_architecture=default_architecture,
+            description=description,
+            force=force,
+            allow_relative=allow_relative,
+        ),
+    )
