@@ -36,11 +36,15 @@ def source_date_epoch() -> int:
 
 @dataclass
 class Member:
-    """One file of the box: its name, exact size, and a callable that yields its bytes."""
+    """One file of the box: its name, exact size, and a callable that yields its bytes.
+
+    stored marks content that is already compressed, which the box's gzip stores as it is.
+    """
 
     name: str
     size: int
     chunks: Callable[[], Iterable[bytes]]
+    stored: bool = False
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes) -> Member:
@@ -59,18 +63,18 @@ def tar_header(name: str, size: int, mtime: int) -> bytes:
     return info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="strict")
 
 
-def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[bytes]:
-    """The tar archive of members, in the order given."""
+def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[tuple[bytes, bool]]:
+    """The tar archive of members, in the order given, as (bytes, stored) pieces."""
     for m in members:
-        yield tar_header(m.name, m.size, mtime)
+        yield tar_header(m.name, m.size, mtime), False
         written = 0
         for chunk in m.chunks():
             written += len(chunk)
             if written > m.size:
                 break
-            yield chunk
+            yield chunk, m.stored
         if written != m.size:
             raise BoxpackError(f"internal error: {m.name} produced {written} bytes, declared {m.size}")
         if m.size % BLOCK:
-            yield bytes(BLOCK - m.size % BLOCK)
-    yield bytes(2 * BLOCK)
+            yield bytes(BLOCK - m.size % BLOCK), False
+    yield bytes(2 * BLOCK), False

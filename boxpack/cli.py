@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--level",
         type=int,
         default=DEFAULT_LEVEL,
-        help=f"gzip level 0-12 (libdeflate; 0 stores, default {DEFAULT_LEVEL})",
+        help=f"gzip level 1-12 (libdeflate; default {DEFAULT_LEVEL}, a little smaller than gzip -6)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fastest gzip (ISA-L): about twice as fast as --level 1, boxes about 12%% larger than gzip -6",
     )
     p.add_argument("--threads", type=int, metavar="N", help="compression threads (default: all cores)")
     p.add_argument(
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             compression=args.compression,
             level=args.level,
+            fast=args.fast,
             threads=args.threads,
             qcow2_compat=args.qcow2_compat,
             vagrantfile=args.vagrantfile,

@@ -1,26 +1,48 @@
 """Output sinks: parallel gzip, and a digest computed on the bytes as written.
 
-The gzip stream is a series of gzip members, one per MiB of input, each made
-by libdeflate on a worker thread (libdeflate releases the GIL, so members are
-compressed on every core). Concatenated members are one valid gzip file
-(RFC 1952 section 2.2): gzip, GNU tar, bsdtar (Vagrant's extractor), Go's and
-Python's readers all read them. Chunk boundaries depend only on the input, so
-the output is the same bytes whatever the thread count.
+The gzip stream is cut into 1 MiB pieces compressed on a thread pool; both
+libraries used release the GIL, so every core compresses. Two engines:
+
+- default: libdeflate (levels 1-12), one gzip member per MiB. Level 6 is a
+  little smaller than `gzip -6` at about 3x its speed per core.
+- fast: ISA-L level 3, pigz-style: each piece is raw deflate primed with the
+  previous piece's last 32 KiB and sync-flushed, so a run of pieces forms one
+  gzip member (crc32 combined). About twice libdeflate level 1's speed, boxes
+  about 12% larger than `gzip -6`.
+
+Data that is already compressed (a VMDK's grains) is stored, not deflated
+again: it goes into gzip members of stored blocks (libdeflate level 0).
+
+Concatenated members are one valid gzip file (RFC 1952 section 2.2): gzip, GNU
+tar, bsdtar (Vagrant's extractor), Go's and Python's readers all read them.
+Piece boundaries depend only on the input, so the output is the same bytes
+whatever the thread count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 import deflate
 
+try:  # ISA-L has wheels for x86-64 and aarch64 only
+    from isal import isal_zlib
+except ImportError:  # pragma: no cover - exercised on other platforms
+    isal_zlib = None
+
 CHUNK = 1024 * 1024
-LEVELS = range(0, 13)  # libdeflate's levels; 0 stores
+LEVELS = range(1, 13)  # libdeflate's levels
 DEFAULT_LEVEL = 6
+FAST_LEVEL = 3  # ISA-L's best
+MEM_LEVEL = 8  # measured on a Debian disk: 11.9% larger than gzip -6 at 630 MB/s; 5 is 11.5% at 444 MB/s, 9 is worse
+WINDOW = 32 * 1024
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, OS unknown
 
 
 class Sink(Protocol):
@@ -32,6 +54,10 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def fast_available() -> bool:
+    return isal_zlib is not None
 
 
 class DigestWriter:
@@ -52,46 +78,111 @@ class DigestWriter:
         return self.hash.hexdigest()
 
 
-class ParallelGzip:
-    """A write-only stream that gzips into sink on `threads` threads, in order."""
+def _isal_piece(data: bytes | memoryview, dictionary: bytes | memoryview, final: bool) -> tuple[bytes, int]:
+    """Raw deflate of one piece primed with the previous 32 KiB; (stream bytes, crc32 of data)."""
+    c = isal_zlib.compressobj(FAST_LEVEL, isal_zlib.DEFLATED, -15, MEM_LEVEL, 0, dictionary) if dictionary else \
+        isal_zlib.compressobj(FAST_LEVEL, isal_zlib.DEFLATED, -15, MEM_LEVEL)
+    out = c.compress(data) + c.flush(isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH)
+    return out, isal_zlib.crc32(data)
 
-    def __init__(self, sink: Sink, level: int = DEFAULT_LEVEL, threads: int | None = None) -> None:
+
+def zlib_compressor(level: int, fast: bool) -> Callable[[bytes], bytes]:
+    """A function that zlib-wraps one buffer (VMDK grains), with the engine the box uses."""
+    if fast:
+        return lambda data: isal_zlib.compress(data, FAST_LEVEL, 15)
+    return lambda data: deflate.zlib_compress(data, level)
+
+
+class ParallelGzip:
+    """A write-only gzip stream into sink, compressed on `threads` threads, written in order.
+
+    write(data, stored=True) marks data that is already compressed. fast
+    selects the ISA-L engine (level is then ignored).
+    """
+
+    def __init__(self, sink: Sink, level: int = DEFAULT_LEVEL, threads: int | None = None, fast: bool = False) -> None:
         self.sink = sink
         self.level = level
+        self.fast = fast
         threads = threads or default_threads()
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gzip")
-        self.window = 2 * threads  # members in flight: bounds memory to a few MiB
-        self.pending: deque[Future[bytes]] = deque()
+        self.window = 2 * threads  # pieces in flight: bounds memory to a few MiB
+        self.pending: deque[tuple[Future, Callable[[object], bytes]]] = deque()
         self.buf = bytearray()
+        self.stored = False  # mode of what is in buf
+        self.wrote_any = False
+        # ISA-L member state: the previous piece's tail, and the running crc and size.
+        self.tail: bytes = b""
+        self.member_open = False
+        self.crc = 0
+        self.isize = 0
 
-    def _submit(self, chunk: bytes | memoryview) -> None:
+    def _push(self, future: Future, finish: Callable[[object], bytes]) -> None:
         if len(self.pending) >= self.window:
-            self.sink.write(self.pending.popleft().result())
-        self.pending.append(self.pool.submit(deflate.gzip_compress, chunk, self.level))
+            f, fin = self.pending.popleft()
+            self.sink.write(fin(f.result()))
+        self.pending.append((future, finish))
+        self.wrote_any = True
 
-    def write(self, data: bytes | memoryview) -> None:
+    def _piece(self, data: bytes | memoryview, final: bool) -> None:
+        """Compress one piece of the current mode; final ends the current ISA-L member."""
+        if self.stored or not self.fast:
+            level = 0 if self.stored else self.level
+            self._push(self.pool.submit(deflate.gzip_compress, data, level), bytes)
+            return
+        head = b"" if self.member_open else GZIP_HEADER
+        self.member_open = not final
+        dictionary = self.tail
+        self.tail = bytes(data[-WINDOW:]) if len(data) >= WINDOW else (self.tail + bytes(data))[-WINDOW:]
+        n = len(data)
+
+        def finish(result: tuple[bytes, int], head: bytes = head, n: int = n, final: bool = final) -> bytes:
+            stream, crc = result
+            self.crc = isal_zlib.crc32_combine(self.crc, crc, n)
+            self.isize += n
+            if not final:
+                return head + stream
+            trailer = struct.pack("<II", self.crc, self.isize & 0xFFFFFFFF)
+            self.crc, self.isize = 0, 0
+            return head + stream + trailer
+
+        if final:
+            self.tail = b""
+        self._push(self.pool.submit(_isal_piece, data, dictionary, final), finish)
+
+    def _end_mode(self) -> None:
+        """Flush what is buffered as the last piece of the current mode."""
+        if self.buf or (self.fast and not self.stored and self.member_open):
+            self._piece(bytes(self.buf), final=True)
+            self.buf.clear()
+
+    def write(self, data: bytes | memoryview, stored: bool = False) -> None:
+        if stored != self.stored:
+            self._end_mode()
+            self.stored = stored
         mv = memoryview(data)
         if self.buf:
             need = CHUNK - len(self.buf)
             self.buf += mv[:need]
             mv = mv[need:]
-            if len(self.buf) < CHUNK:
-                return
-            self._submit(bytes(self.buf))
+            if len(self.buf) < CHUNK or not mv:
+                return  # a full buffer waits: it may be the last piece of an ISA-L member
+            self._piece(bytes(self.buf), final=False)
             self.buf.clear()
-        while len(mv) >= CHUNK:
-            self._submit(mv[:CHUNK])
+        while len(mv) > CHUNK:
+            self._piece(mv[:CHUNK], final=False)
             mv = mv[CHUNK:]
         self.buf += mv
 
     def close(self) -> None:
-        """Compress what is buffered and write every member; the sink stays open."""
+        """Compress what is buffered and write everything; the sink stays open."""
         try:
-            if self.buf or not self.pending:
-                self._submit(bytes(self.buf))
-                self.buf.clear()
+            self._end_mode()
+            if not self.wrote_any:  # an empty stream is still one gzip member
+                self._push(self.pool.submit(deflate.gzip_compress, b"", self.level), bytes)
             while self.pending:
-                self.sink.write(self.pending.popleft().result())
+                f, fin = self.pending.popleft()
+                self.sink.write(fin(f.result()))
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 

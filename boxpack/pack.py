@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from .archive import Member, source_date_epoch, tar_stream
 from .catalog import CHECKSUM_TYPES
-from .compress import LEVELS, DEFAULT_LEVEL, DigestWriter, ParallelGzip, default_threads
+from .compress import DEFAULT_LEVEL, LEVELS, DigestWriter, ParallelGzip, default_threads, fast_available
 from .errors import BoxpackError
 from .ovf import DEFAULT_OS_TYPE, OS_TYPES, Hardware
 from .partitions import read_partition_table
@@ -77,37 +77,32 @@ def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) 
     return targets
 
 
-def _write_archive(
-    out: BinaryIO, members: list[Member], compression: str, level: int, threads: int, checksum: str
-) -> DigestWriter:
+def _write_archive(out: BinaryIO, members: list[Member], compression: str, job: Job, checksum: str) -> DigestWriter:
     digest = DigestWriter(out, checksum)
-    sink = ParallelGzip(digest, level, threads) if compression == "gzip" else digest
+    if compression == "none":
+        for chunk, _ in tar_stream(members, source_date_epoch()):
+            digest.write(chunk)
+        out.flush()
+        return digest
+    gz = ParallelGzip(digest, job.level, job.threads, job.fast)
     try:
-        for chunk in tar_stream(members, source_date_epoch()):
-            sink.write(chunk)
-        if isinstance(sink, ParallelGzip):
-            sink.close()
+        for chunk, stored in tar_stream(members, source_date_epoch()):
+            gz.write(chunk, stored)
+        gz.close()
         out.flush()
     except BaseException:
-        if isinstance(sink, ParallelGzip):
-            sink.abort()
+        gz.abort()
         raise
     return digest
 
 
 def _write_box(
-    target: Path | BinaryIO,
-    members: list[Member],
-    compression: str,
-    level: int,
-    threads: int,
-    force: bool,
-    checksum: str,
+    target: Path | BinaryIO, members: list[Member], compression: str, job: Job, force: bool, checksum: str
 ) -> tuple[int, str]:
     """Write the archive to a stream, or to a temporary file renamed into place when complete."""
     if not isinstance(target, Path):
         try:
-            digest = _write_archive(target, members, compression, level, threads, checksum)
+            digest = _write_archive(target, members, compression, job, checksum)
         except BrokenPipeError:
             raise BoxpackError("output closed before the box was complete (broken pipe)") from None
         except OSError as e:
@@ -117,7 +112,7 @@ def _write_box(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _write_archive(out, members, compression, level, threads, checksum)
+            digest = _write_archive(out, members, compression, job, checksum)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -179,6 +174,7 @@ def pack(
     force: bool = False,
     compression: str = "gzip",
     level: int = DEFAULT_LEVEL,
+    fast: bool = False,
     threads: int | None = None,
     qcow2_compat: str = "1.1",
     vagrantfile: str | os.PathLike[str] | None = None,
@@ -198,7 +194,9 @@ def pack(
 
     output is None (``<stem>-<provider>.box`` in the current directory), a
     file path (one provider), a directory, or "-" / a binary stream (one
-    provider). Boxes are written under a temporary name and renamed when
+    provider). level is libdeflate's 1-12; fast uses ISA-L instead (about
+    twice as fast as level 1, boxes about 12% larger than gzip -6). Boxes
+    are written under a temporary name and renamed when
     complete; an existing file is replaced only with force. architecture and
     firmware ("bios"/"efi") are detected from the partition table unless
     given. cpus, memory (MiB), os_type, vm_name and base_mac ("auto" or 12 hex
@@ -218,6 +216,8 @@ def pack(
         raise BoxpackError(f"unknown compression {compression!r}; choose from {', '.join(COMPRESSIONS)}")
     if level not in LEVELS:
         raise BoxpackError(f"compression level {level} is out of range {LEVELS.start}..{LEVELS.stop - 1}")
+    if fast and not fast_available():
+        raise BoxpackError("--fast needs the isal package (ISA-L), which has wheels for x86-64 and aarch64 only")
     threads = threads or default_threads()
     if threads < 1:
         raise BoxpackError("--threads must be at least 1")
@@ -256,6 +256,7 @@ def pack(
             include=includes,
             qcow2_compat=qcow2_compat,
             level=level,
+            fast=fast,
             threads=threads,
             spool_dir=next((t.parent for t in targets if isinstance(t, Path)), None),
             hardware=hardware,
@@ -279,7 +280,7 @@ def pack(
                 started = time.monotonic()
                 if progress:
                     progress.phase(f"writing {writer.NAME}", len(job.clusters) * CLUSTER)
-                size, digest = _write_box(target, writer.members(), compression, level, threads, force, checksum)
+                size, digest = _write_box(target, writer.members(), compression, job, force, checksum)
                 writer.close()
                 if progress:
                     progress.finish()

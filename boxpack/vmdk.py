@@ -19,11 +19,10 @@ import sys
 import tempfile
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-import deflate
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 from .source import CLUSTER, SECTOR
@@ -148,14 +147,21 @@ class VmdkSpool:
     box after. Memory holds one GT and the GD: 2 KiB + 4 bytes per 32 MiB.
     """
 
-    def __init__(self, disk_size: int, file_name: str, level: int, threads: int, spool_dir: str | os.PathLike | None) -> None:
+    def __init__(
+        self,
+        disk_size: int,
+        file_name: str,
+        compress: Callable[[bytes], bytes],
+        threads: int,
+        spool_dir: str | os.PathLike | None,
+    ) -> None:
         self.capacity = capacity_sectors(disk_size)
         self.gd = array("I", bytes(4 * -(-self.capacity // GT_COVERAGE)))
         self.gt = array("I", bytes(4 * GTES_PER_GT))
         self.gt_index = -1
         self.file: BinaryIO = tempfile.TemporaryFile(dir=spool_dir, prefix=".boxpack-vmdk-")
         self.sector = 0
-        self.level = level
+        self.compress = compress  # data -> zlib stream
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vmdk")
         self.window = 4 * threads
         self.pending: deque[tuple[int, Future[bytes]]] = deque()
@@ -174,7 +180,7 @@ class VmdkSpool:
         """Queue one grain (64 KiB of disk data at cluster index `cluster`) for compression."""
         if len(self.pending) >= self.window:
             self._store(*self.pending.popleft())
-        self.pending.append((cluster, self.pool.submit(deflate.zlib_compress, data, self.level)))
+        self.pending.append((cluster, self.pool.submit(self.compress, data)))
 
     def _store(self, cluster: int, future: Future[bytes]) -> None:
         lba = cluster * GRAIN_SECTORS

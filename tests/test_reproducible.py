@@ -27,3 +27,19 @@ def test_summary_digest_matches_the_file(tmp_path: Path, sample_disk: Path) -> N
     box = tmp_path / "a.box"
     err = run_boxpack(sample_disk, "--provider", "libvirt", "-o", box).stderr.decode()
     assert hashlib.sha256(box.read_bytes()).hexdigest() in err
+
+
+def test_fast_boxes_are_reproducible_and_read_back(tmp_path: Path, sample_disk: Path) -> None:
+    import subprocess
+
+    from conftest import extract, qemu_compare
+
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    for provider, image, fmt in (("libvirt", "box.img", "qcow2"), ("virtualbox", "box-disk001.vmdk", "vmdk")):
+        one = run_boxpack(sample_disk, "--provider", provider, "--fast", "--threads", "1", "-o", "-", env=env).stdout
+        two = run_boxpack(sample_disk, "--provider", provider, "--fast", "--threads", "2", "-o", "-", env=env).stdout
+        assert one == two
+        box = tmp_path / f"{provider}.box"
+        box.write_bytes(one)
+        subprocess.run(["gzip", "-t", str(box)], check=True)
+        qemu_compare(extract(box, tmp_path / provider) / image, fmt, sample_disk)

@@ -29,6 +29,7 @@ class Job:
     include: list[Path] = field(default_factory=list)
     qcow2_compat: str = "1.1"
     level: int = 6
+    fast: bool = False  # ISA-L instead of libdeflate
     threads: int = 1
     spool_dir: Path | None = None  # where a provider may put a temporary file
     hardware: Hardware | None = None

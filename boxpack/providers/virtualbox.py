@@ -11,6 +11,7 @@ import uuid
 
 from .. import ovf
 from ..archive import Member
+from ..compress import zlib_compressor
 from ..errors import BoxpackError
 from ..metadata import metadata_json
 from ..source import SECTOR
@@ -35,7 +36,7 @@ class VirtualBox(Provider):
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self.spool = VmdkSpool(job.disk.size, VMDK_NAME, job.level, job.threads, job.spool_dir)
+        self.spool = VmdkSpool(job.disk.size, VMDK_NAME, zlib_compressor(job.level, job.fast), job.threads, job.spool_dir)
 
     def feed(self, cluster: int, data: bytes) -> None:
         self.spool.feed(cluster, data)
@@ -70,7 +71,7 @@ class VirtualBox(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
             Member.from_bytes("box.ovf", box_ovf),
-            Member(VMDK_NAME, size, lambda: read_chunks(spool, size)),
+            Member(VMDK_NAME, size, lambda: read_chunks(spool, size), stored=True),
             *self.include_members(),
         ]
 
