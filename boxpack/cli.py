@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__, catalog
@@ -228,7 +229,17 @@ class _OneLine(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The boxpack command; anything unexpected is reported in one line (BOXPACK_DEBUG=1 shows the traceback)."""
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except Exception as e:  # a bug: still one line, and a distinct exit code
+        if os.environ.get("BOXPACK_DEBUG"):
+            raise
+        print(f"boxpack: internal error: {type(e).__name__}: {e} (set BOXPACK_DEBUG=1 for details)", file=sys.stderr)
+        return 70
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["catalog"]:
         return catalog_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import deflate
+
 from .archive import Member, source_date_epoch, tar_stream
 from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL, LEVELS, DigestWriter, ParallelGzip, default_threads, fast_available
@@ -22,7 +24,7 @@ from .ovf import DEFAULT_OS_TYPE, OS_TYPES, Hardware
 from .partitions import read_partition_table
 from .providers import PROVIDERS, Job
 from .qcow2 import COMPAT_VERSIONS
-from .source import CLUSTER, RawDisk
+from .source import CLUSTER, open_source
 
 log = logging.getLogger("boxpack")
 
@@ -47,8 +49,16 @@ class BoxResult:
 Output = str | os.PathLike[str] | BinaryIO | None
 
 
+def _stem(disk: Path) -> str:
+    """The disk's name without its suffix, and without a provider suffix when it is a box (x-libvirt.box)."""
+    stem = disk.stem or disk.name
+    for provider in PROVIDERS:
+        stem = stem.removesuffix(f"-{provider}") if disk.suffix == ".box" else stem
+    return stem
+
+
 def _default_name(disk: Path, provider: str) -> str:
-    return f"{disk.stem or disk.name}-{provider}.box"
+    return f"{_stem(disk)}-{provider}.box"
 
 
 def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) -> list[Path | BinaryIO]:
@@ -157,11 +167,11 @@ def _check_hardware(hw: Hardware, base_mac: str | None) -> None:
             raise BoxpackError(f"--base-mac {base_mac}: a multicast address cannot be a NIC's MAC")
 
 
-def _disk_id(disk: RawDisk, clusters: array) -> bytes:
+def _disk_id(size: int, crc: int, clusters: array) -> bytes:
     """32 bytes that identify the disk's content: seeds UUIDs, CID and MAC, so output is reproducible."""
     h = hashlib.sha256(b"boxpack-disk-id\0")
-    h.update(disk.size.to_bytes(8, "little"))
-    h.update(disk.crc32.to_bytes(4, "little"))
+    h.update(size.to_bytes(8, "little"))
+    h.update(crc.to_bytes(4, "little"))
     h.update(clusters.tobytes())
     return h.digest()
 
@@ -190,7 +200,10 @@ def pack(
     checksum_file: bool | str | os.PathLike[str] = False,
     progress: Callable[..., None] | None = None,
 ) -> list[BoxResult]:
-    """Pack the raw disk image `source` into one Vagrant box per provider.
+    """Pack the disk image `source` into one Vagrant box per provider.
+
+    source is a raw disk, a qcow2 or VMDK image, or a box (its disk is read
+    straight from the archive; its architecture carries over).
 
     output is None (``<stem>-<provider>.box`` in the current directory), a
     file path (one provider), a directory, or "-" / a binary stream (one
@@ -240,18 +253,16 @@ def pack(
         if name in RESERVED_NAMES or names.count(name) > 1:
             raise BoxpackError(f"--include {name}: the box already has a file of that name")
 
-    with RawDisk(source) as disk:
+    with open_source(source, threads) as disk:
         if disk.padded:
             log.warning(
                 "%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size
             )
         targets = _targets(disk.path, providers, output, force)
-        table = read_partition_table(disk)
-        detected, reason = table.firmware()
         job = Job(
             disk=disk,
-            firmware=firmware or detected,
-            architecture=architecture or table.architecture(),
+            firmware=firmware or "bios",
+            architecture=architecture,
             vagrantfile=vagrantfile_bytes,
             include=includes,
             qcow2_compat=qcow2_compat,
@@ -263,18 +274,25 @@ def pack(
             base_mac=base_mac,
             progress=progress,
         )
-        firmware_note = f"{job.firmware} ({'as asked' if firmware else 'detected: ' + reason})"
         writers = []
         try:
             for name in providers:
                 writers.append(PROVIDERS[name](job))
             if progress:
-                progress.phase("reading disk", sum(e - s for s, e in disk.extents()))
+                progress.phase("reading disk", disk.progress_total())
+            crc = 0
             for cluster, data in disk.scan(progress):
                 job.clusters.append(cluster)
+                crc = deflate.crc32(data, crc)
                 for w in writers:
                     w.feed(cluster, data)
-            job.disk_id = _disk_id(disk, job.clusters)
+            job.disk_id = _disk_id(disk.size, crc, job.clusters)
+            # The partition table is read after the scan: a disk inside a box can only be streamed.
+            table = read_partition_table(disk)
+            detected, reason = table.firmware()
+            job.firmware = firmware or detected
+            job.architecture = architecture or getattr(disk, "architecture", None) or table.architecture()
+            firmware_note = f"{job.firmware} ({'as asked' if firmware else 'detected: ' + reason})"
             results = []
             for writer, target in zip(writers, targets):
                 started = time.monotonic()
@@ -321,4 +339,4 @@ def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | 
 
 
 def _default_vm_name(source: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem or source.name).strip("-") or "boxpack"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", _stem(source)).strip("-") or "boxpack"

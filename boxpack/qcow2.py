@@ -13,12 +13,18 @@ byte is written and the image can stream straight into a tar member.
 from __future__ import annotations
 
 import sys
+import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from construct import Const, Int8ub, Int32ub, Int64ub, Padding, Struct
 
-from .source import CLUSTER, RawDisk
+from .errors import BoxpackError
+from .source import CLUSTER
+
+if TYPE_CHECKING:
+    from .source import Bytes, Source
 
 MAGIC = b"QFI\xfb"
 CLUSTER_BITS = 16
@@ -28,7 +34,6 @@ L2_ENTRIES = CLUSTER // 8  # one L2 table maps 512 MiB
 REFCOUNT_ORDER = 4  # 16-bit refcounts, the only width v2 knows
 REFBLOCK_ENTRIES = CLUSTER * 8 // (1 << REFCOUNT_ORDER)
 V3_HEADER_LENGTH = 112
-_DATA_RUN = 64  # clusters read per source read: 4 MiB
 
 # The v2 header: 72 bytes, big-endian.
 HeaderV2 = Struct(
@@ -169,18 +174,143 @@ class Qcow2Layout:
         if current >= 0:
             yield _be64(table)
 
-    def stream(self, disk: RawDisk, progress=None) -> Iterator[bytes]:
-        """The whole image, in order, reading the data clusters from disk."""
+    def stream(self, disk: "Source", progress=None) -> Iterator[bytes]:
+        """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
         yield from self.metadata()
-        clusters = self.clusters
-        i, n = 0, len(clusters)
-        while i < n:
-            start = clusters[i]
-            j = i + 1
-            while j < n and j - i < _DATA_RUN and clusters[j] == start + (j - i):
-                j += 1
-            data = disk.read(start * CLUSTER, (j - i) * CLUSTER)
-            yield data
+        expected = iter(self.clusters)
+        for idx, data in disk.scan():
+            if idx != next(expected, None):
+                raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+            yield data + bytes(CLUSTER - len(data)) if len(data) < CLUSTER else data
             if progress:
                 progress(len(data))
-            i = j
+        if next(expected, None) is not None:
+            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
+L1E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+L2E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+OFLAG_COMPRESSED = 1 << 62
+OFLAG_ZERO = 1
+
+
+class Qcow2Reader:
+    """Reads a qcow2 image's active L1/L2 tables and clusters, in guest order.
+
+    Compressed clusters (raw deflate; qemu writes a 4 KiB window, any window
+    up to 32 KiB reads) are returned as callables, so the caller inflates them
+    on its thread pool. Features boxpack cannot honour are refused by name.
+    """
+
+    def __init__(self, data: "Bytes", name: str) -> None:
+        self.data, self.name = data, name
+        raw = data.pread(0, 512)
+        if len(raw) < HeaderV2.sizeof() or raw[:4] != MAGIC:
+            raise BoxpackError(f"{name}: not a qcow2 image (too short or bad magic)")
+        h = HeaderV2.parse(raw)
+        if h.version not in (2, 3):
+            raise BoxpackError(f"{name}: qcow2 version {h.version} is not supported (only 2 and 3)")
+        self.version = h.version
+        incompat, compression_type = 0, 0
+        if h.version == 3:
+            tail = HeaderV3Tail.parse(raw[72:112].ljust(40, b"\0"))
+            incompat = tail.incompatible_features
+            compression_type = tail.compression_type if tail.header_length > 104 else 0
+            if tail.refcount_order > 6:
+                raise BoxpackError(f"{name}: qcow2 refcount_order {tail.refcount_order} is invalid")
+        if h.backing_file_offset:
+            backing = data.pread(h.backing_file_offset, min(h.backing_file_size, 1023)).decode("utf-8", "replace")
+            raise BoxpackError(
+                f"{name}: has a backing file ({backing}); make it standalone first (qemu-img convert -O qcow2)"
+            )
+        if h.crypt_method:
+            raise BoxpackError(f"{name}: is encrypted; boxes cannot carry encrypted qcow2 images")
+        for bit, what in (
+            (INCOMPAT_CORRUPT, "is marked corrupt (run qemu-img check -r all)"),
+            (INCOMPAT_DATA_FILE, "keeps its data in an external data file, which is not supported"),
+            (INCOMPAT_EXTL2, "uses extended L2 entries (subclusters), which are not supported"),
+        ):
+            if incompat & bit:
+                raise BoxpackError(f"{name}: {what}")
+        if incompat & INCOMPAT_COMPRESSION or compression_type:
+            raise BoxpackError(f"{name}: uses zstd-compressed clusters, which are not supported (recompress with zlib)")
+        unknown = incompat & ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2)
+        if unknown:
+            raise BoxpackError(f"{name}: has unknown incompatible qcow2 features {unknown:#x}")
+        if not 9 <= h.cluster_bits <= 21:
+            raise BoxpackError(f"{name}: cluster_bits {h.cluster_bits} is out of qemu's range 9..21")
+        self.cluster_bits = h.cluster_bits
+        self.cluster_size = 1 << h.cluster_bits
+        self.size = h.size
+        entries = self.cluster_size // 8
+        needed = _ceil_div(h.size, self.cluster_size * entries)
+        if h.l1_size < needed:
+            raise BoxpackError(f"{name}: L1 table too small ({h.l1_size} entries for {needed} needed)")
+        if h.l1_table_offset % self.cluster_size or h.l1_table_offset + needed * 8 > data.size:
+            raise BoxpackError(f"{name}: L1 table at byte {h.l1_table_offset} is misaligned or past the end of the file")
+        self.l1_offset = h.l1_table_offset
+        self.l1_entries = needed
+        self.format = f"qcow2 v{h.version}"
+        self.data_estimate = min(data.size, h.size)
+
+    def _table(self, offset: int, count: int) -> array:
+        raw = self.data.pread(offset, count * 8)
+        if len(raw) != count * 8:
+            raise BoxpackError(f"{self.name}: table at byte {offset} is cut off by the end of the file")
+        table = array("Q", raw)
+        if sys.byteorder == "little":
+            table.byteswap()
+        return table
+
+    def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        cs, entries, size = self.cluster_size, self.cluster_size // 8, self.data.size
+        x = 62 - (self.cluster_bits - 8)
+        for i, l1e in enumerate(self._table(self.l1_offset, self.l1_entries)):
+            l2_offset = l1e & L1E_OFFSET_MASK
+            if not l2_offset:
+                continue
+            if l2_offset % cs or l2_offset + cs > size:
+                raise BoxpackError(f"{self.name}: L2 table at byte {l2_offset} is misaligned or past the end of the file ({size} bytes)")
+            for j, l2e in enumerate(self._table(l2_offset, entries)):
+                if not l2e:
+                    continue
+                guest = (i * entries + j) * cs
+                if guest >= self.size:
+                    break
+                if l2e & OFLAG_COMPRESSED:
+                    host = l2e & ((1 << x) - 1)
+                    sectors = ((l2e >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
+                    length = sectors * 512 - host % 512
+                    if host >= size:
+                        raise BoxpackError(f"{self.name}: compressed cluster at byte {host} is past the end of the file")
+                    payload = self.data.pread(host, min(length, size - host))
+                    yield guest, self._inflater(payload, guest)
+                    continue
+                if l2e & OFLAG_ZERO:
+                    continue
+                host = l2e & L2E_OFFSET_MASK
+                if not host:
+                    continue
+                if host % cs or host >= size:
+                    raise BoxpackError(f"{self.name}: data cluster at byte {host} is misaligned or past the end of the file")
+                yield guest, self.data.pread(host, cs).ljust(cs, b"\0")
+
+    def _inflater(self, payload: bytes, guest: int) -> "Callable[[], bytes]":
+        cs, name = self.cluster_size, self.name
+
+        def inflate() -> bytes:
+            try:
+                out = zlib.decompressobj(-15).decompress(payload, cs)
+            except zlib.error as e:
+                raise BoxpackError(f"{name}: compressed cluster at guest byte {guest} does not inflate ({e})") from None
+            if len(out) != cs:
+                raise BoxpackError(f"{name}: compressed cluster at guest byte {guest} inflates to {len(out)} bytes, not {cs}")
+            return out
+
+        return inflate
+
+    def close(self) -> None:
+        pass

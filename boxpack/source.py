@@ -1,8 +1,15 @@
-"""A raw disk image as a source: its size, where its data is, and reads.
+"""Disk sources: one interface for raw disks, qcow2, VMDK and boxes.
 
-Holes are found with SEEK_DATA/SEEK_HOLE, so a sparse 200 GiB disk costs no more
-to scan than the data it holds. All-zero clusters inside data extents are found
-by reading them, and left out of the data map too.
+Every source offers its virtual size and scan(): the 64 KiB clusters that hold
+a non-zero byte, in ascending order, read sequentially. That is all the
+writers need (the data map from one scan, the data from the same or a second
+scan), so a disk inside a .tar.gz box is read straight from the archive.
+
+Raw disks find their holes with SEEK_DATA/SEEK_HOLE, so a sparse 200 GiB disk
+costs no more to scan than the data it holds. Format readers (qcow2.py,
+vmdk.py) yield their allocated units through regrain(), which cuts them into
+64 KiB clusters and drops the all-zero ones; compressed units are inflated on
+a thread pool, in order.
 """
 
 from __future__ import annotations
@@ -10,16 +17,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-
-import deflate
+from typing import BinaryIO, Protocol
 
 from .errors import BoxpackError
 
 SECTOR = 512
 CLUSTER = 64 * 1024
-_ZERO_CLUSTER = bytes(CLUSTER)
+ZERO_CLUSTER = bytes(CLUSTER)
 _SCAN_CHUNK = 4 * 1024 * 1024
 
 
@@ -60,7 +68,6 @@ class RawDisk:
             raise BoxpackError(f"{self.path}: cannot read: {e.strerror}") from None
         #: The disk size as guests see it: the file size padded to a whole sector.
         self.size = -(-self.file_size // SECTOR) * SECTOR
-        self.crc32 = 0
 
     @property
     def padded(self) -> bool:
@@ -107,27 +114,229 @@ class RawDisk:
             pos = stop
 
     def scan(self, progress=None) -> Iterator[tuple[int, bytes]]:
-        """Yield (cluster index, 64 KiB of data) for every cluster holding a non-zero byte, ascending.
-
-        Holes are skipped without reading; data extents are read once. The
-        indices collected from this are the data map every writer works from:
-        it grows with the data, not with the virtual size (8 bytes per 64 KiB).
-        self.crc32 ends up as a checksum of everything read, for derived IDs.
-        """
+        """Yield (cluster index, 64 KiB of data) for every cluster holding a non-zero byte, ascending."""
         last = -1
-        self.crc32 = 0
         for start, end in self.extents():
             pos = start // CLUSTER * CLUSTER
             while pos < end:
                 n = min(_SCAN_CHUNK, -(-(end - pos) // CLUSTER) * CLUSTER)
                 chunk = self.read(pos, n)
-                self.crc32 = deflate.crc32(chunk, self.crc32)
                 first = pos // CLUSTER
                 for i, off in enumerate(range(0, n, CLUSTER)):
                     data = chunk[off : off + CLUSTER]
-                    if first + i > last and data != _ZERO_CLUSTER:
+                    if first + i > last and data != ZERO_CLUSTER:
                         last = first + i
                         yield last, data
                 if progress:
                     progress(min(pos + n, end) - max(pos, start))
                 pos += n
+
+    def progress_total(self) -> int:
+        return sum(e - s for s, e in self.extents())
+
+    @property
+    def format(self) -> str:
+        return "raw"
+
+
+class Bytes(Protocol):
+    """Byte access to an image file, by offset: a file, or a member streamed from a box."""
+
+    size: int
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+
+class FileBytes:
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.fd, self.size, self.name = fd, size, name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as e:
+            raise BoxpackError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
+
+
+class StreamBytes:
+    """Forward-only byte access to a stream (a box member): reads may only move forward.
+
+    It keeps the last WINDOW bytes, so a reader may look back a little (at a
+    header, say). A layout that needs to go further back cannot be streamed,
+    and says so.
+    """
+
+    WINDOW = 4 * 1024 * 1024
+
+    def __init__(self, stream: BinaryIO, size: int, name: str) -> None:
+        self.stream, self.size, self.name = stream, size, name
+        self.buf = bytearray()
+        self.buf_start = 0  # stream offset of buf[0]
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset < self.buf_start:
+            raise BoxpackError(
+                f"{self.name}: its layout needs random access (a read at byte {offset} after byte "
+                f"{self.buf_start + len(self.buf)}); extract the disk from the box and pass it instead"
+            )
+        end = min(offset + length, self.size)
+        while self.buf_start + len(self.buf) < end:
+            data = self.stream.read(max(1024 * 1024, end - self.buf_start - len(self.buf)))
+            if not data:
+                raise BoxpackError(f"{self.name}: ends early, at byte {self.buf_start + len(self.buf)} of {self.size}")
+            self.buf += data
+        piece = bytes(self.buf[offset - self.buf_start : end - self.buf_start])
+        drop = min(max(0, end - self.buf_start - self.WINDOW), len(self.buf))
+        if drop:
+            del self.buf[:drop]
+            self.buf_start += drop
+        return piece
+
+
+Piece = tuple[int, "bytes | Callable[[], bytes]"]
+
+
+def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterator[tuple[int, bytes]]:
+    """Cut ascending (byte offset, data) pieces of any size into 64 KiB clusters, dropping zero ones."""
+    cur, buf, last_end = -1, bytearray(), 0
+    for off, data in pieces:
+        if off < last_end:
+            raise BoxpackError(f"{name}: data at byte {off} comes after data up to byte {last_end}; out of order")
+        end = min(off + len(data), size)
+        last_end = off + len(data)
+        if off % CLUSTER == 0 and end - off == CLUSTER and cur < off // CLUSTER:  # the common case: whole clusters
+            if cur >= 0 and buf != ZERO_CLUSTER:
+                yield cur, bytes(buf)
+            cur, buf = -1, bytearray()
+            if data != ZERO_CLUSTER:
+                yield off // CLUSTER, data
+            continue
+        pos = off
+        while pos < end:
+            idx = pos // CLUSTER
+            if idx != cur:
+                if cur >= 0 and buf != ZERO_CLUSTER:
+                    yield cur, bytes(buf)
+                cur, buf = idx, bytearray(CLUSTER)
+            n = min(end, (idx + 1) * CLUSTER) - pos
+            buf[pos - idx * CLUSTER : pos - idx * CLUSTER + n] = data[pos - off : pos - off + n]
+            pos += n
+    if cur >= 0 and buf != ZERO_CLUSTER:
+        yield cur, bytes(buf)
+
+
+def inflate_in_order(pieces: Iterable[tuple[int, "bytes | Callable[[], bytes]"]], threads: int) -> Iterator[tuple[int, bytes]]:
+    """Run the callables among the pieces (decompressions) on a thread pool; yield results in order."""
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inflate")
+    pending: deque[tuple[int, Future | bytes]] = deque()
+    try:
+        for off, data in pieces:
+            pending.append((off, pool.submit(data) if callable(data) else data))
+            if len(pending) >= 8 * threads:
+                off0, item = pending.popleft()
+                yield off0, item.result() if isinstance(item, Future) else item
+        while pending:
+            off0, item = pending.popleft()
+            yield off0, item.result() if isinstance(item, Future) else item
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ImageSource:
+    """A disk in an image format (qcow2, VMDK), in a file or in a box: scanned through its reader.
+
+    open_reader() gives a fresh reader for each pass (a box member is streamed
+    again; a file is just read again).
+    """
+
+    def __init__(self, path: Path, open_reader: Callable[[], "Reader"], threads: int = 2) -> None:
+        self.path = path
+        self.open_reader = open_reader
+        self.threads = threads
+        reader = open_reader()
+        self.size = reader.size
+        self.file_size = reader.size
+        self.format = reader.format
+        self.data_estimate = reader.data_estimate
+        self.architecture: str | None = None  # from a box's metadata.json
+        self.head = bytes(CLUSTER)  # cluster 0, filled by the first scan
+        reader.close()
+
+    padded = False
+
+    def scan(self, progress=None) -> Iterator[tuple[int, bytes]]:
+        reader = self.open_reader()
+        try:
+            for idx, data in regrain(inflate_in_order(reader.pieces(), self.threads), self.size, str(self.path)):
+                if idx == 0:
+                    self.head = data
+                if progress:
+                    progress(len(data))
+                yield idx, data
+        finally:
+            reader.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Only the first 64 KiB (the partition table), after a scan; zeros elsewhere."""
+        return (self.head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
+
+    def progress_total(self) -> int:
+        return self.data_estimate
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ImageSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reader(Protocol):
+    """A disk image format reader (qcow2.Qcow2Reader, vmdk.VmdkReader)."""
+
+    size: int  # virtual size in bytes
+    format: str  # e.g. "qcow2 v3", "vmdk streamOptimized"
+    data_estimate: int  # bytes of data, for progress
+
+    def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        """(guest byte offset, data or a callable that inflates it), ascending."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Source = "RawDisk | ImageSource"
+
+
+def open_source(path: str | os.PathLike[str], threads: int = 2) -> "RawDisk | ImageSource":
+    """The right source for a file, by its first bytes: qcow2, VMDK, a box (tar, gzip, ...), else raw."""
+    disk = RawDisk(path)
+    magic = disk.read(0, 512)
+    if magic[:4] == b"QFI\xfb" or magic[:4] == b"KDMV" or magic.startswith(b"# Disk DescriptorFile"):
+        from .qcow2 import Qcow2Reader
+        from .vmdk import VmdkReader
+
+        cls = Qcow2Reader if magic[:4] == b"QFI\xfb" else VmdkReader
+        fd, size, name = disk.fd, disk.file_size, str(disk.path)
+        source = ImageSource(disk.path, lambda: cls(FileBytes(fd, size, name), name), threads)
+        source.close = disk.close  # type: ignore[method-assign]
+        return source
+    if _is_archive(magic):
+        from .boxfile import box_source
+
+        disk.close()
+        return box_source(Path(path), threads)
+    return disk
+
+
+def _is_archive(magic: bytes) -> bool:
+    """gzip, xz, bzip2, zstd, or a tar header ("ustar" at byte 257)."""
+    return (
+        magic[:2] == b"\x1f\x8b"
+        or magic[:6] == b"\xfd7zXZ\x00"
+        or magic[:3] == b"BZh"
+        or magic[:4] == b"\x28\xb5\x2f\xfd"
+        or magic[257:262] == b"ustar"
+    )

@@ -15,17 +15,23 @@ deflate, as every implementation reads them (not raw deflate as the spec says).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
+import zlib
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
+from .errors import BoxpackError
 from .source import CLUSTER, SECTOR
+
+if TYPE_CHECKING:
+    from .source import Bytes
 
 MAGIC = b"KDMV"
 VERSION = 3
@@ -43,6 +49,8 @@ OVERHEAD = GRAIN_SECTORS  # the first marker starts at sector 128
 COMPRESS_DEFLATE = 1
 MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
 TOOLS_VERSION = 2147483647  # "provided by the host", what qemu writes
+NEWLINE_TEST = b"\n \r\n"
+MARKER_PROGRESS = 4  # undocumented; VirtualBox skips one sector
 
 SparseExtentHeader = Struct(
     "magic" / Const(MAGIC),
@@ -57,9 +65,7 @@ SparseExtentHeader = Struct(
     "gd_offset" / Int64ul,
     "overhead" / Int64ul,
     "unclean_shutdown" / Int8ul,
-    "single_end_line_char" / Const(b"\n"),
-    "non_end_line_char" / Const(b" "),
-    "double_end_line_chars" / Const(b"\r\n"),
+    "newline_test" / Bytes(4),  # "\n \r\n": a file mangled by CR/LF translation shows here
     "compress_algorithm" / Int16ul,
     "pad" / Bytes(433),
 )
@@ -91,6 +97,7 @@ def header(capacity: int, gd_offset: int) -> bytes:
             gd_offset=gd_offset,
             overhead=OVERHEAD,
             unclean_shutdown=0,
+            newline_test=NEWLINE_TEST,
             compress_algorithm=COMPRESS_DEFLATE,
             pad=bytes(433),
         )
@@ -249,3 +256,149 @@ def read_chunks(f: BinaryIO, size: int, chunk: int = 1024 * 1024) -> Iterator[by
         left -= len(data)
         yield data
 
+
+
+# --- reading -------------------------------------------------------------------------------
+
+SUPPORTED_TYPES = ("monolithicSparse", "streamOptimized")
+
+
+def parse_descriptor(text: str) -> tuple[str | None, list[str]]:
+    """(createType, extent lines) of a descriptor."""
+    create_type = None
+    extents = []
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r'(?i)createType\s*=\s*"?([^"\s]+)"?', line)
+        if m:
+            create_type = m.group(1)
+        elif re.match(r"(RW|RDONLY|NOACCESS)\s+\d+\s+\w+", line):
+            extents.append(line)
+    return create_type, extents
+
+
+class VmdkReader:
+    """Reads a monolithic sparse or streamOptimized VMDK, in guest order.
+
+    streamOptimized files are read by walking their markers from overHead, as
+    VirtualBox's importer does (this reads both VirtualBox's layout and qemu's);
+    monolithicSparse files through their grain directory and tables. Compressed
+    grains are returned as callables, so the caller inflates them on its pool.
+    """
+
+    def __init__(self, data: "Bytes", name: str) -> None:
+        self.data, self.name = data, name
+        raw = data.pread(0, SECTOR)
+        if raw.startswith(b"# Disk DescriptorFile"):
+            create_type, extents = parse_descriptor(raw.decode("utf-8", "replace"))
+            raise BoxpackError(
+                f"{name}: is a VMDK descriptor (createType={create_type}) whose data lives in "
+                f"{len(extents)} other file(s); multi-extent and flat VMDKs are not supported, "
+                "convert to monolithicSparse or streamOptimized"
+            )
+        if len(raw) < SECTOR or raw[:4] != MAGIC:
+            raise BoxpackError(f"{name}: not a sparse VMDK (too short or bad magic)")
+        h = SparseExtentHeader.parse(raw)
+        if h.version not in (1, 2, 3):
+            raise BoxpackError(f"{name}: VMDK version {h.version} is not supported")
+        if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
+            raise BoxpackError(f"{name}: header corrupted by newline translation (was it copied in text mode?)")
+        if h.grain_size < 1 or h.grain_size & (h.grain_size - 1) or h.grain_size > 2048:
+            raise BoxpackError(f"{name}: grain size {h.grain_size} sectors is not a power of two up to 1 MiB")
+        if not 1 <= h.num_gtes_per_gt <= 4096:
+            raise BoxpackError(f"{name}: {h.num_gtes_per_gt} grain table entries per table is out of range")
+        text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if h.descriptor_offset else b""
+        create_type, extents = parse_descriptor(text.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        if len(extents) > 1:
+            raise BoxpackError(f"{name}: has {len(extents)} extents; multi-extent VMDKs are not supported")
+        self.compressed = bool(h.flags & FLAG_COMPRESSED)
+        self.markers = bool(h.flags & FLAG_MARKERS)
+        create_type = create_type or ("streamOptimized" if self.markers else "monolithicSparse")
+        if create_type not in SUPPORTED_TYPES:
+            raise BoxpackError(f"{name}: createType {create_type} is not supported (only {', '.join(SUPPORTED_TYPES)})")
+        if self.compressed and not self.markers:
+            raise BoxpackError(f"{name}: compressed grains without markers are not supported")
+        self.header = h
+        self.grain_bytes = h.grain_size * SECTOR
+        self.size = h.capacity * SECTOR
+        self.format = f"vmdk {create_type}"
+        self.data_estimate = min(data.size, self.size)
+
+    def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        return self._markers() if self.markers else self._tables()
+
+    def _markers(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        h, size = self.header, self.data.size
+        pos = h.overhead * SECTOR
+        last = -1
+        gt_sectors = -(-h.num_gtes_per_gt * 4 // SECTOR)
+        gd_sectors = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
+        while pos + 12 <= size:
+            marker_ = GrainMarker.parse(self.data.pread(pos, 12))
+            lba, length = marker_.lba, marker_.size
+            if length:
+                if lba % h.grain_size or lba >= h.capacity:
+                    raise BoxpackError(f"{self.name}: grain marker at byte {pos} has a bad LBA {lba} (capacity {h.capacity} sectors)")
+                if lba <= last:
+                    raise BoxpackError(f"{self.name}: grain at LBA {lba} comes after LBA {last}; grains are out of order")
+                if pos + 12 + length > size:
+                    raise BoxpackError(f"{self.name}: grain at LBA {lba} is cut off by the end of the file")
+                last = lba
+                yield lba * SECTOR, self._inflater(self.data.pread(pos + 12, length), lba)
+                pos += -(-(12 + length) // SECTOR) * SECTOR
+                continue
+            kind = int.from_bytes(self.data.pread(pos + 12, 4), "little")
+            if kind == MARKER_EOS:
+                return
+            skip = {MARKER_GT: gt_sectors, MARKER_GD: gd_sectors, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+            if skip is None:
+                raise BoxpackError(f"{self.name}: unknown marker type {kind} at byte {pos}")
+            pos += (1 + skip) * SECTOR
+
+    def _inflater(self, payload: bytes, lba: int) -> "Callable[[], bytes]":
+        grain, name = self.grain_bytes, self.name
+
+        def inflate() -> bytes:
+            try:
+                out = zlib.decompress(payload)
+            except zlib.error as e:
+                raise BoxpackError(f"{name}: grain at LBA {lba} does not inflate ({e})") from None
+            if len(out) > grain:
+                raise BoxpackError(f"{name}: grain at LBA {lba} inflates to {len(out)} bytes, more than a grain")
+            return out
+
+        return inflate
+
+    def _tables(self) -> Iterator[tuple[int, bytes]]:
+        h, size = self.header, self.data.size
+        gd_offset = h.gd_offset
+        if gd_offset == GD_AT_END:
+            footer = SparseExtentHeader.parse(self.data.pread(size - 2 * SECTOR, SECTOR))
+            gd_offset = footer.gd_offset
+        gd_entries = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
+        gd = self._u32s(gd_offset * SECTOR, gd_entries, "grain directory")
+        for i, gt_sector in enumerate(gd):
+            if not gt_sector:
+                continue
+            gt = self._u32s(gt_sector * SECTOR, h.num_gtes_per_gt, "grain table")
+            for j, sector in enumerate(gt):
+                if sector <= 1:  # 0: not present; 1: zeroed grain (version 2)
+                    continue
+                guest = (i * h.num_gtes_per_gt + j) * self.grain_bytes
+                if guest >= self.size:
+                    break
+                if sector * SECTOR >= size:
+                    raise BoxpackError(f"{self.name}: grain at sector {sector} is past the end of the file")
+                yield guest, self.data.pread(sector * SECTOR, self.grain_bytes).ljust(self.grain_bytes, b"\0")
+
+    def _u32s(self, offset: int, count: int, what: str) -> array:
+        raw = self.data.pread(offset, count * 4)
+        if len(raw) != count * 4:
+            raise BoxpackError(f"{self.name}: {what} at byte {offset} is past the end of the file")
+        table = array("I", raw)
+        if sys.byteorder == "big":
+            table.byteswap()
+        return table
+
+    def close(self) -> None:
+        pass

@@ -15,14 +15,14 @@ from typing import ClassVar
 
 from ..archive import Member
 from ..ovf import Hardware
-from ..source import RawDisk
+from ..source import ImageSource, RawDisk
 
 
 @dataclass
 class Job:
     """What providers need: the disk, its data map, and the user's choices."""
 
-    disk: RawDisk
+    disk: RawDisk | ImageSource
     firmware: str  # "bios" or "efi"
     architecture: str | None = None
     vagrantfile: bytes | None = None  # the user's own, replacing the default
