@@ -78,6 +78,8 @@ def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) 
         else:
             targets = [out]
     for t in targets:
+        if t.exists() and t.resolve() == disk.resolve():
+            raise BoxpackError(f"{t}: is the source itself; choose another output with -o")
         if not t.parent.is_dir():
             raise BoxpackError(f"{t.parent}: no such directory for the output box")
         if t.is_dir():

@@ -1,0 +1,167 @@
+"""Any input to any provider: qcow2, VMDK and boxes as sources, checked against the raw original."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MIB, extract, make_disk, qemu_compare, run_boxpack
+
+DISK_IN_BOX = {"libvirt": ("box.img", "qcow2"), "virtualbox": ("box-disk001.vmdk", "vmdk")}
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GPT disk whose size is a multiple of 64 KiB, with data scattered over it."""
+    return make_disk.make(tmp_path_factory.mktemp("src") / "src.img", size=320 * MIB, data=12 * MIB)
+
+
+def qemu_convert(raw: Path, out: Path, fmt: str, *opts: str) -> Path:
+    subprocess.run(["qemu-img", "convert", "-O", fmt, *opts, str(raw), str(out)], check=True)
+    return out
+
+
+INPUTS = {
+    "qcow2": ("qcow2",),
+    "qcow2-compressed": ("qcow2", "-c"),
+    "qcow2-v2": ("qcow2", "-o", "compat=0.10"),
+    "vmdk-monolithicSparse": ("vmdk",),
+    "vmdk-streamOptimized": ("vmdk", "-o", "subformat=streamOptimized"),
+}
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
+def test_qemu_made_images_convert_exactly(tmp_path: Path, raw: Path, kind: str, provider: str) -> None:
+    fmt, *opts = INPUTS[kind]
+    image = qemu_convert(raw, tmp_path / f"in.{fmt}", fmt, *opts)
+    box = tmp_path / "out.box"
+    run_boxpack(image, "--provider", provider, "-o", box)
+    name, out_fmt = DISK_IN_BOX[provider]
+    qemu_compare(extract(box, tmp_path / "x") / name, out_fmt, raw)
+
+
+@pytest.mark.parametrize("source_provider", ["libvirt", "virtualbox"])
+@pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
+def test_boxes_as_sources(tmp_path: Path, raw: Path, source_provider: str, provider: str) -> None:
+    src_box = tmp_path / f"src-{source_provider}.box"
+    run_boxpack(raw, "--provider", source_provider, "-o", src_box, "--arch", "arm64")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run_boxpack(src_box, "--provider", provider, "-o", out_dir)
+    out = out_dir / f"src-{provider}.box"  # the source box's provider suffix is dropped
+    assert out.exists(), proc.stderr
+    d = extract(out, tmp_path / "x")
+    name, fmt = DISK_IN_BOX[provider]
+    qemu_compare(d / name, fmt, raw)
+    assert json.loads((d / "metadata.json").read_text())["architecture"] == "arm64"  # carried over
+    assert "boxpack" in (d / "Vagrantfile").read_text()  # the target provider's default, not the source's
+
+
+def test_libvirt_to_virtualbox_and_back_is_identical(tmp_path: Path, raw: Path) -> None:
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = tmp_path / "a-libvirt.box"
+    run_boxpack(raw, "--provider", "libvirt", "-o", first, env=env)
+    vbox = tmp_path / "b-virtualbox.box"
+    run_boxpack(first, "--provider", "virtualbox", "-o", vbox, env=env)
+    back = tmp_path / "c-libvirt.box"
+    run_boxpack(vbox, "--provider", "libvirt", "-o", back, env=env)
+    a, c = extract(first, tmp_path / "a") / "box.img", extract(back, tmp_path / "c") / "box.img"
+    assert a.read_bytes() == c.read_bytes()  # the same qcow2, byte for byte
+    qemu_compare(c, "qcow2", raw)
+
+
+def test_output_cannot_be_the_source(tmp_path: Path, raw: Path) -> None:
+    box = tmp_path / "x-libvirt.box"
+    run_boxpack(raw, "--provider", "libvirt", "-o", box)
+    proc = run_boxpack(box, "--provider", "libvirt", "-o", tmp_path, "--force", check=False)
+    assert proc.returncode == 1 and "is the source itself" in proc.stderr.decode()
+
+
+def test_plain_tar_box_with_dot_slash_names(tmp_path: Path, raw: Path) -> None:
+    """A box the way `vagrant package` and create_box.sh make it: ./ names, other member order."""
+    d = tmp_path / "pkg"
+    d.mkdir()
+    qemu_convert(raw, d / "box.img", "qcow2", "-c")
+    (d / "metadata.json").write_text('{"provider": "libvirt", "format": "qcow2", "virtual_size": 1}')
+    (d / "Vagrantfile").write_text("")
+    box = tmp_path / "pkg.box"
+    subprocess.run(["tar", "-cf", str(box), "-C", str(d), "./Vagrantfile", "./box.img", "./metadata.json"], check=True)
+    run_boxpack(box, "--provider", "virtualbox", "-o", tmp_path / "out.box")
+    qemu_compare(extract(tmp_path / "out.box", tmp_path / "x") / "box-disk001.vmdk", "vmdk", raw)
+
+
+# --- corrupt and unsupported inputs: one line, exit 1 -----------------------------------------
+
+
+def _fails(path: Path, text: str) -> None:
+    proc = run_boxpack(path, "--provider", "libvirt", "-o", path.with_suffix(".box"), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1 and text in err, err
+    assert not path.with_suffix(".box").exists()
+
+
+def _be64(data: bytes, offset: int) -> int:
+    return struct.unpack_from(">Q", data, offset)[0]
+
+
+def test_l2_table_past_end_of_file(tmp_path: Path, raw: Path) -> None:
+    image = bytearray(qemu_convert(raw, tmp_path / "q.qcow2", "qcow2").read_bytes())
+    l1 = _be64(image, 40)
+    struct.pack_into(">Q", image, l1, (1 << 63) | (len(image) // 65536 + 10) * 65536)
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(image)
+    _fails(bad, "past the end of the file")
+
+
+def test_compressed_cluster_that_does_not_inflate(tmp_path: Path, raw: Path) -> None:
+    image = bytearray(qemu_convert(raw, tmp_path / "q.qcow2", "qcow2", "-c").read_bytes())
+    l2 = _be64(image, _be64(image, 40)) & 0x00FFFFFFFFFFFE00
+    for i in range(8192):
+        e = _be64(image, l2 + 8 * i)
+        if e & (1 << 62):
+            host = e & ((1 << 54) - 1)
+            image[host : host + 16] = b"\xff" * 16  # deflate block type 3: invalid
+            break
+    else:
+        pytest.fail("no compressed cluster found")
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(image)
+    _fails(bad, "does not inflate")
+
+
+def test_grain_marker_with_a_bad_lba(tmp_path: Path, raw: Path) -> None:
+    image = bytearray(qemu_convert(raw, tmp_path / "s.vmdk", "vmdk", "-o", "subformat=streamOptimized").read_bytes())
+    overhead = struct.unpack_from("<Q", image, 64)[0]
+    struct.pack_into("<Q", image, overhead * 512, 1 << 40)
+    bad = tmp_path / "bad.vmdk"
+    bad.write_bytes(image)
+    _fails(bad, "bad LBA")
+
+
+def test_backing_file_is_refused(tmp_path: Path, raw: Path) -> None:
+    base = qemu_convert(raw, tmp_path / "base.qcow2", "qcow2")
+    top = tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)], check=True)
+    _fails(top, "backing file")
+
+
+def test_encrypted_and_zstd_flags_are_refused(tmp_path: Path, raw: Path) -> None:
+    image = bytearray(qemu_convert(raw, tmp_path / "q.qcow2", "qcow2").read_bytes())
+    crypt = bytearray(image)
+    struct.pack_into(">I", crypt, 32, 2)
+    (tmp_path / "crypt.qcow2").write_bytes(crypt)
+    _fails(tmp_path / "crypt.qcow2", "encrypted")
+    zstd = bytearray(image)
+    struct.pack_into(">Q", zstd, 72, 1 << 3)
+    zstd[104] = 1
+    (tmp_path / "zstd.qcow2").write_bytes(zstd)
+    _fails(tmp_path / "zstd.qcow2", "zstd")
+
+
+def test_multi_extent_vmdk_is_refused(tmp_path: Path, raw: Path) -> None:
+    image = qemu_convert(raw, tmp_path / "split.vmdk", "vmdk", "-o", "subformat=twoGbMaxExtentSparse")
+    _fails(image, "not supported")
