@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import sys
@@ -228,8 +229,24 @@ class _OneLine(logging.Handler):
         sys.stderr.write(f"boxpack: {record.levelname.lower()}: {record.getMessage()}\n")
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed buffers instead of unmapping them.
+
+    The MiB-sized pieces passed between threads are otherwise returned to the
+    kernel and faulted back in: 426,000 page faults for 1.6 GB of data, a fifth
+    of a --fast run. Peak RSS stays under 75 MiB with this.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(-3, 64 * 1024 * 1024)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 256 * 1024 * 1024)  # M_TRIM_THRESHOLD
+
+
 def main(argv: list[str] | None = None) -> int:
     """The boxpack command; anything unexpected is reported in one line (BOXPACK_DEBUG=1 shows the traceback)."""
+    _keep_freed_memory()
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except Exception as e:  # a bug: still one line, and a distinct exit code

@@ -153,8 +153,8 @@ class ParallelGzip:
     def _end_mode(self) -> None:
         """Flush what is buffered as the last piece of the current mode."""
         if self.buf or (self.fast and not self.stored and self.member_open):
-            self._piece(bytes(self.buf), final=True)
-            self.buf.clear()
+            piece, self.buf = self.buf, bytearray()
+            self._piece(piece, final=True)
 
     def write(self, data: bytes | memoryview, stored: bool = False) -> None:
         if stored != self.stored:
@@ -167,8 +167,8 @@ class ParallelGzip:
             mv = mv[need:]
             if len(self.buf) < CHUNK or not mv:
                 return  # a full buffer waits: it may be the last piece of an ISA-L member
-            self._piece(bytes(self.buf), final=False)
-            self.buf.clear()
+            piece, self.buf = self.buf, bytearray()  # hand the buffer over, no copy
+            self._piece(piece, final=False)
         while len(mv) > CHUNK:
             self._piece(mv[:CHUNK], final=False)
             mv = mv[CHUNK:]

@@ -34,6 +34,7 @@ L2_ENTRIES = CLUSTER // 8  # one L2 table maps 512 MiB
 REFCOUNT_ORDER = 4  # 16-bit refcounts, the only width v2 knows
 REFBLOCK_ENTRIES = CLUSTER * 8 // (1 << REFCOUNT_ORDER)
 V3_HEADER_LENGTH = 112
+_RUN = 64  # data clusters joined into one 4 MiB piece for the compressor
 
 # The v2 header: 72 bytes, big-endian.
 HeaderV2 = Struct(
@@ -178,12 +179,18 @@ class Qcow2Layout:
         """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
         yield from self.metadata()
         expected = iter(self.clusters)
+        run: list[bytes | memoryview] = []  # consecutive clusters, written as one piece
         for idx, data in disk.scan():
             if idx != next(expected, None):
                 raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
-            yield data + bytes(CLUSTER - len(data)) if len(data) < CLUSTER else data
+            run.append(data)
+            if len(run) == _RUN:
+                yield b"".join(run)
+                run.clear()
             if progress:
-                progress(len(data))
+                progress(CLUSTER)
+        if run:
+            yield b"".join(run)
         if next(expected, None) is not None:
             raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
 

@@ -113,7 +113,7 @@ class RawDisk:
             yield start, min(stop, end_of_file)
             pos = stop
 
-    def scan(self, progress=None) -> Iterator[tuple[int, bytes]]:
+    def scan(self, progress=None) -> Iterator[tuple[int, bytes | memoryview]]:
         """Yield (cluster index, 64 KiB of data) for every cluster holding a non-zero byte, ascending."""
         last = -1
         for start, end in self.extents():
@@ -121,12 +121,13 @@ class RawDisk:
             while pos < end:
                 n = min(_SCAN_CHUNK, -(-(end - pos) // CLUSTER) * CLUSTER)
                 chunk = self.read(pos, n)
+                view = memoryview(chunk)
                 first = pos // CLUSTER
                 for i, off in enumerate(range(0, n, CLUSTER)):
-                    data = chunk[off : off + CLUSTER]
-                    if first + i > last and data != ZERO_CLUSTER:
+                    # Slicing bytes copies: look at 8 bytes first, the whole cluster only if they are zero.
+                    if first + i > last and (chunk[off : off + 8] != ZERO_CLUSTER[:8] or chunk[off : off + CLUSTER] != ZERO_CLUSTER):
                         last = first + i
-                        yield last, data
+                        yield last, view[off : off + CLUSTER]
                 if progress:
                     progress(min(pos + n, end) - max(pos, start))
                 pos += n
