@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from . import __version__, catalog
+from . import __version__, catalog, verify
 from .compress import DEFAULT_LEVEL
 from .catalog import CHECKSUM_TYPES
 from .errors import BoxpackError
@@ -32,7 +32,8 @@ temporary file next to the output box (in $TMPDIR with -o -) and then copied
 into the box.
 
 The box is written under a temporary name next to its final path and renamed
-when complete. `boxpack catalog --help` manages catalogs. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
+when complete. `boxpack catalog --help` manages catalogs; `boxpack inspect` and
+`boxpack verify` read any box. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
 bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
 """
 
@@ -50,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("disk", metavar="DISK", help="raw disk image (as mkosi, kiwi, osbuild or dd write it)")
+    p.add_argument(
+        "disk",
+        metavar="SOURCE",
+        help="a raw disk (as mkosi, kiwi, osbuild or dd write it), a qcow2 or VMDK image, or a box; "
+        "the format is told by its first bytes",
+    )
     p.add_argument(
         "--provider",
         action="append",
@@ -113,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or give 12 hex digits (default: none, Vagrant generates one per VM)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
     sums = p.add_argument_group("checksums and catalog")
     sums.add_argument(
@@ -173,6 +180,43 @@ CATALOG_EPILOG = """examples:
   boxpack catalog show boxes.json
   vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
 """
+
+
+def build_examine_parser(action: str) -> argparse.ArgumentParser:
+    what = {
+        "inspect": "Say what a box or disk is: members, metadata, Vagrantfile settings, disk format and sizes, "
+        "OVF hardware, partition table.",
+        "verify": "Check a box against every rule its consumers (Vagrant, vagrant-libvirt, VirtualBox, bsdtar, qemu) "
+        "enforce. Exit 0 when clean, 1 when problems were found, 2 when the box could not be read.",
+    }[action]
+    p = _Parser(prog=f"boxpack {action}", description=what)
+    p.add_argument("path", metavar="BOX" if action == "verify" else "BOX|DISK", help="a box file, - for stdin, or (inspect) a disk")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    if action == "verify":
+        p.add_argument("--checksum", metavar="TYPE:HEX", help="the box's expected digest, e.g. sha256:abc...")
+        p.add_argument("--catalog", metavar="FILE", help="check the box's checksum against this catalog's entry")
+        p.add_argument("--version", metavar="V", help="the catalog version to look in")
+    return p
+
+
+def examine_main(action: str, argv: list[str]) -> int:
+    args = build_examine_parser(action).parse_args(argv)
+    try:
+        report = verify.examine(
+            args.path,
+            checksum=getattr(args, "checksum", None),
+            catalog=getattr(args, "catalog", None),
+            version=getattr(args, "version", None),
+            disks=action == "inspect",
+        )
+    except BoxpackError as e:
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(report.to_json())
+    else:
+        sys.stdout.write(verify.render_inspect(report) if action == "inspect" else verify.render_verify(report))
+    return report.exit_code if action == "verify" else (2 if report.unreadable else 0)
 
 
 def catalog_main(argv: list[str]) -> int:
@@ -259,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["catalog"]:
         return catalog_main(argv[1:])
+    if argv[:1] in (["inspect"], ["verify"]):
+        return examine_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logger = logging.getLogger("boxpack")
     logger.addHandler(_OneLine())
@@ -321,6 +367,15 @@ def _main(argv: list[str]) -> int:
             progress.finish()
         print("boxpack: interrupted; no box was written", file=sys.stderr)
         return 130
+    failed = 0
+    if args.verify:
+        for r in results:
+            if r.path is None:
+                continue
+            report = verify.examine(str(r.path), checksum=f"{r.checksum_type}:{r.checksum}")
+            if report.exit_code:
+                sys.stderr.write(verify.render_verify(report))
+                failed = 1
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
     if not args.quiet:
@@ -331,7 +386,7 @@ def _main(argv: list[str]) -> int:
                 f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}, {r.seconds:.1f} s",
                 file=sys.stderr,
             )
-    return 0
+    return failed
 
 
 if __name__ == "__main__":

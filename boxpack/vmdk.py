@@ -402,3 +402,109 @@ class VmdkReader:
 
     def close(self) -> None:
         pass
+
+
+# --- checking ------------------------------------------------------------------------------
+
+
+def check(data: "Bytes", name: str, threads: int = 2) -> tuple[dict, list[tuple[str, str, str]]]:
+    """The rules VirtualBox's sequential import applies (what `vagrant up` uses): (facts, findings).
+
+    Walks a streamOptimized file from overHead as VirtualBox does: grains in
+    strictly increasing LBA order, each inflating to exactly one grain, known
+    markers only, an end-of-stream marker; then qemu's rule for GD_AT_END (the
+    last three sectors are footer marker, footer and EOS).
+    """
+    findings: list[tuple[str, str, str]] = []
+    raw = data.pread(0, SECTOR)
+    if raw.startswith(b"# Disk DescriptorFile"):
+        return {"format": "vmdk descriptor"}, [("vmdk-descriptor-only", "error", f"{name}: a descriptor without data; its extents are separate files")]
+    if len(raw) < SECTOR or raw[:4] != MAGIC:
+        return {"format": "unknown"}, [("vmdk-magic", "error", f"{name}: not a sparse VMDK")]
+    h = SparseExtentHeader.parse(raw)
+    text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if h.descriptor_offset else b""
+    text = text.split(b"\0", 1)[0].decode("utf-8", "replace")
+    create_type, extents = parse_descriptor(text)
+    facts = {
+        "format": f"vmdk {create_type}",
+        "version": h.version,
+        "virtual_size": h.capacity * SECTOR,
+        "grain_size": h.grain_size * SECTOR,
+        "file_size": data.size,
+        "compressed": bool(h.flags & FLAG_COMPRESSED),
+    }
+    if h.version not in (1, 3):
+        findings.append(("vmdk-version", "error", f"{name}: header version {h.version}; VirtualBox takes only 1 and 3"))
+    if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
+        findings.append(("vmdk-newlines", "error", f"{name}: header corrupted by CR/LF translation"))
+    lines = text.splitlines()
+    if not lines or lines[0].replace(" ", "").lower() != "#diskdescriptorfile":
+        findings.append(("vmdk-descriptor", "error", f"{name}: the descriptor does not start with '# Disk DescriptorFile'"))
+    if "version=1" not in [line.replace(" ", "") for line in lines]:
+        findings.append(("vmdk-descriptor", "error", f"{name}: the descriptor lacks version=1, which VirtualBox requires"))
+    if len(extents) != 1:
+        findings.append(("vmdk-extents", "error", f"{name}: {len(extents)} extents; a monolithic VMDK has exactly one"))
+    if h.grain_size < 8 or h.grain_size & (h.grain_size - 1) or h.num_gtes_per_gt < 128 or h.num_gtes_per_gt & (h.num_gtes_per_gt - 1):
+        findings.append(("vmdk-geometry", "error", f"{name}: grain size {h.grain_size} or {h.num_gtes_per_gt} GTEs per GT is not what VirtualBox accepts"))
+    if create_type != "streamOptimized" or not h.flags & FLAG_MARKERS:
+        return facts, findings
+    grains = 0
+    grain_bytes = h.grain_size * SECTOR
+    gt_sectors = -(-h.num_gtes_per_gt * 4 // SECTOR)
+    gd_sectors = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
+    pos, last = h.overhead * SECTOR, -1
+    pool = ThreadPoolExecutor(max_workers=threads)
+    pending: deque[tuple[int, Future]] = deque()
+
+    def settle(lba: int, future: Future) -> None:
+        try:
+            size = future.result()
+        except zlib.error as e:
+            findings.append(("vmdk-inflate", "error", f"{name}: grain at LBA {lba} does not inflate ({e})"))
+            return
+        if size != grain_bytes:
+            findings.append(("vmdk-grain-size", "error", f"{name}: grain at LBA {lba} inflates to {size} bytes, not {grain_bytes}; VirtualBox's import refuses it"))
+
+    ended = False
+    try:
+        while pos + SECTOR <= data.size:
+            m = GrainMarker.parse(data.pread(pos, 12))
+            if m.size:
+                if m.lba <= last:
+                    findings.append(("vmdk-order", "error", f"{name}: grain at LBA {m.lba} comes after LBA {last}; VirtualBox's import refuses grains out of order"))
+                    break
+                if m.lba % h.grain_size or m.lba >= h.capacity:
+                    findings.append(("vmdk-lba", "error", f"{name}: grain marker at byte {pos} has a bad LBA {m.lba}"))
+                    break
+                if m.size >= 2 * grain_bytes or pos + 12 + m.size > data.size:
+                    findings.append(("vmdk-truncated", "error", f"{name}: grain at LBA {m.lba} is cut off or too large ({m.size} bytes)"))
+                    break
+                last = m.lba
+                grains += 1
+                payload = data.pread(pos + 12, m.size)
+                pending.append((m.lba, pool.submit(lambda p: len(zlib.decompress(p)), payload)))
+                if len(pending) > 8 * threads:
+                    settle(*pending.popleft())
+                pos += -(-(12 + m.size) // SECTOR) * SECTOR
+                continue
+            kind = int.from_bytes(data.pread(pos + 12, 4), "little")
+            if kind == MARKER_EOS:
+                ended = True
+                break
+            skip = {MARKER_GT: gt_sectors, MARKER_GD: gd_sectors, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+            if skip is None:
+                findings.append(("vmdk-marker", "error", f"{name}: unknown marker type {kind} at byte {pos}"))
+                break
+            pos += (1 + skip) * SECTOR
+        while pending:
+            settle(*pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if not ended and not any(f[0] in ("vmdk-order", "vmdk-lba", "vmdk-marker", "vmdk-truncated") for f in findings):
+        findings.append(("vmdk-truncated", "error", f"{name}: no end-of-stream marker; the file is cut short"))
+    if ended and h.gd_offset == GD_AT_END:
+        tail = data.pread(data.size - 3 * SECTOR, 3 * SECTOR)
+        if len(tail) != 3 * SECTOR or int.from_bytes(tail[12:16], "little") != MARKER_FOOTER or tail[SECTOR:SECTOR + 4] != MAGIC or any(tail[2 * SECTOR:]):
+            findings.append(("vmdk-footer", "error", f"{name}: the grain directory is at the end but the file does not end with footer marker, footer and EOS (qemu refuses it)"))
+    facts["grains"] = grains
+    return facts, findings
