@@ -24,7 +24,7 @@ from .errors import BoxpackError
 from .source import CLUSTER
 
 if TYPE_CHECKING:
-    from .source import Bytes, Source
+    from .source import ByteSource, Source
 
 MAGIC = b"QFI\xfb"
 CLUSTER_BITS = 16
@@ -212,7 +212,7 @@ class Qcow2Reader:
     on its thread pool. Features boxpack cannot honour are refused by name.
     """
 
-    def __init__(self, data: "Bytes", name: str) -> None:
+    def __init__(self, data: "ByteSource", name: str) -> None:
         self.data, self.name = data, name
         raw = data.pread(0, 512)
         if len(raw) < HeaderV2.sizeof() or raw[:4] != MAGIC:
@@ -333,7 +333,7 @@ MAX_CHECKED_CLUSTERS = 1 << 24  # 1 TiB of image at 64 KiB clusters: 64 MiB of c
 MAX_CHECKED_TABLE = 64 * 1024 * 1024
 
 
-def check(data: "Bytes", name: str) -> tuple[dict, list[tuple[str, str, str]]]:
+def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str]]]:
     """What `qemu-img check` checks, from the image's metadata alone: (facts, findings).
 
     Findings are (code, severity, message). Tables are read in ascending file

@@ -140,7 +140,7 @@ class RawDisk:
         return "raw"
 
 
-class Bytes(Protocol):
+class ByteSource(Protocol):
     """Byte access to an image file, by offset: a file, or a member streamed from a box."""
 
     size: int
@@ -192,9 +192,6 @@ class StreamBytes:
             del self.buf[:drop]
             self.buf_start += drop
         return piece
-
-
-Piece = tuple[int, "bytes | Callable[[], bytes]"]
 
 
 def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterator[tuple[int, bytes]]:
@@ -308,9 +305,6 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-Source = "RawDisk | ImageSource"
-
-
 def open_source(path: str | os.PathLike[str], threads: int = 2) -> "RawDisk | ImageSource":
     """The right source for a file, by its first bytes: qcow2, VMDK, a box (tar, gzip, ...), else raw."""
     disk = RawDisk(path)
@@ -341,3 +335,6 @@ def _is_archive(magic: bytes) -> bool:
         or magic[:4] == b"\x28\xb5\x2f\xfd"
         or magic[257:262] == b"ustar"
     )
+
+
+Source = RawDisk | ImageSource

@@ -31,7 +31,7 @@ from .errors import BoxpackError
 from .source import CLUSTER, SECTOR
 
 if TYPE_CHECKING:
-    from .source import Bytes
+    from .source import ByteSource
 
 MAGIC = b"KDMV"
 VERSION = 3
@@ -286,7 +286,7 @@ class VmdkReader:
     grains are returned as callables, so the caller inflates them on its pool.
     """
 
-    def __init__(self, data: "Bytes", name: str) -> None:
+    def __init__(self, data: "ByteSource", name: str) -> None:
         self.data, self.name = data, name
         raw = data.pread(0, SECTOR)
         if raw.startswith(b"# Disk DescriptorFile"):
@@ -407,7 +407,7 @@ class VmdkReader:
 # --- checking ------------------------------------------------------------------------------
 
 
-def check(data: "Bytes", name: str, threads: int = 2) -> tuple[dict, list[tuple[str, str, str]]]:
+def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[tuple[str, str, str]]]:
     """The rules VirtualBox's sequential import applies (what `vagrant up` uses): (facts, findings).
 
     Walks a streamOptimized file from overHead as VirtualBox does: grains in
