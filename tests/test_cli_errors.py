@@ -134,10 +134,12 @@ def test_api_returns_what_was_written(tmp_path: Path, sample_disk: Path) -> None
 
 
 def test_peak_memory_is_flat_in_the_virtual_size(tmp_path: Path) -> None:
-    """A 64 GiB sparse disk costs the same memory as a 1 GiB one with the same data, for both providers.
+    """A 2 TiB sparse disk costs the same memory as a 1 GiB one with the same data, for both providers.
 
-    The Python heap's peak (tracemalloc) is exact; RSS also counts glibc's
-    per-thread arenas, which vary by a few MiB from run to run, so it gets a ceiling.
+    The Python heap's peak (tracemalloc) is compared: anything kept per cluster
+    of virtual size would cost 32 MiB or more at 2 TiB, while thread timing
+    moves the peak by at most a piece or two in flight (a few MiB). RSS also
+    counts glibc's arenas, so it gets a ceiling.
     """
 
     def peaks(size: int) -> tuple[int, int]:
@@ -152,6 +154,6 @@ def test_peak_memory_is_flat_in_the_virtual_size(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout.split()
         return int(out[-2]), int(out[-1])
 
-    (heap_small, rss_small), (heap_big, rss_big) = peaks(1024**3), peaks(64 * 1024**3)
-    assert abs(heap_big - heap_small) < 1024 * 1024, (heap_small, heap_big)
+    (heap_small, rss_small), (heap_big, rss_big) = peaks(1024**3), peaks(2 * 1024**4)
+    assert abs(heap_big - heap_small) < 4 * 1024 * 1024, (heap_small, heap_big)
     assert max(rss_small, rss_big) < 150 * 1024 * 1024, (rss_small, rss_big)
