@@ -46,8 +46,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="boxpack",
-        description="Turn a raw disk image into Vagrant boxes (libvirt: qcow2; VirtualBox: streamOptimized VMDK "
-        "+ OVF), natively: no qemu-img, tar or jq needed.",
+        description="Turn a disk image (raw, qcow2, VMDK) or a box into Vagrant boxes (libvirt: qcow2; VirtualBox: "
+        "streamOptimized VMDK + OVF), natively: no qemu-img, tar or jq needed. Subcommands: boxpack catalog, "
+        "boxpack inspect, boxpack verify (each with --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
