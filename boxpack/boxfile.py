@@ -119,7 +119,7 @@ class RawReader:
             yield off, self.data.pread(off, 64 * CLUSTER)
 
     def close(self) -> None:
-        pass
+        self.data.close()
 
 
 def box_source(box: Path, threads: int) -> ImageSource:
@@ -134,9 +134,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
         tar = open_tar(box)
         for m in tar:
             if m.name.removeprefix("./") == member:
-                reader = cls(StreamBytes(tar.extractfile(m), m.size, f"{box}:{member}"), f"{box}:{member}")
-                reader.close = tar.close
-                return reader
+                return cls(StreamBytes(tar.extractfile(m), m.size, f"{box}:{member}", owner=tar), f"{box}:{member}")
         tar.close()
         raise BoxpackError(f"{box}: {member} vanished between two reads")
 

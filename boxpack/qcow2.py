@@ -320,7 +320,7 @@ class Qcow2Reader:
         return inflate
 
     def close(self) -> None:
-        pass
+        self.data.close()
 
 
 # --- checking ------------------------------------------------------------------------------

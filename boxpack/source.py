@@ -147,10 +147,15 @@ class ByteSource(Protocol):
 
     def pread(self, offset: int, length: int) -> bytes: ...
 
+    def close(self) -> None: ...
+
 
 class FileBytes:
     def __init__(self, fd: int, size: int, name: str) -> None:
         self.fd, self.size, self.name = fd, size, name
+
+    def close(self) -> None:
+        """The descriptor belongs to the RawDisk that opened the file."""
 
     def pread(self, offset: int, length: int) -> bytes:
         try:
@@ -169,10 +174,15 @@ class StreamBytes:
 
     WINDOW = 4 * 1024 * 1024
 
-    def __init__(self, stream: BinaryIO, size: int, name: str) -> None:
+    def __init__(self, stream: BinaryIO, size: int, name: str, owner: object = None) -> None:
         self.stream, self.size, self.name = stream, size, name
+        self.owner = owner  # what to close with it: the archive the member is read from
         self.buf = bytearray()
         self.buf_start = 0  # stream offset of buf[0]
+
+    def close(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
 
     def pread(self, offset: int, length: int) -> bytes:
         if offset < self.buf_start:
@@ -247,10 +257,13 @@ class ImageSource:
     again; a file is just read again).
     """
 
-    def __init__(self, path: Path, open_reader: Callable[[], "Reader"], threads: int = 2) -> None:
+    def __init__(
+        self, path: Path, open_reader: Callable[[], "Reader"], threads: int = 2, close: Callable[[], None] = lambda: None
+    ) -> None:
         self.path = path
         self.open_reader = open_reader
         self.threads = threads
+        self.close = close
         reader = open_reader()
         self.size = reader.size
         self.file_size = reader.size
@@ -280,9 +293,6 @@ class ImageSource:
 
     def progress_total(self) -> int:
         return self.data_estimate
-
-    def close(self) -> None:
-        pass
 
     def __enter__(self) -> "ImageSource":
         return self
@@ -315,9 +325,7 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> "RawDisk | Im
 
         cls = Qcow2Reader if magic[:4] == b"QFI\xfb" else VmdkReader
         fd, size, name = disk.fd, disk.file_size, str(disk.path)
-        source = ImageSource(disk.path, lambda: cls(FileBytes(fd, size, name), name), threads)
-        source.close = disk.close  # type: ignore[method-assign]
-        return source
+        return ImageSource(disk.path, lambda: cls(FileBytes(fd, size, name), name), threads, close=disk.close)
     if _is_archive(magic):
         from .boxfile import box_source
 

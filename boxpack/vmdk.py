@@ -401,7 +401,7 @@ class VmdkReader:
         return table
 
     def close(self) -> None:
-        pass
+        self.data.close()
 
 
 # --- checking ------------------------------------------------------------------------------
