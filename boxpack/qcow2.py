@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from construct import Const, Int8ub, Int32ub, Int64ub, Padding, Struct
 
 from .errors import BoxpackError
-from .source import CLUSTER
+from .source import CLUSTER, read_table
 
 if TYPE_CHECKING:
     from .source import ByteSource, Source
@@ -264,17 +264,17 @@ class Qcow2Reader:
         self.data_estimate = min(data.size, h.size)
 
     def _table(self, offset: int, count: int) -> array:
-        raw = self.data.pread(offset, count * 8)
-        if len(raw) != count * 8:
-            raise BoxpackError(f"{self.name}: table at byte {offset} is cut off by the end of the file")
-        table = array("Q", raw)
-        if sys.byteorder == "little":
-            table.byteswap()
-        return table
+        return read_table(self.data, offset, count, "Q", big_endian=True, what="table")
+
+    def compressed_range(self, entry: int) -> tuple[int, int]:
+        """(host byte offset, bytes it may span) of a compressed L2 entry: the sector count is of extra sectors."""
+        x = 62 - (self.cluster_bits - 8)
+        host = entry & ((1 << x) - 1)
+        sectors = ((entry >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
+        return host, sectors * 512 - host % 512
 
     def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
         cs, entries, size = self.cluster_size, self.cluster_size // 8, self.data.size
-        x = 62 - (self.cluster_bits - 8)
         for i, l1e in enumerate(self._table(self.l1_offset, self.l1_entries)):
             l2_offset = l1e & L1E_OFFSET_MASK
             if not l2_offset:
@@ -288,9 +288,7 @@ class Qcow2Reader:
                 if guest >= self.size:
                     break
                 if l2e & OFLAG_COMPRESSED:
-                    host = l2e & ((1 << x) - 1)
-                    sectors = ((l2e >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
-                    length = sectors * 512 - host % 512
+                    host, length = self.compressed_range(l2e)
                     if host >= size:
                         raise BoxpackError(f"{self.name}: compressed cluster at byte {host} is past the end of the file")
                     payload = self.data.pread(host, min(length, size - host))
@@ -344,7 +342,7 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
     reader = Qcow2Reader(data, name)  # header rules: raises BoxpackError for what cannot be read at all
     h = HeaderV2.parse(data.pread(0, 72))
     order = HeaderV3Tail.parse(data.pread(72, 40).ljust(40, b"\0")).refcount_order if h.version == 3 else 4
-    cs, cb = reader.cluster_size, reader.cluster_bits
+    cs = reader.cluster_size
     facts = {
         "format": reader.format,
         "virtual_size": reader.size,
@@ -420,16 +418,14 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
                     if l2 + cs <= data.size:
                         pending.append((l2, "l2", i))
         elif kind == "l2":
-            x = 62 - (cb - 8)
             for j, e in enumerate(reader._table(offset, cs // 8)):
                 if not e:
                     continue
                 if e & OFLAG_COMPRESSED:
                     if e & OFLAG_COPIED:
                         findings.append(("qcow2-copied", "error", f"{name}: compressed cluster {index}/{j} carries OFLAG_COPIED"))
-                    host = e & ((1 << x) - 1)
-                    sectors = ((e >> x) & ((1 << (cb - 8)) - 1)) + 1
-                    use(host & ~511, sectors * 512, "compressed cluster")
+                    host, length = reader.compressed_range(e)
+                    use(host, length, "compressed cluster")  # every host cluster its sectors touch
                     compressed += 1
                     continue
                 if e & L2E_STD_RESERVED_MASK:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -144,10 +146,22 @@ class ByteSource(Protocol):
     """Byte access to an image file, by offset: a file, or a member streamed from a box."""
 
     size: int
+    name: str
 
     def pread(self, offset: int, length: int) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_endian: bool, what: str) -> array:
+    """count integers (array typecode Q or I) at offset, in the file's byte order; an error if cut short."""
+    raw = data.pread(offset, count * array(typecode).itemsize)
+    if len(raw) != count * array(typecode).itemsize:
+        raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
+    table = array(typecode, raw)
+    if (sys.byteorder == "little") == big_endian:
+        table.byteswap()
+    return table
 
 
 class FileBytes:

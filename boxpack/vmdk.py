@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 from .errors import BoxpackError
-from .source import CLUSTER, SECTOR
+from .source import CLUSTER, SECTOR, read_table
 
 if TYPE_CHECKING:
     from .source import ByteSource
@@ -392,13 +392,7 @@ class VmdkReader:
                 yield guest, self.data.pread(sector * SECTOR, self.grain_bytes).ljust(self.grain_bytes, b"\0")
 
     def _u32s(self, offset: int, count: int, what: str) -> array:
-        raw = self.data.pread(offset, count * 4)
-        if len(raw) != count * 4:
-            raise BoxpackError(f"{self.name}: {what} at byte {offset} is past the end of the file")
-        table = array("I", raw)
-        if sys.byteorder == "big":
-            table.byteswap()
-        return table
+        return read_table(self.data, offset, count, "I", big_endian=False, what=what)
 
     def close(self) -> None:
         self.data.close()
