@@ -104,8 +104,13 @@ def header(capacity: int, gd_offset: int) -> bytes:
     )
 
 
-def descriptor(capacity: int, file_name: str, disk_id: bytes) -> bytes:
-    """The embedded descriptor, NUL-padded to 20 sectors. disk_id seeds CID and the image UUID."""
+def descriptor(capacity: int, file_name: str, disk_id: bytes, sectors: int | None = None) -> bytes:
+    """The embedded descriptor, NUL-padded to 20 sectors. disk_id seeds CID and the image UUID.
+
+    The extent line holds the disk's exact size in sectors while the header's
+    capacity is rounded up to a grain, as VirtualBox's own export does; readers
+    that honour it (boxpack's) get the disk back at its exact size.
+    """
     cid = int.from_bytes(disk_id[:4], "little") or 1
     cylinders = min(16383, capacity // (16 * 63))
     uid = disk_id[4:20].hex()
@@ -118,7 +123,7 @@ def descriptor(capacity: int, file_name: str, disk_id: bytes) -> bytes:
         'createType="streamOptimized"\n'
         "\n"
         "# Extent description\n"
-        f'RW {capacity} SPARSE "{file_name}"\n'
+        f'RW {sectors or capacity} SPARSE "{file_name}"\n'
         "\n"
         "# The Disk Data Base\n"
         "#DDB\n"
@@ -163,6 +168,7 @@ class VmdkSpool:
         spool_dir: str | os.PathLike | None,
     ) -> None:
         self.capacity = capacity_sectors(disk_size)
+        self.sectors = disk_size // SECTOR
         self.gd = array("I", bytes(4 * -(-self.capacity // GT_COVERAGE)))
         self.gt = array("I", bytes(4 * GTES_PER_GT))
         self.gt_index = -1
@@ -229,7 +235,7 @@ class VmdkSpool:
         self._write(marker(MARKER_EOS, 0))
         size = self.file.tell()
         self.file.seek(DESCRIPTOR_OFFSET * SECTOR)
-        self.file.write(descriptor(self.capacity, self.file_name, disk_id))
+        self.file.write(descriptor(self.capacity, self.file_name, disk_id, self.sectors))
         self.file.seek(0)
         return self.file, size
 
@@ -321,6 +327,9 @@ class VmdkReader:
         self.header = h
         self.grain_bytes = h.grain_size * SECTOR
         self.size = h.capacity * SECTOR
+        exact = int(extents[0].split()[1]) if extents else 0
+        if 0 < exact <= h.capacity:  # the extent line may give the size before rounding to a grain
+            self.size = exact * SECTOR
         self.format = f"vmdk {create_type}"
         self.data_estimate = min(data.size, self.size)
 

@@ -61,7 +61,13 @@ def test_boxes_as_sources(tmp_path: Path, raw: Path, source_provider: str, provi
     assert "boxpack" in (d / "Vagrantfile").read_text()  # the target provider's default, not the source's
 
 
-def test_libvirt_to_virtualbox_and_back_is_identical(tmp_path: Path, raw: Path) -> None:
+@pytest.mark.parametrize("unaligned", [False, True], ids=["64k-aligned", "sector-aligned"])
+def test_libvirt_to_virtualbox_and_back_is_identical(tmp_path: Path, raw: Path, unaligned: bool) -> None:
+    """The same qcow2 comes back, even for a disk whose size is not a whole number of 64 KiB grains."""
+    if unaligned:
+        odd = tmp_path / "odd.img"
+        odd.write_bytes(raw.read_bytes()[: 300 * MIB + 7 * 512])
+        raw = odd
     env = {"SOURCE_DATE_EPOCH": "1700000000"}
     first = tmp_path / "a-libvirt.box"
     run_boxpack(raw, "--provider", "libvirt", "-o", first, env=env)
