@@ -24,7 +24,7 @@ from .ovf import DEFAULT_OS_TYPE, OS_TYPES, Hardware
 from .partitions import read_partition_table
 from .providers import PROVIDERS, Job
 from .qcow2 import COMPAT_VERSIONS
-from .source import CLUSTER, open_source
+from .source import open_source
 
 log = logging.getLogger("boxpack")
 
@@ -89,17 +89,23 @@ def _targets(disk: Path, providers: Sequence[str], output: Output, force: bool) 
     return targets
 
 
-def _write_archive(out: BinaryIO, members: list[Member], compression: str, job: Job, checksum: str) -> DigestWriter:
+def _write_archive(
+    out: BinaryIO, members: list[Member], compression: str, job: Job, checksum: str, progress=None
+) -> DigestWriter:
     digest = DigestWriter(out, checksum)
     if compression == "none":
         for chunk, _ in tar_stream(members, source_date_epoch()):
             digest.write(chunk)
+            if progress:
+                progress(len(chunk))
         out.flush()
         return digest
     gz = ParallelGzip(digest, job.level, job.threads, job.fast)
     try:
         for chunk, stored in tar_stream(members, source_date_epoch()):
             gz.write(chunk, stored)
+            if progress:
+                progress(len(chunk))
         gz.close()
         out.flush()
     except BaseException:
@@ -109,12 +115,12 @@ def _write_archive(out: BinaryIO, members: list[Member], compression: str, job: 
 
 
 def _write_box(
-    target: Path | BinaryIO, members: list[Member], compression: str, job: Job, force: bool, checksum: str
+    target: Path | BinaryIO, members: list[Member], compression: str, job: Job, force: bool, checksum: str, progress=None
 ) -> tuple[int, str]:
     """Write the archive to a stream, or to a temporary file renamed into place when complete."""
     if not isinstance(target, Path):
         try:
-            digest = _write_archive(target, members, compression, job, checksum)
+            digest = _write_archive(target, members, compression, job, checksum, progress)
         except BrokenPipeError:
             raise BoxpackError("output closed before the box was complete (broken pipe)") from None
         except OSError as e:
@@ -124,7 +130,7 @@ def _write_box(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _write_archive(out, members, compression, job, checksum)
+            digest = _write_archive(out, members, compression, job, checksum, progress)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -274,7 +280,6 @@ def pack(
             spool_dir=next((t.parent for t in targets if isinstance(t, Path)), None),
             hardware=hardware,
             base_mac=base_mac,
-            progress=progress,
         )
         writers = []
         try:
@@ -298,9 +303,10 @@ def pack(
             results = []
             for writer, target in zip(writers, targets):
                 started = time.monotonic()
+                members = writer.members()
                 if progress:
-                    progress.phase(f"writing {writer.NAME}", len(job.clusters) * CLUSTER)
-                size, digest = _write_box(target, writer.members(), compression, job, force, checksum)
+                    progress.phase(f"writing {writer.NAME}", sum(m.size for m in members))
+                size, digest = _write_box(target, members, compression, job, force, checksum, progress)
                 writer.close()
                 if progress:
                     progress.finish()

@@ -175,7 +175,7 @@ class Qcow2Layout:
         if current >= 0:
             yield _be64(table)
 
-    def stream(self, disk: "Source", progress=None) -> Iterator[bytes]:
+    def stream(self, disk: "Source") -> Iterator[bytes]:
         """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
         yield from self.metadata()
         expected = iter(self.clusters)
@@ -187,8 +187,6 @@ class Qcow2Layout:
             if len(run) == _RUN:
                 yield b"".join(run)
                 run.clear()
-            if progress:
-                progress(CLUSTER)
         if run:
             yield b"".join(run)
         if next(expected, None) is not None:

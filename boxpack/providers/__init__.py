@@ -34,7 +34,6 @@ class Job:
     spool_dir: Path | None = None  # where a provider may put a temporary file
     hardware: Hardware | None = None
     base_mac: str | None = None  # "auto", 12 hex digits, or None
-    progress: object = None  # callable(nbytes) or None
     clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
     disk_id: bytes = b""  # 32 bytes derived from the disk's content, set after the scan
 

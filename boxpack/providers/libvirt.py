@@ -55,6 +55,6 @@ class Libvirt(Provider):
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
-            Member("box.img", layout.image_size, lambda: layout.stream(job.disk, job.progress)),
+            Member("box.img", layout.image_size, lambda: layout.stream(job.disk)),
             *self.include_members(),
         ]
