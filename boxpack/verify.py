@@ -77,9 +77,9 @@ class Report:
 class _HashingReader:
     """The raw box bytes as read: hashed, counted, with the first bytes kept for sniffing."""
 
-    def __init__(self, f: BinaryIO, algorithm: str | None) -> None:
+    def __init__(self, f: BinaryIO, algorithms: set[str]) -> None:
         self.f = f
-        self.hash = hashlib.new(algorithm) if algorithm else None
+        self.hashes = {a: hashlib.new(a) for a in sorted(algorithms)}
         self.count = 0
         self.head = f.read(512)
         self._pending = self.head
@@ -91,8 +91,8 @@ class _HashingReader:
                 data += self.f.read(-1 if n < 0 else n - len(data))
         else:
             data = self.f.read(n)
-        if self.hash:
-            self.hash.update(data)
+        for h in self.hashes.values():
+            h.update(data)
         self.count += len(data)
         return data
 
@@ -173,6 +173,8 @@ def examine(
     """Read a box (or, with disks, a bare disk) at path ("-" for stdin): facts and findings. Never raises for bad input."""
     report = Report(path)
     expected = _parse_checksum(checksum) if checksum else None
+    entries = _catalog_entries(catalog, version) if catalog else []
+    algorithms = {p["checksum_type"] for _, p in entries} | ({expected[0]} if expected else set())
     try:
         f = sys.stdin.buffer if path == "-" else open(path, "rb")
     except FileNotFoundError:
@@ -185,7 +187,7 @@ def examine(
         report.unreadable = f"{path}: cannot open: {e.strerror}"
         return report
     with f:
-        raw = _HashingReader(f, expected[0] if expected else None)
+        raw = _HashingReader(f, algorithms)
         report.compression = _compression(raw.head)
         if report.compression == "unknown":
             if path == "-" or not disks:
@@ -208,12 +210,12 @@ def examine(
             report.add("archive-truncated", "error", f"the archive is damaged or cut short ({e})")
             report.unreadable = f"{path}: not a readable box archive ({e})"
     if expected and not report.unreadable:
-        actual = raw.hash.hexdigest()
+        actual = raw.hashes[expected[0]].hexdigest()
         report.checksum = {"type": expected[0], "expected": expected[1], "actual": actual}
         if actual != expected[1]:
             report.add("checksum-mismatch", "error", f"{expected[0]} is {actual}, expected {expected[1]}")
     if catalog and not report.unreadable:
-        _check_catalog(path, catalog, version, report)
+        _check_catalog(path, catalog, version, entries, {a: h.hexdigest() for a, h in raw.hashes.items()}, report)
     if not report.unreadable:
         _box_rules(report)
     return report
@@ -356,17 +358,24 @@ def _box_rules(report: Report) -> None:
         report.add("provider-unchecked", "info", f"provider {provider!r}: only the archive and metadata were checked")
 
 
-def _check_catalog(path: str, catalog_path: str, version: str | None, report: Report) -> None:
+def _catalog_entries(catalog_path: str, version: str | None) -> list[tuple[str, dict]]:
+    """(version, provider entry) pairs a box may be checked against; read before the box is."""
     doc = catalog_mod.load(catalog_path)
     if doc is None:
         raise BoxpackError(f"{catalog_path}: no such catalog")
-    meta = report.metadata if isinstance(report.metadata, dict) else {}
-    entries = [
+    return [
         (v["version"], p)
         for v in doc["versions"]
         if version is None or catalog_mod.version_key(v["version"]) == catalog_mod.version_key(version)
         for p in v["providers"]
     ]
+
+
+def _check_catalog(
+    path: str, catalog_path: str, version: str | None, entries: list[tuple[str, dict]], digests: dict[str, str], report: Report
+) -> None:
+    """The catalog entry for this box (by URL file name, else provider and architecture) against its digest."""
+    meta = report.metadata if isinstance(report.metadata, dict) else {}
     base = os.path.basename(path)
     match = [e for e in entries if e[1]["url"].rsplit("/", 1)[-1] == base] or [
         e for e in entries if e[1]["name"] == meta.get("provider") and e[1]["architecture"] == meta.get("architecture", "unknown")
@@ -375,8 +384,7 @@ def _check_catalog(path: str, catalog_path: str, version: str | None, report: Re
         report.add("catalog-no-entry", "error", f"{catalog_path} has no entry for this box" + (f" in version {version}" if version else ""))
         return
     v, entry = match[0]
-    with open(path, "rb") as f:
-        actual = hashlib.file_digest(f, entry["checksum_type"]).hexdigest()
+    actual = digests[entry["checksum_type"]]
     if actual != entry["checksum"]:
         report.add("checksum-mismatch", "error", f"catalog version {v} {entry['name']}/{entry['architecture']}: {entry['checksum_type']} is {actual}, the catalog says {entry['checksum']}")
 
