@@ -396,9 +396,7 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
         elif kind == "refblock":
             if order not in _REFCOUNT_ARRAYS:
                 continue
-            block = array(_REFCOUNT_ARRAYS[order], data.pread(offset, cs))
-            if sys.byteorder == "little":
-                block.byteswap()
+            block = read_table(data, offset, cs * 8 >> order, _REFCOUNT_ARRAYS[order], big_endian=True, what="refcount block")
             if stored is None:
                 stored = {}
             stored[index] = block

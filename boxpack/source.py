@@ -154,7 +154,7 @@ class ByteSource(Protocol):
 
 
 def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_endian: bool, what: str) -> array:
-    """count integers (array typecode Q or I) at offset, in the file's byte order; an error if cut short."""
+    """count unsigned integers (an array typecode: B, H, I or Q) at offset, in the file's byte order; an error if cut short."""
     raw = data.pread(offset, count * array(typecode).itemsize)
     if len(raw) != count * array(typecode).itemsize:
         raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
