@@ -144,6 +144,14 @@ def marker(kind: int, sectors: int) -> bytes:
     return MetadataMarker.build(dict(val=sectors, type=kind, pad=bytes(496)))
 
 
+def metadata_sectors(h, kind: int) -> int | None:
+    """Sectors of metadata after a marker of this kind, computed from the header as VirtualBox's
+    sequential reader does (not from the marker's own count); None for an unknown kind."""
+    gt = -(-h.num_gtes_per_gt * 4 // SECTOR)
+    gd = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
+    return {MARKER_GT: gt, MARKER_GD: gd, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+
+
 def _pad(n: int) -> int:
     return -n % SECTOR
 
@@ -340,8 +348,6 @@ class VmdkReader:
         h, size = self.header, self.data.size
         pos = h.overhead * SECTOR
         last = -1
-        gt_sectors = -(-h.num_gtes_per_gt * 4 // SECTOR)
-        gd_sectors = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
         while pos + 12 <= size:
             marker_ = GrainMarker.parse(self.data.pread(pos, 12))
             lba, length = marker_.lba, marker_.size
@@ -359,7 +365,7 @@ class VmdkReader:
             kind = int.from_bytes(self.data.pread(pos + 12, 4), "little")
             if kind == MARKER_EOS:
                 return
-            skip = {MARKER_GT: gt_sectors, MARKER_GD: gd_sectors, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+            skip = metadata_sectors(h, kind)
             if skip is None:
                 raise BoxpackError(f"{self.name}: unknown marker type {kind} at byte {pos}")
             pos += (1 + skip) * SECTOR
@@ -453,8 +459,6 @@ def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[t
         return facts, findings
     grains = 0
     grain_bytes = h.grain_size * SECTOR
-    gt_sectors = -(-h.num_gtes_per_gt * 4 // SECTOR)
-    gd_sectors = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
     pos, last = h.overhead * SECTOR, -1
     pool = ThreadPoolExecutor(max_workers=threads)
     pending: deque[tuple[int, Future]] = deque()
@@ -494,7 +498,7 @@ def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[t
             if kind == MARKER_EOS:
                 ended = True
                 break
-            skip = {MARKER_GT: gt_sectors, MARKER_GD: gd_sectors, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+            skip = metadata_sectors(h, kind)
             if skip is None:
                 findings.append(("vmdk-marker", "error", f"{name}: unknown marker type {kind} at byte {pos}"))
                 break
