@@ -39,7 +39,8 @@ from .errors import BoxpackError
 from .metadata import load_schema
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
-VERSION_PATTERN = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$")
+VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
+NAME_PATTERN = re.compile(r"[^/\s]+/[^/\s]+")
 UNKNOWN_ARCH = "unknown"
 
 Catalog = dict[str, Any]
@@ -99,6 +100,18 @@ def check(doc: Any) -> list[str]:
     return problems
 
 
+def check_entry(name: str, version: str, url: str, allow_relative: bool = False) -> None:
+    """The box name, version and URL an entry needs: checked before any box is written."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise BoxpackError(f"box name {name!r} is not ORG/NAME without spaces (what `vagrant box add` accepts)")
+    if not VERSION_PATTERN.fullmatch(version):
+        raise BoxpackError(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
+    if not _absolute(url) and not allow_relative:
+        raise BoxpackError(
+            f"url {url!r} is not absolute; Vagrant would resolve it against its working directory (use --allow-relative to keep it)"
+        )
+
+
 def _absolute(url: str) -> bool:
     u = urlparse(url)
     return bool(u.scheme) and (bool(u.netloc) or u.scheme == "file") and len(u.scheme) > 1
@@ -108,15 +121,19 @@ def load(path: str | os.PathLike[str]) -> Catalog | None:
     """The catalog at path, or None when there is none; BoxpackError when it is unreadable or invalid."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise BoxpackError(f"{path}: not UTF-8 text, so not a catalog; the file was left as it is") from None
     except OSError as e:
         raise BoxpackError(f"{path}: cannot read the catalog: {e.strerror}") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise BoxpackError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); the file was left as it is") from None
+    except RecursionError:
+        raise BoxpackError(f"{path}: nested too deeply to be a catalog; the file was left as it is") from None
     problems = check(doc)
     if problems:
         raise BoxpackError(f"{path}: not a valid catalog ({problems[0]}); the file was left as it is")
@@ -139,18 +156,13 @@ def add(
     allow_relative: bool = False,
 ) -> Catalog:
     """A new catalog with the box entry merged in; doc itself is not changed."""
-    if not VERSION_PATTERN.match(version):
-        raise BoxpackError(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
+    check_entry(name, version, url, allow_relative)
     checksum_type = checksum_type.lower()
     if checksum_type not in CHECKSUM_TYPES:
         raise BoxpackError(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
     checksum = checksum.strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
         raise BoxpackError(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
-    if not _absolute(url) and not allow_relative:
-        raise BoxpackError(
-            f"url {url!r} is not absolute; Vagrant would resolve it against its working directory (use --allow-relative to keep it)"
-        )
     arch = architecture or UNKNOWN_ARCH
     doc = copy.deepcopy(doc) if doc else {"name": name, "versions": []}
     if doc["name"] != name:
@@ -247,7 +259,7 @@ def save(path: str | os.PathLike[str], doc: Catalog) -> None:
     if problems:
         raise BoxpackError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
     data = (json.dumps(doc, indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-catalog-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -263,8 +275,11 @@ def save(path: str | os.PathLike[str], doc: Catalog) -> None:
 
 
 def update(path: str | os.PathLike[str], change: Callable[[Catalog | None], Catalog]) -> Catalog:
-    """Read, change and write the catalog at path under its lock; returns what was written."""
-    path = Path(path)
+    """Read, change and write the catalog at path under its lock; returns what was written.
+
+    A catalog that is a symlink stays one: its target is updated.
+    """
+    path = Path(os.path.realpath(path))
     if not path.parent.is_dir():
         raise BoxpackError(f"{path.parent}: no such directory for the catalog")
     try:
@@ -303,7 +318,7 @@ def add_box(
     provider and architecture come from the box's metadata.json unless given;
     the checksum is computed from the file unless given.
     """
-    from .boxfile import read_metadata
+    from .box import read_metadata
 
     box = Path(box)
     if provider is None or architecture is None:

@@ -6,17 +6,18 @@ import argparse
 import ctypes
 import logging
 import os
+import signal
 import sys
+from urllib.parse import quote
 
 from . import __version__, catalog, verify
-from .compress import DEFAULT_LEVEL
 from .catalog import CHECKSUM_TYPES
+from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
-from .ovf import DEFAULT_OS_TYPE, OS_TYPES
-from .pack import COMPRESSIONS, FIRMWARES, pack
+from .output import COMPRESSIONS
+from .pack import FIRMWARES, PackOptions, pack
 from .progress import Progress, human_size
-from .providers import PROVIDERS
-from .qcow2 import COMPAT_VERSIONS
+from .providers import PROVIDERS, options
 
 EPILOG = """\
 examples:
@@ -85,17 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fastest gzip (ISA-L): about twice as fast as --level 1, boxes about 12%% larger than gzip -6",
     )
     p.add_argument("--threads", type=int, metavar="N", help="compression threads (default: all cores)")
-    p.add_argument(
-        "--qcow2-compat",
-        choices=list(COMPAT_VERSIONS),
-        default="1.1",
-        help="qcow2 version: 1.1 (v3, default) or 0.10 (v2, for QEMU older than 1.1)",
-    )
     p.add_argument("--vagrantfile", metavar="FILE", help="use this Vagrantfile instead of the provider's default")
     p.add_argument(
         "--include", metavar="FILE", action="append", default=[], help="add FILE to the box (repeatable)"
     )
     p.add_argument(
+        "--architecture",
         "--arch",
         metavar="ARCH",
         help="box architecture, Vagrant's name (amd64, arm64, i386, ...); default: from the GPT root partition type",
@@ -105,26 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FIRMWARES,
         help="firmware the box starts the VM with; default: efi for a disk that only boots with UEFI, else bios",
     )
-    vbox = p.add_argument_group("VirtualBox box")
-    vbox.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default: 2)")
-    vbox.add_argument("--memory", type=int, default=1024, metavar="MIB", help="memory in MiB (default: 1024)")
-    vbox.add_argument(
-        "--os-type", default=DEFAULT_OS_TYPE, metavar="TYPE", help=f"VirtualBox OS type (default: {DEFAULT_OS_TYPE}; also "
-        + ", ".join(t for t in OS_TYPES if t != DEFAULT_OS_TYPE) + ")"
-    )
-    vbox.add_argument("--vm-name", metavar="NAME", help="VM name in box.ovf (default: the disk's file name)")
-    vbox.add_argument(
-        "--base-mac",
-        metavar="auto|MAC",
-        help="set config.vm.base_mac, only needed by Vagrant < 2.2: auto derives one from the disk, "
-        "or give 12 hex digits (default: none, Vagrant generates one per VM)",
-    )
+    for name, provider in PROVIDERS.items():
+        own = [o for o in options() if o in provider.OPTIONS]
+        if own:
+            group = p.add_argument_group(f"{name} box")
+            for o in own:
+                group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
     sums = p.add_argument_group("checksums and catalog")
     sums.add_argument(
-        "--checksum", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
+        "--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
     )
     sums.add_argument(
         "--checksum-file",
@@ -132,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=False,
         metavar="PATH",
-        help="write <box>.<checksum> beside each box (sha256sum format), or all lines to PATH (needed with -o -)",
+        help="write <box>.<checksum-type> beside each box (sha256sum format), or all lines to PATH (needed with -o -)",
     )
     sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
     sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
     sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
     sums.add_argument("--url-base", metavar="URL", help="the URL the boxes will be served under; a box's URL is this + its file name")
-    sums.add_argument("--default-arch", action="store_true", help="make these boxes their provider's default architecture")
+    sums.add_argument("--default-architecture", "--default-arch", action="store_true", help="make these boxes their provider's default architecture")
     sums.add_argument("--description", help="catalog description")
     sums.add_argument("--allow-relative", action="store_true", help="accept a relative --url-base")
     return p
@@ -156,27 +144,27 @@ def build_catalog_parser() -> argparse.ArgumentParser:
     add.add_argument("catalog", metavar="CATALOG")
     add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
     add.add_argument("--name", required=True, metavar="ORG/NAME")
-    add.add_argument("--version", required=True, metavar="VERSION")
+    add.add_argument("--box-version", required=True, metavar="VERSION")
     add.add_argument("--url", required=True, help="absolute URL the box is served from")
     add.add_argument("--provider", help="default: from the box's metadata.json")
-    add.add_argument("--arch", help="default: from the box's metadata.json, else unknown")
-    add.add_argument("--default-arch", action="store_true", help="make this the provider's default architecture")
+    add.add_argument("--architecture", "--arch", help="default: from the box's metadata.json, else unknown")
+    add.add_argument("--default-architecture", "--default-arch", action="store_true", help="make this the provider's default architecture")
     add.add_argument("--description")
-    add.add_argument("--checksum", choices=list(CHECKSUM_TYPES), default="sha256")
+    add.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
     add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")
     add.add_argument("--allow-relative", action="store_true", help="accept a URL without a scheme")
     show = sub.add_parser("show", help="print the catalog as a table")
     show.add_argument("catalog", metavar="CATALOG")
     rm = sub.add_parser("remove", help="remove a version, or some of its entries")
     rm.add_argument("catalog", metavar="CATALOG")
-    rm.add_argument("--version", required=True, metavar="VERSION")
+    rm.add_argument("--box-version", required=True, metavar="VERSION")
     rm.add_argument("--provider")
-    rm.add_argument("--arch")
+    rm.add_argument("--architecture", "--arch")
     return p
 
 
 CATALOG_EPILOG = """examples:
-  boxpack catalog add boxes.json --box debian-libvirt.box --name org/debian --version 1.2.0 \\
+  boxpack catalog add boxes.json --box debian-libvirt.box --name org/debian --box-version 1.2.0 \\
       --url https://example.org/boxes/debian-libvirt.box
   boxpack catalog show boxes.json
   vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
@@ -196,7 +184,7 @@ def build_examine_parser(action: str) -> argparse.ArgumentParser:
     if action == "verify":
         p.add_argument("--checksum", metavar="TYPE:HEX", help="the box's expected digest, e.g. sha256:abc...")
         p.add_argument("--catalog", metavar="FILE", help="check the box's checksum against this catalog's entry")
-        p.add_argument("--version", metavar="V", help="the catalog version to look in")
+        p.add_argument("--box-version", metavar="V", help="the catalog version to look in")
     return p
 
 
@@ -207,16 +195,21 @@ def examine_main(action: str, argv: list[str]) -> int:
             args.path,
             checksum=getattr(args, "checksum", None),
             catalog=getattr(args, "catalog", None),
-            version=getattr(args, "version", None),
+            box_version=getattr(args, "box_version", None),
             disks=action == "inspect",
         )
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        print(report.to_json())
-    else:
-        sys.stdout.write(verify.render_inspect(report) if action == "inspect" else verify.render_verify(report))
+    try:
+        if args.json:
+            print(report.to_json())
+        else:
+            sys.stdout.write(verify.render_inspect(report) if action == "inspect" else verify.render_verify(report))
+        sys.stdout.flush()
+    except OSError as e:
+        print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)
+        return 2
     return report.exit_code if action == "verify" else (2 if report.unreadable else 0)
 
 
@@ -228,19 +221,19 @@ def catalog_main(argv: list[str]) -> int:
                 args.catalog,
                 args.box,
                 name=args.name,
-                version=args.version,
+                version=args.box_version,
                 url=args.url,
                 provider=args.provider,
-                architecture=args.arch,
-                checksum_type=args.checksum,
-                default_architecture=args.default_arch,
+                architecture=args.architecture,
+                checksum_type=args.checksum_type,
+                default_architecture=args.default_architecture,
                 description=args.description,
                 force=args.force,
                 allow_relative=args.allow_relative,
             )
-            print(f"boxpack: {args.catalog}: added {args.name} {args.version}", file=sys.stderr)
+            print(f"boxpack: {args.catalog}: added {args.name} {args.box_version}", file=sys.stderr)
         elif args.action == "remove":
-            doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.version, args.provider, args.arch))
+            doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.box_version, args.provider, args.architecture))
         else:
             doc = _existing(catalog.load(args.catalog), args.catalog)
         sys.stdout.write(catalog.table(doc))
@@ -257,7 +250,7 @@ def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:
 
 
 def _check_catalog_args(args: argparse.Namespace) -> None:
-    """All of the in-run catalog options or none, checked before any packing."""
+    """All of the in-run catalog options or none, each checked before any disk is read."""
     wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--url-base": args.url_base}
     given = [k for k, v in wanted.items() if v]
     if not given:
@@ -266,7 +259,13 @@ def _check_catalog_args(args: argparse.Namespace) -> None:
         raise BoxpackError(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
     if args.output == "-":
         raise BoxpackError("--catalog records box files; it cannot be used with -o -")
+    catalog.check_entry(args.name, args.box_version, _box_url(args.url_base, "x.box"), args.allow_relative)
     catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
+
+
+def _box_url(base: str, file_name: str) -> str:
+    """base + the box's file name, percent-encoded: a '#' or a space in a file name must not end the URL."""
+    return (base if base.endswith("/") else base + "/") + quote(file_name)
 
 
 class _OneLine(logging.Handler):
@@ -293,12 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     """The boxpack command; anything unexpected is reported in one line (BOXPACK_DEBUG=1 shows the traceback)."""
     _keep_freed_memory()
     try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
+    except ValueError:  # not the main thread: an embedding program handles signals
+        pass
+    try:
         return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # before a run started (or in inspect/verify)
+        print("boxpack: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a bug: still one line, and a distinct exit code
         if os.environ.get("BOXPACK_DEBUG"):
             raise
         print(f"boxpack: internal error: {type(e).__name__}: {e} (set BOXPACK_DEBUG=1 for details)", file=sys.stderr)
         return 70
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP stop a run as Ctrl-C does: temporary files are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 def _main(argv: list[str]) -> int:
@@ -315,45 +327,39 @@ def _main(argv: list[str]) -> int:
     if output is sys.stdout.buffer and sys.stdout.isatty():
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
+    results = []
     try:
         _check_catalog_args(args)
-        results = pack(
-            args.disk,
-            args.provider,
-            output,
+        options_ = PackOptions(
+            providers=args.provider,
+            output=output,
             force=args.force,
             compression=args.compression,
             level=args.level,
             fast=args.fast,
             threads=args.threads,
-            qcow2_compat=args.qcow2_compat,
             vagrantfile=args.vagrantfile,
             include=args.include,
-            architecture=args.arch,
+            architecture=args.architecture,
             firmware=args.firmware,
-            cpus=args.cpus,
-            memory=args.memory,
-            os_type=args.os_type,
-            vm_name=args.vm_name,
-            base_mac=args.base_mac,
-            checksum=args.checksum,
+            checksum_type=args.checksum_type,
             checksum_file=args.checksum_file,
-            progress=progress,
+            settings={o.name: getattr(args, o.name) for o in options()},
         )
+        results = pack(args.disk, options_, progress)
         if args.catalog:
-            base = args.url_base if args.url_base.endswith("/") else args.url_base + "/"
             for r in results:
                 catalog.add_box(
                     args.catalog,
                     r.path,
                     name=args.name,
                     version=args.box_version,
-                    url=base + r.path.name,
+                    url=_box_url(args.url_base, r.path.name),
                     provider=r.provider,
                     architecture=r.architecture,
                     checksum=r.checksum,
                     checksum_type=r.checksum_type,
-                    default_architecture=args.default_arch,
+                    default_architecture=args.default_architecture,
                     description=args.description,
                     force=args.force,
                     allow_relative=args.allow_relative,
@@ -361,12 +367,12 @@ def _main(argv: list[str]) -> int:
     except BoxpackError as e:
         if progress:
             progress.finish()
-        print(f"boxpack: error: {e}", file=sys.stderr)
+        print(f"boxpack: error: {e}{_written(results)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if progress:
             progress.finish()
-        print("boxpack: interrupted; no box was written", file=sys.stderr)
+        print(f"boxpack: interrupted{_written(results) or '; no box was written'}", file=sys.stderr)
         return 130
     failed = 0
     if args.verify:
@@ -388,6 +394,12 @@ def _main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
     return failed
+
+
+def _written(results: list) -> str:
+    """What a run that failed after packing leaves behind, said truthfully."""
+    paths = [str(r.path) for r in results if r.path]
+    return f" (written before that: {', '.join(paths)})" if paths else ""
 
 
 if __name__ == "__main__":

@@ -24,17 +24,13 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 import deflate
 
-try:  # ISA-L has wheels for x86-64 and aarch64 only
-    from isal import isal_zlib
-except ImportError:  # pragma: no cover - exercised on other platforms
-    isal_zlib = None
+from .accel import isal_zlib
+from .ordered import OrderedPool
 
 CHUNK = 1024 * 1024
 LEVELS = range(1, 13)  # libdeflate's levels
@@ -54,10 +50,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def fast_available() -> bool:
-    return isal_zlib is not None
 
 
 class DigestWriter:
@@ -105,9 +97,8 @@ class ParallelGzip:
         self.level = level
         self.fast = fast
         threads = threads or default_threads()
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gzip")
-        self.window = 2 * threads  # pieces in flight: bounds memory to a few MiB
-        self.pending: deque[tuple[Future, Callable[[object], bytes]]] = deque()
+        # 2 pieces in flight per thread: bounds memory to a few MiB.
+        self.pool: OrderedPool[Callable[[object], bytes], object] = OrderedPool(threads, 2 * threads, "gzip")
         self.buf = bytearray()
         self.stored = False  # mode of what is in buf
         self.wrote_any = False
@@ -117,18 +108,17 @@ class ParallelGzip:
         self.crc = 0
         self.isize = 0
 
-    def _push(self, future: Future, finish: Callable[[object], bytes]) -> None:
-        if len(self.pending) >= self.window:
-            f, fin = self.pending.popleft()
-            self.sink.write(fin(f.result()))
-        self.pending.append((future, finish))
+    def _push(self, work: Callable[[], object], finish: Callable[[object], bytes]) -> None:
+        """Compress on the pool; finish turns the result into bytes, in order, as it is written."""
+        for fin, result in self.pool.put(finish, work):
+            self.sink.write(fin(result))
         self.wrote_any = True
 
     def _piece(self, data: bytes | memoryview, final: bool) -> None:
         """Compress one piece of the current mode; final ends the current ISA-L member."""
         if self.stored or not self.fast:
             level = 0 if self.stored else self.level
-            self._push(self.pool.submit(deflate.gzip_compress, data, level), bytes)
+            self._push(lambda: deflate.gzip_compress(data, level), bytes)
             return
         head = b"" if self.member_open else GZIP_HEADER
         self.member_open = not final
@@ -148,7 +138,7 @@ class ParallelGzip:
 
         if final:
             self.tail = b""
-        self._push(self.pool.submit(_isal_piece, data, dictionary, final), finish)
+        self._push(lambda: _isal_piece(data, dictionary, final), finish)
 
     def _end_mode(self) -> None:
         """Flush what is buffered as the last piece of the current mode."""
@@ -179,14 +169,12 @@ class ParallelGzip:
         try:
             self._end_mode()
             if not self.wrote_any:  # an empty stream is still one gzip member
-                self._push(self.pool.submit(deflate.gzip_compress, b"", self.level), bytes)
-            while self.pending:
-                f, fin = self.pending.popleft()
-                self.sink.write(fin(f.result()))
+                self._push(lambda: deflate.gzip_compress(b"", self.level), bytes)
+            for fin, result in self.pool.drain():
+                self.sink.write(fin(result))
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.close()
 
     def abort(self) -> None:
         """Stop without writing anything more (on error or Ctrl-C)."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pending.clear()
+        self.pool.close()

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
+
+from .errors import BoxpackError
+from .findings import Findings
 
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
@@ -140,9 +144,11 @@ def build(hw: Hardware, disk_file: str, disk_file_size: int, capacity: int, disk
 
 
 def _attr(el: etree._Element, name: str) -> str | None:
-    """An OVF attribute, qualified or not (VirtualBox matches by local name)."""
-    value = el.get(_q(OVF_NS, name))
-    return value if value is not None else el.get(name)
+    """An OVF attribute by its local name, in any namespace or none, as VirtualBox's ovfreader.cpp looks it up."""
+    for key, value in el.attrib.items():
+        if etree.QName(key).localname == name:
+            return value
+    return None
 
 
 def _local(el: etree._Element) -> str:
@@ -158,19 +164,30 @@ def _text(el: etree._Element, name: str) -> str | None:
     return found[0].text.strip() if found and found[0].text else None
 
 
-def check(xml: bytes, members: Mapping[str, int] | None = None) -> list[str]:
-    """Problems VirtualBox's OVF import (or Vagrant's use of it) would hit; empty when none.
+def parse(xml: bytes) -> etree._Element:
+    """box.ovf as an element tree; BoxpackError when it is not XML. Entities are never resolved."""
+    try:
+        return etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
+    except (etree.XMLSyntaxError, ValueError) as e:
+        raise BoxpackError(f"box.ovf is not well-formed XML: {str(e)[:200]}") from None
+
+
+def check(xml: bytes, members: Mapping[str, int] | None = None) -> Findings:
+    """What VirtualBox's OVF import (or Vagrant's use of it) would trip on.
 
     members maps the box's file names to sizes; when given, every File href
     must name one of them.
     """
+    findings = Findings()
     try:
-        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError as e:
-        return [f"box.ovf is not well-formed XML: {e}"]
+        root = parse(xml)
+    except BoxpackError as e:
+        findings.add("ovf-xml", "error", str(e))
+        return findings
     if _local(root) != "Envelope" or not etree.QName(root).namespace:
-        return ["box.ovf: the root element must be a namespaced Envelope"]
-    problems: list[str] = []
+        findings.add("ovf-rule", "error", "box.ovf: the root element must be a namespaced Envelope")
+        return findings
+    problems = _Problems(findings)
     files: dict[str, str] = {}
     for refs in _children(root, "References"):
         for f in _children(refs, "File"):
@@ -180,7 +197,7 @@ def check(xml: bytes, members: Mapping[str, int] | None = None) -> list[str]:
                 continue
             files[fid] = href
             if members is not None and href not in members:
-                problems.append(f"File {fid} refers to {href!r}, which is not in the box")
+                findings.add("ovf-missing-file", "error", f"File {fid} refers to {href!r}, which is not in the box")
     disk_ids: dict[str, etree._Element] = {}
     for section in _children(root, "DiskSection"):
         for d in _children(section, "Disk"):
@@ -204,18 +221,28 @@ def check(xml: bytes, members: Mapping[str, int] | None = None) -> list[str]:
     if len(systems) != 1:
         problems.append(f"box.ovf must hold exactly one VirtualSystem (Vagrant imports --vsys 0), not {len(systems)}")
     for vs in systems:
-        problems += _check_system(vs, disk_ids)
-    return problems
+        _check_system(vs, disk_ids, problems)
+    return findings
 
 
-def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) -> list[str]:
-    problems: list[str] = []
+class _Problems:
+    """The OVF rules' findings, under one code."""
+
+    def __init__(self, findings: Findings) -> None:
+        self.findings = findings
+
+    def append(self, message: str) -> None:
+        self.findings.add("ovf-rule", "error", message)
+
+
+def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], problems: _Problems) -> None:
     for oss in _children(vs, "OperatingSystemSection"):
         if not (_attr(oss, "id") or "").isdigit():
             problems.append("OperatingSystemSection needs an integer ovf:id")
     hw = _children(vs, "VirtualHardwareSection")
     if len(hw) != 1:
-        return problems + ["VirtualSystem needs one VirtualHardwareSection"]
+        problems.append("VirtualSystem needs one VirtualHardwareSection")
+        return
     items = [i for kind in ("Item", "StorageItem", "EthernetPortItem") for i in _children(hw[0], kind)]
     controllers = set()
     nics = []
@@ -234,7 +261,7 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) ->
             controllers.add(iid)
         if t == 20 and _text(it, "ResourceSubType") not in OTHER_STORAGE_SUBTYPES:
             problems.append(f"Item {iid}: storage controller subtype {_text(it, 'ResourceSubType')!r} is unknown to VirtualBox")
-        if t == 3 and not 0 < int(_text(it, "VirtualQuantity") or 0) < 65535:
+        if t == 3 and not 0 < _int(_text(it, "VirtualQuantity")) < 65535:
             problems.append(f"Item {iid}: CPU count must be 1..65534")
         if t == 4:
             if _text(it, "AllocationUnits") not in MEMORY_UNITS:
@@ -255,17 +282,38 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) ->
             problems.append(f"disk Item {iid}: HostResource {host!r} names no Disk")
     if not nics or _text(nics[0], "Connection") != "NAT":
         problems.append("the first network adapter must be NAT (Vagrant connects through it)")
-    problems += _check_vbox_machine(vs, disk_ids)
-    return problems
+    _check_vbox_machine(vs, disk_ids, problems)
 
 
-def _check_vbox_machine(vs: etree._Element, disk_ids: Mapping[str, etree._Element]) -> list[str]:
+def _check_vbox_machine(vs: etree._Element, disk_ids: Mapping[str, etree._Element], problems: _Problems) -> None:
     """A vbox:Machine's image UUIDs must match the DiskSection's vbox:uuid, or import fails."""
     uuids = {(d.get(_q(VBOX_NS, "uuid")) or "").strip("{}").lower() for d in disk_ids.values()}
-    problems = []
     for machine in vs.iter(_q(VBOX_NS, "Machine")):
         for image in machine.iter(_q(VBOX_NS, "Image")):
             u = (image.get("uuid") or "").strip("{}").lower()
             if u not in uuids:
                 problems.append(f"vbox:Machine attaches image {u}, which the DiskSection does not describe")
-    return problems
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
+def facts(xml: bytes) -> dict[str, Any]:
+    """What inspect shows of a box.ovf: disk capacity, files, CPUs, memory, controllers, OS type."""
+    root = parse(xml)
+    disk = next((d for s in _children(root, "DiskSection") for d in _children(s, "Disk")), None)
+    items = [i for vs in _children(root, "VirtualSystem") for hw in _children(vs, "VirtualHardwareSection") for i in _children(hw, "Item")]
+    by_type: dict[str | None, list[etree._Element]] = {}
+    for it in items:
+        by_type.setdefault(_text(it, "ResourceType"), []).append(it)
+    ostype = next(root.iter(_q(VBOX_NS, "OSType")), None)
+    capacity = _attr(disk, "capacity") if disk is not None else None
+    return {
+        "capacity": int(capacity) if capacity and capacity.isdigit() else None,
+        "files": [_attr(f, "href") for r in _children(root, "References") for f in _children(r, "File")],
+        "cpus": next((_text(i, "VirtualQuantity") for i in by_type.get("3", [])), None),
+        "memory_mb": next((_text(i, "VirtualQuantity") for i in by_type.get("4", [])), None),
+        "controllers": [_text(i, "ResourceSubType") or _text(i, "ElementName") for t in ("5", "6", "20") for i in by_type.get(t, [])],
+        "os_type": ostype.text if ostype is not None else None,
+    }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from construct import Array, Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
-from .source import SECTOR, RawDisk
+from .disk import SECTOR, Source
 
 MbrPartition = Struct(
     "status" / Int8ul,
@@ -59,6 +59,7 @@ GptEntry = Struct(
 )
 
 MBR_SIGNATURE = 0xAA55
+MAX_ENTRIES_BYTES = 1024 * 1024
 MBR_PROTECTIVE = 0xEE
 MBR_EFI_SYSTEM = 0xEF
 ESP = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
@@ -126,7 +127,7 @@ class PartitionTable:
         return None
 
 
-def read_partition_table(disk: RawDisk) -> PartitionTable:
+def read_partition_table(disk: Source) -> PartitionTable:
     """Parse the MBR and, behind a protective MBR, the primary GPT (falling back to the backup)."""
     if disk.size < 2 * SECTOR:
         return PartitionTable("none")
@@ -149,12 +150,16 @@ def read_partition_table(disk: RawDisk) -> PartitionTable:
     return PartitionTable("none")
 
 
-def _read_gpt(disk: RawDisk, lba: int) -> list[Partition] | None:
+def _read_gpt(disk: Source, lba: int) -> list[Partition] | None:
     raw = disk.read(lba * SECTOR, SECTOR)
     if raw[:8] != b"EFI PART":
         return None
     head = GptHeader.parse(raw)
-    if not 92 <= head.header_size <= SECTOR or head.entry_size < 128 or head.entry_count > 1024:
+    # UEFI 2.10 5.3.2: entries of 128 * 2^n bytes; a table larger than MAX_ENTRIES_BYTES or
+    # outside the disk is not one any firmware reads, and is never allocated.
+    if not 92 <= head.header_size <= SECTOR or head.entry_size < 128 or head.entry_size % 128 or head.entry_count > 1024:
+        return None
+    if head.entry_count * head.entry_size > MAX_ENTRIES_BYTES or not 0 < head.entries_lba < disk.size // SECTOR:
         return None
     check = bytearray(raw[: head.header_size])
     check[16:20] = bytes(4)

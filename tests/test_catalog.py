@@ -158,7 +158,7 @@ def test_cli_add_show_remove(tmp_path: Path, sample_disk: Path) -> None:
     box = tmp_path / "sample-libvirt.box"
     run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, "--arch", "arm64")
     cat = tmp_path / "boxes.json"
-    run_boxpack("catalog", "add", cat, "--box", box, "--name", "org/sample", "--version", "1.0.0", "--url", URL + box.name,
+    run_boxpack("catalog", "add", cat, "--box", box, "--name", "org/sample", "--box-version", "1.0.0", "--url", URL + box.name,
                 "--description", "A sample")
     doc = json.loads(cat.read_text())
     p = doc["versions"][0]["providers"][0]
@@ -166,9 +166,9 @@ def test_cli_add_show_remove(tmp_path: Path, sample_disk: Path) -> None:
     assert doc["description"] == "A sample"
     shown = run_boxpack("catalog", "show", cat).stdout.decode()
     assert "1.0.0" in shown and "arm64" in shown and URL + box.name in shown
-    dup = run_boxpack("catalog", "add", cat, "--box", box, "--name", "org/sample", "--version", "1.0.0", "--url", URL + "x", check=False)
+    dup = run_boxpack("catalog", "add", cat, "--box", box, "--name", "org/sample", "--box-version", "1.0.0", "--url", URL + "x", check=False)
     assert dup.returncode == 1 and "--force" in dup.stderr.decode()
-    run_boxpack("catalog", "remove", cat, "--version", "1.0.0")
+    run_boxpack("catalog", "remove", cat, "--box-version", "1.0.0")
     assert json.loads(cat.read_text())["versions"] == []
 
 
@@ -189,7 +189,7 @@ def test_pack_records_the_boxes_in_one_run(tmp_path: Path, sample_disk: Path) ->
 @pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256", "sha384", "sha512"])
 def test_checksum_files(tmp_path: Path, sample_disk: Path, algorithm: str) -> None:
     box = tmp_path / "s.box"
-    run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, "--checksum", algorithm, "--checksum-file")
+    run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, "--checksum-type", algorithm, "--checksum-file")
     line = (tmp_path / f"s.box.{algorithm}").read_text()
     assert line == f"{hashlib.new(algorithm, box.read_bytes()).hexdigest()}  s.box\n"
     subprocess.run([f"{algorithm}sum", "-c", f"s.box.{algorithm}"], cwd=tmp_path, check=True, capture_output=True)
@@ -225,7 +225,7 @@ def libvirt_box(tmp_path: Path, sample_disk: Path) -> Path:
 def test_vagrant_adds_the_newest_version_from_a_boxpack_catalog(tmp_path: Path, libvirt_box: Path) -> None:
     cat = tmp_path / "catalog.json"
     for version in ("1.2.0", "1.10.0", "1.9.3"):
-        run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--version", version,
+        run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--box-version", version,
                     "--url", libvirt_box.as_uri())
     # A second architecture that old Vagrant must not pick: its URL does not exist.
     catalog.update(cat, lambda d: catalog.add(d, name="org/sample", version="1.10.0", provider="libvirt",
@@ -239,7 +239,7 @@ def test_vagrant_adds_the_newest_version_from_a_boxpack_catalog(tmp_path: Path, 
 @needs_vagrant
 def test_vagrant_refuses_a_wrong_checksum(tmp_path: Path, libvirt_box: Path) -> None:
     cat = tmp_path / "catalog.json"
-    run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--version", "1.0.0",
+    run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--box-version", "1.0.0",
                 "--url", libvirt_box.as_uri())
     doc = json.loads(cat.read_text())
     doc["versions"][0]["providers"][0]["checksum"] = "0" * 64

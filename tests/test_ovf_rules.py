@@ -14,7 +14,7 @@ def good() -> str:
 
 
 def test_boxpack_ovf_passes() -> None:
-    assert ovf.check(good().encode(), {DISK: 100}) == []
+    assert not ovf.check(good().encode(), {DISK: 100})
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_boxpack_ovf_passes() -> None:
 def test_each_rule(old: str, new: str, finding: str) -> None:
     text = good()
     assert old in text
-    problems = ovf.check(text.replace(old, new, 1).encode(), {DISK: 100})
+    problems = [f.message for f in ovf.check(text.replace(old, new, 1).encode(), {DISK: 100})]
     assert any(finding in p for p in problems), problems
 
 
@@ -48,10 +48,10 @@ def test_vbox_machine_uuid_mismatch() -> None:
         "</StorageControllers></vbox:Machine>"
     )
     text = good().replace("</VirtualSystem>", machine.replace("<Image", "<vbox:Image") + "</VirtualSystem>")
-    assert any("does not describe" in p for p in ovf.check(text.encode(), {DISK: 100}))
+    assert any("does not describe" in f.message for f in ovf.check(text.encode(), {DISK: 100}))
     ok = text.replace("ffffffff-0000-0000-0000-000000000000", "01234567-89ab-cdef-0123-456789abcdef")
-    assert ovf.check(ok.encode(), {DISK: 100}) == []
+    assert not ovf.check(ok.encode(), {DISK: 100})
 
 
 def test_not_xml() -> None:
-    assert "not well-formed" in ovf.check(b"<Envelope", None)[0]
+    assert "not well-formed" in next(iter(ovf.check(b"<Envelope", None))).message

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import GIB, qemu_check, qemu_info
 
-from boxpack.qcow2 import REFBLOCK_ENTRIES, HeaderV2, HeaderV3Tail, Qcow2Layout
+from boxpack.formats.qcow2 import REFBLOCK_ENTRIES, HeaderV2, HeaderV3Tail, Qcow2Layout
 
 
 def _write_metadata_only(layout: Qcow2Layout, path: Path) -> None:

@@ -257,13 +257,13 @@ def test_wrong_checksum(tmp_path: Path, raw: Path) -> None:
     assert _codes(box, "--checksum", f"sha256:{good}") == (0, set())
     assert _codes(box, "--checksum", "sha256:" + "0" * 64) == (1, {"checksum-mismatch"})
     cat = tmp_path / "c.json"
-    run_boxpack("catalog", "add", cat, "--box", box, "--name", "o/b", "--version", "1.0.0", "--url", "https://x.org/b.box")
-    assert _codes(box, "--catalog", cat, "--version", "1.0.0") == (0, set())
+    run_boxpack("catalog", "add", cat, "--box", box, "--name", "o/b", "--box-version", "1.0.0", "--url", "https://x.org/b.box")
+    assert _codes(box, "--catalog", cat, "--box-version", "1.0.0") == (0, set())
     with open(box, "rb") as f:  # from stdin too: the digest comes from the one streaming pass
-        proc = run_boxpack("verify", "-", "--catalog", cat, "--version", "1.0.0", stdin=f, check=False)
+        proc = run_boxpack("verify", "-", "--catalog", cat, "--box-version", "1.0.0", stdin=f, check=False)
     assert proc.returncode == 0, proc.stdout
     box.write_bytes(box.read_bytes() + b"\0" * 512)  # changed after it was catalogued
-    assert "checksum-mismatch" in _codes(box, "--catalog", cat, "--version", "1.0.0")[1]
+    assert "checksum-mismatch" in _codes(box, "--catalog", cat, "--box-version", "1.0.0")[1]
 
 
 # --- hostile archives --------------------------------------------------------------------------

@@ -7,10 +7,13 @@ rounded up: rounded down, the volume is smaller than the disk.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..archive import Member
-from ..metadata import metadata_json, virtual_size_gib
-from ..qcow2 import COMPAT_VERSIONS, Qcow2Layout
-from . import Provider
+from ..formats.qcow2 import COMPAT_VERSIONS, Qcow2Layout
+from ..metadata import GIB, metadata_json, virtual_size_gib
+from ..report import Report
+from .base import Option, Provider
 
 # vagrant-libvirt defaults to driver "kvm", which fails on hosts without usable
 # KVM (no VT-x/AMD-V, nested guests); the box picks it at `vagrant up` time.
@@ -41,16 +44,26 @@ EFI_SETTINGS = """\
 
 class Libvirt(Provider):
     NAME = "libvirt"
+    MEMBERS = ("box.img",)
+    OPTIONS = (
+        Option(
+            "qcow2_compat",
+            "--qcow2-compat",
+            "qcow2 version: 1.1 (v3, default) or 0.10 (v2, for QEMU older than 1.1)",
+            default="1.1",
+            choices=tuple(COMPAT_VERSIONS),
+        ),
+    )
 
-    def metadata(self) -> dict:
-        meta = {"provider": self.NAME, "format": "qcow2", "virtual_size": virtual_size_gib(self.job.disk.size)}
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"provider": self.NAME, "format": "qcow2", "virtual_size": virtual_size_gib(self.job.disk.size)}
         if self.job.architecture:
             meta["architecture"] = self.job.architecture
         return meta
 
     def members(self) -> list[Member]:
         job = self.job
-        layout = Qcow2Layout(job.disk.size, job.clusters, COMPAT_VERSIONS[job.qcow2_compat])
+        layout = Qcow2Layout(job.disk.size, job.clusters, COMPAT_VERSIONS[job.settings["qcow2_compat"]])
         block = SETTINGS + (EFI_SETTINGS if job.firmware == "efi" else "") + "  end\n"
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
@@ -58,3 +71,42 @@ class Libvirt(Provider):
             Member("box.img", layout.image_size, lambda: layout.stream(job.disk)),
             *self.include_members(),
         ]
+
+    @classmethod
+    def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:
+        """vagrant-libvirt's rules: qcow2 disks, named by `disks` (format v2) or box.img (v1), big enough volumes.
+
+        Disk paths are joined to the box directory by vagrant-libvirt
+        (lib/vagrant-libvirt/action/handle_box_image.rb), so an absolute path
+        or one with '..' reads a file outside the box.
+        """
+        meta = report.metadata
+        names = {m["name"].removeprefix("./") for m in report.members}
+        disks = meta.get("disks")
+        if disks is not None:
+            if not isinstance(disks, list) or not disks:
+                report.add("libvirt-disks", "error", "metadata.json: disks must be a non-empty list")
+                return
+            for i, d in enumerate(disks):
+                path = d.get("path") if isinstance(d, dict) else None
+                if not isinstance(path, str) or not path:
+                    report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] has no path")
+                elif path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
+                    report.add("unsafe-path", "error", f"metadata.json: disks[{i}] path {path!r} points outside the box")
+                elif path.removeprefix("./") not in names:
+                    report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] path {path!r} is not in the box")
+            return
+        if "box.img" not in names:
+            report.add("provider-mismatch", "error", "metadata.json says libvirt but there is no box.img")
+            return
+        if report.disk.get("member") == "box.img" and not str(report.disk.get("format", "")).startswith("qcow2"):
+            report.add("libvirt-not-qcow2", "error", f"box.img is {report.disk.get('format')}, vagrant-libvirt needs qcow2")
+        size = report.disk.get("virtual_size")
+        declared = meta.get("virtual_size")
+        if isinstance(declared, int) and size and declared * GIB < size:
+            report.add(
+                "virtual-size-too-small",
+                "error",
+                f"metadata.json says virtual_size {declared} GiB but box.img is {size} bytes "
+                f"({-(-size // GIB)} GiB rounded up); vagrant-libvirt would make the volume too small",
+            )

@@ -7,16 +7,17 @@ VirtualBox box costs one read of the disk.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from .. import ovf
 from ..archive import Member
-from ..compress import zlib_compressor
+from ..disk import SECTOR
 from ..errors import BoxpackError
+from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..metadata import metadata_json
-from ..source import SECTOR
-from ..vmdk import VmdkSpool, capacity_sectors, read_chunks
-from . import Job, Provider
+from ..report import Report
+from .base import Job, Option, Provider
 
 VMDK_NAME = "box-disk001.vmdk"  # what `vagrant package` and VirtualBox's export name it
 VIRTUALBOX_OUI = "080027"
@@ -31,25 +32,50 @@ def derived_mac(disk_id: bytes) -> str:
     return VIRTUALBOX_OUI + disk_id[20:23].hex()
 
 
+def _check_mac(mac: str) -> str | None:
+    if mac == "auto":
+        return None
+    if not re.fullmatch(r"[0-9A-Fa-f]{12}", mac):
+        return "must be auto or 12 hex digits without separators"
+    if int(mac[:2], 16) & 1:
+        return "a multicast address cannot be a NIC's MAC"
+    return None
+
+
 class VirtualBox(Provider):
     NAME = "virtualbox"
+    MEMBERS = ("box.ovf", VMDK_NAME, "box.vmdk")
+    TEXTS = ("box.ovf",)
+    OPTIONS = (
+        Option("cpus", "--cpus", "virtual CPUs in box.ovf (default: 2)", default=2, type=int, metavar="N",
+               check=lambda n: None if 1 <= n <= 64 else "is out of range 1..64"),
+        Option("memory", "--memory", "memory in MiB in box.ovf (default: 1024)", default=1024, type=int, metavar="MIB",
+               check=lambda n: None if 4 <= n <= 2**22 else f"MiB is out of range 4..{2**22}"),
+        Option("os_type", "--os-type", f"VirtualBox OS type (default: {ovf.DEFAULT_OS_TYPE}; also "
+               + ", ".join(t for t in ovf.OS_TYPES if t != ovf.DEFAULT_OS_TYPE) + ")",
+               default=ovf.DEFAULT_OS_TYPE, metavar="TYPE",
+               check=lambda t: None if t in ovf.OS_TYPES else f"is unknown; choose from {', '.join(ovf.OS_TYPES)}"),
+        Option("vm_name", "--vm-name", "VM name in box.ovf (default: the disk's file name)", metavar="NAME",
+               check=lambda n: None if n and not any(c in n for c in "<>&\"'/\0") else "must be a non-empty name without <>&\"'/"),
+        Option("base_mac", "--base-mac", "set config.vm.base_mac, only needed by Vagrant < 2.2: auto derives one from "
+               "the disk, or give 12 hex digits (default: none, Vagrant generates one per VM)", metavar="auto|MAC",
+               check=_check_mac),
+    )
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self.spool = VmdkSpool(job.disk.size, VMDK_NAME, zlib_compressor(job.level, job.fast), job.threads, job.spool_dir)
+        self.spool = VmdkSpool(job.disk.size, VMDK_NAME, job.compress, job.threads, job.spool_dir)
 
-    def feed(self, cluster: int, data: bytes) -> None:
+    def feed(self, cluster: int, data: bytes | memoryview) -> None:
         self.spool.feed(cluster, data)
 
-    def metadata(self) -> dict:
-        meta = {"provider": self.NAME}
-        if self.job.architecture:
-            meta["architecture"] = self.job.architecture
-        return meta
+    def hardware(self) -> ovf.Hardware:
+        s = self.job.settings
+        return ovf.Hardware(s["vm_name"] or _vm_name(self.job.name), s["os_type"], s["cpus"], s["memory"])
 
     def settings(self) -> str:
         lines = []
-        mac = self.job.base_mac
+        mac = self.job.settings["base_mac"]
         if mac:
             lines.append(f'  config.vm.base_mac = "{derived_mac(self.job.disk_id) if mac == "auto" else mac.upper()}"\n')
         lines.append("  config.vm.provider :virtualbox do |vb|\n")
@@ -63,10 +89,10 @@ class VirtualBox(Provider):
         job = self.job
         spool, size = self.spool.finish(job.disk_id)
         capacity = capacity_sectors(job.disk.size) * SECTOR
-        box_ovf = ovf.build(job.hardware, VMDK_NAME, size, capacity, disk_uuid(job.disk_id))
+        box_ovf = ovf.build(self.hardware(), VMDK_NAME, size, capacity, disk_uuid(job.disk_id))
         problems = ovf.check(box_ovf, {VMDK_NAME: size})
         if problems:
-            raise BoxpackError(f"internal error: box.ovf breaks VirtualBox's rules: {problems[0]}")
+            raise BoxpackError(f"internal error: box.ovf breaks VirtualBox's rules: {next(iter(problems)).message}")
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
@@ -77,3 +103,24 @@ class VirtualBox(Provider):
 
     def close(self) -> None:
         self.spool.close()
+
+    @classmethod
+    def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:
+        """VirtualBox's OVF rules, every referenced file present, and the OVF's capacity equal to the VMDK's."""
+        xml = texts.get("box.ovf")
+        if xml is None:
+            report.add("ovf-missing", "error", "metadata.json says virtualbox but there is no box.ovf")
+            return
+        report.findings.extend(ovf.check(xml, {m["name"].removeprefix("./"): m["size"] for m in report.members}))
+        try:
+            report.ovf = ovf.facts(xml)
+        except BoxpackError:
+            report.ovf = {}
+            return
+        cap, vsize = report.ovf.get("capacity"), report.disk.get("virtual_size")
+        if cap is not None and vsize is not None and str(report.disk.get("format", "")).startswith("vmdk") and cap != vsize:
+            report.add("ovf-capacity-mismatch", "error", f"box.ovf says the disk holds {cap} bytes, the VMDK header {vsize}")
+
+
+def _vm_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "boxpack"

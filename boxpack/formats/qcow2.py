@@ -1,68 +1,65 @@
-"""qcow2 writer: a complete image laid out up front and streamed in one pass.
+"""qcow2: the libvirt box's disk format. Writer, reader and checker.
 
-References: qemu docs/interop/qcow2.rst (format), block/qcow2.h (constants),
-block/qcow2-refcount.c (what `qemu-img check` recomputes).
+References: qemu docs/interop/qcow2.rst (format), block/qcow2.h (constants
+and limits), block/qcow2-refcount.c (what `qemu-img check` recomputes).
+Structures are in c_qcow2.py.
 
-The layout is header, refcount table, refcount blocks, L1 table, L2 tables,
-then the data clusters in guest order. Every host cluster is used exactly once,
-so every refcount is 1 and every L1/L2 entry carries OFLAG_COPIED. Because the
-layout depends only on the data map, the image's exact size is known before a
-byte is written and the image can stream straight into a tar member.
+The writer lays out header, refcount table, refcount blocks, L1 table, L2
+tables, then the data clusters in guest order. Every host cluster is used
+exactly once, so every refcount is 1 and every L1/L2 entry carries
+OFLAG_COPIED. Because the layout depends only on the data map, the image's
+exact size is known before a byte is written and the image can stream
+straight into a tar member.
 """
 
 from __future__ import annotations
 
+import heapq
 import sys
 import zlib
 from array import array
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
-from construct import Const, Int8ub, Int32ub, Int64ub, Padding, Struct
+from ..bytesource import ByteSource, read_table
+from ..disk import CLUSTER, Source
+from ..errors import BoxpackError
+from ..findings import Findings
+from .c_qcow2 import (
+    INCOMPAT_COMPRESSION,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DATA_FILE,
+    INCOMPAT_EXTL2,
+    INCOMPAT_KNOWN,
+    L1E_OFFSET_MASK,
+    L1E_RESERVED_MASK,
+    L2E_OFFSET_MASK,
+    L2E_STD_RESERVED_MASK,
+    MAGIC,
+    MAX_CLUSTER_BITS,
+    MAX_L1_BYTES,
+    MAX_REFTABLE_BYTES,
+    MIN_CLUSTER_BITS,
+    OFLAG_COMPRESSED,
+    OFLAG_COPIED,
+    OFLAG_ZERO,
+    REFT_RESERVED_MASK,
+    V3_HEADER_LENGTH,
+    HeaderV2,
+    HeaderV3Tail,
+)
 
-from .errors import BoxpackError
-from .source import CLUSTER, read_table
-
-if TYPE_CHECKING:
-    from .source import ByteSource, Source
-
-MAGIC = b"QFI\xfb"
-CLUSTER_BITS = 16
-assert 1 << CLUSTER_BITS == CLUSTER
-OFLAG_COPIED = 1 << 63
+NAME = "qcow2"
+SUFFIXES = (".qcow2", ".img")
+CLUSTER_BITS = 16  # boxpack writes 64 KiB clusters, the size of its data map's clusters
 L2_ENTRIES = CLUSTER // 8  # one L2 table maps 512 MiB
 REFCOUNT_ORDER = 4  # 16-bit refcounts, the only width v2 knows
 REFBLOCK_ENTRIES = CLUSTER * 8 // (1 << REFCOUNT_ORDER)
-V3_HEADER_LENGTH = 112
 _RUN = 64  # data clusters joined into one 4 MiB piece for the compressor
 
-# The v2 header: 72 bytes, big-endian.
-HeaderV2 = Struct(
-    "magic" / Const(MAGIC),
-    "version" / Int32ub,
-    "backing_file_offset" / Int64ub,
-    "backing_file_size" / Int32ub,
-    "cluster_bits" / Int32ub,
-    "size" / Int64ub,
-    "crypt_method" / Int32ub,
-    "l1_size" / Int32ub,
-    "l1_table_offset" / Int64ub,
-    "refcount_table_offset" / Int64ub,
-    "refcount_table_clusters" / Int32ub,
-    "nb_snapshots" / Int32ub,
-    "snapshots_offset" / Int64ub,
-)
 
-# The fields v3 adds after byte 72, as qemu writes them (header_length 112).
-HeaderV3Tail = Struct(
-    "incompatible_features" / Int64ub,
-    "compatible_features" / Int64ub,
-    "autoclear_features" / Int64ub,
-    "refcount_order" / Int32ub,
-    "header_length" / Int32ub,
-    "compression_type" / Int8ub,
-    Padding(7),
-)
+def probe(head: bytes, tail: bytes) -> bool:
+    return head[:4] == MAGIC
+
 
 COMPAT_VERSIONS = {"1.1": 3, "0.10": 2}
 
@@ -175,7 +172,7 @@ class Qcow2Layout:
         if current >= 0:
             yield _be64(table)
 
-    def stream(self, disk: "Source") -> Iterator[bytes]:
+    def stream(self, disk: Source) -> Iterator[bytes]:
         """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
         yield from self.metadata()
         expected = iter(self.clusters)
@@ -195,22 +192,19 @@ class Qcow2Layout:
 
 # --- reading -------------------------------------------------------------------------------
 
-INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
-L1E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
-L2E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
-OFLAG_COMPRESSED = 1 << 62
-OFLAG_ZERO = 1
-
 
 class Qcow2Reader:
     """Reads a qcow2 image's active L1/L2 tables and clusters, in guest order.
 
-    Compressed clusters (raw deflate; qemu writes a 4 KiB window, any window
-    up to 32 KiB reads) are returned as callables, so the caller inflates them
-    on its thread pool. Features boxpack cannot honour are refused by name.
+    L2 tables are read in file order, and all of those that come before the
+    first data cluster are read first: boxpack's own layout (every table
+    before the data) and qemu's (each table before its data) both stream from
+    a box without going back. Compressed clusters (raw deflate; any window up
+    to 32 KiB reads) are returned as callables, so the caller inflates them on
+    its thread pool. Features boxpack cannot honour are refused by name.
     """
 
-    def __init__(self, data: "ByteSource", name: str) -> None:
+    def __init__(self, data: ByteSource, name: str) -> None:
         self.data, self.name = data, name
         raw = data.pread(0, 512)
         if len(raw) < HeaderV2.sizeof() or raw[:4] != MAGIC:
@@ -219,6 +213,7 @@ class Qcow2Reader:
         if h.version not in (2, 3):
             raise BoxpackError(f"{name}: qcow2 version {h.version} is not supported (only 2 and 3)")
         self.version = h.version
+        self.refcount_order = 4
         incompat, compression_type = 0, 0
         if h.version == 3:
             tail = HeaderV3Tail.parse(raw[72:112].ljust(40, b"\0"))
@@ -226,10 +221,11 @@ class Qcow2Reader:
             compression_type = tail.compression_type if tail.header_length > 104 else 0
             if tail.refcount_order > 6:
                 raise BoxpackError(f"{name}: qcow2 refcount_order {tail.refcount_order} is invalid")
+            self.refcount_order = tail.refcount_order
         if h.backing_file_offset:
             backing = data.pread(h.backing_file_offset, min(h.backing_file_size, 1023)).decode("utf-8", "replace")
             raise BoxpackError(
-                f"{name}: has a backing file ({backing}); make it standalone first (qemu-img convert -O qcow2)"
+                f"{name}: has a backing file ({backing!r}); make it standalone first (qemu-img convert -O qcow2)"
             )
         if h.crypt_method:
             raise BoxpackError(f"{name}: is encrypted; boxes cannot carry encrypted qcow2 images")
@@ -242,11 +238,11 @@ class Qcow2Reader:
                 raise BoxpackError(f"{name}: {what}")
         if incompat & INCOMPAT_COMPRESSION or compression_type:
             raise BoxpackError(f"{name}: uses zstd-compressed clusters, which are not supported (recompress with zlib)")
-        unknown = incompat & ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2)
-        if unknown:
-            raise BoxpackError(f"{name}: has unknown incompatible qcow2 features {unknown:#x}")
-        if not 9 <= h.cluster_bits <= 21:
-            raise BoxpackError(f"{name}: cluster_bits {h.cluster_bits} is out of qemu's range 9..21")
+        if incompat & ~INCOMPAT_KNOWN:
+            raise BoxpackError(f"{name}: has unknown incompatible qcow2 features {incompat & ~INCOMPAT_KNOWN:#x}")
+        if not MIN_CLUSTER_BITS <= h.cluster_bits <= MAX_CLUSTER_BITS:
+            raise BoxpackError(f"{name}: cluster_bits {h.cluster_bits} is out of qemu's range {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
+        self.header = h
         self.cluster_bits = h.cluster_bits
         self.cluster_size = 1 << h.cluster_bits
         self.size = h.size
@@ -254,6 +250,8 @@ class Qcow2Reader:
         needed = _ceil_div(h.size, self.cluster_size * entries)
         if h.l1_size < needed:
             raise BoxpackError(f"{name}: L1 table too small ({h.l1_size} entries for {needed} needed)")
+        if needed * 8 > MAX_L1_BYTES:  # qcow2_do_open refuses it too (block/qcow2.c)
+            raise BoxpackError(f"{name}: virtual size {h.size} needs an L1 table larger than qemu's limit of {MAX_L1_BYTES} bytes")
         if h.l1_table_offset % self.cluster_size or h.l1_table_offset + needed * 8 > data.size:
             raise BoxpackError(f"{name}: L1 table at byte {h.l1_table_offset} is misaligned or past the end of the file")
         self.l1_offset = h.l1_table_offset
@@ -261,8 +259,8 @@ class Qcow2Reader:
         self.format = f"qcow2 v{h.version}"
         self.data_estimate = min(data.size, h.size)
 
-    def _table(self, offset: int, count: int) -> array:
-        return read_table(self.data, offset, count, "Q", big_endian=True, what="table")
+    def _table(self, offset: int, count: int, what: str = "table") -> array:
+        return read_table(self.data, offset, count, "Q", big_endian=True, what=what)
 
     def compressed_range(self, entry: int) -> tuple[int, int]:
         """(host byte offset, bytes it may span) of a compressed L2 entry: the sector count is of extra sectors."""
@@ -271,17 +269,45 @@ class Qcow2Reader:
         sectors = ((entry >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
         return host, sectors * 512 - host % 512
 
+    def _host(self, l2e: int) -> int:
+        return self.compressed_range(l2e)[0] if l2e & OFLAG_COMPRESSED else l2e & L2E_OFFSET_MASK
+
+    def _l2_offsets(self) -> dict[int, int]:
+        """{L1 index: L2 table offset} for the tables in use, each checked against the file."""
+        cs, size = self.cluster_size, self.data.size
+        tables = {}
+        for i, l1e in enumerate(self._table(self.l1_offset, self.l1_entries, "L1 table")):
+            offset = l1e & L1E_OFFSET_MASK
+            if not offset:
+                continue
+            if offset % cs or offset + cs > size:
+                raise BoxpackError(f"{self.name}: L2 table at byte {offset} is misaligned or past the end of the file ({size} bytes)")
+            tables[i] = offset
+        return tables
+
+    def _used(self, offset: int) -> tuple[array, array]:
+        """An L2 table as (slots, entries) of its non-zero entries: memory grows with the data, not the disk."""
+        slots, used = array("I"), array("Q")
+        for j, e in enumerate(self._table(offset, self.cluster_size // 8, "L2 table")):
+            if e:
+                slots.append(j)
+                used.append(e)
+        return slots, used
+
     def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
         cs, entries, size = self.cluster_size, self.cluster_size // 8, self.data.size
-        for i, l1e in enumerate(self._table(self.l1_offset, self.l1_entries)):
-            l2_offset = l1e & L1E_OFFSET_MASK
-            if not l2_offset:
-                continue
-            if l2_offset % cs or l2_offset + cs > size:
-                raise BoxpackError(f"{self.name}: L2 table at byte {l2_offset} is misaligned or past the end of the file ({size} bytes)")
-            for j, l2e in enumerate(self._table(l2_offset, entries)):
-                if not l2e:
-                    continue
+        tables = self._l2_offsets()
+        early: dict[int, tuple[array, array]] = {}
+        first_data = size
+        for offset in sorted(set(tables.values())):
+            if offset > first_data:
+                break  # qemu's layout: this table comes after data; read it when its turn comes
+            early[offset] = table = self._used(offset)
+            hosts = [h for h in map(self._host, table[1]) if h]
+            first_data = min(first_data, *hosts) if hosts else first_data
+        for i in sorted(tables):
+            slots, used = early.pop(tables[i], None) or self._used(tables[i])
+            for j, l2e in zip(slots, used):
                 guest = (i * entries + j) * cs
                 if guest >= self.size:
                     break
@@ -289,8 +315,7 @@ class Qcow2Reader:
                     host, length = self.compressed_range(l2e)
                     if host >= size:
                         raise BoxpackError(f"{self.name}: compressed cluster at byte {host} is past the end of the file")
-                    payload = self.data.pread(host, min(length, size - host))
-                    yield guest, self._inflater(payload, guest)
+                    yield guest, self._inflater(self.data.pread(host, min(length, size - host)), guest)
                     continue
                 if l2e & OFLAG_ZERO:
                     continue
@@ -301,12 +326,12 @@ class Qcow2Reader:
                     raise BoxpackError(f"{self.name}: data cluster at byte {host} is misaligned or past the end of the file")
                 yield guest, self.data.pread(host, cs).ljust(cs, b"\0")
 
-    def _inflater(self, payload: bytes, guest: int) -> "Callable[[], bytes]":
+    def _inflater(self, payload: bytes, guest: int) -> Callable[[], bytes]:
         cs, name = self.cluster_size, self.name
 
         def inflate() -> bytes:
             try:
-                out = zlib.decompressobj(-15).decompress(payload, cs)
+                out = zlib.decompressobj(-15).decompress(payload, cs)  # bounded: never more than one cluster
             except zlib.error as e:
                 raise BoxpackError(f"{name}: compressed cluster at guest byte {guest} does not inflate ({e})") from None
             if len(out) != cs:
@@ -321,25 +346,21 @@ class Qcow2Reader:
 
 # --- checking ------------------------------------------------------------------------------
 
-L1E_RESERVED_MASK = 0x7F000000000001FF
-L2E_STD_RESERVED_MASK = 0x3F000000000001FE
-REFT_RESERVED_MASK = 0x1FF
 _REFCOUNT_ARRAYS = {3: "B", 4: "H", 5: "I", 6: "Q"}
 MAX_CHECKED_CLUSTERS = 1 << 24  # 1 TiB of image at 64 KiB clusters: 64 MiB of counters
-MAX_CHECKED_TABLE = 64 * 1024 * 1024
 
 
-def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str]]]:
+def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """What `qemu-img check` checks, from the image's metadata alone: (facts, findings).
 
-    Findings are (code, severity, message). Tables are read in ascending file
-    order, so an image inside a box is checked as it streams by; a layout that
-    would need going back is reported, not guessed at.
+    Tables are read in ascending file order, each once, so an image inside a
+    box is checked as it streams by; a layout that would need going back is
+    reported, not guessed at. Work and memory are bounded by the file's size.
     """
-    findings: list[tuple[str, str, str]] = []
+    findings = Findings()
     reader = Qcow2Reader(data, name)  # header rules: raises BoxpackError for what cannot be read at all
-    h = HeaderV2.parse(data.pread(0, 72))
-    order = HeaderV3Tail.parse(data.pread(72, 40).ljust(40, b"\0")).refcount_order if h.version == 3 else 4
+    h = reader.header
+    order = reader.refcount_order
     cs = reader.cluster_size
     facts = {
         "format": reader.format,
@@ -348,23 +369,22 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
         "file_size": data.size,
         "refcount_bits": 1 << order,
     }
-    for what, offset, length in (
-        ("refcount table", h.refcount_table_offset, h.refcount_table_clusters * cs),
-        ("L1 table", h.l1_table_offset, h.l1_size * 8),
+    for what, offset, length, limit in (
+        ("refcount table", h.refcount_table_offset, h.refcount_table_clusters * cs, MAX_REFTABLE_BYTES),
+        ("L1 table", h.l1_table_offset, h.l1_size * 8, MAX_L1_BYTES),
     ):
-        if offset % cs or offset + length > data.size or length > MAX_CHECKED_TABLE:
-            findings.append(("qcow2-bounds", "error", f"{name}: {what} ({length} bytes at byte {offset}) does not fit in the file"))
+        if offset % cs or offset + length > data.size or length > limit:
+            findings.add("qcow2-bounds", "error", f"{name}: {what} ({length} bytes at byte {offset}) does not fit in the file or exceeds qemu's limit")
             return facts, findings
     host_clusters = _ceil_div(data.size, cs) + 1
     if host_clusters > MAX_CHECKED_CLUSTERS:
-        findings.append(("qcow2-unchecked", "info", f"{name}: {host_clusters} host clusters; refcounts not checked"))
+        findings.add("qcow2-unchecked", "info", f"{name}: {host_clusters} host clusters; refcounts not checked")
         return facts, findings
     expected = array("I", bytes(4 * host_clusters))
-    oob: list[str] = []
 
     def use(offset: int, length: int, what: str) -> None:
         if offset + length > data.size + cs:  # the last cluster may be short in the file
-            oob.append(f"{what} at byte {offset} is past the end of the file ({data.size} bytes)")
+            findings.add("qcow2-bounds", "error", f"{name}: {what} at byte {offset} is past the end of the file ({data.size} bytes)")
             return
         for c in range(offset // cs, _ceil_div(offset + length, cs)):
             expected[c] += 1
@@ -372,71 +392,74 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
     use(0, cs, "header")
     use(h.refcount_table_offset, h.refcount_table_clusters * cs, "refcount table")
     use(h.l1_table_offset, _ceil_div(h.l1_size * 8, cs) * cs, "L1 table")
-    # Tables discovered while reading, visited in file order: (offset, kind, index).
-    pending = [(h.refcount_table_offset, "reftable", 0), (h.l1_table_offset, "l1", 0)]
-    refblocks: dict[int, int] = {}
-    stored = None
+    # Tables discovered while reading, visited in file order, each offset once: (offset, kind, index).
+    pending = [(h.refcount_table_offset, 0, 0), (h.l1_table_offset, 1, 0)]
+    queued: set[int] = set()
+    REFTABLE, L1, REFBLOCK, L2 = 0, 1, 2, 3
+    stored: dict[int, array] | None = None
     allocated = compressed = 0
-    copied_l1: list[tuple[int, int]] = []
-    copied_l2: list[tuple[int, int]] = []
+    copied_l1, copied_l2 = array("Q"), array("Q")  # host offset | OFLAG_COPIED as found
     if h.nb_snapshots:
-        findings.append(("qcow2-snapshots", "info", f"{name}: has {h.nb_snapshots} internal snapshot(s); refcounts not checked"))
+        findings.add("qcow2-snapshots", "info", f"{name}: has {h.nb_snapshots} internal snapshot(s); refcounts not checked")
+
+    def later(offset: int, kind: int, index: int) -> None:
+        if offset not in queued:
+            queued.add(offset)
+            heapq.heappush(pending, (offset, kind, index))
+
     while pending:
-        pending.sort()
-        offset, kind, index = pending.pop(0)
-        if kind == "reftable":
-            table = reader._table(offset, h.refcount_table_clusters * cs // 8)
-            for i, e in enumerate(table):
+        offset, kind, index = heapq.heappop(pending)
+        if kind == REFTABLE:
+            for i, e in enumerate(reader._table(offset, h.refcount_table_clusters * cs // 8, "refcount table")):
                 if e & REFT_RESERVED_MASK:
-                    findings.append(("qcow2-reserved-bits", "error", f"{name}: refcount table entry {i} has reserved bits set"))
-                if e & ~REFT_RESERVED_MASK:
-                    refblocks[i] = e & ~REFT_RESERVED_MASK
-                    use(refblocks[i], cs, "refcount block")
-                    pending.append((refblocks[i], "refblock", i))
-        elif kind == "refblock":
+                    findings.add("qcow2-reserved-bits", "error", f"{name}: refcount table entry {i} has reserved bits set")
+                block = e & ~REFT_RESERVED_MASK
+                if block:
+                    use(block, cs, "refcount block")
+                    if block + cs <= data.size and block % cs == 0:
+                        later(block, REFBLOCK, i)
+        elif kind == REFBLOCK:
             if order not in _REFCOUNT_ARRAYS:
                 continue
             block = read_table(data, offset, cs * 8 >> order, _REFCOUNT_ARRAYS[order], big_endian=True, what="refcount block")
-            if stored is None:
-                stored = {}
+            stored = stored if stored is not None else {}
             stored[index] = block
-        elif kind == "l1":
-            for i, e in enumerate(reader._table(offset, h.l1_size)):
+        elif kind == L1:
+            for i, e in enumerate(reader._table(offset, h.l1_size, "L1 table")):
                 if e & L1E_RESERVED_MASK:
-                    findings.append(("qcow2-reserved-bits", "error", f"{name}: L1 entry {i} has reserved bits set"))
+                    findings.add("qcow2-reserved-bits", "error", f"{name}: L1 entry {i} has reserved bits set")
                 l2 = e & L1E_OFFSET_MASK
-                if l2:
-                    if l2 % cs:
-                        findings.append(("qcow2-unaligned", "error", f"{name}: L2 table {i} at byte {l2} is not cluster-aligned"))
-                        continue
-                    use(l2, cs, f"L2 table {i}")
-                    copied_l1.append((l2, e & OFLAG_COPIED))
-                    if l2 + cs <= data.size:
-                        pending.append((l2, "l2", i))
-        elif kind == "l2":
-            for j, e in enumerate(reader._table(offset, cs // 8)):
+                if not l2:
+                    continue
+                if l2 % cs:
+                    findings.add("qcow2-unaligned", "error", f"{name}: L2 table {i} at byte {l2} is not cluster-aligned")
+                    continue
+                use(l2, cs, f"L2 table {i}")
+                copied_l1.append(l2 | (e & OFLAG_COPIED))
+                if l2 + cs <= data.size:
+                    later(l2, L2, i)
+        else:
+            for j, e in enumerate(reader._table(offset, cs // 8, "L2 table")):
                 if not e:
                     continue
                 if e & OFLAG_COMPRESSED:
                     if e & OFLAG_COPIED:
-                        findings.append(("qcow2-copied", "error", f"{name}: compressed cluster {index}/{j} carries OFLAG_COPIED"))
+                        findings.add("qcow2-copied", "error", f"{name}: compressed cluster {index}/{j} carries OFLAG_COPIED")
                     host, length = reader.compressed_range(e)
                     use(host, length, "compressed cluster")  # every host cluster its sectors touch
                     compressed += 1
                     continue
                 if e & L2E_STD_RESERVED_MASK:
-                    findings.append(("qcow2-reserved-bits", "error", f"{name}: L2 entry {index}/{j} has reserved bits set"))
+                    findings.add("qcow2-reserved-bits", "error", f"{name}: L2 entry {index}/{j} has reserved bits set")
                 host = e & L2E_OFFSET_MASK
                 if host:
                     if host % cs:
-                        findings.append(("qcow2-unaligned", "error", f"{name}: data cluster at byte {host} is not aligned"))
+                        findings.add("qcow2-unaligned", "error", f"{name}: data cluster at byte {host} is not aligned")
                         continue
                     use(host, cs, "data cluster")
-                    copied_l2.append((host, e & OFLAG_COPIED))
+                    copied_l2.append(host | (e & OFLAG_COPIED))
                     allocated += 1
     facts.update(allocated_clusters=allocated, compressed_clusters=compressed)
-    for message in oob[:5]:
-        findings.append(("qcow2-bounds", "error", f"{name}: {message}"))
     if stored is None or h.nb_snapshots:
         return facts, findings
     per_block = cs * 8 // (1 << order)
@@ -445,22 +468,21 @@ def check(data: "ByteSource", name: str) -> tuple[dict, list[tuple[str, str, str
         block = stored.get(cluster // per_block)
         return block[cluster % per_block] if block is not None else 0
 
-    leaks, errors = [], []
+    leaks, first_leak = 0, -1
     for c in range(_ceil_div(data.size, cs)):  # like qemu-img, clusters past the end of the file are not compared
         r1, r2 = refcount(c), expected[c]
         if r1 > r2:
-            leaks.append(c)
+            leaks += 1
+            first_leak = c if first_leak < 0 else first_leak
         elif r1 < r2:
-            errors.append((c, r1, r2))
-    for c, r1, r2 in errors[:5]:
-        code = "qcow2-overlap" if r2 > 1 and r1 else "qcow2-refcount"
-        findings.append((code, "error", f"{name}: cluster {c} has refcount {r1} but {r2} references"
-                         + (" (two things use it)" if r2 > 1 else "")))
+            code = "qcow2-overlap" if r2 > 1 and r1 else "qcow2-refcount"
+            findings.add(code, "error", f"{name}: cluster {c} has refcount {r1} but {r2} references" + (" (two things use it)" if r2 > 1 else ""))
     if leaks:
-        findings.append(("qcow2-leak", "warning", f"{name}: {len(leaks)} leaked cluster(s) (refcount without a reference), first {leaks[0]}"))
+        findings.add("qcow2-leak", "warning", f"{name}: {leaks} leaked cluster(s) (refcount without a reference), first {first_leak}")
     for what, entries in (("L2 table", copied_l1), ("data cluster", copied_l2)):
-        for host, flag in entries:
-            if bool(flag) != (refcount(host // cs) == 1):
-                findings.append(("qcow2-copied", "error", f"{name}: {what} at byte {host}: OFLAG_COPIED does not match its refcount"))
+        for e in entries:
+            host = e & ~OFLAG_COPIED
+            if bool(e & OFLAG_COPIED) != (refcount(host // cs) == 1):
+                findings.add("qcow2-copied", "error", f"{name}: {what} at byte {host}: OFLAG_COPIED does not match its refcount")
                 break
     return facts, findings

@@ -1,81 +1,72 @@
-"""streamOptimized VMDK writer, in the layout VirtualBox itself exports.
+"""Sparse VMDK: the VirtualBox box's disk format. streamOptimized writer; reader and checker.
 
 References: VMware "Virtual Disk Format 5.0" technical note (header, markers);
 VirtualBox src/VBox/Storage/VMDK.cpp (vmdkStreamReadSequential: what
-`vagrant up` imports with); qemu block/vmdk.c (footer at the end).
+`vagrant up` imports with); qemu block/vmdk.c (footer at the end). Structures
+are in c_vmdk.py.
 
-Layout: header (version 3, GD_AT_END) at sector 0, descriptor at sector 1,
-the first grain marker at overHead (sector 128), grains in strictly ascending
-LBA order each inflating to exactly one grain, a GT marker + GT after each
-32 MiB range that holds grains, then GD marker + GD, FOOTER marker + footer
-(the header with the real GD offset), EOS marker. Grains are zlib-wrapped
-deflate, as every implementation reads them (not raw deflate as the spec says).
+The writer's layout is VirtualBox's own export: header (version 3,
+GD_AT_END) at sector 0, descriptor at sector 1, the first grain marker at
+overHead (sector 128), grains in strictly ascending LBA order each inflating
+to exactly one grain, a GT marker + GT after each 32 MiB range that holds
+grains, then GD marker + GD, FOOTER marker + footer (the header with the real
+GD offset), EOS marker. Grains are zlib-wrapped deflate, as every
+implementation reads them (not raw deflate as the spec says).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import tempfile
 import zlib
 from array import array
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, BinaryIO
+from pathlib import Path
+from typing import BinaryIO
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+from ..bytesource import ByteSource, read_table
+from ..disk import CLUSTER
+from ..errors import BoxpackError
+from ..findings import Findings
+from ..ordered import OrderedPool
+from .c_vmdk import (
+    COMPRESS_DEFLATE,
+    DESCRIPTOR_MAGIC,
+    FLAG_COMPRESSED,
+    FLAG_MARKERS,
+    FLAG_NEWLINE_TEST,
+    GD_AT_END,
+    MAGIC,
+    MARKER_EOS,
+    MARKER_FOOTER,
+    MARKER_GD,
+    MARKER_GT,
+    MARKER_PROGRESS,
+    NEWLINE_TEST,
+    SECTOR,
+    GrainMarker,
+    MetadataMarker,
+    SparseExtentHeader,
+)
 
-from .errors import BoxpackError
-from .source import CLUSTER, SECTOR, read_table
-
-if TYPE_CHECKING:
-    from .source import ByteSource
-
-MAGIC = b"KDMV"
+NAME = "vmdk"
+SUFFIXES = (".vmdk",)
 VERSION = 3
-FLAG_NEWLINE_TEST = 1 << 0
-FLAG_COMPRESSED = 1 << 16
-FLAG_MARKERS = 1 << 17
 GRAIN_SECTORS = CLUSTER // SECTOR  # 128: one grain is one 64 KiB cluster of the data map
 GTES_PER_GT = 512
 GT_SECTORS = GTES_PER_GT * 4 // SECTOR  # 4: VirtualBox's sequential reader skips exactly this
 GT_COVERAGE = GTES_PER_GT * GRAIN_SECTORS  # sectors one GT maps: 32 MiB
-GD_AT_END = 0xFFFFFFFFFFFFFFFF
 DESCRIPTOR_OFFSET = 1
 DESCRIPTOR_SECTORS = 20  # qemu looks for the descriptor in these sectors
 OVERHEAD = GRAIN_SECTORS  # the first marker starts at sector 128
-COMPRESS_DEFLATE = 1
-MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
 TOOLS_VERSION = 2147483647  # "provided by the host", what qemu writes
-NEWLINE_TEST = b"\n \r\n"
-MARKER_PROGRESS = 4  # undocumented; VirtualBox skips one sector
+MAX_GD_BYTES = 64 * 1024 * 1024  # a grain directory this large would map petabytes
 
-SparseExtentHeader = Struct(
-    "magic" / Const(MAGIC),
-    "version" / Int32ul,
-    "flags" / Int32ul,
-    "capacity" / Int64ul,
-    "grain_size" / Int64ul,
-    "descriptor_offset" / Int64ul,
-    "descriptor_size" / Int64ul,
-    "num_gtes_per_gt" / Int32ul,
-    "rgd_offset" / Int64ul,
-    "gd_offset" / Int64ul,
-    "overhead" / Int64ul,
-    "unclean_shutdown" / Int8ul,
-    "newline_test" / Bytes(4),  # "\n \r\n": a file mangled by CR/LF translation shows here
-    "compress_algorithm" / Int16ul,
-    "pad" / Bytes(433),
-)
 
-# A grain marker is followed directly by `size` bytes of compressed data.
-GrainMarker = Struct("lba" / Int64ul, "size" / Int32ul)
-
-# Metadata markers (GT, GD, FOOTER, EOS) fill one sector; val is the number of
-# sectors of metadata that follow.
-MetadataMarker = Struct("val" / Int64ul, "size" / Const(0, Int32ul), "type" / Int32ul, "pad" / Bytes(496))
+def probe(head: bytes, tail: bytes) -> bool:
+    """A sparse extent (KDMV), or a descriptor file (refused by the reader: its data is elsewhere)."""
+    return head[:4] == MAGIC or head.startswith(DESCRIPTOR_MAGIC)
 
 
 def capacity_sectors(disk_size: int) -> int:
@@ -136,7 +127,8 @@ def descriptor(capacity: int, file_name: str, disk_id: bytes, sectors: int | Non
         f'ddb.uuid.image = "{image_uuid}"\n'
         f'ddb.toolsVersion = "{TOOLS_VERSION}"\n'
     ).encode()
-    assert len(text) <= DESCRIPTOR_SECTORS * SECTOR
+    if len(text) > DESCRIPTOR_SECTORS * SECTOR:
+        raise BoxpackError(f"internal error: the VMDK descriptor is {len(text)} bytes, more than {DESCRIPTOR_SECTORS} sectors")
     return text + bytes(DESCRIPTOR_SECTORS * SECTOR - len(text))
 
 
@@ -150,6 +142,16 @@ def metadata_sectors(h, kind: int) -> int | None:
     gt = -(-h.num_gtes_per_gt * 4 // SECTOR)
     gd = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
     return {MARKER_GT: gt, MARKER_GD: gd, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+
+
+def inflate_grain(payload: bytes, grain: int) -> tuple[bytes | None, bool]:
+    """(data, more than a grain?) of a compressed grain, never inflating more than a grain plus one byte."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(payload, grain + 1)
+    except zlib.error:
+        return None, False
+    return out[:grain], len(out) > grain or bool(d.unconsumed_tail)
 
 
 def _pad(n: int) -> int:
@@ -173,19 +175,20 @@ class VmdkSpool:
         file_name: str,
         compress: Callable[[bytes], bytes],
         threads: int,
-        spool_dir: str | os.PathLike | None,
+        spool_dir: Path | None,
     ) -> None:
         self.capacity = capacity_sectors(disk_size)
         self.sectors = disk_size // SECTOR
         self.gd = array("I", bytes(4 * -(-self.capacity // GT_COVERAGE)))
         self.gt = array("I", bytes(4 * GTES_PER_GT))
         self.gt_index = -1
-        self.file: BinaryIO = tempfile.TemporaryFile(dir=spool_dir, prefix=".boxpack-vmdk-")
+        try:
+            self.file: BinaryIO = tempfile.TemporaryFile(dir=spool_dir, prefix=".boxpack-vmdk-")
+        except OSError as e:
+            raise BoxpackError(f"{spool_dir or tempfile.gettempdir()}: cannot create the VMDK spool file: {e.strerror}") from None
         self.sector = 0
         self.compress = compress  # data -> zlib stream
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vmdk")
-        self.window = 4 * threads
-        self.pending: deque[tuple[int, Future[bytes]]] = deque()
+        self.pool: OrderedPool[int, bytes] = OrderedPool(threads, 4 * threads, "vmdk")
         self.last_lba = -1
         self.file_name = file_name
         # The descriptor carries IDs derived from the whole disk: finish() writes it.
@@ -193,27 +196,28 @@ class VmdkSpool:
         self._write(bytes((OVERHEAD - self.sector) * SECTOR))
 
     def _write(self, data: bytes) -> None:
-        assert len(data) % SECTOR == 0
-        self.file.write(data)
+        """Whole sectors to the spool; a full file system is the user's to fix, said in one line."""
+        try:
+            self.file.write(data)
+        except OSError as e:
+            raise BoxpackError(f"cannot write the VMDK spool file: {e.strerror}") from None
         self.sector += len(data) // SECTOR
 
     def feed(self, cluster: int, data: bytes) -> None:
         """Queue one grain (64 KiB of disk data at cluster index `cluster`) for compression."""
-        if len(self.pending) >= self.window:
-            self._store(*self.pending.popleft())
-        self.pending.append((cluster, self.pool.submit(self.compress, data)))
+        for done in self.pool.put(cluster, lambda data=data: self.compress(data)):
+            self._store(*done)
 
-    def _store(self, cluster: int, future: Future[bytes]) -> None:
+    def _store(self, cluster: int, payload: bytes) -> None:
         lba = cluster * GRAIN_SECTORS
         if lba <= self.last_lba:  # VirtualBox's sequential reader rejects anything else
-            raise AssertionError(f"grains out of order: {lba} after {self.last_lba}")
+            raise BoxpackError(f"internal error: VMDK grains out of order ({lba} after {self.last_lba})")
         self.last_lba = lba
         gt_index, slot = divmod(cluster, GTES_PER_GT)
         if gt_index != self.gt_index:
             self._flush_gt()
             self.gt_index = gt_index
         self.gt[slot] = self.sector
-        payload = future.result()
         record = GrainMarker.build(dict(lba=lba, size=len(payload))) + payload
         self._write(record + bytes(_pad(len(record))))
 
@@ -227,11 +231,9 @@ class VmdkSpool:
 
     def finish(self, disk_id: bytes) -> tuple[BinaryIO, int]:
         """Write the tail (GTs, GD, footer, EOS) and the descriptor; return the spool rewound and its size."""
-        try:
-            while self.pending:
-                self._store(*self.pending.popleft())
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for done in self.pool.drain():
+            self._store(*done)
+        self.pool.close()
         self._flush_gt()
         gd_bytes = _le32(self.gd)
         gd_bytes += bytes(_pad(len(gd_bytes)))
@@ -241,14 +243,18 @@ class VmdkSpool:
         self._write(marker(MARKER_FOOTER, 1))
         self._write(header(self.capacity, gd_offset))
         self._write(marker(MARKER_EOS, 0))
-        size = self.file.tell()
-        self.file.seek(DESCRIPTOR_OFFSET * SECTOR)
-        self.file.write(descriptor(self.capacity, self.file_name, disk_id, self.sectors))
-        self.file.seek(0)
+        try:
+            size = self.file.tell()
+            self.file.seek(DESCRIPTOR_OFFSET * SECTOR)
+            self.file.write(descriptor(self.capacity, self.file_name, disk_id, self.sectors))
+            self.file.flush()
+            self.file.seek(0)
+        except OSError as e:
+            raise BoxpackError(f"cannot write the VMDK spool file: {e.strerror}") from None
         return self.file, size
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
         self.file.close()
 
 
@@ -269,7 +275,6 @@ def read_chunks(f: BinaryIO, size: int, chunk: int = 1024 * 1024) -> Iterator[by
             raise OSError("VMDK spool file ended early")
         left -= len(data)
         yield data
-
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -300,10 +305,10 @@ class VmdkReader:
     grains are returned as callables, so the caller inflates them on its pool.
     """
 
-    def __init__(self, data: "ByteSource", name: str) -> None:
+    def __init__(self, data: ByteSource, name: str) -> None:
         self.data, self.name = data, name
         raw = data.pread(0, SECTOR)
-        if raw.startswith(b"# Disk DescriptorFile"):
+        if raw.startswith(DESCRIPTOR_MAGIC):
             create_type, extents = parse_descriptor(raw.decode("utf-8", "replace"))
             raise BoxpackError(
                 f"{name}: is a VMDK descriptor (createType={create_type}) whose data lives in "
@@ -345,41 +350,51 @@ class VmdkReader:
         return self._markers() if self.markers else self._tables()
 
     def _markers(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        """Walk the markers from overHead as VirtualBox's sequential reader does; the stream must end with EOS.
+
+        A file cut short (no EOS, or no footer where the header put the grain
+        directory at the end) is refused, as qemu refuses it ("Invalid
+        footer", vmdk_open_vmdk4 in block/vmdk.c): its missing grains would
+        otherwise read as zeros.
+        """
         h, size = self.header, self.data.size
         pos = h.overhead * SECTOR
         last = -1
+        footer = False
         while pos + 12 <= size:
-            marker_ = GrainMarker.parse(self.data.pread(pos, 12))
-            lba, length = marker_.lba, marker_.size
-            if length:
-                if lba % h.grain_size or lba >= h.capacity:
-                    raise BoxpackError(f"{self.name}: grain marker at byte {pos} has a bad LBA {lba} (capacity {h.capacity} sectors)")
-                if lba <= last:
-                    raise BoxpackError(f"{self.name}: grain at LBA {lba} comes after LBA {last}; grains are out of order")
-                if pos + 12 + length > size:
-                    raise BoxpackError(f"{self.name}: grain at LBA {lba} is cut off by the end of the file")
-                last = lba
-                yield lba * SECTOR, self._inflater(self.data.pread(pos + 12, length), lba)
-                pos += -(-(12 + length) // SECTOR) * SECTOR
+            m = GrainMarker.parse(self.data.pread(pos, 12))
+            if m.size:
+                if m.lba % h.grain_size or m.lba >= h.capacity:
+                    raise BoxpackError(f"{self.name}: grain marker at byte {pos} has a bad LBA {m.lba} (capacity {h.capacity} sectors)")
+                if m.lba <= last:
+                    raise BoxpackError(f"{self.name}: grain at LBA {m.lba} comes after LBA {last}; grains are out of order")
+                if m.size > 2 * self.grain_bytes or pos + 12 + m.size > size:
+                    raise BoxpackError(f"{self.name}: grain at LBA {m.lba} is cut off by the end of the file or too large ({m.size} bytes)")
+                last = m.lba
+                yield m.lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), m.lba)
+                pos += -(-(12 + m.size) // SECTOR) * SECTOR
                 continue
             kind = int.from_bytes(self.data.pread(pos + 12, 4), "little")
             if kind == MARKER_EOS:
+                if h.gd_offset == GD_AT_END and not footer:
+                    raise BoxpackError(f"{self.name}: ends without the footer its header announces (GD_AT_END); the file is cut short")
                 return
             skip = metadata_sectors(h, kind)
             if skip is None:
                 raise BoxpackError(f"{self.name}: unknown marker type {kind} at byte {pos}")
+            footer = footer or kind == MARKER_FOOTER
             pos += (1 + skip) * SECTOR
+        raise BoxpackError(f"{self.name}: no end-of-stream marker (the file is cut short, or its overHead {h.overhead} is wrong)")
 
-    def _inflater(self, payload: bytes, lba: int) -> "Callable[[], bytes]":
+    def _inflater(self, payload: bytes, lba: int) -> Callable[[], bytes]:
         grain, name = self.grain_bytes, self.name
 
         def inflate() -> bytes:
-            try:
-                out = zlib.decompress(payload)
-            except zlib.error as e:
-                raise BoxpackError(f"{name}: grain at LBA {lba} does not inflate ({e})") from None
-            if len(out) > grain:
-                raise BoxpackError(f"{name}: grain at LBA {lba} inflates to {len(out)} bytes, more than a grain")
+            out, excess = inflate_grain(payload, grain)
+            if out is None:
+                raise BoxpackError(f"{name}: grain at LBA {lba} does not inflate")
+            if excess:
+                raise BoxpackError(f"{name}: grain at LBA {lba} inflates to more than a grain")
             return out
 
         return inflate
@@ -388,9 +403,13 @@ class VmdkReader:
         h, size = self.header, self.data.size
         gd_offset = h.gd_offset
         if gd_offset == GD_AT_END:
-            footer = SparseExtentHeader.parse(self.data.pread(size - 2 * SECTOR, SECTOR))
-            gd_offset = footer.gd_offset
+            raw = self.data.pread(size - 2 * SECTOR, SECTOR) if size >= 3 * SECTOR else b""
+            if raw[:4] != MAGIC:
+                raise BoxpackError(f"{self.name}: its grain directory is at the end, but there is no footer")
+            gd_offset = SparseExtentHeader.parse(raw).gd_offset
         gd_entries = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
+        if gd_entries * 4 > MAX_GD_BYTES:
+            raise BoxpackError(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {gd_entries} entries; not a real disk")
         gd = self._u32s(gd_offset * SECTOR, gd_entries, "grain directory")
         for i, gt_sector in enumerate(gd):
             if not gt_sector:
@@ -416,7 +435,7 @@ class VmdkReader:
 # --- checking ------------------------------------------------------------------------------
 
 
-def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[tuple[str, str, str]]]:
+def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """The rules VirtualBox's sequential import applies (what `vagrant up` uses): (facts, findings).
 
     Walks a streamOptimized file from overHead as VirtualBox does: grains in
@@ -424,14 +443,16 @@ def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[t
     markers only, an end-of-stream marker; then qemu's rule for GD_AT_END (the
     last three sectors are footer marker, footer and EOS).
     """
-    findings: list[tuple[str, str, str]] = []
+    findings = Findings()
     raw = data.pread(0, SECTOR)
-    if raw.startswith(b"# Disk DescriptorFile"):
-        return {"format": "vmdk descriptor"}, [("vmdk-descriptor-only", "error", f"{name}: a descriptor without data; its extents are separate files")]
+    if raw.startswith(DESCRIPTOR_MAGIC):
+        findings.add("vmdk-descriptor-only", "error", f"{name}: a descriptor without data; its extents are separate files")
+        return {"format": "vmdk descriptor"}, findings
     if len(raw) < SECTOR or raw[:4] != MAGIC:
-        return {"format": "unknown"}, [("vmdk-magic", "error", f"{name}: not a sparse VMDK")]
+        findings.add("vmdk-magic", "error", f"{name}: not a sparse VMDK")
+        return {"format": "unknown"}, findings
     h = SparseExtentHeader.parse(raw)
-    text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if h.descriptor_offset else b""
+    text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if 0 < h.descriptor_offset < data.size // SECTOR else b""
     text = text.split(b"\0", 1)[0].decode("utf-8", "replace")
     create_type, extents = parse_descriptor(text)
     facts = {
@@ -443,75 +464,71 @@ def check(data: "ByteSource", name: str, threads: int = 2) -> tuple[dict, list[t
         "compressed": bool(h.flags & FLAG_COMPRESSED),
     }
     if h.version not in (1, 3):
-        findings.append(("vmdk-version", "error", f"{name}: header version {h.version}; VirtualBox takes only 1 and 3"))
+        findings.add("vmdk-version", "error", f"{name}: header version {h.version}; VirtualBox takes only 1 and 3")
     if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
-        findings.append(("vmdk-newlines", "error", f"{name}: header corrupted by CR/LF translation"))
+        findings.add("vmdk-newlines", "error", f"{name}: header corrupted by CR/LF translation")
     lines = text.splitlines()
     if not lines or lines[0].replace(" ", "").lower() != "#diskdescriptorfile":
-        findings.append(("vmdk-descriptor", "error", f"{name}: the descriptor does not start with '# Disk DescriptorFile'"))
+        findings.add("vmdk-descriptor", "error", f"{name}: the descriptor does not start with '# Disk DescriptorFile'")
     if "version=1" not in [line.replace(" ", "") for line in lines]:
-        findings.append(("vmdk-descriptor", "error", f"{name}: the descriptor lacks version=1, which VirtualBox requires"))
+        findings.add("vmdk-descriptor", "error", f"{name}: the descriptor lacks version=1, which VirtualBox requires")
     if len(extents) != 1:
-        findings.append(("vmdk-extents", "error", f"{name}: {len(extents)} extents; a monolithic VMDK has exactly one"))
-    if h.grain_size < 8 or h.grain_size & (h.grain_size - 1) or h.num_gtes_per_gt < 128 or h.num_gtes_per_gt & (h.num_gtes_per_gt - 1):
-        findings.append(("vmdk-geometry", "error", f"{name}: grain size {h.grain_size} or {h.num_gtes_per_gt} GTEs per GT is not what VirtualBox accepts"))
+        findings.add("vmdk-extents", "error", f"{name}: {len(extents)} extents; a monolithic VMDK has exactly one")
+    if h.grain_size < 8 or h.grain_size > 2048 or h.grain_size & (h.grain_size - 1) or h.num_gtes_per_gt < 128 or h.num_gtes_per_gt > 4096 or h.num_gtes_per_gt & (h.num_gtes_per_gt - 1):
+        findings.add("vmdk-geometry", "error", f"{name}: grain size {h.grain_size} or {h.num_gtes_per_gt} GTEs per GT is not what VirtualBox accepts")
+        return facts, findings
     if create_type != "streamOptimized" or not h.flags & FLAG_MARKERS:
         return facts, findings
     grains = 0
     grain_bytes = h.grain_size * SECTOR
     pos, last = h.overhead * SECTOR, -1
-    pool = ThreadPoolExecutor(max_workers=threads)
-    pending: deque[tuple[int, Future]] = deque()
+    stopped = ended = False
 
-    def settle(lba: int, future: Future) -> None:
-        try:
-            size = future.result()
-        except zlib.error as e:
-            findings.append(("vmdk-inflate", "error", f"{name}: grain at LBA {lba} does not inflate ({e})"))
-            return
-        if size != grain_bytes:
-            findings.append(("vmdk-grain-size", "error", f"{name}: grain at LBA {lba} inflates to {size} bytes, not {grain_bytes}; VirtualBox's import refuses it"))
+    def settle(lba: int, result: tuple[bytes | None, bool]) -> None:
+        out, excess = result
+        if out is None:
+            findings.add("vmdk-inflate", "error", f"{name}: grain at LBA {lba} does not inflate")
+        elif excess or len(out) != grain_bytes:
+            size = f"more than {grain_bytes}" if excess else f"{len(out)}"
+            findings.add("vmdk-grain-size", "error", f"{name}: grain at LBA {lba} inflates to {size} bytes, not {grain_bytes}; VirtualBox's import refuses it")
 
-    ended = False
-    try:
+    with OrderedPool[int, tuple[bytes | None, bool]](threads, 8 * threads, "vmdk-check") as pool:
         while pos + SECTOR <= data.size:
             m = GrainMarker.parse(data.pread(pos, 12))
             if m.size:
                 if m.lba <= last:
-                    findings.append(("vmdk-order", "error", f"{name}: grain at LBA {m.lba} comes after LBA {last}; VirtualBox's import refuses grains out of order"))
-                    break
-                if m.lba % h.grain_size or m.lba >= h.capacity:
-                    findings.append(("vmdk-lba", "error", f"{name}: grain marker at byte {pos} has a bad LBA {m.lba}"))
-                    break
-                if m.size >= 2 * grain_bytes or pos + 12 + m.size > data.size:
-                    findings.append(("vmdk-truncated", "error", f"{name}: grain at LBA {m.lba} is cut off or too large ({m.size} bytes)"))
-                    break
-                last = m.lba
-                grains += 1
-                payload = data.pread(pos + 12, m.size)
-                pending.append((m.lba, pool.submit(lambda p: len(zlib.decompress(p)), payload)))
-                if len(pending) > 8 * threads:
-                    settle(*pending.popleft())
-                pos += -(-(12 + m.size) // SECTOR) * SECTOR
-                continue
+                    findings.add("vmdk-order", "error", f"{name}: grain at LBA {m.lba} comes after LBA {last}; VirtualBox's import refuses grains out of order")
+                elif m.lba % h.grain_size or m.lba >= h.capacity:
+                    findings.add("vmdk-lba", "error", f"{name}: grain marker at byte {pos} has a bad LBA {m.lba}")
+                elif m.size >= 2 * grain_bytes or pos + 12 + m.size > data.size:
+                    findings.add("vmdk-truncated", "error", f"{name}: grain at LBA {m.lba} is cut off or too large ({m.size} bytes)")
+                else:
+                    last = m.lba
+                    grains += 1
+                    payload = data.pread(pos + 12, m.size)
+                    for done in pool.put(m.lba, lambda p=payload: inflate_grain(p, grain_bytes)):
+                        settle(*done)
+                    pos += -(-(12 + m.size) // SECTOR) * SECTOR
+                    continue
+                stopped = True
+                break
             kind = int.from_bytes(data.pread(pos + 12, 4), "little")
             if kind == MARKER_EOS:
                 ended = True
                 break
             skip = metadata_sectors(h, kind)
             if skip is None:
-                findings.append(("vmdk-marker", "error", f"{name}: unknown marker type {kind} at byte {pos}"))
+                findings.add("vmdk-marker", "error", f"{name}: unknown marker type {kind} at byte {pos}")
+                stopped = True
                 break
             pos += (1 + skip) * SECTOR
-        while pending:
-            settle(*pending.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if not ended and not any(f[0] in ("vmdk-order", "vmdk-lba", "vmdk-marker", "vmdk-truncated") for f in findings):
-        findings.append(("vmdk-truncated", "error", f"{name}: no end-of-stream marker; the file is cut short"))
+        for done in pool.drain():
+            settle(*done)
+    if not ended and not stopped:
+        findings.add("vmdk-truncated", "error", f"{name}: no end-of-stream marker; the file is cut short")
     if ended and h.gd_offset == GD_AT_END:
-        tail = data.pread(data.size - 3 * SECTOR, 3 * SECTOR)
+        tail = data.pread(data.size - 3 * SECTOR, 3 * SECTOR) if data.size >= 3 * SECTOR else b""
         if len(tail) != 3 * SECTOR or int.from_bytes(tail[12:16], "little") != MARKER_FOOTER or tail[SECTOR:SECTOR + 4] != MAGIC or any(tail[2 * SECTOR:]):
-            findings.append(("vmdk-footer", "error", f"{name}: the grain directory is at the end but the file does not end with footer marker, footer and EOS (qemu refuses it)"))
+            findings.add("vmdk-footer", "error", f"{name}: the grain directory is at the end but the file does not end with footer marker, footer and EOS (qemu refuses it)")
     facts["grains"] = grains
     return facts, findings

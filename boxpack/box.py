@@ -1,0 +1,319 @@
+"""Reading box files (tar, tar.gz, ...): streamed, never extracted to disk.
+
+compression() tells a box archive by its first bytes; read_metadata() finds
+the root metadata.json; box_source() makes the box's disk a source for
+packing, so a libvirt box becomes a VirtualBox box and back without unpacking
+anything. The disk is found, opened and scanned in one pass over the archive;
+a second scan (the qcow2 writer's) streams it again: two decompressions at
+most.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from . import accel
+from .bytesource import StreamBytes
+from .disk import ImageSource, Reader
+from .errors import BoxpackError
+from .formats import FORMATS, HEAD, RAW, detect
+
+METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one
+HEADER_LIMIT = 1024 * 1024  # a GNU long name or PAX header larger than this is an attack, not a name
+MAX_MEMBERS = 10_000  # boxes hold a handful of files; tarfile keeps every member it has read
+DISK_SUFFIXES = tuple(sorted({s for f in (*FORMATS, RAW) for s in f.suffixes}))
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, *accel.ERRORS)
+
+
+def compression(head: bytes) -> str | None:
+    """The box archive's compression ("none" for a bare tar), or None when head is not a box archive."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    if head[257:262] == b"ustar":
+        return "none"
+    return None
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a GNU long name or a PAX header whole into memory: refuse huge ones first."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            if self.size > HEADER_LIMIT:
+                raise tarfile.HeaderError(f"a {self.size}-byte extended header (long name or PAX record)")
+        return super()._proc_member(tar)
+
+
+class _EndGuard:
+    """A stream that raises at a second read past its end: tarfile skips a member by reading
+    its claimed size block by block, and would spin for ever on a header claiming a terabyte."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        if not data and n != 0:
+            if self.ended:
+                raise EOFError("the archive ends inside a member (its size field claims more than there is)")
+            self.ended = True
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _TarStream(tarfile.TarFile):
+    """A forward-only tar reader that closes the stream it reads when it is closed."""
+
+    source: Any = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+
+def read_tar(stream: Any) -> tarfile.TarFile:
+    """A forward-only tar reader over a decompressed stream, safe on hostile headers; closing it closes stream."""
+    guard = _EndGuard(stream)
+    try:
+        tar = _TarStream.open(fileobj=guard, mode="r|", tarinfo=_BoundedTarInfo)
+    except BaseException:
+        stream.close()
+        raise
+    tar.source = guard
+    return tar
+
+
+def members(tar: tarfile.TarFile, where: object) -> Iterator[tuple[int, tarfile.TarInfo]]:
+    """(ordinal, member), at most MAX_MEMBERS of them."""
+    for ordinal, m in enumerate(tar):
+        if ordinal >= MAX_MEMBERS:
+            raise BoxpackError(f"{where}: holds more than {MAX_MEMBERS} files; not a box")
+        yield ordinal, m
+
+
+def decompressor(kind: str, raw: Any) -> Any:
+    """A reader of the decompressed bytes of a box archive whose compression() is kind."""
+    if kind == "gzip":
+        if accel.igzip is not None:
+            return accel.igzip.IGzipFile(fileobj=raw, mode="rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw)
+    if kind == "bzip2":
+        return bz2.BZ2File(raw)
+    if kind == "none":
+        return raw
+    raise BoxpackError(f"{kind} boxes cannot be read here (Vagrant's bsdtar needs zstd support for them too)")
+
+
+def open_tar(box: Path) -> tarfile.TarFile:
+    """The box file as a tar stream; gzip is inflated on another thread with ISA-L where it is available."""
+    f = open(box, "rb")
+    try:
+        kind = compression(f.read(512))
+        f.seek(0)
+        if kind is None:
+            raise BoxpackError(f"{box}: not a box archive")
+        if kind == "gzip" and accel.igzip_threaded is not None:
+            f.close()
+            return read_tar(accel.igzip_threaded.open(box, "rb", threads=1))
+        return read_tar(_Closing(decompressor(kind, f), f))
+    except BaseException:
+        f.close()
+        raise
+
+
+class _Closing:
+    """A decompressing reader that also closes the file under it."""
+
+    def __init__(self, inner: Any, file: Any) -> None:
+        self.inner, self.file = inner, file
+
+    def read(self, n: int = -1) -> bytes:
+        return self.inner.read(n)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.file.close()
+def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BoxpackError(f"{where}: metadata.json is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(meta, dict):
+        raise BoxpackError(f"{where}: metadata.json is not a JSON object")
+    return meta
+
+
+def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
+    """The box's root metadata.json, read by streaming the archive until it is found."""
+    box = Path(box)
+    try:
+        with open_tar(box) as tar:
+            for _, member in members(tar, box):
+                if member.name.removeprefix("./") != "metadata.json":
+                    continue
+                if not member.isfile() or member.size > METADATA_LIMIT:
+                    raise BoxpackError(f"{box}: metadata.json is not a regular file of sane size")
+                return parse_metadata(tar.extractfile(member).read(), str(box))
+    except FileNotFoundError:
+        raise BoxpackError(f"{box}: no such file") from None
+    except IsADirectoryError:
+        raise BoxpackError(f"{box}: is a directory, expected a box file") from None
+    except ARCHIVE_ERRORS as e:
+        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+    raise BoxpackError(f"{box}: has no metadata.json at its root")
+
+
+def ovf_disk_href(xml: bytes) -> str | None:
+    """The first File's href in an OVF (any OVF version: attributes by local name, as VirtualBox reads them)."""
+    try:
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return None
+    for e in root.iter("{*}File"):
+        for k, v in e.attrib.items():
+            if etree.QName(k).localname == "href":
+                return v
+    return None
+
+
+def libvirt_disk(meta: dict[str, Any]) -> str:
+    """box.img in vagrant-libvirt's format v1; the first of `disks` in v2."""
+    disks = meta.get("disks")
+    if isinstance(disks, list) and disks and isinstance(disks[0], dict):
+        return str(disks[0].get("path", "box.img")).removeprefix("./")
+    return "box.img"
+
+
+class _BoxPass:
+    """One pass over a box: the members before the disk, the disk as a reader, then the rest."""
+
+    def __init__(self, box: Path, threads: int) -> None:
+        self.box = box
+        self.meta: dict[str, Any] = {}
+        self.href: str | None = None
+        self.tar = open_tar(box)
+
+    def _note(self, m: tarfile.TarInfo, name: str) -> None:
+        """Remember metadata.json and box.ovf, which say which member is the disk."""
+        if name == "metadata.json" and m.size <= METADATA_LIMIT:
+            self.meta = parse_metadata(self.tar.extractfile(m).read(), str(self.box))
+        elif name == "box.ovf" and m.size <= METADATA_LIMIT:
+            self.href = ovf_disk_href(self.tar.extractfile(m).read())
+
+    def wanted(self) -> str | None:
+        if self.meta.get("provider") == "libvirt" or self.meta.get("disks"):
+            return libvirt_disk(self.meta)
+        return self.href
+
+    def find_disk(self) -> tuple[int, tarfile.TarInfo]:
+        """(ordinal, member) of the disk; the members before it are read on the way."""
+        for ordinal, m in members(self.tar, self.box):
+            name = m.name.removeprefix("./")
+            if not m.isfile():
+                continue
+            if name in ("metadata.json", "box.ovf"):
+                self._note(m, name)
+                continue
+            wanted = self.wanted()
+            if name == wanted or (wanted is None and name.lower().endswith(DISK_SUFFIXES)):
+                return ordinal, m
+        raise BoxpackError(f"{self.box}: holds no disk image ({', '.join(DISK_SUFFIXES)})")
+
+    def finish(self, ordinal: int, disk: str) -> None:
+        """Read the members after the disk (at ordinal); the disk taken must be the one metadata.json or box.ovf names."""
+        for i, m in members(self.tar, self.box):
+            name = m.name.removeprefix("./")
+            if i > ordinal and m.isfile() and name in ("metadata.json", "box.ovf"):
+                self._note(m, name)
+        wanted = self.wanted()
+        if wanted is not None and wanted != disk:
+            raise BoxpackError(f"{self.box}: its disk is {wanted!r}, which comes after {disk!r} in the archive; repack the box")
+
+
+def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
+    """The reader for a disk member, chosen by its first bytes (and refused by name for formats boxpack cannot read)."""
+    where = f"{box}:{member}"
+    if data.size <= 0:
+        raise BoxpackError(f"{where}: the disk member is empty")
+    fmt = detect(data.pread(0, HEAD))
+    if fmt is RAW:
+        fmt = next((f for f in FORMATS if f.reader is None and member.lower().endswith(f.suffixes)), RAW)
+    if fmt.reader is None:
+        raise BoxpackError(f"{where}: is a {fmt.name} disk, which boxpack cannot read yet; {fmt.refusal}")
+    return fmt.reader(data, where)
+
+
+def box_source(box: Path, threads: int) -> ImageSource:
+    """The disk inside a box as a source; the first scan continues the pass that found it."""
+    first = _BoxPass(box, threads)
+    try:
+        ordinal, member = first.find_disk()
+        name = member.name.removeprefix("./")
+        reader = _reader(StreamBytes(first.tar.extractfile(member), member.size, f"{box}:{name}", owner=first.tar), name, box)
+    except ARCHIVE_ERRORS as e:
+        first.tar.close()
+        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+    except BaseException:
+        first.tar.close()
+        raise
+
+    def reopen() -> Reader:
+        tar = open_tar(box)
+        try:
+            for i, m in members(tar, box):
+                if i == ordinal:
+                    return _reader(StreamBytes(tar.extractfile(m), m.size, f"{box}:{name}", owner=tar), name, box)
+        except BaseException:
+            tar.close()
+            raise
+        tar.close()
+        raise BoxpackError(f"{box}: {name} vanished between two reads")
+
+    source = ImageSource(box, reader, _guarded(reopen, box), threads)
+    source.format = f"{reader.format} in a box"
+
+    def after_first_scan() -> None:
+        try:
+            first.finish(ordinal, name)
+        except ARCHIVE_ERRORS as e:
+            raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+        arch = first.meta.get("architecture")
+        source.architecture = arch if isinstance(arch, str) else None
+        source.format = f"{reader.format} in a {first.meta.get('provider', 'unknown')} box"
+
+    source.after_first_scan = after_first_scan
+    return source
+
+
+def _guarded(open_reader: Callable[[], Reader], box: Path) -> Callable[[], Reader]:
+    def guarded() -> Reader:
+        try:
+            return open_reader()
+        except ARCHIVE_ERRORS as e:
+            raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+
+    return guarded

@@ -1,0 +1,95 @@
+"""Byte access to an image, by offset: a file (random access) or a box member (forward only)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from array import array
+from typing import BinaryIO, Protocol
+
+from .errors import BoxpackError
+
+
+class ByteSource(Protocol):
+    """Byte access to an image file, by offset: a file, or a member streamed from a box."""
+
+    size: int
+    name: str
+    random_access: bool  # False: reads may only move forward (beyond a small look-back window)
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class FileBytes:
+    """A file descriptor that belongs to someone else (the RawDisk that opened it)."""
+
+    random_access = True
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.fd, self.size, self.name = fd, size, name
+
+    def close(self) -> None:
+        """The descriptor is closed by its owner."""
+
+    def pread(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as e:
+            raise BoxpackError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
+
+
+class StreamBytes:
+    """Forward-only byte access to a stream (a box member).
+
+    It keeps the last WINDOW bytes, so a reader may look back a little (at a
+    header, say). A layout that needs to go further back cannot be streamed,
+    and says so.
+    """
+
+    WINDOW = 4 * 1024 * 1024
+    random_access = False
+
+    def __init__(self, stream: BinaryIO, size: int, name: str, owner: object = None) -> None:
+        self.stream, self.size, self.name = stream, size, name
+        self.owner = owner  # what to close with it: the archive the member is read from
+        self.buf = bytearray()
+        self.buf_start = 0  # stream offset of buf[0]
+
+    def close(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset < self.buf_start:
+            raise BoxpackError(
+                f"{self.name}: its layout needs random access (a read at byte {offset} after byte "
+                f"{self.buf_start + len(self.buf)}); extract the disk from the box and pass it instead"
+            )
+        end = min(offset + length, self.size)
+        while self.buf_start + len(self.buf) < end:
+            data = self.stream.read(max(1024 * 1024, min(end - self.buf_start - len(self.buf), 16 * 1024 * 1024)))
+            if not data:
+                raise BoxpackError(f"{self.name}: ends early, at byte {self.buf_start + len(self.buf)} of {self.size}")
+            self.buf += data
+        piece = bytes(self.buf[offset - self.buf_start : end - self.buf_start])
+        drop = min(max(0, end - self.buf_start - self.WINDOW), len(self.buf))
+        if drop:
+            del self.buf[:drop]
+            self.buf_start += drop
+        return piece
+
+
+def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_endian: bool, what: str) -> array:
+    """count unsigned integers (an array typecode: B, H, I or Q) at offset, in the file's byte order; an error if cut short."""
+    width = array(typecode).itemsize
+    if offset < 0 or offset + count * width > data.size:
+        raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
+    raw = data.pread(offset, count * width)
+    if len(raw) != count * width:
+        raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
+    table = array(typecode, raw)
+    if (sys.byteorder == "little") == big_endian:
+        table.byteswap()
+    return table

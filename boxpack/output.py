@@ -1,0 +1,186 @@
+"""The output stage, for every provider: tar, gzip, digest, and an atomic write.
+
+A box goes to a stream (stdout, a pipe, a FIFO or a character device, written
+as they are), or to a temporary file in the target's directory that is
+renamed into place only when complete: a failed or interrupted run leaves
+nothing behind, and an existing file is replaced only with force.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from .archive import Member, source_date_epoch, tar_stream
+from .compress import DigestWriter, ParallelGzip
+from .errors import BoxpackError
+
+Output = str | os.PathLike[str] | BinaryIO | None
+Target = Path | BinaryIO
+COMPRESSIONS = ("gzip", "none")
+
+
+def is_stream(output: Output) -> bool:
+    return output == "-" or hasattr(output, "write")
+
+
+def _node_kind(path: Path) -> str | None:
+    """"stream" for a FIFO or character device (written as a pipe), "file", "dir", another kind, or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise BoxpackError(f"{path}: {e.strerror}") from None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return "stream"
+    return "special file"
+
+
+def targets(names: Sequence[str], output: Output, source: Path, force: bool) -> list[Target]:
+    """Where each box (by file name) goes, refusing to overwrite without force.
+
+    output is None (the current directory), a directory (an existing one, or
+    any path ending in "/", created as `mkdir -p` would), a file path (one
+    box), or "-" / a binary stream (one box).
+    """
+    if is_stream(output):
+        if len(names) > 1:
+            raise BoxpackError("-o - writes one box to stdout; give one --provider, or -o DIR for several")
+        return [output]  # type: ignore[list-item]
+    if output is None:
+        directory: Path | None = Path.cwd()
+    else:
+        out = Path(output)  # type: ignore[arg-type]
+        if str(output).endswith("/") or _node_kind(out) == "dir":
+            directory = out
+        elif len(names) > 1:
+            raise BoxpackError(f"{out}: is not a directory; with several providers -o names a directory (end it with /)")
+        else:
+            directory = None
+    if directory is not None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise BoxpackError(f"{directory}: exists and is not a directory") from None
+        except OSError as e:
+            raise BoxpackError(f"{directory}: cannot create the output directory: {e.strerror}") from None
+        paths = [directory / n for n in names]
+    else:
+        paths = [Path(output)]  # type: ignore[arg-type]
+    result: list[Target] = []
+    for t in paths:
+        kind = _node_kind(t)
+        if kind and t.resolve() == source.resolve():
+            raise BoxpackError(f"{t}: is the source itself; choose another output with -o")
+        if not t.parent.is_dir():
+            raise BoxpackError(f"{t.parent}: no such directory for the output box")
+        if kind == "dir":
+            raise BoxpackError(f"{t}: is a directory")
+        if kind == "special file":
+            raise BoxpackError(f"{t}: is a device or socket, not a file boxpack will write a box to")
+        if kind == "file" and not force:
+            raise BoxpackError(f"{t}: already exists; use --force to overwrite it")
+        result.append(t)
+    return result
+
+
+def _write_archive(
+    out: BinaryIO, members: list[Member], compression: str, gzip: Callable[[DigestWriter], ParallelGzip], checksum: str, progress=None
+) -> DigestWriter:
+    digest = DigestWriter(out, checksum)
+    if compression == "none":
+        for chunk, _ in tar_stream(members, source_date_epoch()):
+            digest.write(chunk)
+            if progress:
+                progress(len(chunk))
+        out.flush()
+        return digest
+    gz = gzip(digest)
+    try:
+        for chunk, stored in tar_stream(members, source_date_epoch()):
+            gz.write(chunk, stored)
+            if progress:
+                progress(len(chunk))
+        gz.close()
+        out.flush()
+    except BaseException:
+        gz.abort()
+        raise
+    return digest
+
+
+def write_box(
+    target: Target,
+    members: list[Member],
+    compression: str,
+    gzip: Callable[[DigestWriter], ParallelGzip],
+    force: bool,
+    checksum: str,
+    progress=None,
+) -> tuple[int, str]:
+    """Write the archive to a stream, or to a temporary file renamed into place when complete: (size, hex digest)."""
+    if not isinstance(target, Path):
+        return _write_stream(target, members, compression, gzip, checksum, progress)
+    if _node_kind(target) == "stream":  # a FIFO or /dev/null: written as a pipe, never replaced
+        try:
+            with open(target, "wb") as out:
+                return _write_stream(out, members, compression, gzip, checksum, progress)
+        except OSError as e:
+            raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+    try:
+        # A short fixed prefix: the temporary name must fit wherever the target's name fits.
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".boxpack-", suffix=".part")
+    except OSError as e:
+        raise BoxpackError(f"{target.parent}: cannot write the box there: {e.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _write_archive(out, members, compression, gzip, checksum, progress)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if _node_kind(target) is not None and not force:
+            raise BoxpackError(f"{target}: appeared while packing; use --force to overwrite it")
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.size, digest.hexdigest()
+
+
+def _write_stream(out: BinaryIO, members, compression, gzip, checksum, progress) -> tuple[int, str]:
+    try:
+        digest = _write_archive(out, members, compression, gzip, checksum, progress)
+    except BrokenPipeError:
+        raise BoxpackError("output closed before the box was complete (broken pipe)") from None
+    except OSError as e:
+        raise BoxpackError(f"cannot write the box to the output stream: {e.strerror}") from None
+    return digest.size, digest.hexdigest()
+
+
+def write_text_atomically(path: Path, text: str, what: str) -> None:
+    """A small file (checksums) via an unpredictable temporary name in its directory: nothing planted there is followed."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-", suffix=".tmp")
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None

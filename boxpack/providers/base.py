@@ -1,0 +1,108 @@
+"""What a provider declares: its name, options, box members, metadata, Vagrantfile and verify rules.
+
+A provider is a class built once per run before the disk is scanned; feed()
+sees every data cluster during the scan (so a writer that can work in that
+one read does), members() lists the box's files after it. Its OPTIONS become
+an argument group of the CLI, and check_box() holds the rules `boxpack
+verify` applies to its boxes. pack.py, cli.py and verify.py know only this
+interface.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..archive import Member
+from ..disk import Source
+from ..errors import BoxpackError
+from ..report import Report
+
+
+@dataclass(frozen=True)
+class Option:
+    """A provider's own option: a CLI flag and a key of PackOptions.settings."""
+
+    name: str  # the settings key and argparse dest: "cpus"
+    flag: str  # "--cpus"
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    check: Callable[[Any], str | None] | None = None  # an error message for a bad value, else None
+
+
+@dataclass
+class Job:
+    """What providers need: the disk, its data map, and the user's choices."""
+
+    disk: Source
+    name: str  # the box's base name, from the source file: VM names default to it
+    firmware: str  # "bios" or "efi"
+    compress: Callable[[bytes], bytes]  # zlib-wraps one buffer with the box's engine and level
+    threads: int
+    settings: dict[str, Any]  # provider options by name (Option.name), defaults filled in
+    architecture: str | None = None
+    vagrantfile: bytes | None = None  # the user's own, replacing the default
+    include: list[Path] = field(default_factory=list)
+    spool_dir: Path | None = None  # where a provider may put a temporary file
+    clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
+    disk_id: bytes = b""  # 32 bytes derived from the disk's content, set after the scan
+
+
+class Provider:
+    NAME: ClassVar[str]
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile
+    TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box()
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def feed(self, cluster: int, data: bytes | memoryview) -> None:
+        """One non-zero 64 KiB cluster of the disk, in ascending order, during the scan."""
+
+    def members(self) -> list[Member]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what members() needed once the box is written (or on failure)."""
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"provider": self.NAME}
+        if self.job.architecture:
+            meta["architecture"] = self.job.architecture
+        return meta
+
+    def vagrantfile(self, provider_block: str) -> bytes:
+        """The user's Vagrantfile, or the default with this provider's settings."""
+        if self.job.vagrantfile is not None:
+            return self.job.vagrantfile
+        return (
+            f"# Vagrantfile of a {self.NAME} box made by boxpack. Settings in your own\n"
+            "# Vagrantfile override these.\n"
+            'Vagrant.configure("2") do |config|\n' + provider_block + "end\n"
+        ).encode()
+
+    def include_members(self) -> list[Member]:
+        """The user's extra files, by their base name, read when the archive is written."""
+        return [Member(p.name, p.stat().st_size, lambda p=p: (p.read_bytes(),)) for p in self.job.include]
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """Raise BoxpackError for the first option value the provider cannot use."""
+        for option in cls.OPTIONS:
+            value = settings.get(option.name, option.default)
+            if option.choices and value is not None and value not in option.choices:
+                raise BoxpackError(f"{option.flag} {value!r}: choose from {', '.join(option.choices)}")
+            problem = option.check(value) if option.check and value is not None else None
+            if problem:
+                raise BoxpackError(f"{option.flag} {value!r}: {problem}")
+
+    @classmethod
+    def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:
+        """Add the provider's own findings about a box to report (texts: the members named in TEXTS)."""

@@ -1,0 +1,46 @@
+"""What inspect and verify say about a box or disk: its facts and findings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .findings import Finding, Findings
+
+
+@dataclass
+class Report:
+    path: str
+    kind: str = "box"  # box or disk
+    compression: str | None = None
+    members: list[dict] = field(default_factory=list)  # the first MAX_LISTED, for display
+    member_count: int = 0
+    metadata: Any = None
+    vagrantfile: dict = field(default_factory=dict)
+    disk: dict = field(default_factory=dict)
+    partitions: dict | None = None
+    ovf: dict | None = None
+    checksum: dict | None = None
+    findings: Findings = field(default_factory=Findings)
+    unreadable: str | None = None
+
+    MAX_LISTED = 1000
+
+    def add(self, code: str, severity: str, message: str) -> None:
+        self.findings.add(code, severity, message)
+
+    @property
+    def exit_code(self) -> int:
+        if self.unreadable:
+            return 2
+        return 1 if any(f.severity in ("error", "warning") for f in self.findings) else 0
+
+    def to_json(self) -> str:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "findings"}
+        fields["findings"] = [asdict(f) for f in self.findings]
+        return json.dumps({**fields, "exit_code": self.exit_code}, indent=2, default=str)
+
+
+__all__ = ["Finding", "Findings", "Report"]
