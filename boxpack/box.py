@@ -130,6 +130,13 @@ def decompressor(kind: str, raw: Any) -> Any:
 
 def open_tar(box: Path) -> tarfile.TarFile:
     """The box file as a tar stream; gzip is inflated on another thread with ISA-L where it is available."""
+    try:
+        return _open_tar(box)
+    except ARCHIVE_ERRORS as e:
+        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+
+
+def _open_tar(box: Path) -> tarfile.TarFile:
     f = open(box, "rb")
     try:
         kind = compression(f.read(512))

@@ -34,8 +34,11 @@ class FileBytes:
         """The descriptor is closed by its owner."""
 
     def pread(self, offset: int, length: int) -> bytes:
+        """Up to length bytes at offset; nothing past the end (a header's offset may be anything)."""
+        if offset < 0 or offset >= self.size or length <= 0:
+            return b""
         try:
-            return os.pread(self.fd, length, offset)
+            return os.pread(self.fd, min(length, self.size - offset), offset)
         except OSError as e:
             raise BoxpackError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
 

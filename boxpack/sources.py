@@ -24,6 +24,8 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
         if box.compression(head):
             disk.close()
             return box.box_source(disk.path, threads)
+        if disk.path.suffix == ".box":  # a damaged box would otherwise be packed as a raw disk
+            raise BoxpackError(f"{disk.path}: is named like a box but is not a tar, gzip, xz or bzip2 archive")
         fmt = detect(head, disk.read(max(0, disk.file_size - TAIL), min(TAIL, disk.file_size)))
         if fmt is RAW:
             return disk

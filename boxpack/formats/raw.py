@@ -79,6 +79,10 @@ class RawDisk:
 
     def read(self, offset: int, length: int) -> bytes:
         """Read length bytes at offset; bytes past the end of the file read as zero."""
+        if offset < 0 or length < 0:
+            raise BoxpackError(f"{self.path}: read at byte {offset} of {length} bytes is out of range")
+        if offset >= self.file_size:
+            return bytes(length)
         try:
             data = os.pread(self.fd, length, offset)
         except OSError as e:
