@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import sys
+import tarfile
 from array import array
 from typing import BinaryIO, Protocol
 
+from . import accel
 from .errors import BoxpackError
+
+_STREAM_ERRORS = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, *accel.ERRORS)
 
 
 class ByteSource(Protocol):
@@ -72,7 +77,10 @@ class StreamBytes:
             )
         end = min(offset + length, self.size)
         while self.buf_start + len(self.buf) < end:
-            data = self.stream.read(max(1024 * 1024, min(end - self.buf_start - len(self.buf), 16 * 1024 * 1024)))
+            try:
+                data = self.stream.read(max(1024 * 1024, min(end - self.buf_start - len(self.buf), 16 * 1024 * 1024)))
+            except _STREAM_ERRORS as e:
+                raise BoxpackError(f"{self.name}: the box archive is damaged ({e})") from None
             if not data:
                 raise BoxpackError(f"{self.name}: ends early, at byte {self.buf_start + len(self.buf)} of {self.size}")
             self.buf += data

@@ -327,7 +327,7 @@ def _main(argv: list[str]) -> int:
     if output is sys.stdout.buffer and sys.stdout.isatty():
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
-    results = []
+    results: list = []  # the boxes complete so far, for a truthful message if a later step fails
     try:
         _check_catalog_args(args)
         options_ = PackOptions(
@@ -346,7 +346,7 @@ def _main(argv: list[str]) -> int:
             checksum_file=args.checksum_file,
             settings={o.name: getattr(args, o.name) for o in options()},
         )
-        results = pack(args.disk, options_, progress)
+        pack(args.disk, options_, progress, on_box=results.append)
         if args.catalog:
             for r in results:
                 catalog.add_box(

@@ -8,7 +8,7 @@ import os
 import re
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,12 +157,19 @@ def _disk_id(size: int, crc: int, clusters: array) -> bytes:
     return h.digest()
 
 
-def pack(source: str | os.PathLike[str], options: PackOptions | None = None, progress=None) -> list[BoxResult]:
+def pack(
+    source: str | os.PathLike[str],
+    options: PackOptions | None = None,
+    progress=None,
+    on_box: Callable[[BoxResult], None] | None = None,
+) -> list[BoxResult]:
     """Pack the disk image `source` into one Vagrant box per provider in options.providers.
 
     source is a raw disk, a qcow2 or VMDK image, or a box (its disk is read
     straight from the archive; its architecture carries over). progress, if
-    given, is a boxpack.progress.Progress-like object. Raises BoxpackError.
+    given, is a boxpack.progress.Progress-like object; on_box is called with
+    each box as soon as it is complete (so a caller knows what exists if a
+    later one fails). Raises BoxpackError.
     """
     started = time.monotonic()
     o = options or PackOptions()
@@ -210,6 +217,8 @@ def pack(source: str | os.PathLike[str], options: PackOptions | None = None, pro
                     BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
                               time.monotonic() - started, firmware_note, job.architecture)
                 )
+                if on_box:
+                    on_box(results[-1])
         finally:
             for w in writers:
                 w.close()
