@@ -76,20 +76,33 @@ class StreamBytes:
                 f"{self.buf_start + len(self.buf)}); extract the disk from the box and pass it instead"
             )
         end = min(offset + length, self.size)
+        if offset > self.buf_start + len(self.buf) + self.WINDOW:
+            self._skip_to(offset)  # far ahead: what lies between is never kept
         while self.buf_start + len(self.buf) < end:
-            try:
-                data = self.stream.read(max(1024 * 1024, min(end - self.buf_start - len(self.buf), 16 * 1024 * 1024)))
-            except _STREAM_ERRORS as e:
-                raise BoxpackError(f"{self.name}: the box archive is damaged ({e})") from None
-            if not data:
-                raise BoxpackError(f"{self.name}: ends early, at byte {self.buf_start + len(self.buf)} of {self.size}")
-            self.buf += data
+            self.buf += self._read(max(1024 * 1024, end - self.buf_start - len(self.buf)), self.buf_start + len(self.buf))
         piece = bytes(self.buf[offset - self.buf_start : end - self.buf_start])
         drop = min(max(0, end - self.buf_start - self.WINDOW), len(self.buf))
         if drop:
             del self.buf[:drop]
             self.buf_start += drop
         return piece
+
+    def _skip_to(self, offset: int) -> None:
+        """Read and drop the stream up to offset: a checker jumping over a gigabyte of data keeps none of it."""
+        self.buf_start += len(self.buf)
+        self.buf.clear()
+        while self.buf_start < offset:
+            self.buf_start += len(self._read(offset - self.buf_start, self.buf_start))
+
+    def _read(self, n: int, at: int) -> bytes:
+        """The next bytes of the stream, at most 16 MiB of them; an error if there are none."""
+        try:
+            data = self.stream.read(min(n, 16 * 1024 * 1024))
+        except _STREAM_ERRORS as e:
+            raise BoxpackError(f"{self.name}: the box archive is damaged ({e})") from None
+        if not data:
+            raise BoxpackError(f"{self.name}: ends early, at byte {at} of {self.size}")
+        return data
 
 
 def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_endian: bool, what: str) -> array:
