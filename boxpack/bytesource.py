@@ -7,6 +7,7 @@ import os
 import sys
 import tarfile
 from array import array
+from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 from . import accel
@@ -117,3 +118,15 @@ def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_end
     if (sys.byteorder == "little") == big_endian:
         table.byteswap()
     return table
+
+
+def table_chunks(
+    data: ByteSource, offset: int, count: int, typecode: str, big_endian: bool, what: str, chunk: int = 65536
+) -> Iterator[tuple[int, array]]:
+    """A table read in pieces of chunk entries, as (index of the first, entries): a disk's block map
+    is walked without holding all of it, so memory grows with the data, not the virtual size."""
+    width = array(typecode).itemsize
+    if offset < 0 or offset + count * width > data.size:
+        raise BoxpackError(f"{data.name}: {what} at byte {offset} ({count} entries) is cut off by the end of the file")
+    for first in range(0, count, chunk):
+        yield first, read_table(data, offset + first * width, min(chunk, count - first), typecode, big_endian, what)

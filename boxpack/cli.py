@@ -47,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="boxpack",
-        description="Turn a disk image (raw, qcow2, VMDK) or a box into Vagrant boxes (libvirt: qcow2; VirtualBox: "
-        "streamOptimized VMDK + OVF), natively: no qemu-img, tar or jq needed. Subcommands: boxpack catalog, "
+        description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
+        + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack catalog, "
         "boxpack inspect, boxpack verify (each with --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "disk",
         metavar="SOURCE",
-        help="a raw disk (as mkosi, kiwi, osbuild or dd write it), a qcow2 or VMDK image, or a box; "
-        "the format is told by its first bytes",
+        help="a raw disk (as mkosi, kiwi, osbuild or dd write it), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; "
+        "the format is told by its bytes",
     )
     p.add_argument(
         "--provider",

@@ -34,6 +34,11 @@ QCOW2_FIELDS = [(8, 8, ">"), (16, 4, ">"), (20, 4, ">"), (24, 8, ">"), (32, 4, "
                 (48, 8, ">"), (56, 4, ">"), (60, 4, ">"), (64, 8, ">"), (72, 8, ">"), (96, 4, ">"), (100, 4, ">")]
 VMDK_FIELDS = [(4, 4, "<"), (8, 4, "<"), (12, 8, "<"), (20, 8, "<"), (28, 8, "<"), (36, 8, "<"), (44, 4, "<"),
                (48, 8, "<"), (56, 8, "<"), (64, 8, "<"), (65536, 8, "<"), (65544, 4, "<")]  # + the first grain marker
+# VHD: footer copy (data offset, sizes, type) and dynamic header (table offset, entries, block size).
+VHD_FIELDS = [(16, 8, ">"), (40, 8, ">"), (48, 8, ">"), (60, 4, ">"), (512 + 16, 8, ">"), (512 + 28, 4, ">"), (512 + 32, 4, ">")]
+VDI_FIELDS = [(68, 4, "<"), (76, 4, "<"), (340, 4, "<"), (344, 4, "<"), (368, 8, "<"), (376, 4, "<"), (384, 4, "<")]
+# VHDX: header sequence and log fields, region table entries (behind CRC-32C: mostly refused as damaged).
+VHDX_FIELDS = [(65536 + 8, 8, "<"), (65536 + 68, 4, "<"), (65536 + 72, 8, "<"), (196608 + 8, 4, "<"), (196608 + 32, 8, "<")]
 slowest = 0.0
 
 
@@ -58,7 +63,7 @@ def mutated(draw: st.DrawFn, seeds: list[tuple[str, bytes]]) -> tuple[str, bytes
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["field", "table", "tar-size", "pax", "longname", "bytes", "cut"]))
         if kind == "field":
-            fields = QCOW2_FIELDS if data[start : start + 4] == b"QFI\xfb" else VMDK_FIELDS
+            fields = {b"QFI\xfb": QCOW2_FIELDS, b"KDMV": VMDK_FIELDS, b"cone": VHD_FIELDS, b"<<< ": VDI_FIELDS}.get(bytes(data[start : start + 4]), VHDX_FIELDS)
             off, width, order = draw(st.sampled_from(fields))
             value = draw(st.sampled_from(EXTREMES) | st.integers(0, (1 << (8 * width)) - 1))
             if start + off + width <= len(data):

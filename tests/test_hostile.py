@@ -410,7 +410,7 @@ def test_fuzzed_inputs_stay_bounded(tmp_path: Path) -> None:
     disk = make_disk.make(tmp_path / "s.img", size=8 * MIB, data=256 * 1024)
     for provider in ("libvirt", "virtualbox"):
         run_boxpack(disk, "--provider", provider, "--compression", "none", "-o", seeds / f"{provider}.box")
-    for fmt, opts in (("qcow2", ()), ("vmdk", ("-o", "subformat=streamOptimized")), ("vmdk", ())):
+    for fmt, opts in (("qcow2", ()), ("vmdk", ("-o", "subformat=streamOptimized")), ("vmdk", ()), ("vpc", ()), ("vhdx", ()), ("vdi", ())):
         name = f"disk-{len(list(seeds.iterdir()))}.{fmt}"
         subprocess.run(["qemu-img", "convert", "-O", fmt, *opts, str(disk), str(seeds / name)], check=True)
     examples = int(os.environ.get("BOXPACK_FUZZ_EXAMPLES", "3000"))

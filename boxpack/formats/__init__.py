@@ -7,26 +7,23 @@ and a line in FORMATS.
 
 from __future__ import annotations
 
-from . import qcow2, vmdk
+from . import qcow2, vdi, vhd, vhdx, vmdk
 from .base import HEAD, TAIL, Format
 from .foreign import FORMATS as FOREIGN
 from .raw import RawReader
 
 QCOW2 = Format("qcow2", qcow2.probe, qcow2.Qcow2Reader, qcow2.check, qcow2.SUFFIXES)
 VMDK = Format("vmdk", vmdk.probe, vmdk.VmdkReader, vmdk.check, vmdk.SUFFIXES)
+VHD = Format("VHD", vhd.probe, vhd.VhdReader, vhd.check, vhd.SUFFIXES)
+VHDX = Format("VHDX", vhdx.probe, vhdx.VhdxReader, vhdx.check, vhdx.SUFFIXES)
+VDI = Format("VDI", vdi.probe, vdi.VdiReader, vdi.check, vdi.SUFFIXES)
 RAW = Format("raw", lambda head, tail: True, RawReader, None, (".raw", ".img"))
 
-FORMATS: tuple[Format, ...] = (QCOW2, VMDK, *FOREIGN)
+FORMATS: tuple[Format, ...] = (QCOW2, VMDK, VHDX, VDI, VHD, *FOREIGN)
 
-__all__ = ["FORMATS", "HEAD", "QCOW2", "RAW", "TAIL", "VMDK", "Format", "by_suffix", "detect"]
+__all__ = ["FORMATS", "HEAD", "QCOW2", "RAW", "TAIL", "VDI", "VHD", "VHDX", "VMDK", "Format", "detect"]
 
 
 def detect(head: bytes, tail: bytes = b"") -> Format:
     """The format whose probe matches the first HEAD and last TAIL bytes; RAW when none does."""
     return next((f for f in FORMATS if f.probe(head, tail)), RAW)
-
-
-def by_suffix(name: str) -> Format | None:
-    """The format a file name suggests, for a box member whose bytes matched nothing."""
-    lower = name.lower()
-    return next((f for f in FORMATS if lower.endswith(f.suffixes)), None)

@@ -6,11 +6,12 @@ check); boxpack's formats each fill one Format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..bytesource import ByteSource
-from ..disk import Reader
+from ..disk import CLUSTER, Reader
+from ..errors import BoxpackError
 from ..findings import Findings
 
 HEAD = 4096  # bytes at the start of a file that every probe may look at
@@ -25,3 +26,22 @@ class Format:
     check: Callable[[ByteSource, str, int], tuple[dict, Findings]] | None = None  # (data, name, threads)
     suffixes: tuple[str, ...] = ()  # file names that suggest it (a box member, when no probe matches)
     refusal: str = ""  # why boxpack refuses a format it has no reader for
+
+
+def block_pieces(
+    data: ByteSource, blocks: Iterable[tuple[int, int]], block_size: int, virtual_size: int, name: str
+) -> Iterator[tuple[int, bytes]]:
+    """The data of allocated blocks, (guest byte offset, bytes), for formats that map fixed-size blocks
+    (VHD, VHDX, VDI). blocks are (block index, file byte offset) in ascending index order; each is
+    checked against the file, and a block is read in 64 KiB pieces where it is aligned to them."""
+    step = CLUSTER if block_size % CLUSTER == 0 else block_size
+    for index, host in blocks:
+        guest = index * block_size
+        length = min(block_size, virtual_size - guest)
+        if length <= 0:
+            raise BoxpackError(f"{name}: block {index} lies past the end of the virtual disk ({virtual_size} bytes)")
+        if host < 0 or host + length > data.size:
+            raise BoxpackError(f"{name}: block {index} at byte {host} is past the end of the file ({data.size} bytes)")
+        for off in range(0, length, step):
+            n = min(step, length - off)
+            yield guest + off, data.pread(host + off, n)
