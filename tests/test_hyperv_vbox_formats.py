@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import json
 import struct
 import subprocess
@@ -151,3 +152,31 @@ def test_memory_is_flat_for_a_2_tib_vhdx(tmp_path: Path) -> None:
 
     small, big = heap(2 * 1024**3), heap(2 * 1024**4)
     assert abs(big - small) < 4 * MIB, (small, big)
+
+
+# --- images made by the native tools (fixtures/qemu-sample-images, from qemu's test data) ------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-sample-images"
+CONVERTED = ["hyperv2012r2-dynamic.vhd", "virtualpc-dynamic.vhd", "d2v-zerofilled.vhd", "test-disk2vhd.vhdx",
+             "iotest-dynamic-1G.vhdx", "iotest-version3.vmdk"]
+REFUSED = {"iotest-dirtylog-10G-4M.vhdx": "VHDX log", "parallels-v1": "Parallels", "parallels-v2": "Parallels",
+           "empty.bochs": "bochs", "simple-pattern.cloop": "cloop", "simple-dmg.dmg": "DMG"}
+
+
+def _sample(name: str, tmp: Path) -> Path:
+    out = tmp / name
+    out.write_bytes(bz2.decompress((SAMPLES / f"{name}.bz2").read_bytes()))
+    return out
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_native_tools_images_convert_as_qemu_reads_them(tmp_path: Path, name: str) -> None:
+    image = _sample(name, tmp_path)
+    reference = tmp_path / "reference.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(reference)], check=True)
+    _both_boxes_match(image, reference, tmp_path)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_native_tools_images_boxpack_cannot_read_are_refused_by_name(tmp_path: Path, name: str) -> None:
+    _fails(_sample(name, tmp_path), REFUSED[name])

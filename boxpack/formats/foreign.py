@@ -23,7 +23,7 @@ FORMATS = (
     ),
     Format("QED", lambda h, t: h[:4] == b"QED\0", suffixes=(".qed",), refusal=CONVERT),
     Format("LUKS (encrypted)", lambda h, t: h[:6] == b"LUKS\xba\xbe", refusal="a box cannot carry an encrypted disk; decrypt it first"),
-    Format("DMG (Apple disk image)", lambda h, t: t[-512:-508] == b"koly", suffixes=(".dmg",), refusal=CONVERT),
+    Format("DMG (Apple)", lambda h, t: t[-512:-508] == b"koly", suffixes=(".dmg",), refusal=CONVERT),
     Format("VMware COWD (ESX 2 sparse)", lambda h, t: h[:4] == b"COWD", refusal=CONVERT),
     Format("VMware seSparse", lambda h, t: h[:8] == (0xCAFEBABE).to_bytes(8, "little"), refusal=CONVERT),
     Format("bochs", lambda h, t: h.startswith(b"Bochs Virtual HD Image"), refusal=CONVERT),
