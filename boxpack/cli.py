@@ -101,12 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FIRMWARES,
         help="firmware the box starts the VM with; default: efi for a disk that only boots with UEFI, else bios",
     )
-    for name, provider in PROVIDERS.items():
-        own = [o for o in options() if o in provider.OPTIONS]
-        if own:
-            group = p.add_argument_group(f"{name} box")
-            for o in own:
-                group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
+    by_owners: dict[tuple[str, ...], list] = {}
+    for o in options():  # each option once, in a group naming the providers that read it
+        by_owners.setdefault(tuple(n for n, p in PROVIDERS.items() if o in p.OPTIONS), []).append(o)
+    for owners, opts in by_owners.items():
+        group = p.add_argument_group(f"{', '.join(owners)} box" + ("es" if len(owners) > 1 else ""))
+        for o in opts:
+            group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")

@@ -95,6 +95,25 @@ def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterat
         yield cur, bytes(buf)
 
 
+def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytes]:
+    """The disk's data clusters from a second scan, checked against the data map of the first,
+    joined in runs of `run` clusters (4 MiB pieces for the compressor). Writers whose layout was
+    computed from the data map (qcow2, monolithicSparse VMDK) stream their data with it."""
+    expected = iter(clusters)
+    pieces: list[bytes | memoryview] = []
+    for idx, data in disk.scan():
+        if idx != next(expected, None):
+            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        pieces.append(data)
+        if len(pieces) == run:
+            yield b"".join(pieces)
+            pieces.clear()
+    if pieces:
+        yield b"".join(pieces)
+    if next(expected, None) is not None:
+        raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+
+
 class ImageSource:
     """A disk in an image format, in a file or in a box: scanned through its Reader.
 

@@ -35,7 +35,8 @@ MAX_RATIO = 1000  # a qcow2 of zeros compresses about 1000:1; more is a bomb
 MIN_BUDGET = 1024**3
 TEXT_LIMIT = 4 * 1024 * 1024  # metadata.json, Vagrantfile and box.ovf larger than this are not read
 OLD_BSDTAR_LIMIT = 8 * 1024**3
-TEXTS = {"metadata.json", "Vagrantfile", "info.json", *(t for p in PROVIDERS.values() for t in p.TEXTS)}
+TEXTS = {"metadata.json", "Vagrantfile", "info.json", *(t for p in PROVIDERS.values() for t in p.TEXTS if not t.startswith("."))}
+TEXT_SUFFIXES = tuple(t for p in PROVIDERS.values() for t in p.TEXTS if t.startswith("."))
 
 
 class _HashingReader:
@@ -201,7 +202,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
             report.add("tar-pax-large", "warning", f"member {name!r} is {m.size} bytes with a PAX size record; libarchive before 3.3.2 reads it as empty (use GNU headers)")
         if kind != "file":
             continue
-        if norm in TEXTS and m.size <= TEXT_LIMIT:
+        if (norm in TEXTS or norm.endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:
             texts[norm] = tar.extractfile(m).read()
             continue
         if norm.lower().endswith(boxfile.DISK_SUFFIXES) and not report.disk:

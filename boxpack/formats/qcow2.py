@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Callable, Iterator
 
 from ..bytesource import ByteSource, read_table
-from ..disk import CLUSTER, Source
+from ..disk import CLUSTER, Source, data_runs
 from ..errors import BoxpackError
 from ..findings import Findings
 from .c_qcow2 import (
@@ -54,7 +54,6 @@ CLUSTER_BITS = 16  # boxpack writes 64 KiB clusters, the size of its data map's 
 L2_ENTRIES = CLUSTER // 8  # one L2 table maps 512 MiB
 REFCOUNT_ORDER = 4  # 16-bit refcounts, the only width v2 knows
 REFBLOCK_ENTRIES = CLUSTER * 8 // (1 << REFCOUNT_ORDER)
-_RUN = 64  # data clusters joined into one 4 MiB piece for the compressor
 
 
 def probe(head: bytes, tail: bytes) -> bool:
@@ -175,19 +174,7 @@ class Qcow2Layout:
     def stream(self, disk: Source) -> Iterator[bytes]:
         """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
         yield from self.metadata()
-        expected = iter(self.clusters)
-        run: list[bytes | memoryview] = []  # consecutive clusters, written as one piece
-        for idx, data in disk.scan():
-            if idx != next(expected, None):
-                raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
-            run.append(data)
-            if len(run) == _RUN:
-                yield b"".join(run)
-                run.clear()
-        if run:
-            yield b"".join(run)
-        if next(expected, None) is not None:
-            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        yield from data_runs(disk, self.clusters)
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..bytesource import ByteSource, read_table
-from ..disk import CLUSTER
+from ..disk import CLUSTER, Source, data_runs
 from ..errors import BoxpackError
 from ..findings import Findings
 from ..ordered import OrderedPool
 from .c_vmdk import (
     COMPRESS_DEFLATE,
+    FLAG_REDUNDANT_GT,
     DESCRIPTOR_MAGIC,
     FLAG_COMPRESSED,
     FLAG_MARKERS,
@@ -74,33 +75,44 @@ def capacity_sectors(disk_size: int) -> int:
     return -(-disk_size // CLUSTER) * GRAIN_SECTORS
 
 
-def header(capacity: int, gd_offset: int) -> bytes:
+def header(capacity: int, gd_offset: int, *, sparse: bool = False, rgd_offset: int = 0, overhead: int = OVERHEAD) -> bytes:
+    """A streamOptimized header (version 3, compressed grains, markers), or with sparse a
+    monolithicSparse one (version 1, uncompressed grains, a redundant grain directory)."""
     return SparseExtentHeader.build(
         dict(
-            version=VERSION,
-            flags=FLAG_NEWLINE_TEST | FLAG_COMPRESSED | FLAG_MARKERS,
+            version=1 if sparse else VERSION,
+            flags=FLAG_NEWLINE_TEST | (FLAG_REDUNDANT_GT if sparse else FLAG_COMPRESSED | FLAG_MARKERS),
             capacity=capacity,
             grain_size=GRAIN_SECTORS,
             descriptor_offset=DESCRIPTOR_OFFSET,
             descriptor_size=DESCRIPTOR_SECTORS,
             num_gtes_per_gt=GTES_PER_GT,
-            rgd_offset=0,
+            rgd_offset=rgd_offset,
             gd_offset=gd_offset,
-            overhead=OVERHEAD,
+            overhead=overhead,
             unclean_shutdown=0,
             newline_test=NEWLINE_TEST,
-            compress_algorithm=COMPRESS_DEFLATE,
+            compress_algorithm=0 if sparse else COMPRESS_DEFLATE,
             pad=bytes(433),
         )
     )
 
 
-def descriptor(capacity: int, file_name: str, disk_id: bytes, sectors: int | None = None) -> bytes:
+def descriptor(
+    capacity: int,
+    file_name: str,
+    disk_id: bytes,
+    sectors: int | None = None,
+    create_type: str = "streamOptimized",
+    hardware_version: str = "4",
+) -> bytes:
     """The embedded descriptor, NUL-padded to 20 sectors. disk_id seeds CID and the image UUID.
 
     The extent line holds the disk's exact size in sectors while the header's
     capacity is rounded up to a grain, as VirtualBox's own export does; readers
-    that honour it (boxpack's) get the disk back at its exact size.
+    that honour it (boxpack's) get the disk back at its exact size. The adapter
+    type is "ide" for IDE and SATA disks alike: the VMDK format knows no other
+    name for them (VMware "Virtual Disk Format 5.0", ddb.adapterType).
     """
     cid = int.from_bytes(disk_id[:4], "little") or 1
     cylinders = min(16383, capacity // (16 * 63))
@@ -111,7 +123,7 @@ def descriptor(capacity: int, file_name: str, disk_id: bytes, sectors: int | Non
         "version=1\n"
         f"CID={cid:08x}\n"
         "parentCID=ffffffff\n"
-        'createType="streamOptimized"\n'
+        f'createType="{create_type}"\n'
         "\n"
         "# Extent description\n"
         f'RW {sectors or capacity} SPARSE "{file_name}"\n'
@@ -119,7 +131,7 @@ def descriptor(capacity: int, file_name: str, disk_id: bytes, sectors: int | Non
         "# The Disk Data Base\n"
         "#DDB\n"
         "\n"
-        'ddb.virtualHWVersion = "4"\n'
+        f'ddb.virtualHWVersion = "{hardware_version}"\n'
         'ddb.adapterType = "ide"\n'
         f'ddb.geometry.cylinders = "{cylinders}"\n'
         'ddb.geometry.heads = "16"\n'
@@ -256,6 +268,54 @@ class VmdkSpool:
     def close(self) -> None:
         self.pool.close()
         self.file.close()
+
+
+class SparseLayout:
+    """A monolithicSparse VMDK (VMware's hosted sparse extent, what a VM runs from), laid out from the data map.
+
+    The layout is qemu's and VMware's (vmdk_init_extent in qemu block/vmdk.c):
+    header, descriptor, the redundant grain directory and all its grain tables,
+    the primary directory and tables, then the grains in guest order from the
+    first grain boundary. Every grain table is allocated, as VMware allocates
+    them. The exact size is known before a byte is written, so the VMDK
+    streams into the tar like the qcow2 image.
+    """
+
+    def __init__(self, disk_size: int, clusters: array, file_name: str, disk_id: bytes, hardware_version: str) -> None:
+        self.capacity = disk_size // SECTOR
+        self.clusters = clusters
+        self.gt_count = -(-self.capacity // GT_COVERAGE)
+        self.gd_sectors = -(-self.gt_count * 4 // SECTOR)
+        self.tables_sectors = self.gd_sectors + self.gt_count * GT_SECTORS
+        self.rgd_offset = DESCRIPTOR_OFFSET + DESCRIPTOR_SECTORS
+        self.gd_offset = self.rgd_offset + self.tables_sectors
+        self.overhead = -(-(self.gd_offset + self.tables_sectors) // GRAIN_SECTORS) * GRAIN_SECTORS
+        self.image_size = (self.overhead + len(clusters) * GRAIN_SECTORS) * SECTOR
+        self.descriptor = descriptor(self.capacity, file_name, disk_id, self.capacity, "monolithicSparse", hardware_version)
+
+    def _tables(self, gd_at: int) -> Iterator[bytes]:
+        """A grain directory at sector gd_at, then every grain table after it, in order."""
+        first_gt = gd_at + self.gd_sectors
+        gd = array("I", (first_gt + i * GT_SECTORS for i in range(self.gt_count)))
+        yield _le32(gd) + bytes(self.gd_sectors * SECTOR - 4 * self.gt_count)
+        ranks = iter(enumerate(self.clusters))
+        pending = next(ranks, None)
+        for t in range(self.gt_count):
+            gt = array("I", bytes(4 * GTES_PER_GT))
+            while pending is not None and pending[1] // GTES_PER_GT == t:
+                rank, cluster = pending
+                gt[cluster % GTES_PER_GT] = self.overhead + rank * GRAIN_SECTORS
+                pending = next(ranks, None)
+            yield _le32(gt)
+
+    def stream(self, disk: Source) -> Iterator[bytes]:
+        """The whole VMDK, in order: metadata, then the grains from a second scan of the disk."""
+        yield header(self.capacity, self.gd_offset, sparse=True, rgd_offset=self.rgd_offset, overhead=self.overhead)
+        yield self.descriptor
+        yield from self._tables(self.rgd_offset)
+        yield from self._tables(self.gd_offset)
+        yield bytes((self.overhead - self.gd_offset - self.tables_sectors) * SECTOR)
+        yield from data_runs(disk, self.clusters)
 
 
 def _le32(values: array) -> bytes:
@@ -399,7 +459,7 @@ class VmdkReader:
 
         return inflate
 
-    def _tables(self) -> Iterator[tuple[int, bytes]]:
+    def _grain_directory(self) -> array:
         h, size = self.header, self.data.size
         gd_offset = h.gd_offset
         if gd_offset == GD_AT_END:
@@ -410,14 +470,34 @@ class VmdkReader:
         gd_entries = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
         if gd_entries * 4 > MAX_GD_BYTES:
             raise BoxpackError(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {gd_entries} entries; not a real disk")
-        gd = self._u32s(gd_offset * SECTOR, gd_entries, "grain directory")
+        return self._u32s(gd_offset * SECTOR, gd_entries, "grain directory")
+
+    def _used(self, gt_sector: int) -> tuple[array, array]:
+        """A grain table as (slots, grain sectors) of its allocated entries (0: absent; 1: zeroed, version 2)."""
+        slots, sectors = array("I"), array("I")
+        for j, sector in enumerate(self._u32s(gt_sector * SECTOR, self.header.num_gtes_per_gt, "grain table")):
+            if sector > 1:
+                slots.append(j)
+                sectors.append(sector)
+        return slots, sectors
+
+    def _tables(self) -> Iterator[tuple[int, bytes]]:
+        """Grains through the grain directory and tables. The tables before the first grain are read
+        first (VMware's and qemu's layout keeps them all there), so a VMDK in a box streams."""
+        h, size = self.header, self.data.size
+        gd = self._grain_directory()
+        early: dict[int, tuple[array, array]] = {}
+        first_grain = size
+        for gt_sector in sorted({s for s in gd if s}):
+            if gt_sector * SECTOR > first_grain:
+                break
+            early[gt_sector] = table = self._used(gt_sector)
+            first_grain = min(first_grain, *(s * SECTOR for s in table[1])) if table[1] else first_grain
         for i, gt_sector in enumerate(gd):
             if not gt_sector:
                 continue
-            gt = self._u32s(gt_sector * SECTOR, h.num_gtes_per_gt, "grain table")
-            for j, sector in enumerate(gt):
-                if sector <= 1:  # 0: not present; 1: zeroed grain (version 2)
-                    continue
+            slots, sectors = early.pop(gt_sector, None) or self._used(gt_sector)
+            for j, sector in zip(slots, sectors):
                 guest = (i * h.num_gtes_per_gt + j) * self.grain_bytes
                 if guest >= self.size:
                     break
@@ -477,6 +557,9 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
     if h.grain_size < 8 or h.grain_size > 2048 or h.grain_size & (h.grain_size - 1) or h.num_gtes_per_gt < 128 or h.num_gtes_per_gt > 4096 or h.num_gtes_per_gt & (h.num_gtes_per_gt - 1):
         findings.add("vmdk-geometry", "error", f"{name}: grain size {h.grain_size} or {h.num_gtes_per_gt} GTEs per GT is not what VirtualBox accepts")
         return facts, findings
+    if create_type == "monolithicSparse" and not h.flags & FLAG_MARKERS:
+        _check_sparse(data, h, name, facts, findings)
+        return facts, findings
     if create_type != "streamOptimized" or not h.flags & FLAG_MARKERS:
         return facts, findings
     grains = 0
@@ -532,3 +615,33 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
             findings.add("vmdk-footer", "error", f"{name}: the grain directory is at the end but the file does not end with footer marker, footer and EOS (qemu refuses it)")
     facts["grains"] = grains
     return facts, findings
+
+
+def _check_sparse(data: ByteSource, h, name: str, facts: dict, findings: Findings) -> None:
+    """A hosted sparse extent: every grain inside the file and after the metadata, and the redundant
+    grain directory and tables equal to the primary ones (VMware repairs one from the other)."""
+    reader = VmdkReader(data, name)
+    sets = [("redundant", h.rgd_offset)] if h.flags & FLAG_REDUNDANT_GT and h.rgd_offset else []
+    sets.append(("primary", h.gd_offset))
+    tables: dict[str, dict[int, tuple[array, array]]] = {}
+    for what, gd_offset in sorted(sets, key=lambda s: s[1]):
+        if gd_offset == GD_AT_END:
+            return
+        count = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
+        if count * 4 > MAX_GD_BYTES:
+            findings.add("vmdk-geometry", "error", f"{name}: the grain directory would have {count} entries")
+            return
+        gd = reader._u32s(gd_offset * SECTOR, count, f"{what} grain directory")
+        tables[what] = {i: reader._used(gt) for i, gt in enumerate(gd) if gt}
+    grains = 0
+    for i, (slots, sectors) in tables["primary"].items():
+        for sector in sectors:
+            grains += 1
+            if sector < h.overhead or (sector + h.grain_size) * SECTOR > data.size:
+                findings.add("vmdk-grain", "error", f"{name}: a grain at sector {sector} is outside the file's data area")
+    if "redundant" in tables:
+        for i in set(tables["primary"]) | set(tables["redundant"]):
+            a, b = tables["primary"].get(i), tables["redundant"].get(i)
+            if a is None or b is None or a[0] != b[0] or a[1] != b[1]:
+                findings.add("vmdk-redundant", "error", f"{name}: grain table {i} differs from its redundant copy")
+    facts["grains"] = grains

@@ -8,8 +8,9 @@ from __future__ import annotations
 from .base import Job, Option, Provider
 from .libvirt import Libvirt
 from .virtualbox import VirtualBox
+from .vmware_desktop import VmwareDesktop
 
-PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox)}
+PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop)}
 
 __all__ = ["Job", "Option", "PROVIDERS", "Provider", "options"]
 

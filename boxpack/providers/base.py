@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import re
+
+from .. import ovf
 from ..archive import Member
 from ..disk import Source
 from ..errors import BoxpackError
@@ -34,6 +37,26 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None  # an error message for a bad value, else None
+
+
+# The VM hardware options every provider with a VM configuration shares (VirtualBox, VMware).
+HARDWARE = (
+    Option("cpus", "--cpus", "virtual CPUs (default: 2)", default=2, type=int, metavar="N",
+           check=lambda n: None if 1 <= n <= 64 else "is out of range 1..64"),
+    Option("memory", "--memory", "memory in MiB (default: 1024)", default=1024, type=int, metavar="MIB",
+           check=lambda n: None if 4 <= n <= 2**22 else f"MiB is out of range 4..{2**22}"),
+    Option("os_type", "--os-type", f"guest OS, in VirtualBox's names (default: {ovf.DEFAULT_OS_TYPE}; also "
+           + ", ".join(t for t in ovf.OS_TYPES if t != ovf.DEFAULT_OS_TYPE) + "); mapped to VMware's guestOS",
+           default=ovf.DEFAULT_OS_TYPE, metavar="TYPE",
+           check=lambda t: None if t in ovf.OS_TYPES else f"is unknown; choose from {', '.join(ovf.OS_TYPES)}"),
+    Option("vm_name", "--vm-name", "VM name (default: the disk's file name)", metavar="NAME",
+           check=lambda n: None if n and not any(c in n for c in "<>&\"'/\0") else "must be a non-empty name without <>&\"'/"),
+)
+
+
+def vm_name(job: Job) -> str:
+    """The VM name: --vm-name, else the source's file name reduced to characters every hypervisor takes."""
+    return job.settings.get("vm_name") or re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-") or "boxpack"
 
 
 @dataclass
@@ -58,7 +81,7 @@ class Provider:
     NAME: ClassVar[str]
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
     MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile
-    TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box()
+    TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
 
     def __init__(self, job: Job) -> None:
         self.job = job

@@ -17,7 +17,7 @@ from ..errors import BoxpackError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..metadata import metadata_json
 from ..report import Report
-from .base import Job, Option, Provider
+from .base import HARDWARE, Job, Option, Provider, vm_name
 
 VMDK_NAME = "box-disk001.vmdk"  # what `vagrant package` and VirtualBox's export name it
 VIRTUALBOX_OUI = "080027"
@@ -47,19 +47,10 @@ class VirtualBox(Provider):
     MEMBERS = ("box.ovf", VMDK_NAME, "box.vmdk")
     TEXTS = ("box.ovf",)
     OPTIONS = (
-        Option("cpus", "--cpus", "virtual CPUs in box.ovf (default: 2)", default=2, type=int, metavar="N",
-               check=lambda n: None if 1 <= n <= 64 else "is out of range 1..64"),
-        Option("memory", "--memory", "memory in MiB in box.ovf (default: 1024)", default=1024, type=int, metavar="MIB",
-               check=lambda n: None if 4 <= n <= 2**22 else f"MiB is out of range 4..{2**22}"),
-        Option("os_type", "--os-type", f"VirtualBox OS type (default: {ovf.DEFAULT_OS_TYPE}; also "
-               + ", ".join(t for t in ovf.OS_TYPES if t != ovf.DEFAULT_OS_TYPE) + ")",
-               default=ovf.DEFAULT_OS_TYPE, metavar="TYPE",
-               check=lambda t: None if t in ovf.OS_TYPES else f"is unknown; choose from {', '.join(ovf.OS_TYPES)}"),
-        Option("vm_name", "--vm-name", "VM name in box.ovf (default: the disk's file name)", metavar="NAME",
-               check=lambda n: None if n and not any(c in n for c in "<>&\"'/\0") else "must be a non-empty name without <>&\"'/"),
-        Option("base_mac", "--base-mac", "set config.vm.base_mac, only needed by Vagrant < 2.2: auto derives one from "
-               "the disk, or give 12 hex digits (default: none, Vagrant generates one per VM)", metavar="auto|MAC",
-               check=_check_mac),
+        *HARDWARE,
+        Option("base_mac", "--base-mac", "VirtualBox: set config.vm.base_mac, only needed by Vagrant < 2.2: auto "
+               "derives one from the disk, or give 12 hex digits (default: none, Vagrant generates one per VM)",
+               metavar="auto|MAC", check=_check_mac),
     )
 
     def __init__(self, job: Job) -> None:
@@ -71,7 +62,7 @@ class VirtualBox(Provider):
 
     def hardware(self) -> ovf.Hardware:
         s = self.job.settings
-        return ovf.Hardware(s["vm_name"] or _vm_name(self.job.name), s["os_type"], s["cpus"], s["memory"])
+        return ovf.Hardware(vm_name(self.job), s["os_type"], s["cpus"], s["memory"])
 
     def settings(self) -> str:
         lines = []
@@ -120,7 +111,3 @@ class VirtualBox(Provider):
         cap, vsize = report.ovf.get("capacity"), report.disk.get("virtual_size")
         if cap is not None and vsize is not None and str(report.disk.get("format", "")).startswith("vmdk") and cap != vsize:
             report.add("ovf-capacity-mismatch", "error", f"box.ovf says the disk holds {cap} bytes, the VMDK header {vsize}")
-
-
-def _vm_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "boxpack"

@@ -1,0 +1,156 @@
+"""The vmware_desktop box (VMware Workstation and Fusion): <name>.vmx, a monolithicSparse VMDK, metadata.json.
+
+vagrant-vmware-desktop (lib/vagrant-vmware-desktop/action/import.rb) copies
+the whole box folder as the VM and opens metadata.json's `vmx_file` or the
+first *.vmx in it. The disk is a hosted sparse VMDK (monolithicSparse):
+VMware treats streamOptimized as a transport format that a VM cannot run from.
+
+The .vmx follows what VMware itself writes for a new VM and what Packer's
+VMware plugin generates: virtualHW.version 19 (Workstation 16.2 and Fusion
+12.2, run by every later release) for x86-64, 20 for arm64 (Fusion 13, the
+first to run arm64 guests on Apple Silicon); the disk on SATA (AHCI, which
+Linux boots from without extra drivers, and which Fusion on Apple Silicon
+takes, as Packer's examples for it do); an e1000e NIC, which Vagrant's
+provider sets to NAT, with PCIe root ports for it; EFI firmware for UEFI-only
+and arm64 disks; USB with an xHCI controller for the keyboard on arm64. No MAC
+and no UUID are fixed: VMware generates them per VM.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..archive import Member
+from ..formats.vmdk import SparseLayout
+from ..metadata import metadata_json
+from ..report import Report
+from .base import HARDWARE, Provider, vm_name
+
+HARDWARE_VERSION = {"amd64": "19", "arm64": "20"}
+
+# VirtualBox OS type (the shared --os-type) -> VMware guestOS for x86-64 and for arm64.
+GUEST_OS = {
+    "Debian_64": ("debian12-64", "arm-debian12-64"),
+    "Ubuntu_64": ("ubuntu-64", "arm-ubuntu-64"),
+    "RedHat_64": ("rhel9-64", "arm-rhel9-64"),
+    "Oracle_64": ("oraclelinux9-64", "arm-other5xlinux-64"),
+    "Fedora_64": ("fedora-64", "arm-fedora-64"),
+    "FreeBSD_64": ("freebsd13-64", "arm-freebsd13-64"),
+    "Other_64": ("other-64", "arm-other-64"),
+    "Other": ("other", "arm-other-64"),
+}
+LINUX_64 = ("other5xlinux-64", "arm-other5xlinux-64")
+LINUX_32 = ("otherlinux", "arm-other5xlinux-64")
+
+PCIE_ROOT_PORTS = "".join(
+    f'pciBridge{n}.present = "TRUE"\npciBridge{n}.virtualDev = "pcieRootPort"\npciBridge{n}.functions = "8"\n'
+    for n in (4, 5, 6, 7)
+)
+
+
+def guest_os(os_type: str, arm: bool) -> str:
+    pair = GUEST_OS.get(os_type) or (LINUX_64 if os_type.endswith("_64") else LINUX_32)
+    return pair[1] if arm else pair[0]
+
+
+def parse_vmx(text: str) -> tuple[dict[str, str], list[str]]:
+    """(settings by lower-case key, lines that are not `key = "value"`): VMware's keys are case-insensitive."""
+    settings, bad = {}, []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([A-Za-z0-9_.:]+)\s*=\s*"([^"]*)"', line)
+        if m:
+            settings[m.group(1).lower()] = m.group(2)
+        else:
+            bad.append(line)
+    return settings, bad
+
+
+class VmwareDesktop(Provider):
+    NAME = "vmware_desktop"
+    OPTIONS = HARDWARE
+    TEXTS = (".vmx",)
+
+    def _arm(self) -> bool:
+        return self.job.architecture == "arm64"
+
+    def vmx(self, disk_file: str) -> bytes:
+        s, arm = self.job.settings, self._arm()
+        lines = [
+            '.encoding = "UTF-8"',
+            'config.version = "8"',
+            f'virtualHW.version = "{HARDWARE_VERSION["arm64" if arm else "amd64"]}"',
+            f'displayName = "{vm_name(self.job)}"',
+            f'guestOS = "{guest_os(s["os_type"], arm)}"',
+        ]
+        if arm or self.job.firmware == "efi":
+            lines.append('firmware = "efi"')
+        lines += [
+            f'numvcpus = "{s["cpus"]}"',
+            f'memsize = "{s["memory"]}"',
+            'pciBridge0.present = "TRUE"',
+            PCIE_ROOT_PORTS.rstrip("\n"),
+            'sata0.present = "TRUE"',
+            'sata0:0.present = "TRUE"',
+            f'sata0:0.fileName = "{disk_file}"',
+            'ethernet0.present = "TRUE"',
+            'ethernet0.virtualDev = "e1000e"',
+            'ethernet0.connectionType = "nat"',
+            'ethernet0.addressType = "generated"',
+            'usb.present = "TRUE"',
+        ]
+        if arm:
+            lines.append('usb_xhci.present = "TRUE"')
+        return ("\n".join(lines) + "\n").encode()
+
+    def members(self) -> list[Member]:
+        job = self.job
+        name = vm_name(job)
+        version = HARDWARE_VERSION["arm64" if self._arm() else "amd64"]
+        layout = SparseLayout(job.disk.size, job.clusters, f"{name}.vmdk", job.disk_id, version)
+        block = "  # VMware reads the VM's hardware from the box's .vmx; settings here override it.\n"
+        return [
+            Member.from_bytes("metadata.json", metadata_json(self.metadata())),
+            Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
+            Member.from_bytes(f"{name}.vmx", self.vmx(f"{name}.vmdk")),
+            Member(f"{name}.vmdk", layout.image_size, lambda: layout.stream(job.disk)),
+            *self.include_members(),
+        ]
+
+    @classmethod
+    def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:
+        """vagrant-vmware-desktop's rules: one .vmx (or the one metadata.json names), its disks in the box, monolithicSparse."""
+        names = {m["name"].removeprefix("./") for m in report.members}
+        vmxs = sorted(n for n in names if n.endswith(".vmx"))
+        meta: dict[str, Any] = report.metadata
+        chosen = meta.get("vmx_file") if isinstance(meta.get("vmx_file"), str) else (vmxs[0] if vmxs else None)
+        if chosen is None:
+            report.add("vmware-no-vmx", "error", "a vmware_desktop box needs a .vmx file; there is none")
+            return
+        if chosen not in texts:
+            report.add("vmware-no-vmx", "error", f"{chosen}: named by metadata.json but not in the box (or too large)")
+            return
+        if len(vmxs) > 1 and "vmx_file" not in meta:
+            report.add("vmware-vmx", "warning", f"{len(vmxs)} .vmx files; Vagrant takes the first it finds, {chosen!r} here")
+        try:
+            settings, bad = parse_vmx(texts[chosen].decode("utf-8"))
+        except UnicodeDecodeError:
+            report.add("vmx-syntax", "error", f"{chosen}: not UTF-8 text")
+            return
+        for line in bad[:3]:
+            report.add("vmx-syntax", "error", f"{chosen}: not a key = \"value\" line: {line[:80]!r}")
+        for key in ("config.version", "virtualhw.version"):
+            if key not in settings:
+                report.add("vmx-key", "error", f"{chosen}: has no {key}")
+        disks = {k: v for k, v in settings.items() if k.endswith(".filename") and settings.get(k[: -len("filename")] + "devicetype", "disk").find("cdrom") < 0}
+        if not disks:
+            report.add("vmx-disk", "error", f"{chosen}: attaches no disk")
+        for key, path in disks.items():
+            if path.removeprefix("./") not in names:
+                report.add("vmx-disk", "error", f"{chosen}: {key} names {path!r}, which is not in the box")
+        fmt = str(report.disk.get("format", ""))
+        if report.disk and fmt != "vmdk monolithicSparse":
+            report.add("vmware-disk-format", "error", f"{report.disk.get('member')} is {fmt}; a VMware VM runs from a monolithicSparse VMDK, not a transport format")
