@@ -112,7 +112,7 @@ def run(seed_dir: Path, examples: int) -> None:
             verify.render_inspect(report)
             report.to_json()
         try:
-            boxpack.pack(path, boxpack.PackOptions(["libvirt", "virtualbox", "vmware_desktop"], f"{work}/out/", force=True, threads=1))
+            boxpack.pack(path, boxpack.PackOptions(["libvirt", "virtualbox", "vmware_desktop", "hyperv"], f"{work}/out/", force=True, threads=1))
         except boxpack.BoxpackError:
             pass
         elapsed = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""VHDX (Hyper-V): reader and checker, fixed and dynamic disks.
+"""VHDX (Hyper-V): writer (dynamic), reader and checker (fixed and dynamic).
 
 References: [MS-VHDX] (header selection 2.2.2.1, region table 2.2.3, log
 2.3, BAT 2.5, metadata 2.6); qemu block/vhdx.c (vhdx_parse_header,
@@ -15,16 +15,23 @@ zero or unmapped read as zeros, as in qemu's vhdx_co_readv().
 
 from __future__ import annotations
 
+import struct
+import sys
+import uuid
+from array import array
 from collections.abc import Iterator
 
 import crc32c
 
 from ..bytesource import ByteSource, table_chunks
+from ..disk import CLUSTER, Source
 from ..errors import BoxpackError
 from ..findings import Findings
 from .base import block_pieces
 from .c_vhdx import (
     BAT_GUID,
+    PAGE83_GUID,
+    PHYSICAL_SECTOR_SIZE_GUID,
     BAT_OFFSET_SHIFT,
     BAT_STATE_MASK,
     FILE_PARAMETERS_GUID,
@@ -204,6 +211,127 @@ class VhdxReader:
 
     def close(self) -> None:
         self.data.close()
+
+
+# --- writing -------------------------------------------------------------------------------
+
+DEFAULT_BLOCK = MIB  # Microsoft's recommendation for Linux guests
+LOG_OFFSET, LOG_LENGTH = MIB, MIB
+METADATA_OFFSET, METADATA_LENGTH = 2 * MIB, MIB
+BAT_OFFSET = 3 * MIB
+METADATA_REQUIRED_DISK = 6  # IsVirtualDisk | IsRequired
+CREATOR = "boxpack"
+
+
+class VhdxLayout:
+    """A dynamic VHDX laid out from the data map: the size is known before a byte is written.
+
+    File identifier, two headers, two region tables in the first MiB; an empty
+    log (1 MiB: Hyper-V requires one; its GUID is zero, so there is nothing to
+    replay); metadata (block size, virtual size, 512-byte logical and 4096-byte
+    physical sectors, page 83 ID from the disk's content); the BAT with a
+    sector-bitmap entry after every chunk_ratio payload entries; then each
+    block that holds data, 1 MiB aligned, in guest order. Absent blocks are
+    NOT_PRESENT and read as zeros.
+    """
+
+    def __init__(self, disk_size: int, clusters: array, disk_id: bytes, block_size: int = DEFAULT_BLOCK) -> None:
+        if not MIB <= block_size <= 256 * MIB or block_size & (block_size - 1):
+            raise BoxpackError(f"VHDX block size {block_size} is not a power of two from 1 to 256 MiB")
+        self.size = disk_size
+        self.block_size = block_size
+        self.clusters = clusters
+        self.disk_id = disk_id
+        self.per_block = block_size // CLUSTER
+        self.blocks = sorted({c // self.per_block for c in clusters})
+        self.chunk_ratio = MAX_SECTORS_PER_BLOCK * 512 // block_size
+        count = -(-disk_size // block_size)
+        self.bat_entries = count + (count - 1) // self.chunk_ratio if count else 0
+        self.bat_length = max(MIB, -(-self.bat_entries * 8 // MIB) * MIB)
+        self.data_offset = BAT_OFFSET + self.bat_length
+        self.image_size = self.data_offset + len(self.blocks) * block_size
+
+    def _guid(self, n: int) -> bytes:
+        return uuid.UUID(bytes=self.disk_id[n : n + 16]).bytes_le
+
+    def _header(self, sequence: int) -> bytes:
+        raw = bytearray(HEADER_SIZE)
+        struct.pack_into("<4sIQ16s16s16sHHIQ", raw, 0, b"head", 0, sequence, self._guid(0), self._guid(8), bytes(16),
+                         0, 1, LOG_LENGTH, LOG_OFFSET)
+        struct.pack_into("<I", raw, 4, crc32c.crc32c(bytes(raw)))
+        return bytes(raw) + bytes(64 * 1024 - HEADER_SIZE)
+
+    def _region_table(self) -> bytes:
+        raw = bytearray(REGION_TABLE_SIZE)
+        struct.pack_into("<4sIII", raw, 0, b"regi", 0, 2, 0)
+        struct.pack_into("<16sQII", raw, 16, BAT_GUID, BAT_OFFSET, self.bat_length, REGION_REQUIRED)
+        struct.pack_into("<16sQII", raw, 48, METADATA_GUID, METADATA_OFFSET, METADATA_LENGTH, REGION_REQUIRED)
+        struct.pack_into("<I", raw, 4, crc32c.crc32c(bytes(raw)))
+        return bytes(raw)
+
+    def _metadata(self) -> bytes:
+        items = [
+            (FILE_PARAMETERS_GUID, struct.pack("<II", self.block_size, 0), METADATA_REQUIRED),
+            (VIRTUAL_DISK_SIZE_GUID, struct.pack("<Q", self.size), METADATA_REQUIRED_DISK),
+            (PAGE83_GUID, self._guid(16), METADATA_REQUIRED_DISK),
+            (LOGICAL_SECTOR_SIZE_GUID, struct.pack("<I", 512), METADATA_REQUIRED_DISK),
+            (PHYSICAL_SECTOR_SIZE_GUID, struct.pack("<I", 4096), METADATA_REQUIRED_DISK),
+        ]
+        raw = bytearray(METADATA_LENGTH)
+        struct.pack_into("<8sHH", raw, 0, b"metadata", 0, len(items))
+        offset = METADATA_TABLE_SIZE  # items start after the 64 KiB table, as Hyper-V and qemu write them
+        for i, (guid, value, flags) in enumerate(items):
+            struct.pack_into("<16sIIII", raw, 32 + 32 * i, guid, offset, len(value), flags, 0)
+            raw[offset : offset + len(value)] = value
+            offset += len(value)
+        return bytes(raw)
+
+    def _bat(self) -> Iterator[bytes]:
+        """The BAT in 1 MiB pieces: FULLY_PRESENT entries for the stored blocks, NOT_PRESENT (zero) elsewhere,
+        sector-bitmap entries included (a dynamic disk has no bitmaps)."""
+        first_mib = self.data_offset // MIB
+        stored = iter((b + b // self.chunk_ratio, first_mib + rank * (self.block_size // MIB)) for rank, b in enumerate(self.blocks))
+        entry = next(stored, None)
+        per_piece = MIB // 8
+        for first in range(0, self.bat_length // 8, per_piece):
+            piece = array("Q", bytes(MIB))
+            while entry is not None and entry[0] < first + per_piece:
+                piece[entry[0] - first] = (entry[1] << BAT_OFFSET_SHIFT) | PAYLOAD_FULLY_PRESENT
+                entry = next(stored, None)
+            if sys.byteorder == "big":
+                piece.byteswap()
+            yield piece.tobytes()
+
+    def stream(self, disk: Source) -> Iterator[bytes]:
+        """The whole VHDX, in order: metadata, then each stored block from a second scan of the disk."""
+        creator = b"vhdxfile" + CREATOR.encode("utf-16-le")
+        yield creator + bytes(64 * 1024 - len(creator))
+        yield self._header(1)
+        yield self._header(2)
+        yield self._region_table()
+        yield self._region_table()
+        yield bytes(LOG_OFFSET - 320 * 1024)
+        yield bytes(LOG_LENGTH)
+        yield self._metadata()
+        yield from self._bat()
+        expected = iter(self.clusters)
+        block, filled = -1, 0
+        for idx, data in disk.scan():
+            if idx != next(expected, None):
+                raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+            b, slot = divmod(idx, self.per_block)
+            if b != block:
+                if block >= 0:
+                    yield bytes((self.per_block - filled) * CLUSTER)
+                block, filled = b, 0
+            if slot > filled:
+                yield bytes((slot - filled) * CLUSTER)
+            yield data
+            filled = slot + 1
+        if next(expected, None) is not None:
+            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        if block >= 0:
+            yield bytes((self.per_block - filled) * CLUSTER)
 
 
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:

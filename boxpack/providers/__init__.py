@@ -6,11 +6,12 @@ A new provider is a module with a Provider subclass and one entry in PROVIDERS.
 from __future__ import annotations
 
 from .base import Job, Option, Provider
+from .hyperv import HyperV
 from .libvirt import Libvirt
 from .virtualbox import VirtualBox
 from .vmware_desktop import VmwareDesktop
 
-PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop)}
+PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV)}
 
 __all__ = ["Job", "Option", "PROVIDERS", "Provider", "options"]
 
