@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
+import json
 import logging
 import os
 import signal
 import sys
 from urllib.parse import quote
 
-from . import __version__, catalog, verify
+from . import __version__, boottest, catalog, verify
 from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="boxpack",
         description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
         + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack catalog, "
-        "boxpack inspect, boxpack verify (each with --help).",
+        "boxpack inspect, boxpack verify, boxpack test (each with --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
+    p.add_argument("--test", action="store_true", help="boot each box written to a file and check it as `boxpack test` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
     sums = p.add_argument_group("checksums and catalog")
     sums.add_argument(
@@ -212,6 +215,51 @@ def examine_main(action: str, argv: list[str]) -> int:
         print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)
         return 2
     return report.exit_code if action == "verify" else (2 if report.unreadable else 0)
+
+
+def build_test_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="boxpack test",
+        description="Boot a box in QEMU (KVM where it can, TCG elsewhere) with the firmware, disk bus and NIC its "
+        "provider gives the VM, and check what `vagrant up` needs: SSH as vagrant with Vagrant's insecure key, "
+        "passwordless sudo, then --command. Exit 0 when every check passes, 1 when one fails or the box does not "
+        "come up in time, 2 when the test cannot run here. Needs qemu-system-x86_64 (or -aarch64), OVMF for UEFI "
+        "boxes, and ssh.",
+    )
+    p.add_argument("box", metavar="BOX", help="a box file (or a disk image)")
+    p.add_argument("--timeout", type=int, default=600, metavar="SECONDS", help="for the boot and the checks (default: 600)")
+    p.add_argument("--command", metavar="CMD", help="run CMD in the guest after the checks; it must exit 0")
+    p.add_argument("--ssh-key", metavar="FILE", help="the private key (default: Vagrant's insecure key, as installed here)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default: 1024)")
+    p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default: 2)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def test_main(argv: list[str]) -> int:
+    args = build_test_parser().parse_args(argv)
+    options = boottest.TestOptions(args.timeout, args.command, args.ssh_key, args.memory, args.cpus)
+    return _run_test(args.box, options, args.json)
+
+
+def _run_test(box: str, options: boottest.TestOptions, as_json: bool) -> int:
+    say = (lambda m: print(f"boxpack: test: {m}", file=sys.stderr)) if sys.stderr.isatty() and not as_json else None
+    result = boottest.test(box, options, say)
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(result), "exit_code": result.exit_code}, indent=2))
+        return result.exit_code
+    if result.error:
+        print(f"boxpack: test: {result.error}", file=sys.stderr)
+        return 2
+    boot = f"{result.boot_seconds:.0f} s" if result.boot_seconds is not None else "did not come up"
+    print(f"{box}: {result.provider} box, {result.architecture}, firmware {result.firmware}, {result.accelerator}, boot {boot}")
+    for c in result.checks:
+        print(f"  {'PASS' if c.passed else 'FAIL'}  {c.name}" + (f": {c.detail}" if c.detail and not c.passed else ""))
+    if result.console_tail:
+        print("  console (last lines):")
+        print("".join(f"    {verify.printable(line)}\n" for line in result.console_tail), end="")
+    print(f"{box}: " + ("OK" if result.exit_code == 0 else "FAILED"))
+    return result.exit_code
 
 
 def catalog_main(argv: list[str]) -> int:
@@ -319,6 +367,8 @@ def _main(argv: list[str]) -> int:
         return catalog_main(argv[1:])
     if argv[:1] in (["inspect"], ["verify"]):
         return examine_main(argv[0], argv[1:])
+    if argv[:1] == ["test"]:
+        return test_main(argv[1:])
     args = build_parser().parse_args(argv)
     logger = logging.getLogger("boxpack")
     logger.addHandler(_OneLine())
@@ -383,6 +433,10 @@ def _main(argv: list[str]) -> int:
             report = verify.examine(str(r.path), checksum=f"{r.checksum_type}:{r.checksum}")
             if report.exit_code:
                 sys.stderr.write(verify.render_verify(report))
+                failed = 1
+    if args.test:
+        for r in results:
+            if r.path is not None and _run_test(str(r.path), boottest.TestOptions(), False):
                 failed = 1
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)

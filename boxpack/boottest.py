@@ -1,0 +1,314 @@
+"""`boxpack test`: boot a box in QEMU and check what `vagrant up` needs of it, before it is published.
+
+The box's disk is written to a sparse raw file (whatever its format, read
+through the same sources as packing), never modifying the box, and booted
+with qemu-system-<arch>: KVM where it can run a guest, TCG elsewhere; the
+box's firmware (SeaBIOS, or OVMF/AAVMF for a UEFI disk); the disk bus and NIC
+the provider gives the VM; user-mode networking with SSH forwarded on
+127.0.0.1. Then, as Vagrant does on `vagrant up`: SSH as `vagrant` with
+Vagrant's insecure key, passwordless sudo, the user's command. OpenSSH's `ssh`
+client runs the checks: it is on every machine that runs Vagrant, and no
+Python SSH library joins the dependencies for it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import box as boxfile
+from .errors import BoxpackError
+from .partitions import read_partition_table
+from .sources import open_source
+
+SSH_USER = "vagrant"
+# Vagrant's insecure private key: what Vagrant copies to ~/.vagrant.d, and where packages install it.
+KEY_CANDIDATES = (
+    "~/.vagrant.d/insecure_private_key",
+    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant",
+    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.key.rsa",
+    "/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant",
+    "/usr/share/vagrant/gems/gems/vagrant-*/keys/vagrant",
+    "/usr/lib/ruby/vendor_ruby/vagrant/keys/vagrant",
+)
+# UEFI firmware as one file (code and variables), where Debian, Ubuntu, Fedora and Arch install it.
+OVMF = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/edk2/ovmf/OVMF.fd",
+        "/usr/share/edk2/x64/OVMF.fd", "/usr/share/edk2-ovmf/x64/OVMF.fd")
+AAVMF = ("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/edk2/aarch64/QEMU_EFI.fd",
+         "/usr/share/edk2/aarch64/QEMU_CODE.fd")
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+# The disk controller and NIC each provider gives the VM, as QEMU devices.
+HARDWARE = {
+    "libvirt": ("virtio", "virtio-net-pci"),
+    "virtualbox": ("sata", "e1000"),
+    "vmware_desktop": ("sata", "e1000e"),
+    "hyperv": ("sata", "e1000"),
+}
+
+
+@dataclass
+class TestOptions:
+    timeout: int = 600  # seconds for the boot and the checks
+    command: str | None = None  # run in the guest after the checks
+    ssh_key: str | os.PathLike[str] | None = None  # default: Vagrant's insecure key, as installed here
+    memory: int = 1024  # MiB
+    cpus: int = 2
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class TestResult:
+    box: str
+    provider: str = ""
+    architecture: str = ""
+    firmware: str = ""
+    accelerator: str = ""
+    qemu: list[str] = field(default_factory=list)
+    boot_seconds: float | None = None
+    checks: list[Check] = field(default_factory=list)
+    console_tail: list[str] = field(default_factory=list)
+    error: str | None = None  # why the test could not run (exit 2)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return 2
+        return 0 if self.checks and all(c.passed for c in self.checks) else 1
+
+
+class CannotRun(BoxpackError):
+    """The test cannot run on this machine (no QEMU, no firmware, no key): exit 2."""
+
+
+def find_key(given: str | os.PathLike[str] | None) -> Path:
+    if given:
+        key = Path(given)
+        if not key.is_file():
+            raise CannotRun(f"{key}: no such SSH key")
+        return key
+    for pattern in KEY_CANDIDATES:
+        for match in sorted(glob.glob(os.path.expanduser(pattern))):
+            return Path(match)
+    raise CannotRun("Vagrant's insecure key was not found (install Vagrant, or give --ssh-key FILE)")
+
+
+def find_firmware(arch: str, firmware: str) -> str | None:
+    """The UEFI firmware file for arch, or None for BIOS (QEMU's SeaBIOS)."""
+    if firmware != "efi" and arch != "arm64":
+        return None
+    candidates = AAVMF if arch == "arm64" else OVMF
+    found = next((f for f in candidates if os.path.isfile(f)), None)
+    if found is None:
+        package = "qemu-efi-aarch64" if arch == "arm64" else "ovmf"
+        raise CannotRun(f"this box boots with UEFI, but no {'AAVMF' if arch == 'arm64' else 'OVMF'} firmware was found (Debian: apt install {package})")
+    return found
+
+
+def kvm_usable(arch: str) -> bool:
+    """KVM when /dev/kvm opens and the host's CPU can run this architecture's guests; TCG otherwise."""
+    host = os.uname().machine
+    if {"x86_64": "amd64", "aarch64": "arm64"}.get(host) != arch:
+        return False
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def qemu_command(image: Path, arch: str, provider: str, firmware_file: str | None, accelerator: str, port: int,
+                 serial: Path, options: TestOptions) -> list[str]:
+    """The QEMU command line that boots the box's disk as its provider would."""
+    binary = QEMU.get(arch)
+    if binary is None:
+        raise CannotRun(f"architecture {arch!r}: boxpack test boots amd64 and arm64 boxes")
+    bus, nic = HARDWARE.get(provider, ("virtio", "virtio-net-pci"))
+    cmd = [binary, "-accel", accelerator, "-m", str(options.memory), "-smp", str(options.cpus),
+           "-display", "none", "-monitor", "none", "-serial", f"file:{serial}", "-no-reboot"]
+    if arch == "arm64":
+        cmd += ["-M", "virt", "-cpu", "host" if accelerator == "kvm" else "max"]
+    elif accelerator == "kvm":
+        cmd += ["-cpu", "host"]
+    if firmware_file:
+        cmd += ["-bios", firmware_file]
+    drive = f"file={image},format=raw,if=none,id=disk0,snapshot=on"
+    if bus == "virtio":
+        cmd += ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
+    else:
+        cmd += ["-drive", drive, "-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"]
+    cmd += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", f"{nic},netdev=net0"]
+    return cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _extract(source, path: Path) -> None:
+    """The disk as a sparse raw file: only the clusters that hold data are written."""
+    with open(path, "wb") as f:
+        f.truncate(source.size)
+        for cluster, data in source.scan():
+            f.seek(cluster * 65536)
+            f.write(data)
+
+
+def _exits_early(proc: subprocess.Popen, seconds: float = 5) -> bool:
+    """True when QEMU quit within its first seconds: KVM that opens but cannot run a vCPU."""
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _without_host_cpu(cmd: list[str]) -> list[str]:
+    """The command for TCG: "-accel tcg", and no "-cpu host" (only KVM has the host's CPU)."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(cmd):
+        if skip:
+            skip = False
+            continue
+        if arg == "-cpu" and i + 1 < len(cmd) and cmd[i + 1] == "host":
+            skip = True
+            if "-M" in cmd:  # aarch64 "virt" needs a CPU model under TCG
+                out += ["-cpu", "max"]
+            continue
+        out.append("tcg" if arg == "kvm" and i and cmd[i - 1] == "-accel" else arg)
+    return out
+
+
+def _ssh(key: Path, port: int, command: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+         f"{SSH_USER}@127.0.0.1", command],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: Callable[[str], None] | None = None) -> TestResult:
+    """Boot the box at path and run the checks; never raises for a box that fails, only reports."""
+    o = options or TestOptions()
+    say = say or (lambda message: None)
+    result = TestResult(str(path))
+    with tempfile.TemporaryDirectory(prefix="boxpack-test-") as tmp:
+        work = Path(tmp)
+        try:
+            qemu, port, key = _prepare(Path(path), o, result, work, say)
+        except BoxpackError as e:
+            result.error = str(e)
+            return result
+        serial = work / "serial.log"
+        started = time.monotonic()
+        say(f"booting ({result.firmware}, {result.accelerator}) ...")
+        proc = subprocess.Popen(qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if result.accelerator == "kvm" and _exits_early(proc):
+            # /dev/kvm opens, but this host cannot run a vCPU with it (nested virtualisation): TCG.
+            result.accelerator = "tcg"
+            result.qemu = qemu = _without_host_cpu(qemu)
+            say("KVM cannot run this guest here; booting with TCG ...")
+            started = time.monotonic()
+            proc = subprocess.Popen(qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _checks(proc, key, port, started, o, result, say)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if result.exit_code:
+                lines = serial.read_text(errors="replace").splitlines() if serial.exists() else []
+                result.console_tail = lines[-25:]
+    return result
+
+
+def _prepare(path: Path, o: TestOptions, result: TestResult, work: Path, say: Callable[[str], None]) -> tuple[list[str], int, Path]:
+    key = find_key(o.ssh_key)
+    try:
+        meta = boxfile.read_metadata(path)
+    except BoxpackError:
+        meta = {}
+    result.provider = str(meta.get("provider", "libvirt"))
+    say("extracting the disk ...")
+    image = work / "disk.raw"
+    with open_source(path, 2) as source:
+        _extract(source, image)
+        table = read_partition_table(source)
+        arch = meta.get("architecture") or source.architecture or table.architecture() or "amd64"
+    result.architecture = str(arch)
+    result.firmware = table.firmware()[0]
+    firmware_file = find_firmware(result.architecture, result.firmware)
+    if shutil.which(QEMU.get(result.architecture, "qemu-system-x86_64")) is None:
+        raise CannotRun(f"{QEMU.get(result.architecture)} is not installed (Debian: apt install qemu-system-{'arm' if result.architecture == 'arm64' else 'x86'})")
+    if shutil.which("ssh") is None:
+        raise CannotRun("the ssh client is not installed (Debian: apt install openssh-client)")
+    result.accelerator = "kvm" if kvm_usable(result.architecture) else "tcg"
+    port = _free_port()
+    result.qemu = qemu_command(image, result.architecture, result.provider, firmware_file, result.accelerator, port, work / "serial.log", o)
+    return result.qemu, port, key
+
+
+def _checks(proc: subprocess.Popen, key: Path, port: int, started: float, o: TestOptions, result: TestResult,
+            say: Callable[[str], None]) -> None:
+    """Wait for SSH, then the checks `vagrant up` depends on, within the timeout."""
+    deadline = started + o.timeout
+    say("waiting for SSH ...")
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
+            result.checks.append(Check("boot", False, f"QEMU exited with {proc.returncode}: {err[-1] if err else ''}"))
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            result.checks.append(Check("boot", False, f"no SSH login within {o.timeout} s"))
+            return
+        try:
+            login = _ssh(key, port, "true", int(min(60, max(5, left))))
+        except subprocess.TimeoutExpired:
+            continue
+        if login.returncode == 0:
+            break
+        if "Permission denied" in login.stderr:
+            result.boot_seconds = time.monotonic() - started
+            result.checks.append(Check("ssh as vagrant with the insecure key", False,
+                                       f"sshd answers but refuses the key: {login.stderr.strip()[:200]}"))
+            return
+        time.sleep(2)
+    result.boot_seconds = time.monotonic() - started
+    result.checks.append(Check("ssh as vagrant with the insecure key", True))
+    say(f"up after {result.boot_seconds:.0f} s")
+    steps = [("passwordless sudo", "sudo -n true")]
+    if o.command:
+        steps.append((f"command: {o.command}", o.command))
+    for name, command in steps:
+        try:
+            out = _ssh(key, port, command, max(10, int(deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            result.checks.append(Check(name, False, "timed out"))
+            return
+        detail = (out.stdout + out.stderr).strip()
+        result.checks.append(Check(name, out.returncode == 0, detail[-300:]))
+    try:
+        _ssh(key, port, "sudo -n poweroff", 20)
+    except subprocess.TimeoutExpired:
+        pass

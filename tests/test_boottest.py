@@ -1,0 +1,66 @@
+"""`boxpack test` without a VM: the machine it describes to QEMU, and what it says when it cannot run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import MIB, make_disk, run_boxpack
+
+from boxpack import boottest
+
+
+def _cmd(provider: str, arch: str = "amd64", firmware: str | None = None, accel: str = "tcg") -> list[str]:
+    return boottest.qemu_command(Path("/d.raw"), arch, provider, firmware, accel, 2222, Path("/s.log"), boottest.TestOptions())
+
+
+def test_disk_bus_and_nic_follow_the_provider() -> None:
+    libvirt = " ".join(_cmd("libvirt"))
+    assert "virtio-blk-pci,drive=disk0" in libvirt and "virtio-net-pci,netdev=net0" in libvirt
+    for provider, nic in (("virtualbox", "e1000"), ("vmware_desktop", "e1000e"), ("hyperv", "e1000")):
+        cmd = " ".join(_cmd(provider))
+        assert "-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0" in cmd and f"-device {nic},netdev=net0" in cmd
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in libvirt and "snapshot=on" in libvirt and "format=raw" in libvirt
+
+
+def test_firmware_accelerator_and_architecture() -> None:
+    efi = _cmd("libvirt", firmware="/usr/share/ovmf/OVMF.fd", accel="kvm")
+    assert efi[0] == "qemu-system-x86_64" and efi[efi.index("-bios") + 1] == "/usr/share/ovmf/OVMF.fd"
+    assert efi[efi.index("-accel") + 1] == "kvm" and efi[efi.index("-cpu") + 1] == "host"
+    assert "-bios" not in _cmd("libvirt")  # BIOS: QEMU's own SeaBIOS
+    arm = _cmd("libvirt", arch="arm64", firmware="/usr/share/AAVMF/AAVMF_CODE.fd")
+    assert arm[0] == "qemu-system-aarch64" and arm[arm.index("-M") + 1] == "virt" and arm[arm.index("-cpu") + 1] == "max"
+    assert boottest._without_host_cpu(_cmd("libvirt", accel="kvm"))[2] == "tcg"
+    with pytest.raises(boottest.CannotRun, match="boots amd64 and arm64"):
+        _cmd("libvirt", arch="riscv64")
+
+
+def test_missing_firmware_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boottest, "OVMF", ("/nonexistent/OVMF.fd",))
+    with pytest.raises(boottest.CannotRun, match="apt install ovmf"):
+        boottest.find_firmware("amd64", "efi")
+    assert boottest.find_firmware("amd64", "bios") is None
+
+
+@pytest.mark.parametrize("layout,firmware", [("efi", "efi"), ("bios", "bios")])
+def test_cannot_run_without_qemu_exits_2_naming_it(tmp_path: Path, layout: str, firmware: str) -> None:
+    disk = make_disk.make(tmp_path / "d.img", layout=layout, size=64 * MIB, data=2 * MIB)
+    box = tmp_path / "d.box"
+    run_boxpack(disk, "--provider", "virtualbox", "-o", box)
+    key = tmp_path / "key"
+    key.write_text("not a real key\n")
+    proc = run_boxpack("test", box, "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 2 and result["exit_code"] == 2
+    assert result["firmware"] == firmware and result["provider"] == "virtualbox"
+    assert "qemu-system-x86_64 is not installed" in result["error"]
+    human = run_boxpack("test", box, "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
+    assert human.returncode == 2 and human.stderr.decode().count("\n") == 1 and "apt install qemu-system-x86" in human.stderr.decode()
+
+
+def test_a_missing_key_is_named(tmp_path: Path) -> None:
+    disk = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB)
+    run_boxpack(disk, "--provider", "libvirt", "-o", tmp_path / "d.box")
+    proc = run_boxpack("test", tmp_path / "d.box", "--ssh-key", tmp_path / "nokey", check=False)
+    assert proc.returncode == 2 and "no such SSH key" in proc.stderr.decode()
