@@ -45,3 +45,17 @@ def block_pieces(
         for off in range(0, length, step):
             n = min(step, length - off)
             yield guest + off, data.pread(host + off, n)
+
+
+def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findings) -> int:
+    """Every allocated block of a block-mapped disk (VHD, VHDX, VDI) inside the file; returns how many there are.
+    reader offers allocated(), block_size and size; a map that cannot be read is a finding too."""
+    allocated = 0
+    try:
+        for index, host in reader.allocated():
+            allocated += 1
+            if host + min(reader.block_size, reader.size - index * reader.block_size) > data.size:
+                findings.add(code, "error", f"{name}: block {index} at byte {host} is past the end of the file")
+    except BoxpackError as e:
+        findings.add(code, "error", str(e))
+    return allocated

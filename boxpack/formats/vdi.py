@@ -13,7 +13,7 @@ from ..bytesource import ByteSource, table_chunks
 from ..disk import SECTOR
 from ..errors import BoxpackError
 from ..findings import Findings
-from .base import block_pieces
+from .base import block_pieces, check_blocks
 from .c_vdi import BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO, VERSION_1_1, Header
 
 NAME = "VDI"
@@ -80,13 +80,6 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
     except BoxpackError as e:
         findings.add("vdi-header", "error", str(e))
         return {"format": "VDI"}, findings
-    allocated = 0
-    try:
-        for index, host in reader.allocated():
-            allocated += 1
-            if host + min(reader.block_size, reader.size - index * reader.block_size) > data.size:
-                findings.add("vdi-block-map", "error", f"{name}: block {index} at byte {host} is past the end of the file")
-    except BoxpackError as e:
-        findings.add("vdi-block-map", "error", str(e))
+    allocated = check_blocks(reader, data, name, "vdi-block-map", findings)
     return {"format": reader.format, "virtual_size": reader.size, "block_size": reader.block_size,
             "allocated_blocks": allocated, "file_size": data.size}, findings

@@ -20,7 +20,7 @@ from ..bytesource import ByteSource, table_chunks
 from ..disk import SECTOR
 from ..errors import BoxpackError
 from ..findings import Findings
-from .base import block_pieces
+from .base import block_pieces, check_blocks
 from .c_vhd import (
     CHECKSUM_OFFSET,
     DISK_DIFFERENCING,
@@ -133,10 +133,5 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
         return {"format": "VHD"}, findings
     facts = {"format": reader.format, "virtual_size": reader.size, "creator": reader.creator, "file_size": data.size}
     if reader.variant == "dynamic":
-        allocated = 0
-        for index, host in reader.allocated():
-            allocated += 1
-            if host + min(reader.block_size, reader.size - index * reader.block_size) > data.size:
-                findings.add("vhd-bat", "error", f"{name}: BAT entry {index} points past the end of the file")
-        facts.update(block_size=reader.block_size, allocated_blocks=allocated)
+        facts.update(block_size=reader.block_size, allocated_blocks=check_blocks(reader, data, name, "vhd-bat", findings))
     return facts, findings

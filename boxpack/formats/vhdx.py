@@ -27,7 +27,7 @@ from ..bytesource import ByteSource, table_chunks
 from ..disk import CLUSTER, Source
 from ..errors import BoxpackError
 from ..findings import Findings
-from .base import block_pieces
+from .base import block_pieces, check_blocks
 from .c_vhdx import (
     BAT_GUID,
     PAGE83_GUID,
@@ -342,13 +342,6 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
     except BoxpackError as e:
         findings.add("vhdx-header", "error", str(e))
         return {"format": "VHDX"}, findings
-    allocated = 0
-    try:
-        for block, host in reader.allocated():
-            allocated += 1
-            if host + min(reader.block_size, reader.size - block * reader.block_size) > data.size:
-                findings.add("vhdx-bat", "error", f"{name}: BAT entry for block {block} points past the end of the file")
-    except BoxpackError as e:
-        findings.add("vhdx-bat", "error", str(e))
+    allocated = check_blocks(reader, data, name, "vhdx-bat", findings)
     return {"format": reader.format, "virtual_size": reader.size, "block_size": reader.block_size,
             "logical_sector_size": reader.logical_sector_size, "allocated_blocks": allocated, "file_size": data.size}, findings
