@@ -243,7 +243,10 @@ def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: 
 
 
 def _prepare(path: Path, o: TestOptions, result: TestResult, work: Path, say: Callable[[str], None]) -> tuple[list[str], int, Path]:
-    key = find_key(o.ssh_key)
+    # ssh ignores a private key others may read, and packages install Vagrant's mode 0644: use a private copy.
+    key = work / "key"
+    shutil.copyfile(find_key(o.ssh_key), key)
+    key.chmod(0o600)
     try:
         meta = boxfile.read_metadata(path)
     except BoxpackError:
