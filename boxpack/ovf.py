@@ -34,6 +34,10 @@ VMDK_FORMATS = {
     "http://www.vmware.com/specifications/vmdk.html#sparse",
     "http://www.vmware.com/specifications/vmdk.html#compressed",
 }
+# Other disk format URIs VirtualBox accepts (ApplianceImpl.cpp, i_initSetOfSupportedStandardsURI): ISO and VHD.
+OTHER_FORMATS = {"http://www.ecma-international.org/publications/standards/Ecma-119.htm", "http://go.microsoft.com/fwlink/?LinkId=137171"}
+# For any other URI VirtualBox goes by the file's extension (ApplianceImplImport.cpp, i_importMachineGeneric).
+KNOWN_EXTENSIONS = (".vmdk", ".vhd", ".vdi", ".iso")
 MEMORY_UNITS = {"MegaBytes", "MB", "byte * 2^20", "GigaBytes", "GB", "byte * 2^30"}
 SATA_SUBTYPES = {"AHCI", "vmware.sata.ahci"}
 OTHER_STORAGE_SUBTYPES = SATA_SUBTYPES | {"VirtioSCSI", "virtio-scsi", "NVMe", "vmware.nvme.controller"}
@@ -213,8 +217,9 @@ def check(xml: bytes, members: Mapping[str, int] | None = None) -> Findings:
                 problems.append(
                     f"Disk {did}: VirtualBox ignores capacityAllocationUnits {units!r} and reads ovf:capacity as bytes"
                 )
-            if fmt not in VMDK_FORMATS:
-                problems.append(f"Disk {did}: format {fmt!r} is not a VMDK format VirtualBox imports")
+            href = files.get(ref or "", "")
+            if fmt not in VMDK_FORMATS | OTHER_FORMATS and not href.lower().endswith(KNOWN_EXTENSIONS):
+                problems.append(f"Disk {did}: format {fmt!r} is not one VirtualBox imports, nor is the file's extension ({href!r})")
             if ref is not None and ref not in files:
                 problems.append(f"Disk {did}: fileRef {ref!r} names no File")
     systems = _children(root, "VirtualSystem")
@@ -259,7 +264,8 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], pr
             if not iid:
                 problems.append(f"controller Item of type {t} has no InstanceID")
             controllers.add(iid)
-        if t == 20 and _text(it, "ResourceSubType") not in OTHER_STORAGE_SUBTYPES:
+        # VirtualBox compares controller subtypes case-insensitively (ovfreader.cpp, RTStrICmp).
+        if t == 20 and (_text(it, "ResourceSubType") or "").lower() not in {x.lower() for x in OTHER_STORAGE_SUBTYPES}:
             problems.append(f"Item {iid}: storage controller subtype {_text(it, 'ResourceSubType')!r} is unknown to VirtualBox")
         if t == 3 and not 0 < _int(_text(it, "VirtualQuantity")) < 65535:
             problems.append(f"Item {iid}: CPU count must be 1..65534")
@@ -280,8 +286,10 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], pr
         prefix = next((p for p in ("ovf://disk/", "ovf:/disk/", "/disk/") if host.startswith(p)), None)
         if prefix is None or host[len(prefix):] not in disk_ids:
             problems.append(f"disk Item {iid}: HostResource {host!r} names no Disk")
-    if not nics or _text(nics[0], "Connection") != "NAT":
-        problems.append("the first network adapter must be NAT (Vagrant connects through it)")
+    # Vagrant sets adapter 1 to NAT itself (plugins/providers/virtualbox/config.rb, network_adapter 1 :nat),
+    # so another connection there is only worth a warning, and a box without NICs is fine.
+    if nics and _text(nics[0], "Connection") != "NAT":
+        problems.findings.add("ovf-nat", "warning", f"the first network adapter is {_text(nics[0], 'Connection')!r}, not NAT; Vagrant makes it NAT on import")
     _check_vbox_machine(vs, disk_ids, problems)
 
 
@@ -289,7 +297,7 @@ def _check_vbox_machine(vs: etree._Element, disk_ids: Mapping[str, etree._Elemen
     """A vbox:Machine's image UUIDs must match the DiskSection's vbox:uuid, or import fails."""
     uuids = {(d.get(_q(VBOX_NS, "uuid")) or "").strip("{}").lower() for d in disk_ids.values()}
     for machine in vs.iter(_q(VBOX_NS, "Machine")):
-        for image in machine.iter(_q(VBOX_NS, "Image")):
+        for image in machine.iter("{*}Image"):  # VirtualBox writes <Image> in the OVF namespace, not vbox's
             u = (image.get("uuid") or "").strip("{}").lower()
             if u not in uuids:
                 problems.append(f"vbox:Machine attaches image {u}, which the DiskSection does not describe")

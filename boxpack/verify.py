@@ -257,8 +257,15 @@ def _read_texts(texts: dict[str, bytes], report: Report) -> None:
 def _box_rules(report: Report, texts: dict[str, bytes]) -> None:
     """The rules across members: metadata, then the provider's own."""
     meta = report.metadata
+    names = {m["name"].removeprefix("./") for m in report.members}
+    if meta is None and "metadata.json" not in names and "box.ovf" in names:
+        # A V1 box, as `vagrant package` of VirtualBox 4.x wrote it: Vagrant adds it as a virtualbox box and
+        # writes the metadata itself (lib/vagrant/box_collection.rb, v1_box? and v1_upgrade).
+        report.add("box-v1", "info", "no metadata.json: an old (V1) VirtualBox box, which Vagrant upgrades as it adds it")
+        PROVIDERS["virtualbox"].check_box(report, texts)
+        return
     if meta is None:
-        if not any(m["name"].removeprefix("./") == "metadata.json" for m in report.members):
+        if "metadata.json" not in names:
             report.add("metadata-missing", "error", "no metadata.json at the root; Vagrant refuses the box")
         return
     try:

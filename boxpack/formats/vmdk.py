@@ -342,6 +342,13 @@ def read_chunks(f: BinaryIO, size: int, chunk: int = 1024 * 1024) -> Iterator[by
 SUPPORTED_TYPES = ("monolithicSparse", "streamOptimized")
 
 
+def newline_problem(found: bytes) -> str:
+    """Blame a text-mode copy only when the newline-test bytes show one (CR/LF added or removed)."""
+    if found.startswith((b"\n \n", b"\r\n \r")):
+        return "header corrupted by newline translation (was it copied in text mode?)"
+    return f"the header's newline-test bytes are {found!r}, not {NEWLINE_TEST!r}: the header is damaged"
+
+
 def parse_descriptor(text: str) -> tuple[str | None, list[str]]:
     """(createType, extent lines) of a descriptor."""
     create_type = None
@@ -381,7 +388,7 @@ class VmdkReader:
         if h.version not in (1, 2, 3):
             raise BoxpackError(f"{name}: VMDK version {h.version} is not supported")
         if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
-            raise BoxpackError(f"{name}: header corrupted by newline translation (was it copied in text mode?)")
+            raise BoxpackError(f"{name}: {newline_problem(h.newline_test)}")
         if h.grain_size < 1 or h.grain_size & (h.grain_size - 1) or h.grain_size > 2048:
             raise BoxpackError(f"{name}: grain size {h.grain_size} sectors is not a power of two up to 1 MiB")
         if not 1 <= h.num_gtes_per_gt <= 4096:
@@ -546,7 +553,7 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
     if h.version not in (1, 3):
         findings.add("vmdk-version", "error", f"{name}: header version {h.version}; VirtualBox takes only 1 and 3")
     if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
-        findings.add("vmdk-newlines", "error", f"{name}: header corrupted by CR/LF translation")
+        findings.add("vmdk-newlines", "error", f"{name}: {newline_problem(h.newline_test)}")
     lines = text.splitlines()
     if not lines or lines[0].replace(" ", "").lower() != "#diskdescriptorfile":
         findings.add("vmdk-descriptor", "error", f"{name}: the descriptor does not start with '# Disk DescriptorFile'")
