@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         for o in opts:
             group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout describing every box (schemas/pack-result.schema.json); "
+                   "the summary stays on stderr")
     p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
     p.add_argument("--test", action="store_true", help="boot each box written to a file and check it as `boxpack test` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
@@ -375,6 +378,9 @@ def _main(argv: list[str]) -> int:
     logger.propagate = False
     progress = Progress() if sys.stderr.isatty() and not args.quiet else None
     output = sys.stdout.buffer if args.output == "-" else args.output
+    if args.json and args.output == "-":
+        print("boxpack: error: --json prints to stdout, where -o - writes the box; choose one", file=sys.stderr)
+        return 1
     if output is sys.stdout.buffer and sys.stdout.isatty():
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
@@ -440,6 +446,8 @@ def _main(argv: list[str]) -> int:
                 failed = 1
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"boxes": [result_json(r) for r in results], "exit_code": failed}, indent=2))
     if not args.quiet:
         for r in results:
             where = r.path.name if r.path else "<stdout>"
@@ -449,6 +457,23 @@ def _main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
     return failed
+
+
+def result_json(r) -> dict:
+    """One box of `boxpack --json`, as schemas/pack-result.schema.json describes it."""
+    firmware, _, why = r.firmware.partition(" (")
+    return {
+        "path": str(r.path) if r.path else None,
+        "provider": r.provider,
+        "architecture": r.architecture,
+        "size": r.size,
+        "checksum_type": r.checksum_type,
+        "checksum": r.checksum,
+        "firmware": firmware,
+        "firmware_reason": why.rstrip(")"),
+        "disks": [{"format": r.disk_format, "virtual_size": r.virtual_size}],
+        "seconds": round(r.seconds, 3),
+    }
 
 
 def _written(results: list) -> str:

@@ -103,6 +103,8 @@ class BoxResult:
     seconds: float  # from the start of the run to this box's last byte
     firmware: str  # "bios" or "efi", and why
     architecture: str | None
+    disk_format: str  # of the disk in the box: "qcow2", "vmdk streamOptimized", ...
+    virtual_size: int  # bytes
 
 
 def _stem(source: Path) -> str:
@@ -215,7 +217,7 @@ def pack(
                     progress.finish()
                 results.append(
                     BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                              time.monotonic() - started, firmware_note, job.architecture)
+                              time.monotonic() - started, firmware_note, job.architecture, writer.DISK_FORMAT, disk.size)
                 )
                 if on_box:
                     on_box(results[-1])

@@ -248,3 +248,20 @@ def test_vagrant_refuses_a_wrong_checksum(tmp_path: Path, libvirt_box: Path) -> 
     assert proc.returncode != 0
     assert "checksum" in (proc.stdout + proc.stderr).lower()
     assert "org/sample" not in _vagrant(tmp_path / "home", "box", "list").stdout
+
+
+def test_json_result_validates_for_every_provider(tmp_path: Path, sample_disk: Path) -> None:
+    """`boxpack --json`: one document on stdout, valid against schemas/pack-result.schema.json; the summary on stderr."""
+    from boxpack.metadata import validate
+    from boxpack.providers import PROVIDERS
+
+    args = [x for p in PROVIDERS for x in ("--provider", p)]
+    proc = run_boxpack(sample_disk, *args, "-o", f"{tmp_path}/out/", "--json")
+    doc = json.loads(proc.stdout)
+    validate(doc, "pack-result.schema.json", "boxpack --json")
+    assert sorted(b["provider"] for b in doc["boxes"]) == sorted(PROVIDERS)
+    for b in doc["boxes"]:
+        assert Path(b["path"]).stat().st_size == b["size"] and b["firmware"] == "efi" and b["disks"][0]["virtual_size"] == 2 * 1024**3
+    assert proc.stderr.decode().count("boxpack: ") == len(PROVIDERS)
+    bad = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", "--json", check=False)
+    assert bad.returncode == 1 and "choose one" in bad.stderr.decode()

@@ -79,6 +79,7 @@ class Job:
 
 class Provider:
     NAME: ClassVar[str]
+    DISK_FORMAT: ClassVar[str]  # the format of the disk in the box, as inspect names it
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
     MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"

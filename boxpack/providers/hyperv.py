@@ -98,6 +98,7 @@ def read_vm_xml(xml: bytes) -> VmXml:
 
 class HyperV(Provider):
     NAME = "hyperv"
+    DISK_FORMAT = "vhdx"
     OPTIONS = (
         *HARDWARE,
         Option("vhdx_block_size", "--vhdx-block-size", "Hyper-V: VHDX block size in MiB, a power of two from 1 to 256 "

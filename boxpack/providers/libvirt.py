@@ -44,6 +44,7 @@ EFI_SETTINGS = """\
 
 class Libvirt(Provider):
     NAME = "libvirt"
+    DISK_FORMAT = "qcow2"
     MEMBERS = ("box.img",)
     OPTIONS = (
         Option(

@@ -44,6 +44,7 @@ def _check_mac(mac: str) -> str | None:
 
 class VirtualBox(Provider):
     NAME = "virtualbox"
+    DISK_FORMAT = "vmdk streamOptimized"
     MEMBERS = ("box.ovf", VMDK_NAME, "box.vmdk")
     TEXTS = ("box.ovf",)
     OPTIONS = (

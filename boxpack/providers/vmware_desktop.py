@@ -71,6 +71,7 @@ def parse_vmx(text: str) -> tuple[dict[str, str], list[str]]:
 
 class VmwareDesktop(Provider):
     NAME = "vmware_desktop"
+    DISK_FORMAT = "vmdk monolithicSparse"
     OPTIONS = HARDWARE
     TEXTS = (".vmx",)
 
