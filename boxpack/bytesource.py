@@ -7,8 +7,8 @@ import os
 import sys
 import tarfile
 from array import array
-from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, Protocol, TypeVar
 
 from . import accel
 from .errors import BoxpackError
@@ -130,3 +130,25 @@ def table_chunks(
         raise BoxpackError(f"{data.name}: {what} at byte {offset} ({count} entries) is cut off by the end of the file")
     for first in range(0, count, chunk):
         yield first, read_table(data, offset + first * width, min(chunk, count - first), typecode, big_endian, what)
+
+
+Table = TypeVar("Table")
+
+
+def tables_ahead(offsets: Iterable[int], read: Callable[[int], Table], data_at: Callable[[Table], Iterable[int]]) -> dict[int, Table]:
+    """{offset: table} of the tables that lie before the first data they point at, read in file order.
+
+    A reader that reads these first and the others when their turn comes streams both boxpack's
+    layouts (every table before the data) and qemu's (each table just before its data) from a box.
+    data_at gives the offsets of the data a table points at (0 for none), in the unit of offsets.
+    """
+    early: dict[int, Table] = {}
+    first_data: int | None = None
+    for offset in sorted(set(offsets)):
+        if first_data is not None and offset > first_data:
+            break
+        early[offset] = table = read(offset)
+        hosts = [h for h in data_at(table) if h]
+        if hosts:
+            first_data = min(hosts) if first_data is None else min(first_data, *hosts)
+    return early

@@ -95,23 +95,29 @@ def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterat
         yield cur, bytes(buf)
 
 
-def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytes]:
-    """The disk's data clusters from a second scan, checked against the data map of the first,
-    joined in runs of `run` clusters (4 MiB pieces for the compressor). Writers whose layout was
-    computed from the data map (qcow2, monolithicSparse VMDK) stream their data with it."""
+def rescan(disk: Source, clusters: Iterable[int]) -> Iterator[tuple[int, bytes | memoryview]]:
+    """A second scan of the disk, checked cluster by cluster against the data map of the first:
+    writers whose layout was computed from the data map (qcow2, monolithicSparse VMDK, VHDX) stream
+    their data with it, and a disk that changed in between is an error, not a wrong image."""
     expected = iter(clusters)
-    pieces: list[bytes | memoryview] = []
     for idx, data in disk.scan():
         if idx != next(expected, None):
             raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        yield idx, data
+    if next(expected, None) is not None:
+        raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+
+
+def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytes]:
+    """The second scan's clusters joined in runs of `run` (4 MiB pieces for the compressor)."""
+    pieces: list[bytes | memoryview] = []
+    for _, data in rescan(disk, clusters):
         pieces.append(data)
         if len(pieces) == run:
             yield b"".join(pieces)
             pieces.clear()
     if pieces:
         yield b"".join(pieces)
-    if next(expected, None) is not None:
-        raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
 
 
 class ImageSource:

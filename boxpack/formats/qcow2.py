@@ -20,7 +20,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 
-from ..bytesource import ByteSource, read_table
+from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
 from ..errors import BoxpackError
 from ..findings import Findings
@@ -284,14 +284,7 @@ class Qcow2Reader:
     def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
         cs, entries, size = self.cluster_size, self.cluster_size // 8, self.data.size
         tables = self._l2_offsets()
-        early: dict[int, tuple[array, array]] = {}
-        first_data = size
-        for offset in sorted(set(tables.values())):
-            if offset > first_data:
-                break  # qemu's layout: this table comes after data; read it when its turn comes
-            early[offset] = table = self._used(offset)
-            hosts = [h for h in map(self._host, table[1]) if h]
-            first_data = min(first_data, *hosts) if hosts else first_data
+        early = tables_ahead(tables.values(), self._used, lambda table: map(self._host, table[1]))
         for i in sorted(tables):
             slots, used = early.pop(tables[i], None) or self._used(tables[i])
             for j, l2e in zip(slots, used):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import crc32c
 
 from ..bytesource import ByteSource, table_chunks
-from ..disk import CLUSTER, Source
+from ..disk import CLUSTER, Source, rescan
 from ..errors import BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
@@ -314,11 +314,8 @@ class VhdxLayout:
         yield bytes(LOG_LENGTH)
         yield self._metadata()
         yield from self._bat()
-        expected = iter(self.clusters)
         block, filled = -1, 0
-        for idx, data in disk.scan():
-            if idx != next(expected, None):
-                raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        for idx, data in rescan(disk, self.clusters):
             b, slot = divmod(idx, self.per_block)
             if b != block:
                 if block >= 0:
@@ -328,8 +325,6 @@ class VhdxLayout:
                 yield bytes((slot - filled) * CLUSTER)
             yield data
             filled = slot + 1
-        if next(expected, None) is not None:
-            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
         if block >= 0:
             yield bytes((self.per_block - filled) * CLUSTER)
 

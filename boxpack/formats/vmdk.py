@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..bytesource import ByteSource, read_table
+from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
 from ..errors import BoxpackError
 from ..findings import Findings
@@ -493,13 +493,7 @@ class VmdkReader:
         first (VMware's and qemu's layout keeps them all there), so a VMDK in a box streams."""
         h, size = self.header, self.data.size
         gd = self._grain_directory()
-        early: dict[int, tuple[array, array]] = {}
-        first_grain = size
-        for gt_sector in sorted({s for s in gd if s}):
-            if gt_sector * SECTOR > first_grain:
-                break
-            early[gt_sector] = table = self._used(gt_sector)
-            first_grain = min(first_grain, *(s * SECTOR for s in table[1])) if table[1] else first_grain
+        early = tables_ahead((s for s in gd if s), self._used, lambda table: table[1])  # all in sectors
         for i, gt_sector in enumerate(gd):
             if not gt_sector:
                 continue
