@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import box as boxfile
+from .disk import CLUSTER
 from .errors import BoxpackError
 from .partitions import read_partition_table
 from .sources import open_source
@@ -166,7 +167,7 @@ def _extract(source, path: Path) -> None:
     with open(path, "wb") as f:
         f.truncate(source.size)
         for cluster, data in source.scan():
-            f.seek(cluster * 65536)
+            f.seek(cluster * CLUSTER)
             f.write(data)
 
 
@@ -177,23 +178,6 @@ def _exits_early(proc: subprocess.Popen, seconds: float = 5) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
-
-
-def _without_host_cpu(cmd: list[str]) -> list[str]:
-    """The command for TCG: "-accel tcg", and no "-cpu host" (only KVM has the host's CPU)."""
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(cmd):
-        if skip:
-            skip = False
-            continue
-        if arg == "-cpu" and i + 1 < len(cmd) and cmd[i + 1] == "host":
-            skip = True
-            if "-M" in cmd:  # aarch64 "virt" needs a CPU model under TCG
-                out += ["-cpu", "max"]
-            continue
-        out.append("tcg" if arg == "kvm" and i and cmd[i - 1] == "-accel" else arg)
-    return out
 
 
 def _ssh(key: Path, port: int, command: str, timeout: int) -> subprocess.CompletedProcess:
@@ -213,21 +197,22 @@ def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: 
     with tempfile.TemporaryDirectory(prefix="boxpack-test-") as tmp:
         work = Path(tmp)
         try:
-            qemu, port, key = _prepare(Path(path), o, result, work, say)
+            command, port, key = _prepare(Path(path), o, result, work, say)
         except BoxpackError as e:
             result.error = str(e)
             return result
         serial = work / "serial.log"
         started = time.monotonic()
         say(f"booting ({result.firmware}, {result.accelerator}) ...")
-        proc = subprocess.Popen(qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result.qemu = command(result.accelerator)
+        proc = subprocess.Popen(result.qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if result.accelerator == "kvm" and _exits_early(proc):
             # /dev/kvm opens, but this host cannot run a vCPU with it (nested virtualisation): TCG.
             result.accelerator = "tcg"
-            result.qemu = qemu = _without_host_cpu(qemu)
+            result.qemu = command("tcg")
             say("KVM cannot run this guest here; booting with TCG ...")
             started = time.monotonic()
-            proc = subprocess.Popen(qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(result.qemu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _checks(proc, key, port, started, o, result, say)
         finally:
@@ -242,7 +227,10 @@ def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: 
     return result
 
 
-def _prepare(path: Path, o: TestOptions, result: TestResult, work: Path, say: Callable[[str], None]) -> tuple[list[str], int, Path]:
+def _prepare(
+    path: Path, o: TestOptions, result: TestResult, work: Path, say: Callable[[str], None]
+) -> tuple[Callable[[str], list[str]], int, Path]:
+    """The disk extracted and the facts found: (the QEMU command for an accelerator, the SSH port, the key)."""
     # ssh ignores a private key others may read, and packages install Vagrant's mode 0644: use a private copy.
     key = work / "key"
     shutil.copyfile(find_key(o.ssh_key), key)
@@ -267,8 +255,11 @@ def _prepare(path: Path, o: TestOptions, result: TestResult, work: Path, say: Ca
         raise CannotRun("the ssh client is not installed (Debian: apt install openssh-client)")
     result.accelerator = "kvm" if kvm_usable(result.architecture) else "tcg"
     port = _free_port()
-    result.qemu = qemu_command(image, result.architecture, result.provider, firmware_file, result.accelerator, port, work / "serial.log", o)
-    return result.qemu, port, key
+
+    def command(accelerator: str) -> list[str]:
+        return qemu_command(image, result.architecture, result.provider, firmware_file, accelerator, port, work / "serial.log", o)
+
+    return command, port, key
 
 
 def _checks(proc: subprocess.Popen, key: Path, port: int, started: float, o: TestOptions, result: TestResult,

@@ -218,7 +218,7 @@ def libvirt_disk(meta: dict[str, Any]) -> str:
 class _BoxPass:
     """One pass over a box: the members before the disk, the disk as a reader, then the rest."""
 
-    def __init__(self, box: Path, threads: int) -> None:
+    def __init__(self, box: Path) -> None:
         self.box = box
         self.meta: dict[str, Any] = {}
         self.href: str | None = None
@@ -276,7 +276,7 @@ def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
 
 def box_source(box: Path, threads: int) -> ImageSource:
     """The disk inside a box as a source; the first scan continues the pass that found it."""
-    first = _BoxPass(box, threads)
+    first = _BoxPass(box)
     try:
         ordinal, member = first.find_disk()
         name = member.name.removeprefix("./")
