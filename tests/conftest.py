@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -66,6 +70,29 @@ def qemu_compare(image: Path, fmt: str, raw: Path) -> None:
 def qemu_info(image: Path) -> dict:
     out = subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True, check=True, text=True)
     return json.loads(out.stdout)
+
+
+def write_box(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
+    """A hand-made box: a GNU tar of members (name, bytes), in the order given, gzipped."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    return path
+
+
+def box_members(box: Path) -> dict[str, bytes]:
+    """A box's regular files by name."""
+    with tarfile.open(box) as t:
+        return {m.name: t.extractfile(m).read() for m in t if m.isfile()}
+
+
+def verify_codes(box: Path) -> set[str]:
+    """The finding codes `boxpack verify --json` reports for a box."""
+    return {f["code"] for f in json.loads(run_boxpack("verify", box, "--json", check=False).stdout)["findings"]}
 
 
 @pytest.fixture

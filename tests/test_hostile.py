@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import signal
 import struct
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import MIB, ROOT, extract, make_disk, run_boxpack
+from conftest import MIB, ROOT, extract, make_disk, run_boxpack, write_box
 
 RUBY = subprocess.run(["which", "ruby"], capture_output=True).returncode == 0
 
@@ -25,17 +23,6 @@ RUBY = subprocess.run(["which", "ruby"], capture_output=True).returncode == 0
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_disk.make(tmp_path_factory.mktemp("h") / "disk.img", size=96 * MIB, data=4 * MIB)
-
-
-def _box(path: Path, members: list[tuple[str, bytes]], gz: bool = True) -> Path:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    path.write_bytes(gzip.compress(buf.getvalue()) if gz else buf.getvalue())
-    return path
 
 
 def _header(name: str, size_field: bytes, kind: bytes = b"0") -> bytes:
@@ -84,7 +71,7 @@ def test_vmdk_cut_after_a_grain_is_refused(tmp_path: Path, raw: Path) -> None:
     cut = tmp_path / "cut.vmdk"
     cut.write_bytes(image[: -(-(128 * 512 + 12 + size) // 512) * 512])  # header, descriptor, one grain
     _one_line_error(_convert(cut, tmp_path), "cut short")
-    box = _box(tmp_path / "cut-virtualbox.box", [("metadata.json", b'{"provider": "virtualbox"}'), ("box-disk001.vmdk", cut.read_bytes())])
+    box = write_box(tmp_path / "cut-virtualbox.box", [("metadata.json", b'{"provider": "virtualbox"}'), ("box-disk001.vmdk", cut.read_bytes())])
     code, report = _verify(box)
     assert code == 1 and "vmdk-truncated" in {f["code"] for f in report["findings"]}
     _one_line_error(_convert(box, tmp_path), "cut short")
@@ -173,7 +160,7 @@ def test_qcow2_l1_table_of_bad_entries_is_bounded(tmp_path: Path, raw: Path) -> 
     struct.pack_into(">I", head, 36, 8 * 1024 * 1024)  # l1_size
     struct.pack_into(">Q", head, 40, 65536)  # l1_table_offset
     bad = bytes(head) + b"\xff" * (64 * MIB)
-    box = _box(tmp_path / "l1.box", [("metadata.json", b'{"provider": "libvirt", "format": "qcow2", "virtual_size": 1}'), ("box.img", bad)])
+    box = write_box(tmp_path / "l1.box", [("metadata.json", b'{"provider": "libvirt", "format": "qcow2", "virtual_size": 1}'), ("box.img", bad)])
     assert box.stat().st_size < 200_000
     rc, peak, out = _peak_mib("verify", box, "--json")
     assert rc in (1, 2) and peak < 400, peak
@@ -332,7 +319,7 @@ def test_bad_metadata_in_a_source_box_is_a_user_error(tmp_path: Path, raw: Path,
     src = tmp_path / "src.box"
     run_boxpack(raw, "--provider", "libvirt", "-o", src)
     d = extract(src, tmp_path / "x")
-    box = _box(tmp_path / "bad.box", [("metadata.json", meta), ("box.img", (d / "box.img").read_bytes())])
+    box = write_box(tmp_path / "bad.box", [("metadata.json", meta), ("box.img", (d / "box.img").read_bytes())])
     _one_line_error(_convert(box, tmp_path), "metadata.json")
     code, report = _verify(box)
     assert code == 1 and "metadata-invalid" in {f["code"] for f in report["findings"]}
@@ -343,10 +330,10 @@ def test_ovf_with_words_for_numbers_is_a_finding(tmp_path: Path, raw: Path) -> N
     run_boxpack(raw, "--provider", "virtualbox", "-o", src)
     d = extract(src, tmp_path / "x")
     ovf = (d / "box.ovf").read_text().replace("<rasd:VirtualQuantity>2</rasd:VirtualQuantity>", "<rasd:VirtualQuantity>two</rasd:VirtualQuantity>")
-    box = _box(tmp_path / "bad.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "box.ovf"] + [("box.ovf", ovf.encode())])
+    box = write_box(tmp_path / "bad.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "box.ovf"] + [("box.ovf", ovf.encode())])
     code, report = _verify(box)
     assert code == 1 and "ovf-rule" in {f["code"] for f in report["findings"]}
-    garbage = _box(tmp_path / "garbage.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "box.ovf"] + [("box.ovf", b"<not xml")])
+    garbage = write_box(tmp_path / "garbage.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "box.ovf"] + [("box.ovf", b"<not xml")])
     code, report = _verify(garbage)
     assert code == 1 and "ovf-xml" in {f["code"] for f in report["findings"]}
 
@@ -375,13 +362,13 @@ def test_libvirt_disk_paths_outside_the_box_are_flagged(tmp_path: Path, raw: Pat
     run_boxpack(raw, "--provider", "libvirt", "-o", src)
     d = extract(src, tmp_path / "x")
     meta = b'{"provider": "libvirt", "disks": [{"path": "../../etc/passwd"}]}'
-    box = _box(tmp_path / "bad.box", [("metadata.json", meta), ("box.img", (d / "box.img").read_bytes())])
+    box = write_box(tmp_path / "bad.box", [("metadata.json", meta), ("box.img", (d / "box.img").read_bytes())])
     code, report = _verify(box)
     assert code == 1 and "unsafe-path" in {f["code"] for f in report["findings"]}
 
 
 def test_escape_sequences_in_member_names_are_not_printed_raw(tmp_path: Path) -> None:
-    box = _box(tmp_path / "esc.box", [("\x1b]0;owned\x07evil", b"x"), ("metadata.json", b'{"provider": "x"}')])
+    box = write_box(tmp_path / "esc.box", [("\x1b]0;owned\x07evil", b"x"), ("metadata.json", b'{"provider": "x"}')])
     out = run_boxpack("inspect", box, check=False).stdout + run_boxpack("verify", box, check=False).stdout
     assert b"\x1b" not in out and b"\\x1b" in out
 
@@ -394,7 +381,7 @@ def test_vagrantfile_that_is_not_ruby_is_refused_and_flagged(tmp_path: Path, raw
     src = tmp_path / "src.box"
     run_boxpack(raw, "--provider", "libvirt", "-o", src)
     d = extract(src, tmp_path / "x")
-    box = _box(tmp_path / "v.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "Vagrantfile"] + [("Vagrantfile", b"\x00\xff binary")])
+    box = write_box(tmp_path / "v.box", [(p.name, (d / p.name).read_bytes()) for p in d.iterdir() if p.name != "Vagrantfile"] + [("Vagrantfile", b"\x00\xff binary")])
     code, report = _verify(box)
     assert code == 1 and "vagrantfile-syntax" in {f["code"] for f in report["findings"]}
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import disks
 import pytest
-from conftest import MIB, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack
+from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack, verify_codes, write_box
 from dissect.hypervisor.disk.vhdx import VHDX
 
 from boxpack.providers.hyperv import read_vm_xml
@@ -71,35 +69,24 @@ def test_box_xml_as_vagrant_reads_it(tmp_path: Path, layout: str, arch: str | No
     assert run_boxpack("verify", box, check=False).returncode == 0
 
 
-def _rebox(box: Path, out: Path, xml: bytes) -> Path:
-    with tarfile.open(box) as t:
-        members = {m.name: t.extractfile(m).read() for m in t if m.isfile()}
-    members["Virtual Machines/box.xml"] = xml
-    with tarfile.open(out, "w:gz") as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return out
-
-
-def _codes(box: Path) -> set[str]:
-    return {f["code"] for f in json.loads(run_boxpack("verify", box, "--json", check=False).stdout)["findings"]}
-
-
 def test_verify_catches_what_vagrant_would_get_wrong(tmp_path: Path) -> None:
     raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
     box, d, _ = _pack(raw, tmp_path)
     xml = (d / "Virtual Machines" / "box.xml").read_bytes()
+    members = box_members(box)
+
+    def rebox(out: Path, changed: bytes) -> Path:
+        return write_box(out, {**members, "Virtual Machines/box.xml": changed}.items())
+
     untyped = xml.replace(b'<subtype type="integer">1</subtype>', b"<subtype>1</subtype>")
     assert read_vm_xml(untyped).generation == 1  # what PowerShell makes of it
-    assert "hyperv-xml-untyped" in _codes(_rebox(box, tmp_path / "a.box", untyped))
+    assert "hyperv-xml-untyped" in verify_codes(rebox(tmp_path / "a.box", untyped))
     gen2_on_ide = xml.replace(b' ChannelInstanceGuid="', b' Other="')
-    assert "hyperv-xml-disk" in _codes(_rebox(box, tmp_path / "b.box", gen2_on_ide))
+    assert "hyperv-xml-disk" in verify_codes(rebox(tmp_path / "b.box", gen2_on_ide))
     gen1_on_scsi = xml.replace(b'<subtype type="integer">1</subtype>', b'<subtype type="integer">0</subtype>')
-    assert "hyperv-xml-disk" in _codes(_rebox(box, tmp_path / "c.box", gen1_on_scsi))
+    assert "hyperv-xml-disk" in verify_codes(rebox(tmp_path / "c.box", gen1_on_scsi))
     no_drive_type = xml.replace(b'<type type="string">VHD</type>', b"<type>VHD</type>")
-    assert "hyperv-xml-disk" in _codes(_rebox(box, tmp_path / "d.box", no_drive_type))
+    assert "hyperv-xml-disk" in verify_codes(rebox(tmp_path / "d.box", no_drive_type))
 
 
 def test_hyperv_box_converts_to_the_other_providers(tmp_path: Path) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import struct
-import tarfile
 from pathlib import Path
 
 import disks
 import pytest
 import pyvmdk
-from conftest import MIB, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack
+from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack, verify_codes, write_box
 
 from boxpack.providers.vmware_desktop import parse_vmx
 
@@ -79,43 +77,24 @@ def test_vmx_has_what_vmware_reads(tmp_path: Path, layout: str, arch: str | None
     assert run_boxpack("verify", box, check=False).returncode == 0
 
 
-def _members(box: Path) -> dict[str, bytes]:
-    with tarfile.open(box) as t:
-        return {m.name: t.extractfile(m).read() for m in t if m.isfile()}
-
-
-def _box(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _codes(box: Path) -> set[str]:
-    report = json.loads(run_boxpack("verify", box, "--json", check=False).stdout)
-    return {f["code"] for f in report["findings"]}
-
-
 def test_verify_knows_vmware_boxes(tmp_path: Path) -> None:
     raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB)
     box, _ = _pack(raw, tmp_path)
-    good = _members(box)
+    good = box_members(box)
     vmx = next(n for n in good if n.endswith(".vmx"))
     vmdk = next(n for n in good if n.endswith(".vmdk"))
     wrong_disk = dict(good, **{vmx: good[vmx].replace(vmdk.encode(), b"other.vmdk")})
-    assert "vmx-disk" in _codes(_box(tmp_path / "a.box", wrong_disk))
+    assert "vmx-disk" in verify_codes(write_box(tmp_path / "a.box", wrong_disk.items()))
     no_vmx = {k: v for k, v in good.items() if k != vmx}
-    assert "vmware-no-vmx" in _codes(_box(tmp_path / "b.box", no_vmx))
+    assert "vmware-no-vmx" in verify_codes(write_box(tmp_path / "b.box", no_vmx.items()))
     run_boxpack(raw, "--provider", "virtualbox", "-o", tmp_path / "vb.box")
-    stream_optimized = dict(good, **{vmdk: _members(tmp_path / "vb.box")["box-disk001.vmdk"]})
-    assert "vmware-disk-format" in _codes(_box(tmp_path / "c.box", stream_optimized))
+    stream_optimized = dict(good, **{vmdk: box_members(tmp_path / "vb.box")["box-disk001.vmdk"]})
+    assert "vmware-disk-format" in verify_codes(write_box(tmp_path / "c.box", stream_optimized.items()))
     image = bytearray(good[vmdk])
     rgd = struct.unpack_from("<Q", image, 48)[0]
     first_rgt = struct.unpack_from("<I", image, rgd * 512)[0]
     struct.pack_into("<I", image, first_rgt * 512, 0x12345)  # a redundant grain table entry the primary lacks
-    assert "vmdk-redundant" in _codes(_box(tmp_path / "d.box", dict(good, **{vmdk: bytes(image)})))
+    assert "vmdk-redundant" in verify_codes(write_box(tmp_path / "d.box", dict(good, **{vmdk: bytes(image)}).items()))
 
 
 def test_vmware_box_converts_to_the_other_providers(tmp_path: Path) -> None:
