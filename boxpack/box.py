@@ -23,6 +23,7 @@ from typing import Any
 from lxml import etree
 
 from . import accel
+from .zstd import zstd
 from .bytesource import StreamBytes
 from .disk import ImageSource, Reader
 from .errors import BoxpackError
@@ -32,7 +33,7 @@ METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is n
 HEADER_LIMIT = 1024 * 1024  # a GNU long name or PAX header larger than this is an attack, not a name
 MAX_MEMBERS = 10_000  # boxes hold a handful of files; tarfile keeps every member it has read
 DISK_SUFFIXES = tuple(sorted({s for f in (*FORMATS, RAW) for s in f.suffixes}))
-ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, *accel.ERRORS)
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstd.ZstdError, *accel.ERRORS)
 
 
 def compression(head: bytes) -> str | None:
@@ -45,9 +46,14 @@ def compression(head: bytes) -> str | None:
         return "bzip2"
     if head[:4] == b"\x28\xb5\x2f\xfd":
         return "zstd"
-    if head[257:262] == b"ustar":
+    if is_tar(head):
         return "none"
     return None
+
+
+def is_tar(head: bytes) -> bool:
+    """A tar header's magic (POSIX ustar and GNU): at byte 257 of the first block."""
+    return head[257:262] == b"ustar"
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
@@ -123,9 +129,9 @@ def decompressor(kind: str, raw: Any) -> Any:
         return lzma.LZMAFile(raw)
     if kind == "bzip2":
         return bz2.BZ2File(raw)
-    if kind == "none":
-        return raw
-    raise BoxpackError(f"{kind} boxes cannot be read here (Vagrant's bsdtar needs zstd support for them too)")
+    if kind == "zstd":
+        return zstd.ZstdFile(raw)
+    return raw
 
 
 def open_tar(box: Path) -> tarfile.TarFile:

@@ -44,7 +44,8 @@ class PackOptions:
     detected from the partition table unless given. checksum_type names the
     digest computed while writing; checksum_file True writes
     ``<box>.<checksum_type>`` beside each box, a path writes all lines there
-    (sha256sum format). settings holds the providers' own options by name
+    (sha256sum format). name replaces the source's file name in the boxes'
+    names (``<name>-<provider>.box``) and VM names. settings holds the providers' own options by name
     (see ``boxpack.providers.PROVIDERS[name].OPTIONS``); missing ones take
     their defaults.
     """
@@ -62,6 +63,7 @@ class PackOptions:
     firmware: str | None = None
     checksum_type: str = "sha256"
     checksum_file: bool | str | os.PathLike[str] = False
+    name: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -107,9 +109,18 @@ class BoxResult:
     virtual_size: int  # bytes
 
 
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst", ".bz2")
+
+
 def _stem(source: Path) -> str:
-    """The source's name without its suffix, and without a provider suffix when it is a box (x-libvirt.box)."""
-    stem = source.stem or source.name
+    """The source's name without its suffixes (disk.raw.zst: disk), and without a provider suffix when it is a
+    box (x-libvirt.box)."""
+    name = source.name
+    if name.endswith(COMPRESSED_SUFFIXES):
+        name = name.rpartition(".")[0]
+    if name.endswith(".tar"):
+        name = name.removesuffix(".tar")
+    stem = Path(name).stem or name
     if source.suffix == ".box":
         for provider in PROVIDERS:
             stem = stem.removesuffix(f"-{provider}")
@@ -183,9 +194,7 @@ def pack(
     settings = {opt.name: o.settings.get(opt.name, opt.default) for p in providers for opt in PROVIDERS[p].OPTIONS}
     results: list[BoxResult] = []
     with open_source(source, threads) as disk:
-        if disk.padded:
-            log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size)
-        stem = _stem(disk.path)
+        stem = o.name or _stem(disk.path)
         where = targets([f"{stem}-{p}.box" for p in providers], o.output, disk.path, o.force)
         job = Job(
             disk=disk,
@@ -239,6 +248,8 @@ def _scan(disk: Source, job: Job, writers: list[Provider], o: PackOptions, progr
         crc = deflate.crc32(data, crc)
         for w in writers:
             w.feed(cluster, data)
+    if disk.padded:
+        log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size)
     job.disk_id = _disk_id(disk.size, crc, job.clusters)
     # The partition table is read after the scan: a disk inside a box can only be streamed.
     table = read_partition_table(disk)

@@ -2,15 +2,18 @@
 
 A box archive is read by box.py; a disk image through its format's reader
 (formats/); a format boxpack recognises but cannot read is refused by name;
-anything else is a raw disk.
+a compressed file holds either a tar (a box, or a raw disk in a tar as GCE
+ships it) or a raw disk; anything else is a raw disk.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import box
 from .bytesource import FileBytes
+from .compressed import CompressedRawDisk, peek
 from .disk import ImageSource, Source
 from .errors import BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
@@ -21,11 +24,12 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
     disk = RawDisk(path)
     try:
         head = disk.read(0, HEAD)
-        if box.compression(head):
+        kind = box.compression(head)
+        if kind is not None:
             disk.close()
-            return box.box_source(disk.path, threads)
+            return _compressed(disk.path, kind, threads)
         if disk.path.suffix == ".box":  # a damaged box would otherwise be packed as a raw disk
-            raise BoxpackError(f"{disk.path}: is named like a box but is not a tar, gzip, xz or bzip2 archive")
+            raise BoxpackError(f"{disk.path}: is named like a box but is not a tar, gzip, xz, bzip2 or zstd archive")
         fmt = detect(head, disk.read(max(0, disk.file_size - TAIL), min(TAIL, disk.file_size)))
         if fmt is RAW:
             return disk
@@ -37,3 +41,17 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
     except BaseException:
         disk.close()
         raise
+
+
+def _compressed(path: Path, kind: str, threads: int) -> Source:
+    """A tar (read as a box) or a compressed raw disk; a compressed image of another format is refused."""
+    if kind == "none":
+        return box.box_source(path, threads)
+    head = peek(path, kind, HEAD)
+    if box.is_tar(head) or path.suffix == ".box":
+        return box.box_source(path, threads)
+    fmt = detect(head, b"")
+    if fmt is not RAW:
+        raise BoxpackError(f"{path}: is a {kind}-compressed {fmt.name} image; boxpack reads compressed raw disks only, "
+                           f"so decompress it first")
+    return CompressedRawDisk(path, kind)

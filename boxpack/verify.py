@@ -23,10 +23,11 @@ from . import box as boxfile
 from . import catalog as catalog_mod
 from . import vagrantfile
 from .bytesource import FileBytes, StreamBytes
+from .compressed import CompressedRawDisk, peek
 from .errors import BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
 from .metadata import validate
-from .partitions import read_partition_table
+from .partitions import PartitionTable, read_partition_table
 from .providers import PROVIDERS
 from .report import Report
 from .sources import open_source
@@ -134,7 +135,13 @@ def examine(
         report.compression = boxfile.compression(raw.head)
         if report.compression is None:
             if path == "-" or not disks:
-                report.unreadable = f"{'stdin' if path == '-' else path}: not a box (no tar, gzip, xz or bzip2 archive)"
+                report.unreadable = f"{'stdin' if path == '-' else path}: not a box (no tar, gzip, xz, bzip2 or zstd archive)"
+                return report
+            _examine_disk(Path(path), report, threads)
+            return report
+        if path != "-" and report.compression != "none" and not _holds_tar(Path(path), report.compression):
+            if not disks:
+                report.unreadable = f"{path}: {report.compression}-compressed, but not a tar archive, so not a box"
                 return report
             _examine_disk(Path(path), report, threads)
             return report
@@ -313,9 +320,15 @@ def _check_catalog(
 def _examine_disk(path: Path, report: Report, threads: int) -> None:
     """A bare disk: its format facts, structural checks and partition table."""
     report.kind = "disk"
-    report.compression = None
     try:
         with open_source(path, threads) as src:
+            if isinstance(src, CompressedRawDisk):
+                allocated = sum(len(data) for _, data in src.scan())
+                report.disk = {"format": src.format, "virtual_size": src.size, "file_size": src.compressed_size,
+                               "allocated": allocated}
+                _partitions(report, read_partition_table(src))
+                return
+            report.compression = None
             report.disk = {"format": src.format, "virtual_size": src.size, "file_size": os.path.getsize(path)}
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -338,6 +351,19 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
     except Exception as e:  # hostile headers
         report.unreadable = f"{path}: unreadable ({type(e).__name__}: {e})"
         return
+    _partitions(report, table)
+
+
+def _holds_tar(path: Path, kind: str) -> bool:
+    """Whether a compressed file holds a tar (a box) rather than a compressed disk; a stream too damaged
+    to tell is read as a box, whose reading reports the damage."""
+    try:
+        return boxfile.is_tar(peek(path, kind, HEAD))
+    except BoxpackError:
+        return True
+
+
+def _partitions(report: Report, table: PartitionTable) -> None:
     fw, why = table.firmware()
     report.partitions = {
         "table": table.kind,

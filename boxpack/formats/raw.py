@@ -20,6 +20,15 @@ from ..errors import BoxpackError
 _SCAN_CHUNK = 4 * 1024 * 1024
 
 
+def data_clusters(chunk: bytes, first: int) -> Iterator[tuple[int, memoryview]]:
+    """(cluster index, 64 KiB) for each cluster of chunk (whole clusters from cluster `first`) holding a non-zero byte."""
+    view = memoryview(chunk)
+    for i, off in enumerate(range(0, len(chunk), CLUSTER)):
+        # Slicing bytes copies: look at 8 bytes first, the whole cluster only if they are zero.
+        if chunk[off : off + 8] != ZERO_CLUSTER[:8] or chunk[off : off + CLUSTER] != ZERO_CLUSTER:
+            yield first + i, view[off : off + CLUSTER]
+
+
 class RawDisk:
     """A disk image file (or block device) opened read-only. Reads past the end return zeros."""
 
@@ -116,14 +125,10 @@ class RawDisk:
             pos = start // CLUSTER * CLUSTER
             while pos < end:
                 n = min(_SCAN_CHUNK, -(-(end - pos) // CLUSTER) * CLUSTER)
-                chunk = self.read(pos, n)
-                view = memoryview(chunk)
-                first = pos // CLUSTER
-                for i, off in enumerate(range(0, n, CLUSTER)):
-                    # Slicing bytes copies: look at 8 bytes first, the whole cluster only if they are zero.
-                    if first + i > last and (chunk[off : off + 8] != ZERO_CLUSTER[:8] or chunk[off : off + CLUSTER] != ZERO_CLUSTER):
-                        last = first + i
-                        yield last, view[off : off + CLUSTER]
+                for idx, data in data_clusters(self.read(pos, n), pos // CLUSTER):
+                    if idx > last:
+                        last = idx
+                        yield idx, data
                 if progress:
                     progress(min(pos + n, end) - max(pos, start))
                 pos += n

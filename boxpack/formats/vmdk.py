@@ -183,15 +183,12 @@ class VmdkSpool:
 
     def __init__(
         self,
-        disk_size: int,
         file_name: str,
         compress: Callable[[bytes], bytes],
         threads: int,
         spool_dir: Path | None,
     ) -> None:
-        self.capacity = capacity_sectors(disk_size)
-        self.sectors = disk_size // SECTOR
-        self.gd = array("I", bytes(4 * -(-self.capacity // GT_COVERAGE)))
+        self.gd = array("I")  # grows with the data: a compressed disk's size is known only at its end
         self.gt = array("I", bytes(4 * GTES_PER_GT))
         self.gt_index = -1
         try:
@@ -204,7 +201,7 @@ class VmdkSpool:
         self.last_lba = -1
         self.file_name = file_name
         # The descriptor carries IDs derived from the whole disk: finish() writes it.
-        self._write(header(self.capacity, GD_AT_END) + bytes(DESCRIPTOR_SECTORS * SECTOR))
+        self._write(bytes(SECTOR + DESCRIPTOR_SECTORS * SECTOR))  # header and descriptor, written by finish()
         self._write(bytes((OVERHEAD - self.sector) * SECTOR))
 
     def _write(self, data: bytes) -> None:
@@ -237,28 +234,36 @@ class VmdkSpool:
         if self.gt_index < 0:
             return
         self._write(marker(MARKER_GT, GT_SECTORS))
+        self.gd.extend([0] * (self.gt_index + 1 - len(self.gd)))
         self.gd[self.gt_index] = self.sector
         self._write(_le32(self.gt))
         self.gt = array("I", bytes(4 * GTES_PER_GT))
 
-    def finish(self, disk_id: bytes) -> tuple[BinaryIO, int]:
-        """Write the tail (GTs, GD, footer, EOS) and the descriptor; return the spool rewound and its size."""
+    def finish(self, disk_size: int, disk_id: bytes) -> tuple[BinaryIO, int]:
+        """Write the tail (GTs, GD, footer, EOS), the header and the descriptor; return the spool rewound and its size."""
         for done in self.pool.drain():
             self._store(*done)
         self.pool.close()
         self._flush_gt()
+        capacity = capacity_sectors(disk_size)
+        gt_count = -(-capacity // GT_COVERAGE)
+        if len(self.gd) > gt_count:
+            raise BoxpackError(f"internal error: VMDK grains past the disk's end ({len(self.gd)} tables for {gt_count})")
+        self.gd.extend([0] * (gt_count - len(self.gd)))
         gd_bytes = _le32(self.gd)
         gd_bytes += bytes(_pad(len(gd_bytes)))
         self._write(marker(MARKER_GD, len(gd_bytes) // SECTOR))
         gd_offset = self.sector
         self._write(gd_bytes)
         self._write(marker(MARKER_FOOTER, 1))
-        self._write(header(self.capacity, gd_offset))
+        self._write(header(capacity, gd_offset))
         self._write(marker(MARKER_EOS, 0))
         try:
             size = self.file.tell()
+            self.file.seek(0)
+            self.file.write(header(capacity, GD_AT_END))
             self.file.seek(DESCRIPTOR_OFFSET * SECTOR)
-            self.file.write(descriptor(self.capacity, self.file_name, disk_id, self.sectors))
+            self.file.write(descriptor(capacity, self.file_name, disk_id, disk_size // SECTOR))
             self.file.flush()
             self.file.seek(0)
         except OSError as e:

@@ -56,7 +56,7 @@ class VirtualBox(Provider):
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self.spool = VmdkSpool(job.disk.size, VMDK_NAME, job.compress, job.threads, job.spool_dir)
+        self.spool = VmdkSpool(VMDK_NAME, job.compress, job.threads, job.spool_dir)
 
     def feed(self, cluster: int, data: bytes | memoryview) -> None:
         self.spool.feed(cluster, data)
@@ -79,7 +79,7 @@ class VirtualBox(Provider):
 
     def members(self) -> list[Member]:
         job = self.job
-        spool, size = self.spool.finish(job.disk_id)
+        spool, size = self.spool.finish(job.disk.size, job.disk_id)
         capacity = capacity_sectors(job.disk.size) * SECTOR
         box_ovf = ovf.build(self.hardware(), VMDK_NAME, size, capacity, disk_uuid(job.disk_id))
         problems = ovf.check(box_ovf, {VMDK_NAME: size})

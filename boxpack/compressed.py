@@ -1,0 +1,132 @@
+"""Raw disk images compressed as a whole: image.raw.zst, .raw.xz, .raw.gz, .raw.bz2.
+
+mkosi writes them with CompressOutput=, and most distributions publish their
+cloud images as .raw.xz. The file is decompressed as a stream, never written
+out: each scan decompresses it from the start, so a provider whose layout
+needs the data map first (qcow2, VHDX, monolithicSparse VMDK) costs two
+decompressions, as for a disk inside a box. All-zero clusters are dropped as
+for a sparse file. The disk's size is only known at the end of the stream,
+which the first scan reaches before any provider needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import box
+from .disk import CLUSTER, SECTOR, Progress
+from .errors import BoxpackError
+from .formats.raw import data_clusters
+
+CHUNK = 4 * 1024 * 1024
+ZERO_CHUNK = bytes(CHUNK)
+
+
+def peek(path: Path, kind: str, n: int) -> bytes:
+    """The first n decompressed bytes (fewer if the stream is shorter)."""
+    with _open(path, kind) as (_, stream):
+        return _read_full(stream, n, path, kind)
+
+
+class CompressedRawDisk:
+    """A raw disk compressed as a whole, streamed through its decompressor on every scan."""
+
+    architecture: str | None = None
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.format = f"raw, {kind}-compressed"
+        self.compressed_size = os.stat(path).st_size
+        self.file_size = 0  # the decompressed size, set by the first scan
+        self.head = bytes(CLUSTER)
+        self._scanned = False
+
+    @property
+    def size(self) -> int:
+        if not self._scanned:
+            raise BoxpackError(f"internal error: {self.path}: the size of a compressed disk is known only after a scan")
+        return -(-self.file_size // SECTOR) * SECTOR
+
+    @property
+    def padded(self) -> bool:
+        return self._scanned and self.size != self.file_size
+
+    def scan(self, progress: Progress = None) -> Iterator[tuple[int, bytes | memoryview]]:
+        """Non-zero 64 KiB clusters, ascending, decompressed in 4 MiB pieces; progress counts compressed bytes."""
+        total, consumed = 0, 0
+        with _open(self.path, self.kind) as (raw, stream):
+            while chunk := _read_full(stream, CHUNK, self.path, self.kind):
+                if total == 0:
+                    self.head = chunk[:CLUSTER].ljust(CLUSTER, b"\0")
+                first = total // CLUSTER
+                total += len(chunk)
+                if len(chunk) < CHUNK:  # the last piece, padded to whole clusters
+                    chunk = chunk.ljust(-(-len(chunk) // CLUSTER) * CLUSTER, b"\0")
+                if chunk != ZERO_CHUNK:
+                    yield from data_clusters(chunk, first)
+                if progress:
+                    pos = raw.tell()
+                    progress(pos - consumed)
+                    consumed = pos
+        if total == 0:
+            raise BoxpackError(f"{self.path}: the {self.kind} stream holds no data, so no disk")
+        if self._scanned and total != self.file_size:
+            raise BoxpackError(f"{self.path}: the disk changed while it was being packed")
+        self.file_size, self._scanned = total, True
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Only the first 64 KiB (the partition table), after a scan; zeros elsewhere."""
+        return (self.head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
+
+    def progress_total(self) -> int:
+        return self.compressed_size
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> CompressedRawDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _open:
+    """The file and its decompressing reader, closed together."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+
+    def __enter__(self) -> tuple[BinaryIO, Any]:
+        try:
+            self.raw = open(self.path, "rb")
+        except OSError as e:
+            raise BoxpackError(f"{self.path}: cannot open: {e.strerror}") from None
+        self.stream = box.decompressor(self.kind, self.raw)
+        return self.raw, self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stream.close()
+        except box.ARCHIVE_ERRORS:
+            pass
+        self.raw.close()
+
+
+def _read_full(stream: Any, n: int, path: Path, kind: str) -> bytes:
+    """n bytes, fewer only at the end of the stream; a corrupt or cut-short stream is an error, never a short disk."""
+    parts, got = [], 0
+    try:
+        while got < n:
+            part = stream.read(n - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    except box.ARCHIVE_ERRORS as e:
+        raise BoxpackError(f"{path}: the {kind} stream is corrupt or cut short ({e})") from None
+    return b"".join(parts)
