@@ -12,7 +12,7 @@ import signal
 import sys
 from urllib.parse import quote
 
-from . import __version__, boottest, catalog, verify
+from . import __version__, boottest, catalog, mkosi, verify
 from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
@@ -58,8 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "disk",
         metavar="SOURCE",
-        help="a raw disk (as mkosi, kiwi, osbuild or dd write it), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; "
-        "the format is told by its bytes",
+        nargs="?",
+        help="a raw disk (as mkosi, kiwi, osbuild or dd write it; also compressed: .raw.zst, .raw.xz, .raw.gz, or in "
+        "a tar), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; the format is told by its bytes",
+    )
+    p.add_argument(
+        "--mkosi",
+        action="store_true",
+        help="run from mkosi.postoutput: pack the disk mkosi wrote ($OUTPUTDIR, $MKOSI_CONFIG), name the boxes after "
+        "it and write them beside it, with the architecture from $ARCHITECTURE and the catalog version from "
+        "$IMAGE_VERSION; no SOURCE",
     )
     p.add_argument(
         "--provider",
@@ -315,6 +323,24 @@ def _check_catalog_args(args: argparse.Namespace) -> None:
     catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
 
 
+def _source(args: argparse.Namespace) -> str | None:
+    """SOURCE, or with --mkosi the disk mkosi wrote (filling in -o, --architecture and --box-version from
+    mkosi's hook environment); returns the name the boxes are called after, None for the source's."""
+    if not args.mkosi:
+        if args.disk is None:
+            raise BoxpackError("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
+        return None
+    if args.disk is not None:
+        raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk!r})")
+    image = mkosi.from_environment(os.environ)
+    args.disk = str(image.disk)
+    args.output = args.output or f"{image.output_dir}/"
+    args.architecture = args.architecture or image.architecture
+    if args.catalog:
+        args.box_version = args.box_version or image.version
+    return image.name
+
+
 def _box_url(base: str, file_name: str) -> str:
     """base + the box's file name, percent-encoded: a '#' or a space in a file name must not end the URL."""
     return (base if base.endswith("/") else base + "/") + quote(file_name)
@@ -377,16 +403,17 @@ def _main(argv: list[str]) -> int:
     logger.addHandler(_OneLine())
     logger.propagate = False
     progress = Progress() if sys.stderr.isatty() and not args.quiet else None
-    output = sys.stdout.buffer if args.output == "-" else args.output
     if args.json and args.output == "-":
         print("boxpack: error: --json prints to stdout, where -o - writes the box; choose one", file=sys.stderr)
         return 1
-    if output is sys.stdout.buffer and sys.stdout.isatty():
+    if args.output == "-" and sys.stdout.isatty():
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
     results: list = []  # the boxes complete so far, for a truthful message if a later step fails
     try:
+        name = _source(args)
         _check_catalog_args(args)
+        output = sys.stdout.buffer if args.output == "-" else args.output
         options_ = PackOptions(
             providers=args.provider,
             output=output,
@@ -401,6 +428,7 @@ def _main(argv: list[str]) -> int:
             firmware=args.firmware,
             checksum_type=args.checksum_type,
             checksum_file=args.checksum_file,
+            name=name,
             settings={o.name: getattr(args, o.name) for o in options()},
         )
         pack(args.disk, options_, progress, on_box=results.append)
