@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from boxpack.metadata import validate
 from conftest import MIB, make_disk, run_boxpack
 
 from boxpack import boottest
@@ -53,6 +55,7 @@ def test_cannot_run_without_qemu_exits_2_naming_it(tmp_path: Path, layout: str, 
     key.write_text("not a real key\n")
     proc = run_boxpack("test", box, "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     result = json.loads(proc.stdout)
+    validate(result, "test-result.schema.json", "boxpack test --json")
     assert proc.returncode == 2 and result["exit_code"] == 2
     assert result["firmware"] == firmware and result["provider"] == "virtualbox"
     assert "qemu-system-x86_64 is not installed" in result["error"]
