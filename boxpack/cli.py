@@ -41,6 +41,32 @@ bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
 """
 
 
+SUBCOMMANDS = ("catalog", "inspect", "verify", "test")
+# SOURCE completes to a subcommand or a file: the subcommands have parsers of their own.
+COMPLETION_PREAMBLE = {
+    "bash": f'_boxpack_source() {{ compgen -W "{" ".join(SUBCOMMANDS)}" -- "$1"; compgen -f -- "$1"; }}\n',
+    "zsh": f"_boxpack_source() {{ _alternative 'commands:subcommand:({' '.join(SUBCOMMANDS)})' 'files:file:_files' }}\n",
+}
+
+
+class _PrintCompletion(argparse.Action):
+    """shtab writes the script from the parser itself, so it never falls behind the options."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, shell: object, option: object = None) -> None:
+        import shtab
+
+        print(shtab.complete(parser, str(shell), preamble=COMPLETION_PREAMBLE))
+        parser.exit(0)
+
+
+class _PrintMan(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: object = None) -> None:
+        from argparse_manpage.manpage import Manpage
+
+        print(str(Manpage(parser)))
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + error
         self.exit(2, f"boxpack: error: {message} (see boxpack --help)\n")
@@ -55,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
+    source = p.add_argument(
         "disk",
         metavar="SOURCE",
         nargs="?",
         help="a raw disk (as mkosi, kiwi, osbuild or dd write it; also compressed: .raw.zst, .raw.xz, .raw.gz, or in "
         "a tar), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; the format is told by its bytes",
     )
+    source.complete = {"bash": "_boxpack_source", "zsh": "_boxpack_source"}  # type: ignore[attr-defined]
     p.add_argument(
         "--mkosi",
         action="store_true",
@@ -125,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
     p.add_argument("--test", action="store_true", help="boot each box written to a file and check it as `boxpack test` does")
     p.add_argument("--version", action="version", version=f"boxpack {__version__}")
+    p.add_argument("--print-completion", choices=["bash", "zsh"], action=_PrintCompletion,
+                   help="print a shell completion script for boxpack and exit (e.g. boxpack --print-completion bash "
+                   "> /etc/bash_completion.d/boxpack)")
+    p.add_argument("--print-man", nargs=0, action=_PrintMan, help="print boxpack's man page (roff) and exit")
     sums = p.add_argument_group("checksums and catalog")
     sums.add_argument(
         "--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
