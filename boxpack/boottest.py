@@ -52,6 +52,7 @@ HARDWARE = {
     "virtualbox": ("sata", "e1000"),
     "vmware_desktop": ("sata", "e1000e"),
     "hyperv": ("sata", "e1000"),
+    "qemu": ("virtio", "virtio-net-pci"),  # vagrant-qemu's drive_interface and net_device defaults
 }
 
 

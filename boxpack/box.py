@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
 
-from . import accel
+from . import accel, ovf, vmx
 from .zstd import zstd
 from .bytesource import StreamBytes
 from .disk import ImageSource, Reader
@@ -200,25 +199,16 @@ def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
     raise BoxpackError(f"{box}: has no metadata.json at its root")
 
 
-def ovf_disk_href(xml: bytes) -> str | None:
-    """The first File's href in an OVF (any OVF version: attributes by local name, as VirtualBox reads them)."""
-    try:
-        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError:
-        return None
-    for e in root.iter("{*}File"):
-        for k, v in e.attrib.items():
-            if etree.QName(k).localname == "href":
-                return v
-    return None
-
-
-def libvirt_disk(meta: dict[str, Any]) -> str:
-    """box.img in vagrant-libvirt's format v1; the first of `disks` in v2."""
+def libvirt_disks(meta: dict[str, Any]) -> list[str] | None:
+    """The disks vagrant-libvirt reads, in order: `disks` (0.5.0 and later), else box.img; None when the
+    box is not a libvirt one (lib/vagrant-libvirt/action/handle_box_image.rb)."""
     disks = meta.get("disks")
-    if isinstance(disks, list) and disks and isinstance(disks[0], dict):
-        return str(disks[0].get("path", "box.img")).removeprefix("./")
-    return "box.img"
+    if isinstance(disks, list) and disks:
+        paths = [d.get("path") for d in disks if isinstance(d, dict)]
+        return [p.removeprefix("./") for p in paths if isinstance(p, str)] or None
+    if meta.get("provider") in ("libvirt", "qemu"):
+        return ["box.img"]
+    return None
 
 
 class _BoxPass:
@@ -227,44 +217,56 @@ class _BoxPass:
     def __init__(self, box: Path) -> None:
         self.box = box
         self.meta: dict[str, Any] = {}
-        self.href: str | None = None
+        self.ovf_disks: list[str] = []
+        self.vmx_disks: list[str] = []
         self.tar = open_tar(box)
 
     def _note(self, m: tarfile.TarInfo, name: str) -> None:
-        """Remember metadata.json and box.ovf, which say which member is the disk."""
-        if name == "metadata.json" and m.size <= METADATA_LIMIT:
+        """Remember metadata.json, box.ovf and the first .vmx, which say which members are the disks."""
+        if m.size > METADATA_LIMIT:
+            return
+        if name == "metadata.json":
             self.meta = parse_metadata(self.tar.extractfile(m).read(), str(self.box))
-        elif name == "box.ovf" and m.size <= METADATA_LIMIT:
-            self.href = ovf_disk_href(self.tar.extractfile(m).read())
+        elif name == "box.ovf":
+            self.ovf_disks = ovf.disk_files(self.tar.extractfile(m).read())
+        elif name.endswith(".vmx") and not self.vmx_disks:
+            text = self.tar.extractfile(m).read().decode("utf-8", "replace")
+            self.vmx_disks = [p.removeprefix("./") for p in vmx.disk_files(vmx.parse_vmx(text)[0])]
 
-    def wanted(self) -> str | None:
-        if self.meta.get("provider") == "libvirt" or self.meta.get("disks"):
-            return libvirt_disk(self.meta)
-        return self.href
+    def disks(self) -> list[str] | None:
+        """The disks in the order the box's consumer attaches them, when the box says; else None."""
+        return libvirt_disks(self.meta) or self.ovf_disks or self.vmx_disks or None
 
     def find_disk(self) -> tuple[int, tarfile.TarInfo]:
-        """(ordinal, member) of the disk; the members before it are read on the way."""
+        """(ordinal, member) of the first disk; the members before it are read on the way."""
         for ordinal, m in members(self.tar, self.box):
             name = m.name.removeprefix("./")
             if not m.isfile():
                 continue
-            if name in ("metadata.json", "box.ovf"):
+            if name in ("metadata.json", "box.ovf") or name.endswith(".vmx"):
                 self._note(m, name)
                 continue
-            wanted = self.wanted()
-            if name == wanted or (wanted is None and name.lower().endswith(DISK_SUFFIXES)):
+            wanted = self.disks()
+            if (wanted and name == wanted[0]) or (wanted is None and name.lower().endswith(DISK_SUFFIXES)):
                 return ordinal, m
         raise BoxpackError(f"{self.box}: holds no disk image ({', '.join(DISK_SUFFIXES)})")
 
-    def finish(self, ordinal: int, disk: str) -> None:
-        """Read the members after the disk (at ordinal); the disk taken must be the one metadata.json or box.ovf names."""
+    def finish(self, ordinal: int, disk: str) -> list[str]:
+        """Read the members after the disk (at ordinal); the disk taken must be the first the box names.
+        Returns the box's other disks, in order."""
+        names = set()
         for i, m in members(self.tar, self.box):
             name = m.name.removeprefix("./")
-            if i > ordinal and m.isfile() and name in ("metadata.json", "box.ovf"):
+            names.add(name)
+            if i > ordinal and m.isfile() and (name in ("metadata.json", "box.ovf") or name.endswith(".vmx")):
                 self._note(m, name)
-        wanted = self.wanted()
-        if wanted is not None and wanted != disk:
-            raise BoxpackError(f"{self.box}: its disk is {wanted!r}, which comes after {disk!r} in the archive; repack the box")
+        wanted = self.disks() or [disk]
+        if wanted[0] != disk:
+            raise BoxpackError(f"{self.box}: its disk is {wanted[0]!r}, which comes after {disk!r} in the archive; repack the box")
+        for other in wanted[1:]:
+            if other not in names:
+                raise BoxpackError(f"{self.box}: names the disk {other!r}, which it does not hold")
+        return wanted[1:]
 
 
 def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
@@ -294,31 +296,43 @@ def box_source(box: Path, threads: int) -> ImageSource:
         first.tar.close()
         raise
 
-    def reopen() -> Reader:
-        tar = open_tar(box)
-        try:
-            for i, m in members(tar, box):
-                if i == ordinal:
-                    return _reader(StreamBytes(tar.extractfile(m), m.size, f"{box}:{name}", owner=tar), name, box)
-        except BaseException:
-            tar.close()
-            raise
-        tar.close()
-        raise BoxpackError(f"{box}: {name} vanished between two reads")
-
-    source = ImageSource(box, reader, _guarded(reopen, box), threads)
+    source = ImageSource(box, reader, _guarded(lambda: _member_reader(box, name, ordinal), box), threads)
     source.format = f"{reader.format} in a box"
 
     def after_first_scan() -> None:
         try:
-            first.finish(ordinal, name)
+            others = first.finish(ordinal, name)
         except ARCHIVE_ERRORS as e:
             raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
         arch = first.meta.get("architecture")
         source.architecture = arch if isinstance(arch, str) else None
         source.format = f"{reader.format} in a {first.meta.get('provider', 'unknown')} box"
+        source.others = lambda: [_member_source(box, other, threads) for other in others]
 
     source.after_first_scan = after_first_scan
+    return source
+
+
+def _member_reader(box: Path, name: str, ordinal: int | None = None) -> Reader:
+    """A reader of the disk member `name` (at `ordinal` when known), streamed from a new pass over the box."""
+    tar = open_tar(box)
+    try:
+        for i, m in members(tar, box):
+            if (i == ordinal) if ordinal is not None else (m.isfile() and m.name.removeprefix("./") == name):
+                return _reader(StreamBytes(tar.extractfile(m), m.size, f"{box}:{name}", owner=tar), name, box)
+    except BaseException:
+        tar.close()
+        raise
+    tar.close()
+    raise BoxpackError(f"{box}: {name} vanished between two reads")
+
+
+def _member_source(box: Path, name: str, threads: int) -> ImageSource:
+    """Another disk of a box, as a source of its own: each scan streams the box up to it."""
+    reopen = _guarded(lambda: _member_reader(box, name), box)
+    reader = reopen()
+    source = ImageSource(box, reader, reopen, threads)
+    source.format = f"{reader.format} in a box"
     return source
 
 

@@ -27,6 +27,7 @@ examples:
   boxpack disk.img --provider libvirt --catalog boxes.json --name org/disk --box-version 1.0.0 \\
       --url-base https://example.org/boxes/     also records it in a catalog for `vagrant box add`
   boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
+  boxpack root.img data.qcow2 --provider libvirt    one box, two disks (root.img boots)
   boxpack disk.img --provider libvirt -o - | curl -T - https://example.org/upload/disk.box
 
 Both providers come from one read of the disk. A VirtualBox box's VMDK size is
@@ -84,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_argument(
         "disk",
         metavar="SOURCE",
-        nargs="?",
+        nargs="*",
         help="a raw disk (as mkosi, kiwi, osbuild or dd write it; also compressed: .raw.zst, .raw.xz, .raw.gz, or in "
-        "a tar), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; the format is told by its bytes",
+        "a tar), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; the format is told by its bytes. Several make one "
+        "box with several disks, the first the boot disk",
     )
     source.complete = {"bash": "_boxpack_source", "zsh": "_boxpack_source"}  # type: ignore[attr-defined]
     p.add_argument(
@@ -358,13 +360,13 @@ def _source(args: argparse.Namespace) -> str | None:
     """SOURCE, or with --mkosi the disk mkosi wrote (filling in -o, --architecture and --box-version from
     mkosi's hook environment); returns the name the boxes are called after, None for the source's."""
     if not args.mkosi:
-        if args.disk is None:
+        if not args.disk:
             raise BoxpackError("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
         return None
-    if args.disk is not None:
-        raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk!r})")
+    if args.disk:
+        raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
     image = mkosi.from_environment(os.environ)
-    args.disk = str(image.disk)
+    args.disk = [str(image.disk)]
     args.output = args.output or f"{image.output_dir}/"
     args.architecture = args.architecture or image.architecture
     if args.catalog:
@@ -530,7 +532,7 @@ def result_json(r) -> dict:
         "checksum": r.checksum,
         "firmware": firmware,
         "firmware_reason": why.rstrip(")"),
-        "disks": [{"format": r.disk_format, "virtual_size": r.virtual_size}],
+        "disks": [{"format": fmt, "virtual_size": size} for fmt, size in r.disks],
         "seconds": round(r.seconds, 3),
     }
 

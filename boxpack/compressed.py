@@ -82,6 +82,9 @@ class CompressedRawDisk:
         """Only the first 64 KiB (the partition table), after a scan; zeros elsewhere."""
         return (self.head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
 
+    def other_disks(self) -> list:
+        return []
+
     def progress_total(self) -> int:
         return self.compressed_size
 

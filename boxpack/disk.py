@@ -45,6 +45,10 @@ class Source(Protocol):
 
     def progress_total(self) -> int: ...
 
+    def other_disks(self) -> list[Source]:
+        """After the first scan: a box's disks after its first, in order (each opened); [] for anything else."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Source: ...
@@ -149,6 +153,7 @@ class ImageSource:
         self.data_estimate = reader.data_estimate
         self.architecture: str | None = None
         self.after_first_scan: Callable[[], None] | None = None
+        self.others: Callable[[], list[Source]] = list  # a box's other disks, known after the first scan
         self.head = bytes(CLUSTER)  # cluster 0, filled by the first scan
 
     @property
@@ -178,6 +183,9 @@ class ImageSource:
 
     def progress_total(self) -> int:
         return self.data_estimate
+
+    def other_disks(self) -> list[Source]:
+        return self.others()
 
     def close(self) -> None:
         if self._reader is not None:

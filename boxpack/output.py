@@ -45,7 +45,7 @@ def _node_kind(path: Path) -> str | None:
     return "special file"
 
 
-def targets(names: Sequence[str], output: Output, source: Path, force: bool) -> list[Target]:
+def targets(names: Sequence[str], output: Output, sources: Sequence[Path], force: bool) -> list[Target]:
     """Where each box (by file name) goes, refusing to overwrite without force.
 
     output is None (the current directory), a directory (an existing one, or
@@ -79,7 +79,7 @@ def targets(names: Sequence[str], output: Output, source: Path, force: bool) -> 
     result: list[Target] = []
     for t in paths:
         kind = _node_kind(t)
-        if kind and t.resolve() == source.resolve():
+        if kind and any(t.resolve() == s.resolve() for s in sources):
             raise BoxpackError(f"{t}: is the source itself; choose another output with -o")
         if not t.parent.is_dir():
             raise BoxpackError(f"{t.parent}: no such directory for the output box")

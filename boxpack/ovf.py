@@ -10,7 +10,7 @@ and a vbox:Machine whose image UUIDs do not match the DiskSection fails import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,29 +82,41 @@ class Hardware:
     memory_mb: int = 1024
 
 
-def build(hw: Hardware, disk_file: str, disk_file_size: int, capacity: int, disk_uuid: str) -> bytes:
-    """The OVF 1.0 envelope for one VM with one disk (capacity in bytes) on a SATA controller."""
+@dataclass(frozen=True)
+class DiskFile:
+    """One disk of the appliance: its VMDK's name and size, the guest's capacity in bytes, its UUID."""
+
+    name: str
+    size: int
+    capacity: int
+    uuid: str
+
+
+def build(hw: Hardware, disks: Sequence[DiskFile]) -> bytes:
+    """The OVF 1.0 envelope for one VM with its disks on one SATA controller, in order (port 0 boots)."""
     o, r, v = (lambda n: _q(OVF_NS, n)), (lambda n: _q(RASD_NS, n)), (lambda n: _q(VSSD_NS, n))
     env = etree.Element(o("Envelope"), nsmap=NSMAP)
     env.set(o("version"), "1.0")
     env.set("{http://www.w3.org/XML/1998/namespace}lang", "en-US")
 
     refs = etree.SubElement(env, o("References"))
-    etree.SubElement(refs, o("File"), {o("id"): "file1", o("href"): disk_file, o("size"): str(disk_file_size)})
+    for i, d in enumerate(disks, 1):
+        etree.SubElement(refs, o("File"), {o("id"): f"file{i}", o("href"): d.name, o("size"): str(d.size)})
 
-    disks = etree.SubElement(env, o("DiskSection"))
-    etree.SubElement(disks, o("Info")).text = "List of the virtual disks used in the package"
-    etree.SubElement(
-        disks,
-        o("Disk"),
-        {
-            o("capacity"): str(capacity),
-            o("diskId"): "vmdisk1",
-            o("fileRef"): "file1",
-            o("format"): STREAM_OPTIMIZED,
-            _q(VBOX_NS, "uuid"): disk_uuid,
-        },
-    )
+    section = etree.SubElement(env, o("DiskSection"))
+    etree.SubElement(section, o("Info")).text = "List of the virtual disks used in the package"
+    for i, d in enumerate(disks, 1):
+        etree.SubElement(
+            section,
+            o("Disk"),
+            {
+                o("capacity"): str(d.capacity),
+                o("diskId"): f"vmdisk{i}",
+                o("fileRef"): f"file{i}",
+                o("format"): STREAM_OPTIMIZED,
+                _q(VBOX_NS, "uuid"): d.uuid,
+            },
+        )
 
     nets = etree.SubElement(env, o("NetworkSection"))
     etree.SubElement(nets, o("Info")).text = "Logical networks used in the package"
@@ -140,10 +152,15 @@ def build(hw: Hardware, disk_file: str, disk_file_size: int, capacity: int, disk
          ElementName=f"{hw.memory_mb} MB of memory", InstanceID=2, ResourceType=4, VirtualQuantity=hw.memory_mb)
     item(Address=0, Caption="sataController0", Description="SATA Controller", ElementName="sataController0",
          InstanceID=3, ResourceSubType="AHCI", ResourceType=20)
-    item(AddressOnParent=0, Caption="disk1", Description="Disk Image", ElementName="disk1",
-         HostResource="/disk/vmdisk1", InstanceID=4, Parent=3, ResourceType=17)
+    def disk_item(i: int, instance: int) -> None:  # on port i-1 of the SATA controller
+        item(AddressOnParent=i - 1, Caption=f"disk{i}", Description="Disk Image", ElementName=f"disk{i}",
+             HostResource=f"/disk/vmdisk{i}", InstanceID=instance, Parent=3, ResourceType=17)
+
+    disk_item(1, 4)
     item(AutomaticAllocation="true", Caption="Ethernet adapter on 'NAT'", Connection="NAT",
          ElementName="Ethernet adapter on 'NAT'", InstanceID=5, ResourceSubType="E1000", ResourceType=10)
+    for i in range(2, len(disks) + 1):
+        disk_item(i, 4 + i)
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -307,6 +324,31 @@ def _int(text: str | None) -> int:
     return int(text) if text and text.isdigit() else 0
 
 
+ISO_FORMAT = "http://www.ecma-international.org/publications/standards/Ecma-119.htm"
+
+
+def disks(root: etree._Element) -> list[tuple[str, int | None]]:
+    """(file, capacity in bytes) of each hard disk, in DiskSection order (VirtualBox's export order);
+    an ISO is not a hard disk. A Disk whose fileRef names no File is left out (the rules report it)."""
+    files = {_attr(f, "id"): _attr(f, "href") for r in _children(root, "References") for f in _children(r, "File")}
+    found = []
+    for section in _children(root, "DiskSection"):
+        for d in _children(section, "Disk"):
+            href = files.get(_attr(d, "fileRef"))
+            if href and _attr(d, "format") != ISO_FORMAT:
+                cap = _attr(d, "capacity") or ""
+                found.append((href, int(cap) if cap.isdigit() else None))
+    return found
+
+
+def disk_files(xml: bytes) -> list[str]:
+    """The hard disks' files, in order; [] when box.ovf is not XML."""
+    try:
+        return [href for href, _ in disks(parse(xml))]
+    except BoxpackError:
+        return []
+
+
 def facts(xml: bytes) -> dict[str, Any]:
     """What inspect shows of a box.ovf: disk capacity, files, CPUs, memory, controllers, OS type."""
     root = parse(xml)
@@ -319,6 +361,7 @@ def facts(xml: bytes) -> dict[str, Any]:
     capacity = _attr(disk, "capacity") if disk is not None else None
     return {
         "capacity": int(capacity) if capacity and capacity.isdigit() else None,
+        "disks": [{"file": href, "capacity": cap} for href, cap in disks(root)],
         "files": [_attr(f, "href") for r in _children(root, "References") for f in _children(r, "File")],
         "cpus": next((_text(i, "VirtualQuantity") for i in by_type.get("3", [])), None),
         "memory_mb": next((_text(i, "VirtualQuantity") for i in by_type.get("4", [])), None),

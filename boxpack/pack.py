@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
 import logging
 import os
@@ -22,7 +24,7 @@ from .disk import Source
 from .errors import BoxpackError
 from .output import COMPRESSIONS, Output, is_stream, targets, write_box, write_text_atomically
 from .partitions import read_partition_table
-from .providers import PROVIDERS, Job, Provider
+from .providers import PROVIDERS, Disk, Job, Provider
 from .sources import open_source
 from .vagrantfile import ruby_available, ruby_syntax
 
@@ -105,8 +107,7 @@ class BoxResult:
     seconds: float  # from the start of the run to this box's last byte
     firmware: str  # "bios" or "efi", and why
     architecture: str | None
-    disk_format: str  # of the disk in the box: "qcow2", "vmdk streamOptimized", ...
-    virtual_size: int  # bytes
+    disks: list[tuple[str, int]]  # each disk in the box: its format ("qcow2", "vmdk streamOptimized", ...) and size in bytes
 
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst", ".bz2")
@@ -148,7 +149,7 @@ def _user_vagrantfile(path: str | os.PathLike[str]) -> bytes:
 
 
 def _includes(paths: Sequence[str | os.PathLike[str]], providers: Sequence[str]) -> list[Path]:
-    reserved = {"metadata.json", "Vagrantfile", *(m for p in providers for m in PROVIDERS[p].MEMBERS)}
+    reserved = ["metadata.json", "Vagrantfile", *(m for p in providers for m in PROVIDERS[p].MEMBERS)]
     includes = [_option_file(p, "included file") for p in paths]
     names = [p.name for p in includes]
     for p in includes:
@@ -156,48 +157,59 @@ def _includes(paths: Sequence[str | os.PathLike[str]], providers: Sequence[str])
             p.name.encode("utf-8")
         except UnicodeEncodeError:
             raise BoxpackError(f"--include {os.fsdecode(p)!r}: a box member's name must be UTF-8") from None
-        if p.name in reserved or names.count(p.name) > 1:
+        if any(fnmatch.fnmatchcase(p.name, r) for r in reserved) or names.count(p.name) > 1:
             raise BoxpackError(f"--include {p.name}: the box already has a file of that name")
     return includes
 
 
-def _disk_id(size: int, crc: int, clusters: array) -> bytes:
-    """32 bytes that identify the disk's content: seeds UUIDs, CID and MAC, so output is reproducible."""
+def _disk_id(size: int, crc: int, clusters: array, index: int) -> bytes:
+    """32 bytes that identify the disk's content: seeds UUIDs, CID and MAC, so output is reproducible.
+    A disk after the first also hashes its place, so two identical data disks get different UUIDs
+    (VirtualBox refuses an appliance whose disks share one)."""
     h = hashlib.sha256(b"boxpack-disk-id\0")
     h.update(size.to_bytes(8, "little"))
     h.update(crc.to_bytes(4, "little"))
     h.update(clusters.tobytes())
+    if index:
+        h.update(index.to_bytes(4, "little"))
     return h.digest()
 
 
 def pack(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     options: PackOptions | None = None,
     progress=None,
     on_box: Callable[[BoxResult], None] | None = None,
 ) -> list[BoxResult]:
-    """Pack the disk image `source` into one Vagrant box per provider in options.providers.
+    """Pack the disk image `source` (or several: the first boots) into one Vagrant box per provider.
 
-    source is a raw disk, a qcow2 or VMDK image, or a box (its disk is read
-    straight from the archive; its architecture carries over). progress, if
-    given, is a boxpack.progress.Progress-like object; on_box is called with
-    each box as soon as it is complete (so a caller knows what exists if a
-    later one fails). Raises BoxpackError.
+    A source is a raw disk (also compressed), a disk image, or a box (its
+    disks are read straight from the archive; its architecture carries
+    over). progress, if given, is a boxpack.progress.Progress-like object;
+    on_box is called with each box as soon as it is complete (so a caller
+    knows what exists if a later one fails). Raises BoxpackError.
     """
     started = time.monotonic()
     o = options or PackOptions()
     o.check()
+    paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not paths:
+        raise BoxpackError("no disk given")
     providers = list(dict.fromkeys(o.providers))
+    for p in providers:
+        PROVIDERS[p].check_disks(len(paths))
     threads = o.threads or default_threads()
     vagrantfile = _user_vagrantfile(o.vagrantfile) if o.vagrantfile else None
     includes = _includes(o.include, providers)
     settings = {opt.name: o.settings.get(opt.name, opt.default) for p in providers for opt in PROVIDERS[p].OPTIONS}
     results: list[BoxResult] = []
-    with open_source(source, threads) as disk:
-        stem = o.name or _stem(disk.path)
-        where = targets([f"{stem}-{p}.box" for p in providers], o.output, disk.path, o.force)
+    with contextlib.ExitStack() as stack:
+        disks = [Disk(stack.enter_context(open_source(p, threads))) for p in paths]
+        boot = disks[0].source
+        stem = o.name or _stem(boot.path)
+        where = targets([f"{stem}-{p}.box" for p in providers], o.output, [d.source.path for d in disks], o.force)
         job = Job(
-            disk=disk,
+            disks=disks,
             name=stem,
             firmware=o.firmware or "bios",
             compress=zlib_compressor(o.level, o.fast),
@@ -209,53 +221,63 @@ def pack(
             spool_dir=next((t.parent for t in where if isinstance(t, Path)), None),
         )
         writers: list[Provider] = []
-        try:
-            for name in providers:
-                writers.append(PROVIDERS[name](job))
-            firmware_note = _scan(disk, job, writers, o, progress)
-            for writer, target in zip(writers, where):
-                members = writer.members()
-                if progress:
-                    progress.phase(f"writing {writer.NAME}", sum(m.size for m in members))
-                size, digest = write_box(
-                    target, members, o.compression, lambda sink: ParallelGzip(sink, o.level, threads, o.fast), o.force,
-                    o.checksum_type, progress,
-                )
-                writer.close()
-                if progress:
-                    progress.finish()
-                results.append(
-                    BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                              time.monotonic() - started, firmware_note, job.architecture, writer.DISK_FORMAT, disk.size)
-                )
-                if on_box:
-                    on_box(results[-1])
-        finally:
-            for w in writers:
-                w.close()
+        stack.callback(lambda: [w.close() for w in writers])
+        for name in providers:
+            writers.append(PROVIDERS[name](job))
+        firmware_note = _scan(job, writers, o, progress, stack)
+        for writer, target in zip(writers, where):
+            members = writer.members()
+            if progress:
+                progress.phase(f"writing {writer.NAME}", sum(m.size for m in members))
+            size, digest = write_box(
+                target, members, o.compression, lambda sink: ParallelGzip(sink, o.level, threads, o.fast), o.force,
+                o.checksum_type, progress,
+            )
+            writer.close()
+            if progress:
+                progress.finish()
+            results.append(
+                BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
+                          time.monotonic() - started, firmware_note, job.architecture,
+                          [(writer.DISK_FORMAT, d.source.size) for d in job.disks])
+            )
+            if on_box:
+                on_box(results[-1])
     if o.checksum_file:
         _write_checksum_files(results, o.checksum_file)
     return results
 
 
-def _scan(disk: Source, job: Job, writers: list[Provider], o: PackOptions, progress) -> str:
-    """Read the disk once for every provider; then firmware and architecture. Returns the firmware and why."""
-    if progress:
-        progress.phase("reading disk", disk.progress_total())
-    crc = 0
-    for cluster, data in disk.scan(progress):
-        job.clusters.append(cluster)
-        crc = deflate.crc32(data, crc)
-        for w in writers:
-            w.feed(cluster, data)
-    if disk.padded:
-        log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", disk.path, disk.file_size, disk.size)
-    job.disk_id = _disk_id(disk.size, crc, job.clusters)
+def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> str:
+    """Read each disk once for every provider, in order (a box's other disks join after its first);
+    then firmware and architecture from the boot disk. Returns the firmware and why."""
+    i = 0
+    while i < len(job.disks):
+        disk = job.disks[i]
+        source = disk.source
+        if progress:
+            progress.phase("reading disk" if len(job.disks) == 1 else f"reading disk {i + 1}", source.progress_total())
+        crc = 0
+        for cluster, data in source.scan(progress):
+            disk.clusters.append(cluster)
+            crc = deflate.crc32(data, crc)
+            for w in writers:
+                w.feed(i, cluster, data)
+        if source.padded:
+            log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", source.path, source.file_size, source.size)
+        disk.disk_id = _disk_id(source.size, crc, disk.clusters, i)
+        others = [Disk(stack.enter_context(s)) for s in source.other_disks()]
+        job.disks[i + 1 : i + 1] = others
+        if others:
+            for w in writers:
+                w.check_disks(len(job.disks))
+        i += 1
     # The partition table is read after the scan: a disk inside a box can only be streamed.
-    table = read_partition_table(disk)
+    boot = job.disk
+    table = read_partition_table(boot)
     detected, reason = table.firmware()
     job.firmware = o.firmware or detected
-    job.architecture = o.architecture or disk.architecture or table.architecture()
+    job.architecture = o.architecture or boot.architecture or table.architecture()
     return f"{job.firmware} ({'as asked' if o.firmware else 'detected: ' + reason})"
 
 

@@ -19,7 +19,8 @@ class Report:
     member_count: int = 0
     metadata: Any = None
     vagrantfile: dict = field(default_factory=dict)
-    disk: dict = field(default_factory=dict)
+    disk: dict = field(default_factory=dict)  # the first disk's facts (the boot disk in boxes boxpack and others write)
+    disks: list[dict] = field(default_factory=list)  # every disk's, in archive order (the first MAX_DISKS)
     partitions: dict | None = None
     ovf: dict | None = None
     checksum: dict | None = None
@@ -27,6 +28,7 @@ class Report:
     unreadable: str | None = None
 
     MAX_LISTED = 1000
+    MAX_DISKS = 32  # checked; a box with more is no VM's
 
     def add(self, code: str, severity: str, message: str) -> None:
         self.findings.add(code, severity, message)

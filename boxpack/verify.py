@@ -212,15 +212,18 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
         if (norm in TEXTS or norm.endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:
             texts[norm] = tar.extractfile(m).read()
             continue
-        if norm.lower().endswith(boxfile.DISK_SUFFIXES) and not report.disk:
-            _examine_member(tar, m, norm, report, threads)
+        if norm.lower().endswith(boxfile.DISK_SUFFIXES):
+            if len(report.disks) < Report.MAX_DISKS:
+                _examine_member(tar, m, norm, report, threads)
+            elif len(report.disks) == Report.MAX_DISKS:
+                report.add("disks-unchecked", "info", f"more than {Report.MAX_DISKS} disk images; only the first were checked")
     _read_texts(texts, report)
     return texts
 
 
 def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report: Report, threads: int) -> None:
     if m.size <= 0:
-        report.disk = {"member": name, "format": "empty", "virtual_size": 0}
+        _add_disk(report, {"member": name, "format": "empty", "virtual_size": 0})
         report.add("disk-empty", "error", f"{name}: the disk member is empty")
         return
     data = StreamBytes(tar.extractfile(m), m.size, name)
@@ -242,7 +245,13 @@ def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report:
     except Exception as e:  # hostile headers: whatever the parsers trip on is a finding, not a crash
         facts = {"format": "unreadable"}
         report.add("disk-unreadable", "error", f"{name}: unreadable ({type(e).__name__}: {e})")
-    report.disk = {"member": name, **facts}
+    _add_disk(report, {"member": name, **facts})
+
+
+def _add_disk(report: Report, facts: dict) -> None:
+    report.disks.append(facts)
+    if len(report.disks) == 1:
+        report.disk = facts
 
 
 def _read_texts(texts: dict[str, bytes], report: Report) -> None:
@@ -326,10 +335,12 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
                 allocated = sum(len(data) for _, data in src.scan())
                 report.disk = {"format": src.format, "virtual_size": src.size, "file_size": src.compressed_size,
                                "allocated": allocated}
+                report.disks = [report.disk]
                 _partitions(report, read_partition_table(src))
                 return
             report.compression = None
             report.disk = {"format": src.format, "virtual_size": src.size, "file_size": os.path.getsize(path)}
+            report.disks = [report.disk]
             fd = os.open(path, os.O_RDONLY)
             try:
                 data = FileBytes(fd, os.path.getsize(path), path.name)
@@ -391,8 +402,9 @@ def render_inspect(r: Report) -> str:
         lines.append(f"metadata.json: {json.dumps(r.metadata)[:2000]}")
     if r.vagrantfile:
         lines.append(f"Vagrantfile: base_mac {r.vagrantfile.get('base_mac') or 'not set'}, firmware {r.vagrantfile.get('firmware') or 'default (bios)'}")
-    if r.disk:
-        lines.append("disk: " + ", ".join(f"{k} {v}" for k, v in r.disk.items()))
+    for i, disk in enumerate(r.disks if len(r.disks) > 1 else [r.disk] if r.disk else []):
+        label = f"disk {i + 1}" if len(r.disks) > 1 else "disk"
+        lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in disk.items()))
     if r.ovf:
         lines.append("box.ovf: " + ", ".join(f"{k} {v}" for k, v in r.ovf.items()))
     if r.partitions:

@@ -133,6 +133,9 @@ class RawDisk:
                     progress(min(pos + n, end) - max(pos, start))
                 pos += n
 
+    def other_disks(self) -> list:
+        return []
+
     def progress_total(self) -> int:
         return sum(e - s for s, e in self.extents())
 

@@ -5,15 +5,16 @@ A new provider is a module with a Provider subclass and one entry in PROVIDERS.
 
 from __future__ import annotations
 
-from .base import Job, Option, Provider
+from .base import Disk, Job, Option, Provider
 from .hyperv import HyperV
 from .libvirt import Libvirt
+from .qemu import Qemu
 from .virtualbox import VirtualBox
 from .vmware_desktop import VmwareDesktop
 
-PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV)}
+PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV, Qemu)}
 
-__all__ = ["Job", "Option", "PROVIDERS", "Provider", "options"]
+__all__ = ["Disk", "Job", "Option", "PROVIDERS", "Provider", "options"]
 
 
 def options() -> list[Option]:

@@ -60,10 +60,19 @@ def vm_name(job: Job) -> str:
 
 
 @dataclass
-class Job:
-    """What providers need: the disk, its data map, and the user's choices."""
+class Disk:
+    """One disk of the box, as the scan found it."""
 
-    disk: Source
+    source: Source
+    clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
+    disk_id: bytes = b""  # 32 bytes derived from the disk's content (and place), set after its scan
+
+
+@dataclass
+class Job:
+    """What providers need: the disks (the first boots), their data maps, and the user's choices."""
+
+    disks: list[Disk]
     name: str  # the box's base name, from the source file: VM names default to it
     firmware: str  # "bios" or "efi"
     compress: Callable[[bytes], bytes]  # zlib-wraps one buffer with the box's engine and level
@@ -73,22 +82,33 @@ class Job:
     vagrantfile: bytes | None = None  # the user's own, replacing the default
     include: list[Path] = field(default_factory=list)
     spool_dir: Path | None = None  # where a provider may put a temporary file
-    clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
-    disk_id: bytes = b""  # 32 bytes derived from the disk's content, set after the scan
+
+    @property
+    def disk(self) -> Source:
+        """The boot disk."""
+        return self.disks[0].source
+
+    @property
+    def disk_id(self) -> bytes:
+        """The boot disk's ID: seeds the VM's IDs and MAC."""
+        return self.disks[0].disk_id
 
 
 class Provider:
     NAME: ClassVar[str]
     DISK_FORMAT: ClassVar[str]  # the format of the disk in the box, as inspect names it
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
-    MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile
+    MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile (fnmatch patterns)
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
 
     def __init__(self, job: Job) -> None:
         self.job = job
 
-    def feed(self, cluster: int, data: bytes | memoryview) -> None:
-        """One non-zero 64 KiB cluster of the disk, in ascending order, during the scan."""
+    MAX_DISKS: ClassVar[int | None] = None  # how many disks its consumer can attach from one box
+    DISK_LIMIT: ClassVar[str] = ""  # why, with the upstream source
+
+    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
+        """One non-zero 64 KiB cluster of disk number `disk`, in ascending order, during the scan (disks in order)."""
 
     def members(self) -> list[Member]:
         raise NotImplementedError
@@ -115,6 +135,13 @@ class Provider:
     def include_members(self) -> list[Member]:
         """The user's extra files, by their base name, read when the archive is written."""
         return [Member(p.name, p.stat().st_size, lambda p=p: (p.read_bytes(),)) for p in self.job.include]
+
+    @classmethod
+    def check_disks(cls, count: int) -> None:
+        """Raise BoxpackError when the provider's consumer cannot attach count disks."""
+        if cls.MAX_DISKS is not None and count > cls.MAX_DISKS:
+            raise BoxpackError(f"{cls.NAME} boxes hold at most {cls.MAX_DISKS} disk{'s' if cls.MAX_DISKS > 1 else ''}, "
+                               f"not {count}: {cls.DISK_LIMIT}")
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:

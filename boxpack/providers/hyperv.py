@@ -107,6 +107,10 @@ class HyperV(Provider):
     )
     MEMBERS = (CONFIG,)
     TEXTS = (".xml",)
+    MAX_DISKS = 1
+    DISK_LIMIT = ("Vagrant's Hyper-V import copies the first disk of Virtual Hard Disks/ and attaches that copy for "
+                  "every drive of the VM (import.rb; VagrantVM.psm1, New-VagrantVMXML), so a second disk would be "
+                  "the first again")
 
     def generation(self) -> int:
         return 2 if self.job.firmware == "efi" or self.job.architecture == "arm64" else 1
@@ -138,13 +142,14 @@ class HyperV(Provider):
     def members(self) -> list[Member]:
         job = self.job
         disk = f"{DISKS}{vm_name(job)}.vhdx"
-        layout = VhdxLayout(job.disk.size, job.clusters, job.disk_id, job.settings["vhdx_block_size"] * MIB)
+        (boot,) = job.disks  # MAX_DISKS
+        layout = VhdxLayout(boot.source.size, boot.clusters, boot.disk_id, job.settings["vhdx_block_size"] * MIB)
         block = "  # Hyper-V reads the VM's generation, CPUs, memory and disk from Virtual Machines/box.xml.\n"
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(CONFIG, self.vm_xml(disk)),
-            Member(disk, layout.image_size, lambda: layout.stream(job.disk)),
+            Member(disk, layout.image_size, lambda: layout.stream(boot.source)),
             *self.include_members(),
         ]
 
@@ -175,6 +180,12 @@ class HyperV(Provider):
         for kind, number in vm.drives:
             if vm.generation == 2 and kind == "IDE":
                 report.add("hyperv-xml-disk", "error", f"{xmls[0]}: a generation 2 VM has no IDE controller (disk on IDE {number})")
+        if len(vm.drives) > 1:
+            report.add("hyperv-xml-disk", "error", f"{xmls[0]}: {len(vm.drives)} drives, but Vagrant attaches its copy of "
+                       "the box's first disk for every drive (VagrantVM.psm1, New-VagrantVMXML)")
+        if len(disks) > 1:
+            report.add("hyperv-layout", "warning", f"{len(disks)} disks in {DISKS}; Vagrant copies only the first it finds "
+                       "(import.rb), the others are ignored")
         if vm.generation == 1 and vm.drives and all(kind == "SCSI" for kind, _ in vm.drives):
             report.add("hyperv-xml-disk", "error", f"{xmls[0]}: a generation 1 VM boots from IDE, but the disk is on SCSI")
         if vm.processors is None or vm.memory_mb is None:

@@ -1,8 +1,19 @@
-"""The vagrant-libvirt box (format v1): box.img (qcow2), metadata.json, Vagrantfile.
+"""The vagrant-libvirt box: box.img (qcow2), metadata.json, Vagrantfile; and the same box for vagrant-qemu.
 
 vagrant-libvirt reads `format` and `virtual_size` (whole GiB, multiplied by
 1024**3) from metadata.json and never inspects box.img, so virtual_size is
 rounded up: rounded down, the volume is smaller than the disk.
+
+Several disks: vagrant-libvirt 0.5.0 and later read a non-empty `disks` list
+(lib/vagrant-libvirt/action/handle_box_image.rb) and size each disk with
+`qemu-img info`; older versions read box.img and the top-level fields. So the
+first disk stays box.img with the top-level fields, and `disks` lists
+box.img, box_2.img, box_3.img, ... in order (box_N.img is disk N, as
+`vagrant package` numbers them). A one-disk box has no `disks`.
+
+vagrant-qemu registers the qemu provider with box_format "libvirt"
+(lib/vagrant-qemu/plugin.rb) and reads the same layout; its catalog entry and
+metadata say "qemu", as bento publishes it.
 """
 
 from __future__ import annotations
@@ -29,11 +40,14 @@ SETTINGS = """\
 # vagrant-libvirt passes `loader` alone as a ROM (QEMU -bios), which needs a
 # unified OVMF image (code and variables in one file); these are where
 # distributions install one.
-EFI_SETTINGS = """\
-    # This disk boots with UEFI only: start it with the host's OVMF firmware.
+FIND_OVMF = """\
     ovmf = %w[/usr/share/ovmf/OVMF.fd /usr/share/qemu/OVMF.fd /usr/share/OVMF/OVMF.fd
               /usr/share/edk2/ovmf/OVMF.fd /usr/share/edk2/x64/OVMF.4m.fd /usr/share/edk2-ovmf/x64/OVMF.fd
              ].find { |f| File.exist?(f) }
+"""
+EFI_SETTINGS = """\
+    # This disk boots with UEFI only: start it with the host's OVMF firmware.
+""" + FIND_OVMF + """\
     if ovmf
       libvirt.loader = ovmf
     else
@@ -42,10 +56,13 @@ EFI_SETTINGS = """\
 """
 
 
+def disk_name(index: int) -> str:
+    return "box.img" if index == 0 else f"box_{index + 1}.img"
+
+
 class Libvirt(Provider):
     NAME = "libvirt"
     DISK_FORMAT = "qcow2"
-    MEMBERS = ("box.img",)
     OPTIONS = (
         Option(
             "qcow2_compat",
@@ -56,20 +73,28 @@ class Libvirt(Provider):
         ),
     )
 
+    MEMBERS = ("box.img", "box_[0-9]*.img")
+
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"provider": self.NAME, "format": "qcow2", "virtual_size": virtual_size_gib(self.job.disk.size)}
+        if len(self.job.disks) > 1:
+            meta["disks"] = [{"path": disk_name(i)} for i in range(len(self.job.disks))]
         if self.job.architecture:
             meta["architecture"] = self.job.architecture
         return meta
 
+    def settings(self) -> str:
+        return SETTINGS + (EFI_SETTINGS if self.job.firmware == "efi" else "") + "  end\n"
+
     def members(self) -> list[Member]:
         job = self.job
-        layout = Qcow2Layout(job.disk.size, job.clusters, COMPAT_VERSIONS[job.settings["qcow2_compat"]])
-        block = SETTINGS + (EFI_SETTINGS if job.firmware == "efi" else "") + "  end\n"
+        compat = COMPAT_VERSIONS[job.settings["qcow2_compat"]]
+        layouts = [Qcow2Layout(d.source.size, d.clusters, compat) for d in job.disks]
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
-            Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
-            Member("box.img", layout.image_size, lambda: layout.stream(job.disk)),
+            Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
+            *(Member(disk_name(i), lay.image_size, lambda lay=lay, d=d: lay.stream(d.source))
+              for i, (lay, d) in enumerate(zip(layouts, job.disks))),
             *self.include_members(),
         ]
 
@@ -88,14 +113,31 @@ class Libvirt(Provider):
             if not isinstance(disks, list) or not disks:
                 report.add("libvirt-disks", "error", "metadata.json: disks must be a non-empty list")
                 return
+            facts = {d.get("member"): d for d in report.disks}
+            volumes: dict[str, int] = {}
             for i, d in enumerate(disks):
                 path = d.get("path") if isinstance(d, dict) else None
                 if not isinstance(path, str) or not path:
                     report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] has no path")
-                elif path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
+                    continue
+                if path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
                     report.add("unsafe-path", "error", f"metadata.json: disks[{i}] path {path!r} points outside the box")
-                elif path.removeprefix("./") not in names:
+                    continue
+                member = path.removeprefix("./")
+                if member not in names:
                     report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] path {path!r} is not in the box")
+                elif member in facts and not str(facts[member].get("format", "")).startswith("qcow2"):
+                    # handle_box_image.rb, verify_box_format: only qcow2
+                    report.add("libvirt-not-qcow2", "error", f"{member} is {facts[member].get('format')}, vagrant-libvirt needs qcow2")
+                # The volume is named after `name`, else the path without its extension; two alike are refused
+                # (handle_box_image.rb, BoxFormatDuplicateVolume).
+                volume = str(d.get("name", path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path))
+                if volume in volumes:
+                    report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] and disks[{volumes[volume]}] get the same volume name {volume!r}")
+                volumes.setdefault(volume, i)
+            if "format" not in meta or "virtual_size" not in meta or "box.img" not in names:
+                report.add("libvirt-disks-only", "info", "no box.img with top-level format and virtual_size: vagrant-libvirt "
+                           "before 0.5.0 cannot use this box, later versions and vagrant-qemu read `disks`")
             return
         if "box.img" not in names:
             report.add("provider-mismatch", "error", "metadata.json says libvirt but there is no box.img")

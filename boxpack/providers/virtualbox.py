@@ -19,7 +19,9 @@ from ..metadata import metadata_json
 from ..report import Report
 from .base import HARDWARE, Job, Option, Provider, vm_name
 
-VMDK_NAME = "box-disk001.vmdk"  # what `vagrant package` and VirtualBox's export name it
+def vmdk_name(index: int) -> str:
+    """box-disk001.vmdk, box-disk002.vmdk, ...: what VirtualBox's export (and so `vagrant package`) names them."""
+    return f"box-disk{index + 1:03d}.vmdk"
 VIRTUALBOX_OUI = "080027"
 
 
@@ -45,7 +47,7 @@ def _check_mac(mac: str) -> str | None:
 class VirtualBox(Provider):
     NAME = "virtualbox"
     DISK_FORMAT = "vmdk streamOptimized"
-    MEMBERS = ("box.ovf", VMDK_NAME, "box.vmdk")
+    MEMBERS = ("box.ovf", "box-disk[0-9][0-9][0-9].vmdk", "box.vmdk")
     TEXTS = ("box.ovf",)
     OPTIONS = (
         *HARDWARE,
@@ -54,12 +56,22 @@ class VirtualBox(Provider):
                metavar="auto|MAC", check=_check_mac),
     )
 
+    MAX_DISKS = 30
+    DISK_LIMIT = "VirtualBox's SATA controller has 30 ports"
+
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self.spool = VmdkSpool(VMDK_NAME, job.compress, job.threads, job.spool_dir)
+        self.spools: list[VmdkSpool] = []
 
-    def feed(self, cluster: int, data: bytes | memoryview) -> None:
-        self.spool.feed(cluster, data)
+    def _spool(self, disk: int) -> VmdkSpool:
+        """The VMDK of disk number `disk` (disks come in order; one without data still gets one)."""
+        while len(self.spools) <= disk:
+            name = vmdk_name(len(self.spools))
+            self.spools.append(VmdkSpool(name, self.job.compress, self.job.threads, self.job.spool_dir))
+        return self.spools[disk]
+
+    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
+        self._spool(disk).feed(cluster, data)
 
     def hardware(self) -> ovf.Hardware:
         s = self.job.settings
@@ -79,22 +91,26 @@ class VirtualBox(Provider):
 
     def members(self) -> list[Member]:
         job = self.job
-        spool, size = self.spool.finish(job.disk.size, job.disk_id)
-        capacity = capacity_sectors(job.disk.size) * SECTOR
-        box_ovf = ovf.build(self.hardware(), VMDK_NAME, size, capacity, disk_uuid(job.disk_id))
-        problems = ovf.check(box_ovf, {VMDK_NAME: size})
+        vmdks = []
+        for i, disk in enumerate(job.disks):
+            spool, size = self._spool(i).finish(disk.source.size, disk.disk_id)
+            vmdks.append((ovf.DiskFile(vmdk_name(i), size, capacity_sectors(disk.source.size) * SECTOR,
+                                       disk_uuid(disk.disk_id)), spool))
+        box_ovf = ovf.build(self.hardware(), [d for d, _ in vmdks])
+        problems = ovf.check(box_ovf, {d.name: d.size for d, _ in vmdks})
         if problems:
             raise BoxpackError(f"internal error: box.ovf breaks VirtualBox's rules: {next(iter(problems)).message}")
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
             Member.from_bytes("box.ovf", box_ovf),
-            Member(VMDK_NAME, size, lambda: read_chunks(spool, size), stored=True),
+            *(Member(d.name, d.size, lambda d=d, f=f: read_chunks(f, d.size), stored=True) for d, f in vmdks),
             *self.include_members(),
         ]
 
     def close(self) -> None:
-        self.spool.close()
+        for spool in self.spools:
+            spool.close()
 
     @classmethod
     def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:
@@ -109,6 +125,9 @@ class VirtualBox(Provider):
         except BoxpackError:
             report.ovf = {}
             return
-        cap, vsize = report.ovf.get("capacity"), report.disk.get("virtual_size")
-        if cap is not None and vsize is not None and str(report.disk.get("format", "")).startswith("vmdk") and cap != vsize:
-            report.add("ovf-capacity-mismatch", "error", f"box.ovf says the disk holds {cap} bytes, the VMDK header {vsize}")
+        facts = {d.get("member"): d for d in report.disks}
+        for disk in report.ovf.get("disks", []):
+            cap, found = disk["capacity"], facts.get(disk["file"], {})
+            vsize = found.get("virtual_size")
+            if cap is not None and vsize is not None and str(found.get("format", "")).startswith("vmdk") and cap != vsize:
+                report.add("ovf-capacity-mismatch", "error", f"box.ovf says {disk['file']} holds {cap} bytes, the VMDK header {vsize}")

@@ -18,13 +18,13 @@ and no UUID are fixed: VMware generates them per VM.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..archive import Member
 from ..formats.vmdk import SparseLayout
 from ..metadata import metadata_json
 from ..report import Report
+from ..vmx import disk_files, parse_vmx
 from .base import HARDWARE, Provider, vm_name
 
 HARDWARE_VERSION = {"amd64": "19", "arm64": "20"}
@@ -54,21 +54,6 @@ def guest_os(os_type: str, arm: bool) -> str:
     return pair[1] if arm else pair[0]
 
 
-def parse_vmx(text: str) -> tuple[dict[str, str], list[str]]:
-    """(settings by lower-case key, lines that are not `key = "value"`): VMware's keys are case-insensitive."""
-    settings, bad = {}, []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = re.fullmatch(r'([A-Za-z0-9_.:]+)\s*=\s*"([^"]*)"', line)
-        if m:
-            settings[m.group(1).lower()] = m.group(2)
-        else:
-            bad.append(line)
-    return settings, bad
-
-
 class VmwareDesktop(Provider):
     NAME = "vmware_desktop"
     DISK_FORMAT = "vmdk monolithicSparse"
@@ -78,7 +63,10 @@ class VmwareDesktop(Provider):
     def _arm(self) -> bool:
         return self.job.architecture == "arm64"
 
-    def vmx(self, disk_file: str) -> bytes:
+    MAX_DISKS = 30
+    DISK_LIMIT = "one SATA controller has 30 ports (sata0:0 to sata0:29)"
+
+    def vmx(self, disk_files: list[str]) -> bytes:
         s, arm = self.job.settings, self._arm()
         lines = [
             '.encoding = "UTF-8"',
@@ -95,8 +83,8 @@ class VmwareDesktop(Provider):
             'pciBridge0.present = "TRUE"',
             PCIE_ROOT_PORTS.rstrip("\n"),
             'sata0.present = "TRUE"',
-            'sata0:0.present = "TRUE"',
-            f'sata0:0.fileName = "{disk_file}"',
+            *(line for unit, f in enumerate(disk_files)
+              for line in (f'sata0:{unit}.present = "TRUE"', f'sata0:{unit}.fileName = "{f}"')),
             'ethernet0.present = "TRUE"',
             'ethernet0.virtualDev = "e1000e"',
             'ethernet0.connectionType = "nat"',
@@ -111,13 +99,14 @@ class VmwareDesktop(Provider):
         job = self.job
         name = vm_name(job)
         version = HARDWARE_VERSION["arm64" if self._arm() else "amd64"]
-        layout = SparseLayout(job.disk.size, job.clusters, f"{name}.vmdk", job.disk_id, version)
+        files = [f"{name}.vmdk" if i == 0 else f"{name}-{i + 1}.vmdk" for i in range(len(job.disks))]
+        layouts = [SparseLayout(d.source.size, d.clusters, f, d.disk_id, version) for d, f in zip(job.disks, files)]
         block = "  # VMware reads the VM's hardware from the box's .vmx; settings here override it.\n"
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
-            Member.from_bytes(f"{name}.vmx", self.vmx(f"{name}.vmdk")),
-            Member(f"{name}.vmdk", layout.image_size, lambda: layout.stream(job.disk)),
+            Member.from_bytes(f"{name}.vmx", self.vmx(files)),
+            *(Member(f, lay.image_size, lambda lay=lay, d=d: lay.stream(d.source)) for f, lay, d in zip(files, layouts, job.disks)),
             *self.include_members(),
         ]
 
@@ -146,12 +135,13 @@ class VmwareDesktop(Provider):
         for key in ("config.version", "virtualhw.version"):
             if key not in settings:
                 report.add("vmx-key", "error", f"{chosen}: has no {key}")
-        disks = {k: v for k, v in settings.items() if k.endswith(".filename") and settings.get(k[: -len("filename")] + "devicetype", "disk").find("cdrom") < 0}
+        disks = [p.removeprefix("./") for p in disk_files(settings)]
         if not disks:
             report.add("vmx-disk", "error", f"{chosen}: attaches no disk")
-        for key, path in disks.items():
-            if path.removeprefix("./") not in names:
-                report.add("vmx-disk", "error", f"{chosen}: {key} names {path!r}, which is not in the box")
-        fmt = str(report.disk.get("format", ""))
-        if report.disk and fmt != "vmdk monolithicSparse":
-            report.add("vmware-disk-format", "error", f"{report.disk.get('member')} is {fmt}; a VMware VM runs from a monolithicSparse VMDK, not a transport format")
+        for path in disks:
+            if path not in names:
+                report.add("vmx-disk", "error", f"{chosen}: attaches {path!r}, which is not in the box")
+        for disk in report.disks:
+            fmt = str(disk.get("format", ""))
+            if disk.get("member") in disks and fmt != "vmdk monolithicSparse":
+                report.add("vmware-disk-format", "error", f"{disk.get('member')} is {fmt}; a VMware VM runs from a monolithicSparse VMDK, not a transport format")

@@ -1,0 +1,36 @@
+"""VMware's .vmx: `key = "value"` lines, keys case-insensitive; which files are the VM's disks.
+
+A disk is a device with a fileName whose deviceType is not a CD-ROM; devices
+are named <bus><controller>:<unit> (sata0:0, scsi0:1, nvme0:0, ide0:0).
+"""
+
+from __future__ import annotations
+
+import re
+
+DEVICE = re.compile(r"(ide|sata|scsi|nvme)(\d+):(\d+)\.filename")
+
+
+def parse_vmx(text: str) -> tuple[dict[str, str], list[str]]:
+    """(settings by lower-case key, lines that are not `key = "value"`): VMware's keys are case-insensitive."""
+    settings, bad = {}, []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([A-Za-z0-9_.:]+)\s*=\s*"([^"]*)"', line)
+        if m:
+            settings[m.group(1).lower()] = m.group(2)
+        else:
+            bad.append(line)
+    return settings, bad
+
+
+def disk_files(settings: dict[str, str]) -> list[str]:
+    """The disks' file names, by bus, controller and unit (the boot disk first as boxpack writes it: sata0:0)."""
+    found = []
+    for key, path in settings.items():
+        m = DEVICE.fullmatch(key)
+        if m and "cdrom" not in settings.get(key.removesuffix("filename") + "devicetype", "disk"):
+            found.append(((m.group(1), int(m.group(2)), int(m.group(3))), path))
+    return [path for _, path in sorted(found)]
