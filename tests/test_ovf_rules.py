@@ -10,7 +10,7 @@ DISK = "box-disk001.vmdk"
 
 
 def good() -> str:
-    return ovf.build(ovf.Hardware("vm"), DISK, 100, 1 << 30, "01234567-89ab-cdef-0123-456789abcdef").decode()
+    return ovf.build(ovf.Hardware("vm"), [ovf.DiskFile(DISK, 100, 1 << 30, "01234567-89ab-cdef-0123-456789abcdef")]).decode()
 
 
 def test_boxpack_ovf_passes() -> None:

@@ -55,7 +55,7 @@ def _libvirt_meta(size: int) -> bytes:
 
 
 def _ovf_for(vmdk_path: Path, capacity: int, href: str = VMDK) -> bytes:
-    return ovf.build(ovf.Hardware("vm"), href, vmdk_path.stat().st_size, capacity, "01234567-89ab-cdef-0123-456789abcdef")
+    return ovf.build(ovf.Hardware("vm"), [ovf.DiskFile(href, vmdk_path.stat().st_size, capacity, "01234567-89ab-cdef-0123-456789abcdef")])
 
 
 # --- boxes as other tools make them --------------------------------------------------------
