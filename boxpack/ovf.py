@@ -10,6 +10,7 @@ and a vbox:Machine whose image UUIDs do not match the DiskSection fails import.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,6 +181,25 @@ def _children(el: etree._Element, name: str) -> list[etree._Element]:
     return [c for c in el if isinstance(c.tag, str) and _local(c) == name]
 
 
+def _sections(el: etree._Element, name: str) -> list[etree._Element]:
+    """Children named `name`, or (OVF 0.9) named Section or Content with xsi:type "ovf:<name>_Type": VirtualBox
+    reads both spellings (ovfreader.cpp, LoopThruSections and HandleVirtualSystemContent)."""
+    generic = "Content" if name == "VirtualSystem" else "Section"
+    return [c for c in el if isinstance(c.tag, str)
+            and (_local(c) == name or (_local(c) == generic and _attr(c, "type") == f"ovf:{name}_Type"))]
+
+
+def capacity_bytes(disk: etree._Element) -> int | None:
+    """A Disk's capacity in bytes, with its capacityAllocationUnits ("byte * 2^N"); None when unreadable."""
+    cap, units = _attr(disk, "capacity") or "", _attr(disk, "capacityAllocationUnits")
+    if not cap.isdigit():
+        return None
+    if units in (None, "byte"):
+        return int(cap)
+    m = re.fullmatch(r"byte\s*\*\s*2\^(\d{1,2})", units)
+    return int(cap) << int(m.group(1)) if m else None
+
+
 def _text(el: etree._Element, name: str) -> str | None:
     found = _children(el, name)
     return found[0].text.strip() if found and found[0].text else None
@@ -220,7 +240,7 @@ def check(xml: bytes, members: Mapping[str, int] | None = None) -> Findings:
             if members is not None and href not in members:
                 findings.add("ovf-missing-file", "error", f"File {fid} refers to {href!r}, which is not in the box")
     disk_ids: dict[str, etree._Element] = {}
-    for section in _children(root, "DiskSection"):
+    for section in _sections(root, "DiskSection"):
         for d in _children(section, "Disk"):
             did, fmt, cap, ref = (_attr(d, k) for k in ("diskId", "format", "capacity", "fileRef"))
             if not did or not fmt or cap is None:
@@ -230,16 +250,22 @@ def check(xml: bytes, members: Mapping[str, int] | None = None) -> Findings:
             if not cap.isdigit():
                 problems.append(f"Disk {did}: ovf:capacity {cap!r} is not a whole number of bytes")
             units = _attr(d, "capacityAllocationUnits")
-            if units not in (None, "byte", "byte * 2^0"):
-                problems.append(
-                    f"Disk {did}: VirtualBox ignores capacityAllocationUnits {units!r} and reads ovf:capacity as bytes"
-                )
+            # ovfreader.cpp (HandleDiskSection) reads ovf:capacity as a number and never reads the units; the
+            # imported disk takes its size from the image, so units only matter if the size they give is wrong
+            # (the VirtualBox provider compares it with the VMDK's).
+            if units not in (None, "byte") and cap.isdigit():
+                if capacity_bytes(d) is None:
+                    findings.add("ovf-capacity-units", "warning", f"Disk {did}: capacityAllocationUnits {units!r} is not "
+                                 "byte * 2^N, so the disk's size cannot be checked")
+                else:
+                    findings.add("ovf-capacity-units", "info", f"Disk {did}: capacity in {units!r}; VirtualBox ignores "
+                                 "the units and sizes the disk from its image")
             href = files.get(ref or "", "")
             if fmt not in VMDK_FORMATS | OTHER_FORMATS and not href.lower().endswith(KNOWN_EXTENSIONS):
                 problems.append(f"Disk {did}: format {fmt!r} is not one VirtualBox imports, nor is the file's extension ({href!r})")
             if ref is not None and ref not in files:
                 problems.append(f"Disk {did}: fileRef {ref!r} names no File")
-    systems = _children(root, "VirtualSystem")
+    systems = _sections(root, "VirtualSystem")
     if len(systems) != 1:
         problems.append(f"box.ovf must hold exactly one VirtualSystem (Vagrant imports --vsys 0), not {len(systems)}")
     for vs in systems:
@@ -258,10 +284,10 @@ class _Problems:
 
 
 def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], problems: _Problems) -> None:
-    for oss in _children(vs, "OperatingSystemSection"):
+    for oss in _sections(vs, "OperatingSystemSection"):
         if not (_attr(oss, "id") or "").isdigit():
             problems.append("OperatingSystemSection needs an integer ovf:id")
-    hw = _children(vs, "VirtualHardwareSection")
+    hw = _sections(vs, "VirtualHardwareSection")
     if len(hw) != 1:
         problems.append("VirtualSystem needs one VirtualHardwareSection")
         return
@@ -296,7 +322,7 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], pr
     for it in items:
         if _text(it, "ResourceType") != "17":
             continue
-        iid = _text(it, "InstanceID")
+        iid = _text(it, "InstanceID") or _text(it, "InstanceId")  # OVF 0.9 spells it InstanceId (fillItem)
         if _text(it, "Parent") not in controllers:
             problems.append(f"disk Item {iid}: Parent {_text(it, 'Parent')!r} is not a controller's InstanceID")
         host = _text(it, "HostResource") or ""
@@ -332,12 +358,11 @@ def disks(root: etree._Element) -> list[tuple[str, int | None]]:
     an ISO is not a hard disk. A Disk whose fileRef names no File is left out (the rules report it)."""
     files = {_attr(f, "id"): _attr(f, "href") for r in _children(root, "References") for f in _children(r, "File")}
     found = []
-    for section in _children(root, "DiskSection"):
+    for section in _sections(root, "DiskSection"):
         for d in _children(section, "Disk"):
             href = files.get(_attr(d, "fileRef"))
             if href and _attr(d, "format") != ISO_FORMAT:
-                cap = _attr(d, "capacity") or ""
-                found.append((href, int(cap) if cap.isdigit() else None))
+                found.append((href, capacity_bytes(d)))
     return found
 
 
@@ -352,15 +377,14 @@ def disk_files(xml: bytes) -> list[str]:
 def facts(xml: bytes) -> dict[str, Any]:
     """What inspect shows of a box.ovf: disk capacity, files, CPUs, memory, controllers, OS type."""
     root = parse(xml)
-    disk = next((d for s in _children(root, "DiskSection") for d in _children(s, "Disk")), None)
-    items = [i for vs in _children(root, "VirtualSystem") for hw in _children(vs, "VirtualHardwareSection") for i in _children(hw, "Item")]
+    disk = next((d for s in _sections(root, "DiskSection") for d in _children(s, "Disk")), None)
+    items = [i for vs in _sections(root, "VirtualSystem") for hw in _sections(vs, "VirtualHardwareSection") for i in _children(hw, "Item")]
     by_type: dict[str | None, list[etree._Element]] = {}
     for it in items:
         by_type.setdefault(_text(it, "ResourceType"), []).append(it)
     ostype = next(root.iter(_q(VBOX_NS, "OSType")), None)
-    capacity = _attr(disk, "capacity") if disk is not None else None
     return {
-        "capacity": int(capacity) if capacity and capacity.isdigit() else None,
+        "capacity": capacity_bytes(disk) if disk is not None else None,
         "disks": [{"file": href, "capacity": cap} for href, cap in disks(root)],
         "files": [_attr(f, "href") for r in _children(root, "References") for f in _children(r, "File")],
         "cpus": next((_text(i, "VirtualQuantity") for i in by_type.get("3", [])), None),

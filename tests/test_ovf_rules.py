@@ -20,7 +20,6 @@ def test_boxpack_ovf_passes() -> None:
 @pytest.mark.parametrize(
     "old, new, finding",
     [
-        ('ovf:capacity="1073741824"', 'ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^30"', "ignores"),
         ('ovf:capacity="1073741824"', 'ovf:capacity="1 GB"', "whole number of bytes"),
         ('ovf:diskId="vmdisk1" ', "", "needs ovf:diskId"),
         ("<rasd:AllocationUnits>MegaBytes", "<rasd:AllocationUnits>MiB", "AllocationUnits"),
@@ -95,3 +94,39 @@ def test_v1_box_is_old_not_broken(tmp_path) -> None:
     report = json.loads(run_boxpack("verify", tmp_path / "v1.box", "--json", check=False).stdout)
     assert [(f["code"], f["severity"]) for f in report["findings"]] == [("box-v1", "info")]
     assert report["exit_code"] == 0
+
+
+def test_capacity_units_as_virtualbox_reads_them() -> None:
+    """ovfreader.cpp reads ovf:capacity as a number and never its units; the disk is sized from its image. So
+    VMware's `capacity="1" capacityAllocationUnits="byte * 2^30"` is no error, and its size is what is compared."""
+    gib = good().replace('ovf:capacity="1073741824"', 'ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^30"')
+    findings = list(ovf.check(gib.encode(), {DISK: 100}))
+    assert [(f.code, f.severity) for f in findings] == [("ovf-capacity-units", "info")]
+    assert ovf.facts(gib.encode())["disks"] == [{"file": DISK, "capacity": 1 << 30}]
+    odd = good().replace('ovf:capacity="1073741824"', 'ovf:capacity="1" ovf:capacityAllocationUnits="percent"')
+    assert [(f.code, f.severity) for f in ovf.check(odd.encode(), {DISK: 100})] == [("ovf-capacity-units", "warning")]
+
+
+def ovf_09() -> str:
+    """The same appliance in OVF 0.9's spelling (VBoxManage export --legacy09): Section and Content elements
+    typed with xsi:type, InstanceId, the 0.9 envelope namespace."""
+    text = good().replace("http://schemas.dmtf.org/ovf/envelope/1", "http://www.vmware.com/schema/ovf/1/envelope")
+    text = text.replace("<DiskSection>", '<Section xsi:type="ovf:DiskSection_Type">').replace("</DiskSection>", "</Section>")
+    text = text.replace("<NetworkSection>", '<Section xsi:type="ovf:NetworkSection_Type">').replace("</NetworkSection>", "</Section>")
+    text = text.replace("<VirtualHardwareSection>", '<Section xsi:type="ovf:VirtualHardwareSection_Type">').replace("</VirtualHardwareSection>", "</Section>")
+    text = text.replace('<OperatingSystemSection ovf:id="101">', '<Section xsi:type="ovf:OperatingSystemSection_Type" ovf:id="101">').replace("</OperatingSystemSection>", "</Section>")
+    text = text.replace("<VirtualSystem ", '<Content xsi:type="ovf:VirtualSystem_Type" ').replace("</VirtualSystem>", "</Content>")
+    text = text.replace("InstanceID>", "InstanceId>").replace("<vssd:InstanceId>", "<vssd:InstanceID>").replace("</vssd:InstanceId>", "</vssd:InstanceID>")
+    assert 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"' in text
+    return text
+
+
+def test_ovf_0_9_reads_like_1_0() -> None:
+    text = ovf_09()
+    assert "<VirtualSystem" not in text and "rasd:InstanceId" in text
+    assert not ovf.check(text.encode(), {DISK: 100})
+    facts = ovf.facts(text.encode())
+    assert facts["disks"] == [{"file": DISK, "capacity": 1 << 30}] and facts["cpus"] == "2" and facts["controllers"] == ["AHCI"]
+    assert ovf.disk_files(text.encode()) == [DISK]
+    broken = text.replace('xsi:type="ovf:VirtualSystem_Type"', 'xsi:type="ovf:Other_Type"')
+    assert any("exactly one VirtualSystem" in f.message for f in ovf.check(broken.encode(), {DISK: 100}))
