@@ -411,6 +411,9 @@ def render_inspect(r: Report) -> str:
         p = r.partitions
         lines.append(f"partition table: {p['table']}, architecture {p['architecture'] or 'unknown'}, firmware {p['firmware']} ({p['firmware_reason']})")
         lines += [f"  {q['number']:>3}  {q['first_lba']:>12}-{q['last_lba']:<12} {q['type']}  {q['name']}" for q in p["partitions"]]
+    if r.findings:
+        lines.append("findings:")
+        lines += [f"  {f.severity.upper():<8}{f.code}: {f.message}" for f in r.findings]
     if r.unreadable:
         lines.append(f"could not be read: {r.unreadable}")
     return "".join(printable(line) + "\n" for line in lines)

@@ -23,7 +23,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
@@ -154,6 +154,29 @@ def metadata_sectors(h, kind: int) -> int | None:
     gt = -(-h.num_gtes_per_gt * 4 // SECTOR)
     gd = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
     return {MARKER_GT: gt, MARKER_GD: gd, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
+
+
+def tables_grains(data: ByteSource, h) -> int | None:
+    """How many grains the grain tables map, when they come before overHead (qemu's and open-vmdk's
+    streamOptimized layouts: the tables first, preallocated); None otherwise.
+
+    qemu-img writes no end-of-stream marker when the last grain ends the file, and qemu reads such a file
+    through these tables; so a marker walk that ends at the end of the file is whole when it found as many
+    grains as the tables map, and cut short when it found fewer.
+    """
+    gt_count = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size)) if h.num_gtes_per_gt and h.grain_size else 0
+    if h.gd_offset in (0, GD_AT_END) or not 0 < gt_count * 4 <= MAX_GD_BYTES:
+        return None
+    if (h.gd_offset * SECTOR + gt_count * 4 > h.overhead * SECTOR) or h.overhead * SECTOR > data.size:
+        return None
+    gd = read_table(data, h.gd_offset * SECTOR, gt_count, "I", big_endian=False, what="grain directory")
+    grains = 0
+    for gt in sorted(s for s in gd if s):
+        if (gt + -(-h.num_gtes_per_gt * 4 // SECTOR)) > h.overhead:
+            return None
+        table = read_table(data, gt * SECTOR, h.num_gtes_per_gt, "I", big_endian=False, what="grain table")
+        grains += sum(1 for sector in table if sector > 1)
+    return grains
 
 
 def inflate_grain(payload: bytes, grain: int) -> tuple[bytes | None, bool]:
@@ -419,10 +442,54 @@ class VmdkReader:
         self.data_estimate = min(data.size, self.size)
 
     def pieces(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
-        return self._markers() if self.markers else self._tables()
+        """Guest-ordered data. A streamOptimized file whose grains are out of order (open-vmdk's
+        `vmdk-convert --noreorder`) is read through its grain tables, as qemu reads every streamOptimized
+        file (vmdk_read_extent in block/vmdk.c); that needs random access, so in a box it is refused."""
+        if not self.markers:
+            return self._tables()
+        if self.data.random_access and not self._in_order():
+            return self._marker_tables()
+        return self._markers()
+
+    def _in_order(self) -> bool:
+        """Whether the grain markers' LBAs ascend, from their 12-byte headers alone."""
+        last = -1
+        for pos, m in self._walk():
+            if m.lba <= last:
+                return False
+            last = m.lba
+        return True
 
     def _markers(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
-        """Walk the markers from overHead as VirtualBox's sequential reader does; the stream must end with EOS.
+        """The grains in stream order, as VirtualBox's sequential reader takes them: ascending LBAs only."""
+        last = -1
+        for pos, m in self._walk():
+            if m.lba <= last:
+                raise BoxpackError(f"{self.name}: grain at LBA {m.lba} comes after LBA {last}; grains are out of order, "
+                                   "which only a file (not a box member) can be read in")
+            last = m.lba
+            yield m.lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), m.lba)
+
+    def _marker_tables(self) -> Iterator[tuple[int, "bytes | Callable[[], bytes]"]]:
+        """The grains in guest order through the grain directory and tables, each entry the sector of a grain
+        marker whose LBA must be the entry's own."""
+        h = self.header
+        for i, gt_sector in enumerate(self._grain_directory()):
+            if not gt_sector:
+                continue
+            slots, sectors = self._used(gt_sector)
+            for j, sector in zip(slots, sectors):
+                lba = (i * h.num_gtes_per_gt + j) * h.grain_size
+                if lba * SECTOR >= self.size:
+                    break
+                pos = sector * SECTOR
+                m = GrainMarker.parse(self.data.pread(pos, 12).ljust(12, b"\0"))
+                if m.lba != lba or not m.size or m.size > 2 * self.grain_bytes or pos + 12 + m.size > self.data.size:
+                    raise BoxpackError(f"{self.name}: grain table entry for LBA {lba} points at sector {sector}, which holds no grain for it")
+                yield lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), lba)
+
+    def _walk(self) -> Iterator[tuple[int, Any]]:
+        """(byte offset, marker) of every grain from overHead; the stream must end with EOS.
 
         A file cut short (no EOS, or no footer where the header put the grain
         directory at the end) is refused, as qemu refuses it ("Invalid
@@ -430,20 +497,19 @@ class VmdkReader:
         otherwise read as zeros.
         """
         h, size = self.header, self.data.size
+        expected = tables_grains(self.data, h)
         pos = h.overhead * SECTOR
-        last = -1
         footer = False
+        walked = 0
         while pos + 12 <= size:
             m = GrainMarker.parse(self.data.pread(pos, 12))
             if m.size:
                 if m.lba % h.grain_size or m.lba >= h.capacity:
                     raise BoxpackError(f"{self.name}: grain marker at byte {pos} has a bad LBA {m.lba} (capacity {h.capacity} sectors)")
-                if m.lba <= last:
-                    raise BoxpackError(f"{self.name}: grain at LBA {m.lba} comes after LBA {last}; grains are out of order")
                 if m.size > 2 * self.grain_bytes or pos + 12 + m.size > size:
                     raise BoxpackError(f"{self.name}: grain at LBA {m.lba} is cut off by the end of the file or too large ({m.size} bytes)")
-                last = m.lba
-                yield m.lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), m.lba)
+                yield pos, m
+                walked += 1
                 pos += -(-(12 + m.size) // SECTOR) * SECTOR
                 continue
             kind = int.from_bytes(self.data.pread(pos + 12, 4), "little")
@@ -456,6 +522,8 @@ class VmdkReader:
                 raise BoxpackError(f"{self.name}: unknown marker type {kind} at byte {pos}")
             footer = footer or kind == MARKER_FOOTER
             pos += (1 + skip) * SECTOR
+        if pos == size and walked == expected:
+            return  # qemu's layout, ended by its last grain
         raise BoxpackError(f"{self.name}: no end-of-stream marker (the file is cut short, or its overHead {h.overhead} is wrong)")
 
     def _inflater(self, payload: bytes, lba: int) -> Callable[[], bytes]:
@@ -570,6 +638,10 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
         return facts, findings
     grains = 0
     grain_bytes = h.grain_size * SECTOR
+    try:
+        expected = tables_grains(data, h)
+    except BoxpackError:
+        expected = None
     pos, last = h.overhead * SECTOR, -1
     stopped = ended = False
 
@@ -585,14 +657,15 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
         while pos + SECTOR <= data.size:
             m = GrainMarker.parse(data.pread(pos, 12))
             if m.size:
-                if m.lba <= last:
-                    findings.add("vmdk-order", "error", f"{name}: grain at LBA {m.lba} comes after LBA {last}; VirtualBox's import refuses grains out of order")
-                elif m.lba % h.grain_size or m.lba >= h.capacity:
+                if m.lba % h.grain_size or m.lba >= h.capacity:
                     findings.add("vmdk-lba", "error", f"{name}: grain marker at byte {pos} has a bad LBA {m.lba}")
                 elif m.size >= 2 * grain_bytes or pos + 12 + m.size > data.size:
                     findings.add("vmdk-truncated", "error", f"{name}: grain at LBA {m.lba} is cut off or too large ({m.size} bytes)")
                 else:
-                    last = m.lba
+                    if m.lba <= last:  # readable through the grain tables (qemu, libvmdk, boxpack from a file)
+                        findings.add("vmdk-order", "error", f"{name}: grain at LBA {m.lba} comes after LBA {last}; "
+                                     "VirtualBox's sequential import refuses grains out of order")
+                    last = max(last, m.lba)
                     grains += 1
                     payload = data.pread(pos + 12, m.size)
                     for done in pool.put(m.lba, lambda p=payload: inflate_grain(p, grain_bytes)):
@@ -614,7 +687,11 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
         for done in pool.drain():
             settle(*done)
     if not ended and not stopped:
-        findings.add("vmdk-truncated", "error", f"{name}: no end-of-stream marker; the file is cut short")
+        if pos == data.size and grains == expected:  # what qemu-img writes when the last grain ends the file
+            findings.add("vmdk-no-eos", "warning", f"{name}: no end-of-stream marker after the last grain (qemu-img "
+                         "writes none when data reaches the disk's end); VirtualBox's sequential import expects one")
+        else:
+            findings.add("vmdk-truncated", "error", f"{name}: no end-of-stream marker; the file is cut short")
     if ended and h.gd_offset == GD_AT_END:
         tail = data.pread(data.size - 3 * SECTOR, 3 * SECTOR) if data.size >= 3 * SECTOR else b""
         if len(tail) != 3 * SECTOR or int.from_bytes(tail[12:16], "little") != MARKER_FOOTER or tail[SECTOR:SECTOR + 4] != MAGIC or any(tail[2 * SECTOR:]):
