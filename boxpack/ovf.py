@@ -337,13 +337,18 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], pr
 
 
 def _check_vbox_machine(vs: etree._Element, disk_ids: Mapping[str, etree._Element], problems: _Problems) -> None:
-    """A vbox:Machine's image UUIDs must match the DiskSection's vbox:uuid, or import fails."""
+    """A vbox:Machine's hard disk UUIDs must match the DiskSection's vbox:uuid, or import fails
+    (ApplianceImplImport.cpp, i_importVBoxMachine, looks each one up). DVD and floppy images are not
+    exported: import drops those attachments or leaves the drive empty, so they are not checked."""
     uuids = {(d.get(_q(VBOX_NS, "uuid")) or "").strip("{}").lower() for d in disk_ids.values()}
     for machine in vs.iter(_q(VBOX_NS, "Machine")):
-        for image in machine.iter("{*}Image"):  # VirtualBox writes <Image> in the OVF namespace, not vbox's
-            u = (image.get("uuid") or "").strip("{}").lower()
-            if u not in uuids:
-                problems.append(f"vbox:Machine attaches image {u}, which the DiskSection does not describe")
+        for device in machine.iter("{*}AttachedDevice"):  # VirtualBox writes these in the OVF namespace, not vbox's
+            if device.get("type") != "HardDisk":
+                continue
+            for image in device.iter("{*}Image"):
+                u = (image.get("uuid") or "").strip("{}").lower()
+                if u not in uuids:
+                    problems.append(f"vbox:Machine attaches hard disk {u}, which the DiskSection does not describe")
 
 
 def _int(text: str | None) -> int:
