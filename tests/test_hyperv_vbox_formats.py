@@ -182,3 +182,17 @@ def test_native_tools_images_convert_as_qemu_reads_them(tmp_path: Path, name: st
 @pytest.mark.parametrize("name", REFUSED)
 def test_native_tools_images_boxpack_cannot_read_are_refused_by_name(tmp_path: Path, name: str) -> None:
     _fails(_sample(name, tmp_path), REFUSED[name])
+
+
+@pytest.mark.parametrize("name", [*CONVERTED, *REFUSED])
+def test_inspect_agrees_with_conversion(tmp_path: Path, name: str) -> None:
+    """inspect reads a disk (exit 0) exactly when boxpack converts it, and says why not (exit 2) when it refuses."""
+    image = _sample(name, tmp_path)
+    inspect = run_boxpack("inspect", image, "--json", check=False)
+    convert = run_boxpack(image, "--provider", "libvirt", "-o", tmp_path / "out.box", check=False)
+    report = json.loads(inspect.stdout)
+    assert (inspect.returncode == 0) == (convert.returncode == 0) == (name in CONVERTED), (inspect.stdout, convert.stderr)
+    if name in REFUSED:
+        assert REFUSED[name] in report["unreadable"]
+    else:
+        assert report["disk"]["virtual_size"] == json.loads(run_boxpack("inspect", tmp_path / "out.box", "--json").stdout)["disk"]["virtual_size"]
