@@ -52,32 +52,55 @@ ZERO_RUN = 32  # zero bytes: a run this long costs fewer bytes deflated than sto
 _ZEROS = bytes(ZERO_RUN)
 _NONZERO = re.compile(rb"[^\x00]")
 STORED_MAX = 65535  # bytes in one stored block
+# Stored data between zero runs shorter than this (a VMDK grain that compressed to under a quarter) is
+# deflated with its neighbours: alike grains then shrink against each other, as they do in the outer gzip
+# of qemu-img + tar -czf. Measured on the bench disk: 16 KiB brings the VirtualBox box from 1.002x to
+# 1.000x of that pipeline's for 1.2 s more CPU; 32 KiB gains 0.2% more for 3.5 s more.
+DEFLATE_BELOW = 16 * 1024
+REDEFLATE_LEVEL = 1
 
 
 @functools.lru_cache(maxsize=1024)
 def _zero_run(n: int) -> bytes:
     """n zero bytes as non-final deflate blocks that end on a byte boundary (zlib's sync flush)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return c.compress(bytes(n)) + c.flush(zlib.Z_SYNC_FLUSH)
+    return _deflated(bytes(n), 9)
+
+
+def _deflated(data: bytes, level: int) -> bytes:
+    """data as non-final raw deflate blocks ending on a byte boundary, referring to nothing before them."""
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
 
 
 def stored_member(data: bytes | bytearray | memoryview) -> bytes:
-    """A gzip member holding data in stored blocks, but for its runs of zeros, which are deflated.
-    Each piece of the stream starts and ends on a byte boundary, so they simply follow each other."""
+    """A gzip member holding data in stored blocks, but for its runs of zeros and the short stretches
+    between them, which are deflated. Each piece of the stream starts and ends on a byte boundary and
+    refers to nothing before it, so they simply follow each other."""
     data = bytes(data)
     parts = [GZIP_HEADER]
-    pos, n = 0, len(data)
+    n = len(data)
+    group = None  # where the run of zeros and short stretches being gathered for deflate starts
+    pos = 0
     while pos < n:
         zero = data.find(_ZEROS, pos)
         end = n if zero < 0 else zero
-        for i in range(pos, end, STORED_MAX):  # BFINAL 0, BTYPE 00, padding; LEN, NLEN; the bytes
-            block = data[i : min(end, i + STORED_MAX)]
-            parts += (b"\x00", struct.pack("<HH", len(block), len(block) ^ 0xFFFF), block)
+        if end - pos >= DEFLATE_BELOW:
+            if group is not None:
+                parts.append(_zero_run(pos - group) if not any(data[group:pos]) else _deflated(data[group:pos], REDEFLATE_LEVEL))
+                group = None
+            for i in range(pos, end, STORED_MAX):  # BFINAL 0, BTYPE 00, padding; LEN, NLEN; the bytes
+                block = data[i : min(end, i + STORED_MAX)]
+                parts += (b"\x00", struct.pack("<HH", len(block), len(block) ^ 0xFFFF), block)
+        elif group is None:
+            group = pos
         if zero < 0:
             break
         nonzero = _NONZERO.search(data, zero)
+        if group is None:
+            group = zero
         pos = nonzero.start() if nonzero else n
-        parts.append(_zero_run(pos - zero))
+    if group is not None:
+        parts.append(_deflated(data[group:n], REDEFLATE_LEVEL))
     parts.append(b"\x03\x00")  # the final block: empty, fixed Huffman codes
     parts.append(struct.pack("<II", deflate.crc32(data), n & 0xFFFFFFFF))
     return b"".join(parts)
