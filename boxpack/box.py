@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import lzma
 import os
 import tarfile
@@ -20,13 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 from . import accel, ovf, vmx
-from .zstd import zstd
 from .bytesource import StreamBytes
 from .disk import ImageSource, Reader
 from .errors import BoxpackError
 from .formats import FORMATS, HEAD, RAW, detect
+from .metadata import json_object
+from .zstd import zstd
 
 METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one
 HEADER_LIMIT = 1024 * 1024  # a GNU long name or PAX header larger than this is an attack, not a name
@@ -171,12 +170,9 @@ class _Closing:
         self.file.close()
 def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
     try:
-        meta = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BoxpackError(f"{where}: metadata.json is not valid JSON: {str(e)[:200]}") from None
-    if not isinstance(meta, dict):
-        raise BoxpackError(f"{where}: metadata.json is not a JSON object")
-    return meta
+        return json_object(data)
+    except ValueError as e:
+        raise BoxpackError(f"{where}: metadata.json is {e}") from None
 
 
 def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:

@@ -11,13 +11,14 @@ which the first scan reaches before any provider needs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import box
-from .disk import CLUSTER, SECTOR, Progress
+from .disk import CLUSTER, SECTOR, Progress, read_head
 from .errors import BoxpackError
 from .formats.raw import data_clusters
 
@@ -79,8 +80,7 @@ class CompressedRawDisk:
         self.file_size, self._scanned = total, True
 
     def read(self, offset: int, length: int) -> bytes:
-        """Only the first 64 KiB (the partition table), after a scan; zeros elsewhere."""
-        return (self.head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
+        return read_head(self.head, offset, length)
 
     def other_disks(self) -> list:
         return []
@@ -98,26 +98,22 @@ class CompressedRawDisk:
         self.close()
 
 
-class _open:
+@contextlib.contextmanager
+def _open(path: Path, kind: str) -> Iterator[tuple[BinaryIO, Any]]:
     """The file and its decompressing reader, closed together."""
-
-    def __init__(self, path: Path, kind: str) -> None:
-        self.path, self.kind = path, kind
-
-    def __enter__(self) -> tuple[BinaryIO, Any]:
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot open: {e.strerror}") from None
+    stream = box.decompressor(kind, raw)
+    try:
+        yield raw, stream
+    finally:
         try:
-            self.raw = open(self.path, "rb")
-        except OSError as e:
-            raise BoxpackError(f"{self.path}: cannot open: {e.strerror}") from None
-        self.stream = box.decompressor(self.kind, self.raw)
-        return self.raw, self.stream
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.stream.close()
+            stream.close()
         except box.ARCHIVE_ERRORS:
             pass
-        self.raw.close()
+        raw.close()
 
 
 def _read_full(stream: Any, n: int, path: Path, kind: str) -> bytes:

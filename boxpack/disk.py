@@ -70,6 +70,12 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+def read_head(head: bytes, offset: int, length: int) -> bytes:
+    """A read of a streamed disk after its scan: the first 64 KiB (the partition table) are kept, the rest
+    reads as zeros."""
+    return (head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
+
+
 def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterator[tuple[int, bytes]]:
     """Cut ascending (byte offset, data) pieces of any size into 64 KiB clusters, dropping zero ones."""
     cur, buf, last_end = -1, bytearray(), 0
@@ -178,8 +184,7 @@ class ImageSource:
             reader.close()
 
     def read(self, offset: int, length: int) -> bytes:
-        """Only the first 64 KiB (the partition table), after a scan; zeros elsewhere."""
-        return (self.head[offset : offset + length] if offset < CLUSTER else b"").ljust(length, b"\0")
+        return read_head(self.head, offset, length)
 
     def progress_total(self) -> int:
         return self.data_estimate

@@ -14,6 +14,18 @@ from .errors import BoxpackError
 GIB = 1024**3
 
 
+def json_object(data: bytes) -> dict[str, Any]:
+    """data as a JSON object; ValueError saying why not. Hostile nesting is a RecursionError in json,
+    and reported here like any other bad JSON."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """A schema from the schemas/ folder (boxpack/schemas links to it)."""

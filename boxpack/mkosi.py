@@ -15,13 +15,13 @@ names are derived from $IMAGE_ID and $IMAGE_VERSION the same way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import BoxpackError
+from .metadata import json_object
 
 # mkosi's Architecture names that differ from Vagrant's (Vagrant::Util::Platform.architecture maps the
 # host to amd64, i386 and arm64); the others lose their "-" (ppc64-le: ppc64le, as the GPT root types name them).
@@ -84,9 +84,6 @@ def _config(path: str | None) -> dict[str, Any]:
     try:
         if len(data) > CONFIG_LIMIT:
             raise ValueError("larger than 16 MiB")
-        config = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not mkosi's JSON configuration ({str(e)[:100]})") from None
-    if not isinstance(config, dict):
-        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not mkosi's JSON configuration (not an object)")
-    return config
+        return json_object(data)
+    except ValueError as e:
+        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not mkosi's JSON configuration ({e})") from None
