@@ -19,8 +19,7 @@ class Report:
     member_count: int = 0
     metadata: Any = None
     vagrantfile: dict = field(default_factory=dict)
-    disk: dict = field(default_factory=dict)  # the first disk's facts (the boot disk in boxes boxpack and others write)
-    disks: list[dict] = field(default_factory=list)  # every disk's, in archive order (the first MAX_DISKS)
+    disks: list[dict] = field(default_factory=list)  # every disk's facts, in archive order (the first MAX_DISKS)
     partitions: dict | None = None
     ovf: dict | None = None
     checksum: dict | None = None
@@ -29,6 +28,11 @@ class Report:
 
     MAX_LISTED = 1000
     MAX_DISKS = 32  # checked; a box with more is no VM's
+
+    @property
+    def disk(self) -> dict:
+        """The first disk's facts (the boot disk in boxes boxpack and others write); {} when none was read."""
+        return self.disks[0] if self.disks else {}
 
     def add(self, code: str, severity: str, message: str) -> None:
         self.findings.add(code, severity, message)
@@ -40,7 +44,12 @@ class Report:
         return 1 if any(f.severity in ("error", "warning") for f in self.findings) else 0
 
     def to_json(self) -> str:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "findings"}
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "disks":
+                fields["disk"] = self.disk
+            if f.name != "findings":
+                fields[f.name] = getattr(self, f.name)
         fields["findings"] = [asdict(f) for f in self.findings]
         return json.dumps({**fields, "exit_code": self.exit_code}, indent=2, default=str)
 

@@ -223,7 +223,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
 
 def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report: Report, threads: int) -> None:
     if m.size <= 0:
-        _add_disk(report, {"member": name, "format": "empty", "virtual_size": 0})
+        report.disks.append({"member": name, "format": "empty", "virtual_size": 0})
         report.add("disk-empty", "error", f"{name}: the disk member is empty")
         return
     data = StreamBytes(tar.extractfile(m), m.size, name)
@@ -245,13 +245,7 @@ def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report:
     except Exception as e:  # hostile headers: whatever the parsers trip on is a finding, not a crash
         facts = {"format": "unreadable"}
         report.add("disk-unreadable", "error", f"{name}: unreadable ({type(e).__name__}: {e})")
-    _add_disk(report, {"member": name, **facts})
-
-
-def _add_disk(report: Report, facts: dict) -> None:
-    report.disks.append(facts)
-    if len(report.disks) == 1:
-        report.disk = facts
+    report.disks.append({"member": name, **facts})
 
 
 def _read_texts(texts: dict[str, bytes], report: Report) -> None:
@@ -333,14 +327,12 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
         with open_source(path, threads) as src:
             if isinstance(src, CompressedRawDisk):
                 allocated = sum(len(data) for _, data in src.scan())
-                report.disk = {"format": src.format, "virtual_size": src.size, "file_size": src.compressed_size,
-                               "allocated": allocated}
-                report.disks = [report.disk]
+                report.disks = [{"format": src.format, "virtual_size": src.size, "file_size": src.compressed_size,
+                                 "allocated": allocated}]
                 _partitions(report, read_partition_table(src))
                 return
             report.compression = None
-            report.disk = {"format": src.format, "virtual_size": src.size, "file_size": os.path.getsize(path)}
-            report.disks = [report.disk]
+            report.disks = [{"format": src.format, "virtual_size": src.size, "file_size": os.path.getsize(path)}]
             fd = os.open(path, os.O_RDONLY)
             try:
                 data = FileBytes(fd, os.path.getsize(path), path.name)
@@ -402,7 +394,7 @@ def render_inspect(r: Report) -> str:
         lines.append(f"metadata.json: {json.dumps(r.metadata)[:2000]}")
     if r.vagrantfile:
         lines.append(f"Vagrantfile: base_mac {r.vagrantfile.get('base_mac') or 'not set'}, firmware {r.vagrantfile.get('firmware') or 'default (bios)'}")
-    for i, disk in enumerate(r.disks if len(r.disks) > 1 else [r.disk] if r.disk else []):
+    for i, disk in enumerate(r.disks):
         label = f"disk {i + 1}" if len(r.disks) > 1 else "disk"
         lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in disk.items()))
     if r.ovf:
