@@ -150,11 +150,18 @@ def marker(kind: int, sectors: int) -> bytes:
     return MetadataMarker.build(dict(val=sectors, type=kind, pad=bytes(496)))
 
 
+def gd_entries(h) -> int:
+    """How many grain tables (grain directory entries) the header's capacity needs; 0 for a header whose
+    geometry has a zero in it."""
+    per_table = h.num_gtes_per_gt * h.grain_size
+    return -(-h.capacity // per_table) if per_table else 0
+
+
 def metadata_sectors(h, kind: int) -> int | None:
     """Sectors of metadata after a marker of this kind, computed from the header as VirtualBox's
     sequential reader does (not from the marker's own count); None for an unknown kind."""
     gt = -(-h.num_gtes_per_gt * 4 // SECTOR)
-    gd = -(-(-(-h.capacity // (h.num_gtes_per_gt * h.grain_size))) * 4 // SECTOR)
+    gd = -(-gd_entries(h) * 4 // SECTOR)
     return {MARKER_GT: gt, MARKER_GD: gd, MARKER_FOOTER: 1, MARKER_PROGRESS: 0}.get(kind)
 
 
@@ -166,7 +173,7 @@ def tables_grains(data: ByteSource, h) -> int | None:
     through these tables; so a marker walk that ends at the end of the file is whole when it found as many
     grains as the tables map, and cut short when it found fewer.
     """
-    gt_count = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size)) if h.num_gtes_per_gt and h.grain_size else 0
+    gt_count = gd_entries(h)
     if h.gd_offset in (0, GD_AT_END) or not 0 < gt_count * 4 <= MAX_GD_BYTES:
         return None
     if (h.gd_offset * SECTOR + gt_count * 4 > h.overhead * SECTOR) or h.overhead * SECTOR > data.size:
@@ -554,10 +561,10 @@ class VmdkReader:
             if raw[:4] != MAGIC:
                 raise BoxpackError(f"{self.name}: its grain directory is at the end, but there is no footer")
             gd_offset = SparseExtentHeader.parse(raw).gd_offset
-        gd_entries = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
-        if gd_entries * 4 > MAX_GD_BYTES:
-            raise BoxpackError(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {gd_entries} entries; not a real disk")
-        return self._u32s(gd_offset * SECTOR, gd_entries, "grain directory")
+        entries = gd_entries(h)
+        if entries * 4 > MAX_GD_BYTES:
+            raise BoxpackError(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {entries} entries; not a real disk")
+        return self._u32s(gd_offset * SECTOR, entries, "grain directory")
 
     def _used(self, gt_sector: int) -> tuple[array, array]:
         """A grain table as (slots, grain sectors) of its allocated entries (0: absent; 1: zeroed, version 2)."""
@@ -717,7 +724,7 @@ def _check_sparse(data: ByteSource, h, name: str, facts: dict, findings: Finding
     for what, gd_offset in sorted(sets, key=lambda s: s[1]):
         if gd_offset == GD_AT_END:
             return
-        count = -(-h.capacity // (h.num_gtes_per_gt * h.grain_size))
+        count = gd_entries(h)
         if count * 4 > MAX_GD_BYTES:
             findings.add("vmdk-geometry", "error", f"{name}: the grain directory would have {count} entries")
             return
