@@ -117,27 +117,40 @@ def _absolute(url: str) -> bool:
     return bool(u.scheme) and (bool(u.netloc) or u.scheme == "file") and len(u.scheme) > 1
 
 
+def parse(data: bytes, where: str) -> Catalog:
+    """A catalog from its bytes; BoxpackError naming where it came from when it is not a valid one."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BoxpackError(f"{where}: not UTF-8 text, so not a catalog; it was left as it is") from None
+    except json.JSONDecodeError as e:
+        raise BoxpackError(f"{where}: not valid JSON (line {e.lineno}: {e.msg}); it was left as it is") from None
+    except RecursionError:
+        raise BoxpackError(f"{where}: nested too deeply to be a catalog; it was left as it is") from None
+    problems = check(doc)
+    if problems:
+        raise BoxpackError(f"{where}: not a valid catalog ({problems[0]}); it was left as it is")
+    return doc
+
+
+def dumps(doc: Catalog) -> bytes:
+    """The catalog's bytes, validated first: nothing invalid is ever written anywhere."""
+    problems = check(doc)
+    if problems:
+        raise BoxpackError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
 def load(path: str | os.PathLike[str]) -> Catalog | None:
     """The catalog at path, or None when there is none; BoxpackError when it is unreadable or invalid."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError:
-        raise BoxpackError(f"{path}: not UTF-8 text, so not a catalog; the file was left as it is") from None
     except OSError as e:
         raise BoxpackError(f"{path}: cannot read the catalog: {e.strerror}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BoxpackError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); the file was left as it is") from None
-    except RecursionError:
-        raise BoxpackError(f"{path}: nested too deeply to be a catalog; the file was left as it is") from None
-    problems = check(doc)
-    if problems:
-        raise BoxpackError(f"{path}: not a valid catalog ({problems[0]}); the file was left as it is")
-    return doc
+    return parse(data, str(path))
 
 
 def add(
@@ -180,7 +193,12 @@ def add(
     was_default = any(p["default_architecture"] for p in clash)
     providers[:] = [p for p in providers if p not in clash]
     siblings = [p for p in providers if p["name"] == provider]
-    is_default = default_architecture or was_default or not any(p["default_architecture"] for p in siblings)
+    current = next((p for p in siblings if p["default_architecture"]), None)
+    # amd64 takes the default from another architecture unless one was asked for: Vagrant <= 2.3 ignores
+    # architectures and runs the default (last) entry, and its hosts are amd64. The default then does not
+    # depend on the order in which concurrent publishers add their entries.
+    is_default = (default_architecture or was_default or current is None
+                  or (arch == "amd64" and current["architecture"] != "amd64"))
     if is_default:
         for p in siblings:
             p["default_architecture"] = False
@@ -255,10 +273,7 @@ def _locked(directory: Path) -> Iterator[None]:
 def save(path: str | os.PathLike[str], doc: Catalog) -> None:
     """Validate, then write atomically: a temporary file in the same directory, fsynced, renamed."""
     path = Path(path)
-    problems = check(doc)
-    if problems:
-        raise BoxpackError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
-    data = (json.dumps(doc, indent=2) + "\n").encode()
+    data = dumps(doc)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-catalog-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

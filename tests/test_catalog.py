@@ -40,6 +40,15 @@ def test_first_entry_is_the_default_and_the_default_goes_last() -> None:
     assert catalog.check(doc) == []
 
 
+def test_amd64_takes_the_default_whatever_the_order_unless_another_is_asked_for() -> None:
+    """Vagrant <= 2.3 runs the default entry on every host: amd64, unless the publisher says otherwise."""
+    doc = _add(_add(None, arch="arm64"), arch="amd64")
+    assert entry(doc, "1.0.0") == [("libvirt", "arm64", False), ("libvirt", "amd64", True)]
+    doc = _add(_add(None, arch="arm64", default_architecture=True), arch="amd64", default_architecture=False)
+    assert entry(doc, "1.0.0")[-1] == ("libvirt", "amd64", True)  # only --default-architecture on the later one keeps it
+    assert entry(_add(_add(None, arch="amd64"), arch="arm64"), "1.0.0") == [("libvirt", "arm64", False), ("libvirt", "amd64", True)]
+
+
 def test_unknown_architecture_without_one() -> None:
     doc = catalog.add(None, name="org/box", version="1.0.0", provider="libvirt", url=URL + "x.box", checksum=SHA)
     assert entry(doc, "1.0.0") == [("libvirt", "unknown", True)]
