@@ -10,22 +10,25 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
-from . import __version__, boottest, catalog, mkosi, verify
+from . import __version__, boottest, catalog, mirror, mkosi, publish, verify
 from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
 from .output import COMPRESSIONS
 from .pack import FIRMWARES, PackOptions, pack
-from .progress import Progress, human_size
+from .progress import Progress, Transfers, human_size
 from .providers import PROVIDERS, options
 
 EPILOG = """\
 examples:
   boxpack disk.img --provider libvirt              writes disk-libvirt.box
   boxpack disk.img --provider libvirt --catalog boxes.json --name org/disk --box-version 1.0.0 \\
-      --url-base https://example.org/boxes/     also records it in a catalog for `vagrant box add`
+      --base-url https://example.org/boxes/     also records it in a catalog for `vagrant box add`
+  boxpack disk.img --provider libvirt --provider virtualbox --publish s3://bucket/boxes --name org/disk \
+      --box-version 1.0.0 --base-url https://bucket.example.org/boxes    uploads both, then the catalog
   boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
   boxpack root.img data.qcow2 --provider libvirt    one box, two disks (root.img boots)
   boxpack disk.img --provider libvirt -o - | curl -T - https://example.org/upload/disk.box
@@ -36,13 +39,13 @@ temporary file next to the output box (in $TMPDIR with -o -) and then copied
 into the box.
 
 The box is written under a temporary name next to its final path and renamed
-when complete. `boxpack catalog --help` manages catalogs; `boxpack inspect` and
-`boxpack verify` read any box. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
+when complete. `boxpack publish --help` puts boxes online; `boxpack catalog --help`
+manages catalogs; `boxpack inspect` and `boxpack verify` read any box. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
 bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
 """
 
 
-SUBCOMMANDS = ("catalog", "inspect", "verify", "test")
+SUBCOMMANDS = ("publish", "mirror", "catalog", "inspect", "verify", "test")
 # SOURCE completes to a subcommand or a file: the subcommands have parsers of their own.
 COMPLETION_PREAMBLE = {
     "bash": f'_boxpack_source() {{ compgen -W "{" ".join(SUBCOMMANDS)}" -- "$1"; compgen -f -- "$1"; }}\n',
@@ -77,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="boxpack",
         description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
-        + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack catalog, "
-        "boxpack inspect, boxpack verify, boxpack test (each with --help).",
+        + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack publish, "
+        "boxpack mirror, boxpack catalog, boxpack inspect, boxpack verify, boxpack test (each with --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -173,11 +176,261 @@ def build_parser() -> argparse.ArgumentParser:
     sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
     sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
     sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
-    sums.add_argument("--url-base", metavar="URL", help="the URL the boxes will be served under; a box's URL is this + its file name")
+    sums.add_argument("--base-url", "--url-base", dest="base_url", metavar="URL",
+                      help="the public address the boxes are served from: with --catalog a box's URL is this + its file "
+                      "name, with --publish this + its key")
     sums.add_argument("--default-architecture", "--default-arch", action="store_true", help="make these boxes their provider's default architecture")
     sums.add_argument("--description", help="catalog description")
-    sums.add_argument("--allow-relative", action="store_true", help="accept a relative --url-base")
+    sums.add_argument("--allow-relative", action="store_true", help="accept a relative --base-url (with --catalog)")
+    pub = p.add_argument_group("publishing (see boxpack publish --help)")
+    pub.add_argument("--publish", metavar="TARGET",
+                     help="stream each box straight into TARGET (s3://BUCKET/PREFIX or a directory) in the layout "
+                     "`vagrant box add ORG/NAME` finds, then update its catalog; needs --name, --box-version, --base-url")
+    _target_options(pub)
     return p
+
+
+def _target_options(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--endpoint-url", metavar="URL",
+                   help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, the AWS profile's, or AWS)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the target and say what would be uploaded and the catalog that would result; write nothing")
+
+
+def build_publish_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="boxpack publish",
+        description="Upload boxes to S3-compatible storage or a directory a web server serves, then record them in "
+        "the catalog there, so that `VAGRANT_SERVER_URL=BASE-URL vagrant box add ORG/NAME` finds them. Each box "
+        "goes to ORG/NAME/VERSION/PROVIDER/ARCH/vagrant.box beside its checksum file; the catalog is written last, "
+        "in one conditional write, so it never names a missing or partial box and concurrent publishers keep "
+        "each other's entries. S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, "
+        "~/.aws); install boto3 for s3:// (pip install 'boxpack[s3]').",
+        epilog=PUBLISH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("boxes", metavar="BOX", nargs="+", help="box files; provider and architecture from their metadata.json")
+    p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
+    p.add_argument("--name", required=True, metavar="ORG/NAME")
+    p.add_argument("--box-version", required=True, metavar="VERSION")
+    p.add_argument("--base-url", required=True, metavar="URL",
+                   help="the public HTTP address of TARGET (bucket endpoint, CDN, web server): the catalog's URLs and "
+                   "VAGRANT_SERVER_URL")
+    p.add_argument("--architecture", "--arch", metavar="ARCH", help="for every BOX (default: from its metadata.json, else unknown)")
+    p.add_argument("--default-architecture", "--default-arch", action="store_true",
+                   help="make these boxes their provider's default architecture (default: amd64 if published, else the first)")
+    p.add_argument("--description", help="catalog description")
+    p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
+    p.add_argument("--force", action="store_true", help="replace boxes already published for the same version, provider and architecture")
+    _target_options(p)
+    p.add_argument("--json", action="store_true", help="print what was published as JSON (schemas/publish-result.schema.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary lines")
+    return p
+
+
+PUBLISH_EPILOG = """examples:
+  boxpack publish debian-libvirt.box debian-virtualbox.box --to s3://boxes-bucket/vagrant --name org/debian \
+      --box-version 1.2.0 --base-url https://boxes-bucket.s3.eu-west-1.amazonaws.com/vagrant
+  boxpack publish debian-libvirt.box --to /srv/www/boxes --name org/debian --box-version 1.2.0 \
+      --base-url https://boxes.example.org
+  VAGRANT_SERVER_URL=https://boxes.example.org vagrant box add org/debian
+
+A rerun after an interruption reuses the parts the store already holds. `boxpack catalog remove
+s3://BUCKET/PREFIX/ORG/NAME --box-version V` yanks a version (--delete-boxes also deletes its boxes).
+"""
+
+
+def publish_main(argv: list[str]) -> int:
+    args = build_publish_parser().parse_args(argv)
+    progress = Progress() if sys.stderr.isatty() and not args.quiet and not args.json else None
+    try:
+        result = publish.publish_boxes(
+            args.boxes, _publish_options(args, args.to), architecture=args.architecture,
+            checksum_type=args.checksum_type, progress=progress,
+        )
+    except BoxpackError as e:
+        if progress:
+            progress.finish()
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if progress:
+            progress.finish()
+        print("boxpack: interrupted; the catalog was not changed (a rerun reuses what was uploaded)", file=sys.stderr)
+        return 130
+    _report_publish(result, args.quiet, args.json)
+    return 0
+
+
+def build_mirror_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="boxpack mirror",
+        description="Copy boxes from a catalog (HCP Vagrant's, or any other) onto storage you own, every byte checked "
+        "against the catalog's checksum as it streams, and write the mirrored catalog last, so that "
+        "`VAGRANT_SERVER_URL=BASE-URL vagrant box add ORG/NAME` keeps working. Same targets and layout as "
+        "boxpack publish. A rerun skips what is already mirrored; an entry that fails (a 404, a wrong checksum, a "
+        "download cut short for good) is reported and left out, and the exit status is 1.",
+        epilog=MIRROR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", metavar="SOURCE", nargs="*",
+                   help="ORG/NAME (resolved against --server as Vagrant does), a catalog URL (https://, file://) or a catalog file")
+    p.add_argument("--from-file", metavar="LIST", help="one SOURCE per line (# starts a comment)")
+    p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
+    p.add_argument("--base-url", required=True, metavar="URL", help="the public HTTP address of TARGET: the mirrored catalogs' URLs")
+    p.add_argument("--server", metavar="URL",
+                   help=f"where ORG/NAME is looked up (default: $VAGRANT_SERVER_URL, else {mirror.DEFAULT_SERVER})")
+    p.add_argument("--versions", default="all", metavar="all|latest|N", help="which versions: all (default), the latest, or the newest N")
+    p.add_argument("--provider", action="append", default=[], help="only this provider (repeatable)")
+    p.add_argument("--architecture", "--arch", action="append", default=[], help="only this architecture (repeatable)")
+    p.add_argument("--jobs", type=int, default=mirror.DEFAULT_JOBS, metavar="N",
+                   help=f"transfers at once (default: {mirror.DEFAULT_JOBS})")
+    p.add_argument("--verify", action="store_true",
+                   help="also check each box as boxpack verify does, in the same stream, and report what Vagrant or its "
+                   "provider would reject")
+    p.add_argument("--require-valid", action="store_true", help="with --verify: leave out (and fail) boxes with errors")
+    p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
+    _target_options(p)
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON (schemas/mirror-result.schema.json); the lines per box stay on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress and no lines per box")
+    return p
+
+
+MIRROR_EPILOG = """examples:
+  boxpack mirror bento/ubuntu-24.04 --versions latest --to s3://my-boxes/vagrant \
+      --base-url https://my-boxes.s3.eu-west-1.amazonaws.com/vagrant
+  boxpack mirror --from-file our-boxes.txt --to /srv/boxes --base-url https://boxes.example.org --jobs 4
+  boxpack mirror https://boxes.example.org/org/debian --to s3://new-home/vagrant --base-url https://cdn.example.org/vagrant
+
+Private HCP boxes: set VAGRANT_CLOUD_TOKEN; it is sent to the catalog's server only.
+"""
+
+
+def mirror_main(argv: list[str]) -> int:
+    args = build_mirror_parser().parse_args(argv)
+    try:
+        sources = list(args.sources)
+        if args.from_file:
+            try:
+                lines = Path(args.from_file).read_text().splitlines()
+            except OSError as e:
+                raise BoxpackError(f"{args.from_file}: cannot read: {e.strerror}") from None
+            sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+        if not sources:
+            raise BoxpackError("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
+        options = mirror.MirrorOptions(
+            target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
+            architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
+            require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url,
+            token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
+        )
+        shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run
+        transfers: Transfers | None = None
+
+        def progress(c: mirror.Copy, n: int) -> None:
+            if transfers:
+                transfers(f"{c.version} {c.provider} {c.architecture}", n)
+
+        def done(c: mirror.Copy) -> None:
+            if args.quiet or args.dry_run:
+                return
+            line = f"boxpack: mirror: {_copy_line(c)}"
+            if transfers:
+                transfers.done(f"{c.version} {c.provider} {c.architecture}", line)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+        if shown:
+            transfers = Transfers(0)
+        result = mirror.mirror(sources, options, progress, done, on_plan=(lambda n: setattr(transfers, "count", n)) if transfers else None)
+        if transfers:
+            transfers.finish()
+    except BoxpackError as e:
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("boxpack: interrupted; no catalog was changed (a rerun skips what was copied)", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif args.dry_run:
+        _print_plan(result)
+    for problem in result.errors:
+        print(f"boxpack: error: {problem}", file=sys.stderr)
+    if not args.quiet:
+        counts = {a: sum(c.action == a for c in result.copies) for a in ("copied", "skipped", "failed", "planned")}
+        summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing to copy"
+        print(f"boxpack: mirror: {summary}" + "".join(f"; {name}: {urls[0]}" for name, urls in result.catalogs.items()
+                                                      if not result.dry_run), file=sys.stderr)
+    return result.exit_code
+
+
+def _copy_line(c: mirror.Copy) -> str:
+    size = human_size(c.size) if c.size is not None else "size unknown"
+    if c.action == "copied":
+        how = f"{c.checksum_type} computed (the source gives none) {c.checksum}" if c.computed else f"{c.checksum_type} checked"
+        line = f"{c.label()}: copied {size}, {how}, {c.seconds:.1f} s"
+    elif c.action == "skipped":
+        line = f"{c.label()}: already mirrored ({size})"
+    else:
+        line = f"{c.label()}: FAILED: {c.error}"
+    problems = [f for f in c.findings if f["severity"] in ("error", "warning")]
+    return line + "".join(f"\n  verify: {f['severity'].upper()} {f['code']}: {f['message']}" for f in problems)
+
+
+def _print_plan(result: mirror.MirrorResult) -> None:
+    rows = [("NAME", "VERSION", "PROVIDER", "ARCH", "SIZE", "WHAT", "FROM")]
+    for c in result.copies:
+        what = {"planned": "copy", "skipped": "already there", "failed": f"fails: {c.error}"}[c.action]
+        rows.append((c.name, c.version, c.provider, c.architecture, human_size(c.size) if c.size is not None else "?", what, c.source_url))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in rows))
+    planned = [c for c in result.copies if c.action == "planned"]
+    total = sum(c.size or 0 for c in planned)
+    unknown = sum(c.size is None for c in planned)
+    print(f"boxpack: mirror: would copy {len(planned)} box(es), {human_size(total)}"
+          + (f" and {unknown} of unknown size" if unknown else ""), file=sys.stderr)
+
+
+def _publish_options(args: argparse.Namespace, target: str) -> publish.PublishOptions:
+    return publish.PublishOptions(
+        target=target, name=args.name, version=args.box_version, base_url=args.base_url, force=args.force,
+        default_architecture=args.default_architecture, description=args.description,
+        endpoint_url=args.endpoint_url, dry_run=args.dry_run,
+    )
+
+
+ACTIONS = {"uploaded": "uploaded", "resumed": "uploaded, resuming an interrupted upload", "unchanged": "already there",
+           "planned": "would upload"}
+
+
+def _report_publish(result: publish.PublishResult, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_catalog(result)
+    if not quiet:
+        _say_published(result)
+
+
+def _print_catalog(result: publish.PublishResult) -> None:
+    """The resulting catalog on stdout: as JSON with --dry-run (what would be written), else as a table."""
+    assert result.catalog is not None
+    if result.dry_run:
+        sys.stdout.buffer.write(catalog.dumps(result.catalog))
+    else:
+        sys.stdout.write(catalog.table(result.catalog))
+    sys.stdout.flush()
+
+
+def _say_published(result: publish.PublishResult, boxes: bool = True) -> None:
+    for b in result.boxes if boxes else ():
+        print(f"boxpack: {result.target}: {b.key}: {ACTIONS[b.action]}, {human_size(b.size)}, "
+              f"{b.checksum_type} {b.checksum}", file=sys.stderr)
+    done = "would record" if result.dry_run else "recorded"
+    print(f"boxpack: {result.target}: {done} {len(result.boxes)} box(es) as {result.name} {result.version} in "
+          f"{result.catalog_urls[0]}", file=sys.stderr)
 
 
 def build_catalog_parser() -> argparse.ArgumentParser:
@@ -202,12 +455,17 @@ def build_catalog_parser() -> argparse.ArgumentParser:
     add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")
     add.add_argument("--allow-relative", action="store_true", help="accept a URL without a scheme")
     show = sub.add_parser("show", help="print the catalog as a table")
-    show.add_argument("catalog", metavar="CATALOG")
-    rm = sub.add_parser("remove", help="remove a version, or some of its entries")
-    rm.add_argument("catalog", metavar="CATALOG")
+    show.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
+    show.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
+    rm = sub.add_parser("remove", help="remove a version, or some of its entries (yank a broken box)")
+    rm.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
     rm.add_argument("--box-version", required=True, metavar="VERSION")
     rm.add_argument("--provider")
     rm.add_argument("--architecture", "--arch")
+    rm.add_argument("--delete-boxes", action="store_true",
+                    help="also delete the removed entries' boxes and checksum files (catalogs boxpack publish wrote), "
+                    "after the catalog no longer names them")
+    rm.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
     return p
 
 
@@ -215,6 +473,7 @@ CATALOG_EPILOG = """examples:
   boxpack catalog add boxes.json --box debian-libvirt.box --name org/debian --box-version 1.2.0 \\
       --url https://example.org/boxes/debian-libvirt.box
   boxpack catalog show boxes.json
+  boxpack catalog remove s3://bucket/vagrant/org/debian --box-version 1.2.0 --provider libvirt   (yank a published box)
   vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
 """
 
@@ -325,8 +584,16 @@ def catalog_main(argv: list[str]) -> int:
                 allow_relative=args.allow_relative,
             )
             print(f"boxpack: {args.catalog}: added {args.name} {args.box_version}", file=sys.stderr)
+        elif args.action == "remove" and (args.delete_boxes or args.catalog.startswith("s3://")):
+            doc, deleted = publish.yank(args.catalog, args.box_version, args.provider, args.architecture,
+                                        delete_boxes=args.delete_boxes, endpoint_url=args.endpoint_url)
+            for key in deleted:
+                print(f"boxpack: deleted {key}", file=sys.stderr)
         elif args.action == "remove":
             doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.box_version, args.provider, args.architecture))
+        elif args.catalog.startswith("s3://"):
+            store, name = publish.published_catalog(args.catalog, args.endpoint_url)
+            doc = _existing(store.read_catalog(name), args.catalog)
         else:
             doc = _existing(catalog.load(args.catalog), args.catalog)
         sys.stdout.write(catalog.table(doc))
@@ -344,7 +611,12 @@ def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:
 
 def _check_catalog_args(args: argparse.Namespace) -> None:
     """All of the in-run catalog options or none, each checked before any disk is read."""
-    wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--url-base": args.url_base}
+    if args.publish:
+        _check_publish_args(args)
+        return
+    if args.dry_run or args.endpoint_url:
+        raise BoxpackError(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+    wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}
     given = [k for k, v in wanted.items() if v]
     if not given:
         return
@@ -352,8 +624,20 @@ def _check_catalog_args(args: argparse.Namespace) -> None:
         raise BoxpackError(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
     if args.output == "-":
         raise BoxpackError("--catalog records box files; it cannot be used with -o -")
-    catalog.check_entry(args.name, args.box_version, _box_url(args.url_base, "x.box"), args.allow_relative)
+    catalog.check_entry(args.name, args.box_version, _box_url(args.base_url, "x.box"), args.allow_relative)
     catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
+
+
+def _check_publish_args(args: argparse.Namespace) -> None:
+    missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
+    if missing:
+        raise BoxpackError(f"{', '.join(missing)} needed with --publish")
+    clash = {"-o": args.output, "--catalog": args.catalog, "--checksum-file": args.checksum_file, "--verify": args.verify,
+             "--test": args.test, "--allow-relative": args.allow_relative}
+    for flag, value in clash.items():
+        if value:
+            raise BoxpackError(f"{flag} is for box files; with --publish the boxes go straight to {args.publish} "
+                               "(its catalog and checksum files included)")
 
 
 def _source(args: argparse.Namespace) -> str | None:
@@ -367,9 +651,10 @@ def _source(args: argparse.Namespace) -> str | None:
         raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
     image = mkosi.from_environment(os.environ)
     args.disk = [str(image.disk)]
-    args.output = args.output or f"{image.output_dir}/"
+    if not args.publish:
+        args.output = args.output or f"{image.output_dir}/"
     args.architecture = args.architecture or image.architecture
-    if args.catalog:
+    if args.catalog or args.publish:
         args.box_version = args.box_version or image.version
     return image.name
 
@@ -425,6 +710,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["publish"]:
+        return publish_main(argv[1:])
+    if argv[:1] == ["mirror"]:
+        return mirror_main(argv[1:])
     if argv[:1] == ["catalog"]:
         return catalog_main(argv[1:])
     if argv[:1] in (["inspect"], ["verify"]):
@@ -443,6 +732,7 @@ def _main(argv: list[str]) -> int:
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
         return 1
     results: list = []  # the boxes complete so far, for a truthful message if a later step fails
+    published: publish.PublishResult | None = None
     try:
         name = _source(args)
         _check_catalog_args(args)
@@ -464,7 +754,11 @@ def _main(argv: list[str]) -> int:
             name=name,
             settings={o.name: getattr(args, o.name) for o in options()},
         )
-        pack(args.disk, options_, progress, on_box=results.append)
+        if args.publish:
+            _, published = publish.pack_and_publish(args.disk, options_, _publish_options(args, args.publish), progress,
+                                                    on_box=results.append)
+        else:
+            pack(args.disk, options_, progress, on_box=results.append)
         if args.catalog:
             for r in results:
                 catalog.add_box(
@@ -472,7 +766,7 @@ def _main(argv: list[str]) -> int:
                     r.path,
                     name=args.name,
                     version=args.box_version,
-                    url=_box_url(args.url_base, r.path.name),
+                    url=_box_url(args.base_url, r.path.name),
                     provider=r.provider,
                     architecture=r.architecture,
                     checksum=r.checksum,
@@ -485,12 +779,12 @@ def _main(argv: list[str]) -> int:
     except BoxpackError as e:
         if progress:
             progress.finish()
-        print(f"boxpack: error: {e}{_written(results)}", file=sys.stderr)
+        print(f"boxpack: error: {e}{_written(results, args.publish)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if progress:
             progress.finish()
-        print(f"boxpack: interrupted{_written(results) or '; no box was written'}", file=sys.stderr)
+        print(f"boxpack: interrupted{_written(results, args.publish) or '; no box was written'}", file=sys.stderr)
         return 130
     failed = 0
     if args.verify:
@@ -508,15 +802,25 @@ def _main(argv: list[str]) -> int:
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"boxes": [result_json(r) for r in results], "exit_code": failed}, indent=2))
+        doc = {"boxes": [result_json(r) for r in results], "exit_code": failed}
+        if published:
+            doc["published"] = published.to_json()
+        print(json.dumps(doc, indent=2))
+    elif published:
+        _print_catalog(published)
+    boxes = {b.provider: b for b in published.boxes} if published else {}
     if not args.quiet:
         for r in results:
-            where = r.path.name if r.path else "<stdout>"
+            b = boxes.get(r.provider)
+            where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
+            action = f", {ACTIONS[b.action]}" if b and b.action != "uploaded" else ""
             print(
                 f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware}, "
-                f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}, {r.seconds:.1f} s",
+                f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
                 file=sys.stderr,
             )
+        if published:
+            _say_published(published, boxes=False)
     return failed
 
 
@@ -537,8 +841,10 @@ def result_json(r) -> dict:
     }
 
 
-def _written(results: list) -> str:
+def _written(results: list, target: str | None = None) -> str:
     """What a run that failed after packing leaves behind, said truthfully."""
+    if target:
+        return f" (the catalog in {target} was not changed)"
     paths = [str(r.path) for r in results if r.path]
     return f" (written before that: {', '.join(paths)})" if paths else ""
 

@@ -19,7 +19,7 @@ from .archive import Member, source_date_epoch, tar_stream
 from .compress import DigestWriter, ParallelGzip
 from .errors import BoxpackError
 
-Output = str | os.PathLike[str] | BinaryIO | None
+Output = str | os.PathLike[str] | BinaryIO | Callable[[str, str | None], BinaryIO] | None
 Target = Path | BinaryIO
 COMPRESSIONS = ("gzip", "none")
 

@@ -22,7 +22,7 @@ from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
 from .disk import Source
 from .errors import BoxpackError
-from .output import COMPRESSIONS, Output, is_stream, targets, write_box, write_text_atomically
+from .output import COMPRESSIONS, Output, Target, is_stream, targets, write_box, write_text_atomically
 from .partitions import read_partition_table
 from .providers import PROVIDERS, Disk, Job, Provider
 from .sources import open_source
@@ -40,7 +40,9 @@ class PackOptions:
 
     output is None (``<stem>-<provider>.box`` in the current directory), a
     file path (one provider), a directory (existing, or any path ending in
-    "/"), or "-" / a binary stream (one provider). level is libdeflate's 1-12;
+    "/"), "-" / a binary stream (one provider), or a function of the provider
+    and architecture that returns the stream each box is written to (what
+    publish.pack_and_publish gives). level is libdeflate's 1-12;
     fast uses ISA-L instead (about twice as fast as level 1, boxes about 12%
     larger than gzip -6). architecture and firmware ("bios"/"efi") are
     detected from the partition table unless given. checksum_type names the
@@ -85,6 +87,8 @@ class PackOptions:
             raise BoxpackError("--threads must be at least 1")
         if self.checksum_type not in CHECKSUM_TYPES:
             raise BoxpackError(f"unknown checksum type {self.checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+        if self.checksum_file and callable(self.output):
+            raise BoxpackError("boxes streamed into uploads get their checksum files on the target; drop --checksum-file")
         if self.checksum_file is True and is_stream(self.output):
             raise BoxpackError("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
         if self.firmware is not None and self.firmware not in FIRMWARES:
@@ -207,7 +211,9 @@ def pack(
         disks = [Disk(stack.enter_context(open_source(p, threads))) for p in paths]
         boot = disks[0].source
         stem = o.name or _stem(boot.path)
-        where = targets([f"{stem}-{p}.box" for p in providers], o.output, [d.source.path for d in disks], o.force)
+        opener = o.output if callable(o.output) else None
+        names = [f"{stem}-{p}.box" for p in providers]
+        where: list[Target | None] = [None] * len(names) if opener else list(targets(names, o.output, [d.source.path for d in disks], o.force))
         job = Job(
             disks=disks,
             name=stem,
@@ -226,6 +232,9 @@ def pack(
             writers.append(PROVIDERS[name](job))
         firmware_note = _scan(job, writers, o, progress, stack)
         for writer, target in zip(writers, where):
+            if opener:  # the architecture is known now, after the scan
+                target = opener(writer.NAME, job.architecture)
+            assert target is not None
             members = writer.members()
             if progress:
                 progress.phase(f"writing {writer.NAME}", sum(m.size for m in members))

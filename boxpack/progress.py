@@ -53,3 +53,46 @@ class Progress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self.label = ""
+
+
+class Transfers:
+    """Several transfers at once, on one line: how many are done, the bytes so far and their rate, and
+    each running one's bytes. A finished transfer's line is printed above it. Thread-safe."""
+
+    def __init__(self, count: int, stream: TextIO = sys.stderr) -> None:
+        import shutil
+        import threading
+
+        self.stream, self.count, self.finished, self.bytes = stream, count, 0, 0
+        self.running: dict[str, int] = {}
+        self.started = self.drawn = time.monotonic()
+        self.width = shutil.get_terminal_size().columns
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str, nbytes: int) -> None:
+        with self._lock:
+            self.running[label] = self.running.get(label, 0) + nbytes
+            self.bytes += nbytes
+            now = time.monotonic()
+            if now - self.drawn >= 0.1:
+                self._draw(now)
+
+    def done(self, label: str, line: str) -> None:
+        with self._lock:
+            self.running.pop(label, None)
+            self.finished += 1
+            self.stream.write(f"\r\x1b[K{line}\n")
+            self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
+        self.drawn = now
+        rate = self.bytes / max(now - self.started, 1e-6)
+        text = f"{self.finished}/{self.count} done, {human_size(self.bytes)}, {human_size(rate)}/s"
+        text += "".join(f" | {label} {human_size(n)}" for label, n in self.running.items())
+        self.stream.write(f"\r{text[: self.width - 1]}\x1b[K")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        with self._lock:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

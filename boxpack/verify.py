@@ -10,6 +10,7 @@ checks come from its format (formats/), the box's from its provider
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -112,14 +113,17 @@ def examine(
     box_version: str | None = None,
     threads: int = 2,
     disks: bool = False,
+    stream: BinaryIO | None = None,
 ) -> Report:
-    """Read a box (or, with disks, a bare disk) at path ("-" for stdin): facts and findings. Never raises for bad input."""
+    """Read a box (or, with disks, a bare disk) at path ("-" for stdin), or from stream (path then only
+    names it): facts and findings. Never raises for bad input."""
     report = Report(path)
+    streamed = stream is not None or path == "-"
     expected = _parse_checksum(checksum) if checksum else None
     entries = _catalog_entries(catalog, box_version) if catalog else []
     algorithms = {p["checksum_type"] for _, p in entries} | ({expected[0]} if expected else set())
     try:
-        f = sys.stdin.buffer if path == "-" else open(path, "rb")
+        f = stream or (sys.stdin.buffer if path == "-" else open(path, "rb"))
     except FileNotFoundError:
         report.unreadable = f"{path}: no such file"
         return report
@@ -130,16 +134,16 @@ def examine(
         report.unreadable = f"{path}: cannot open: {e.strerror}"
         return report
     texts: dict[str, bytes] = {}
-    with f:
+    with contextlib.nullcontext(f) if stream is not None else f:  # a stream given is the caller's to close
         raw = _HashingReader(f, algorithms)
         report.compression = boxfile.compression(raw.head)
         if report.compression is None:
-            if path == "-" or not disks:
+            if streamed or not disks:
                 report.unreadable = f"{'stdin' if path == '-' else path}: not a box (no tar, gzip, xz, bzip2 or zstd archive)"
                 return report
             _examine_disk(Path(path), report, threads)
             return report
-        if path != "-" and report.compression != "none" and not _holds_tar(Path(path), report.compression):
+        if not streamed and report.compression != "none" and not _holds_tar(Path(path), report.compression):
             if not disks:
                 report.unreadable = f"{path}: {report.compression}-compressed, but not a tar archive, so not a box"
                 return report

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -98,3 +99,108 @@ def verify_codes(box: Path) -> set[str]:
 @pytest.fixture
 def sample_disk(tmp_path: Path) -> Path:
     return make_disk.make(tmp_path / "sample.img", data=4 * MIB)
+
+
+# --- real servers for publish and mirror: two S3 implementations and nginx (tests/servers.py) ------
+
+def unavailable(what: str, why: str) -> None:
+    """Skip where a real server cannot run here; in CI (.ci/run sets BOXPACK_REQUIRE_SERVERS) fail instead."""
+    if os.environ.get("BOXPACK_REQUIRE_SERVERS"):
+        pytest.fail(f"{what} is required in CI but could not start: {why}")
+    pytest.skip(f"{what} not available here: {why}")
+
+
+@pytest.fixture(scope="session")
+def _servers(tmp_path_factory):
+    import servers
+
+    started: dict = {}
+    failed: dict = {}
+
+    def get(name: str):
+        if name not in started and name not in failed:
+            try:
+                started[name] = {"ceph": servers.ceph, "seaweedfs": servers.seaweedfs}[name](tmp_path_factory.mktemp(name))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                failed[name] = f"{type(e).__name__}: {e}"
+        if name in failed:
+            unavailable(f"the {name} S3 server", failed[name])
+        return started[name]
+
+    yield get
+    for s in started.values():
+        s.stop()
+
+
+S3_SERVERS = ["ceph", "seaweedfs"]
+
+
+class Target:
+    """Where a test publishes: an S3 bucket on a real server, or a directory served by nginx."""
+
+    def __init__(self, kind: str, to: str, base_url: str, env: dict[str, str], server, bucket: str | None = None,
+                 root: Path | None = None) -> None:
+        self.kind, self.to, self.base_url, self.env = kind, to, base_url, env
+        self.server, self.bucket, self.root = server, bucket, root
+
+    def key(self, key: str) -> str:
+        """The key under the target of a layout path (the S3 targets use a prefix)."""
+        return f"vagrant/{key}" if self.bucket else key
+
+    def read(self, key: str) -> bytes | None:
+        """An object as stored (not through HTTP)."""
+        if self.bucket:
+            try:
+                return self.server.client().get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
+            except self.server.client().exceptions.NoSuchKey:
+                return None
+        path = self.root / key
+        return path.read_bytes() if path.exists() else None
+
+    def write(self, key: str, data: bytes) -> None:
+        """Change an object behind boxpack's back (a tampered or corrupted box)."""
+        if self.bucket:
+            self.server.client().put_object(Bucket=self.bucket, Key=self.key(key), Body=data,
+                                            ContentType="application/octet-stream")
+        else:
+            (self.root / key).write_bytes(data)
+
+    def listing(self) -> set[str]:
+        if self.bucket:
+            pages = self.server.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+            return {o["Key"].removeprefix("vagrant/") for page in pages for o in page.get("Contents", [])}
+        return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()}
+
+
+def s3_target(server) -> Target:
+    bucket = server.bucket()
+    return Target(server.name, f"s3://{bucket}/vagrant", server.url(bucket, "vagrant"), server.env, server, bucket=bucket)
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3(request, _servers) -> Target:
+    """A fresh public-read bucket on each real S3 server in turn."""
+    return s3_target(_servers(request.param))
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Target:
+    """A directory target served by nginx with the README's configuration."""
+    import servers
+
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        unavailable("nginx", "not installed (apt-get install nginx)")
+    root = tmp_path / "site"
+    root.mkdir()
+    server = servers.nginx(tmp_path / "nginx", root, servers.readme_nginx_block())
+    yield Target("nginx", str(root), server.url, {}, server, root=root)
+    server.stop()
+
+
+@pytest.fixture(params=[*S3_SERVERS, "nginx"])
+def target(request, _servers, tmp_path: Path) -> Target:
+    """Each kind of target in turn: both S3 servers and a directory behind nginx."""
+    if request.param == "nginx":
+        yield request.getfixturevalue("web")
+    else:
+        yield s3_target(_servers(request.param))

@@ -1,0 +1,400 @@
+"""boxpack publish: boxes and their catalog onto storage the user owns, where `vagrant box add ORG/NAME` finds them.
+
+The order of writes keeps every catalog true (it never names a missing, partial or wrong box),
+whatever is killed when, and whoever else publishes at the same time:
+
+1. each box goes to its key (targets/base.py has the layout) as a multipart upload or a temporary
+   file: nothing is visible yet;
+2. the key is claimed by writing its checksum file only if there is none (If-None-Match: * on S3,
+   a hard link in a directory). A checksum file naming another box means the key holds another box:
+   refused unless --force. The same checksum means the same bytes: that box is reused;
+3. the box is committed and the store's size (and, on S3, its ETag) checked against what was sent;
+4. last, the catalog gains every entry of the run in one conditional write (ETag If-Match on S3, the
+   catalog lock in a directory), done again on the new catalog when another publisher wrote first.
+
+With --force, an entry that names a box about to be replaced leaves the catalog before the box is
+rewritten, and comes back with the new checksum in step 4. boxpack mirror publishes through the same
+Publisher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import catalog
+from .box import read_metadata
+from .catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
+from .errors import BoxpackError
+from .targets import open_target
+from .targets.base import BOX_FILE, Store, Upload, box_key, url
+from .targets.directory import CATALOG_FILE
+
+CHUNK = 1024 * 1024
+SIDECAR_LIMIT = 4096
+
+
+@dataclass
+class PublishOptions:
+    """Where and as what boxes are published.
+
+    target is s3://bucket/prefix or a directory; base_url the public HTTP address of that target (a
+    bucket endpoint, a CDN, the web server), from which the catalog's URLs are made; endpoint_url an
+    S3-compatible endpoint (else AWS_ENDPOINT_URL, the AWS profile, or AWS itself). dry_run reads the
+    target but writes nothing.
+    """
+
+    target: str
+    name: str
+    version: str
+    base_url: str
+    force: bool = False
+    default_architecture: bool = False
+    description: str | None = None
+    endpoint_url: str | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class PublishedBox:
+    version: str
+    provider: str
+    architecture: str
+    key: str
+    url: str
+    size: int
+    checksum_type: str
+    checksum: str
+    action: str  # "uploaded", "resumed" (an interrupted upload's parts were reused), "unchanged", or with dry_run "planned"
+    resumed_bytes: int = 0
+    default: bool = False  # asks to be its provider's default architecture
+
+
+@dataclass
+class PublishResult:
+    target: str
+    name: str
+    version: str
+    catalog_urls: list[str]
+    boxes: list[PublishedBox] = field(default_factory=list)
+    catalog: Catalog | None = None
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """As schemas/publish-result.schema.json describes it."""
+        boxes = [{k: v for k, v in dataclasses.asdict(b).items() if k not in ("version", "default")} for b in self.boxes]
+        return {"target": self.target, "name": self.name, "version": self.version, "dry_run": self.dry_run,
+                "catalog_urls": self.catalog_urls, "boxes": boxes, "catalog": self.catalog}
+
+
+def entry(doc: Catalog | None, version: str, provider: str, architecture: str) -> dict | None:
+    """The catalog's entry for version, provider and architecture, if any."""
+    for v in (doc or {}).get("versions", []):
+        if catalog.version_key(v["version"]) == catalog.version_key(version):
+            return next((p for p in v["providers"] if p["name"] == provider and p["architecture"] == architecture), None)
+    return None
+
+
+class Discard:
+    """What a dry run writes a box to: counted, then dropped."""
+
+    size = 0
+    resumed = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Unchanged(Exception):
+    pass
+
+
+class Publisher:
+    """One run's boxes for one ORG/NAME: plan and open an upload per box, finish each, then commit once.
+    Safe to use from several threads (boxpack mirror --jobs)."""
+
+    def __init__(self, store: Store, name: str, base_url: str, *, force: bool = False, dry_run: bool = False,
+                 default_architecture: bool = False, description: str | None = None) -> None:
+        catalog.check_entry(name, "0", url(base_url, "x"))
+        box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
+        self.store, self.name, self.base_url = store, name, base_url
+        self.force, self.dry_run, self.default_architecture, self.description = force, dry_run, default_architecture, description
+        self.before = store.read_catalog(name)
+        self.catalog_urls = [url(base_url, k) for k in store.catalog_keys(name)]
+        self.boxes: list[PublishedBox] = []
+        self.version_descriptions: dict[str, str] = {}
+        self._planned: set[tuple[str, str, str]] = set()
+        self._prepared = False
+        self._lock = threading.Lock()
+
+    def key(self, version: str, provider: str, architecture: str) -> str:
+        return box_key(self.name, version, provider, architecture)
+
+    def plan(self, version: str, provider: str, architecture: str | None, checksum: str | None = None) -> bool:
+        """Before any byte is sent: refuse a second box for the same version, provider and architecture,
+        and one the catalog already has unless --force. True when the catalog has exactly this box."""
+        catalog.check_entry(self.name, version, self.base_url)
+        arch = architecture or UNKNOWN_ARCH
+        self.key(version, provider, arch)
+        existing = entry(self.before, version, provider, arch)
+        same = bool(existing and checksum and existing["checksum"] == checksum)
+        if existing and not same and not self.force:
+            raise BoxpackError(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
+                               "use --force to replace it")
+        with self._lock:
+            if (version, provider, arch) in self._planned:
+                raise BoxpackError(f"two boxes for {self.name} {version} {provider} {arch} in one run")
+            self._planned.add((version, provider, arch))
+        return same
+
+    def open(self, version: str, provider: str, architecture: str | None) -> Upload | Discard:
+        """The stream a planned box is written to."""
+        if self.dry_run:
+            return Discard()
+        with self._lock:
+            if not self._prepared:
+                self.store.prepare_catalog(self.name)
+                self._prepared = True
+        return self.store.upload(self.key(version, provider, architecture or UNKNOWN_ARCH))
+
+    def unchanged(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str,
+                  default: bool = False) -> PublishedBox:
+        """A box the target already holds, byte for byte: nothing is sent, and its entry is kept."""
+        key = self.key(version, provider, architecture)
+        box = PublishedBox(version, provider, architecture, key, url(self.base_url, key), size, checksum_type, checksum,
+                           "unchanged", default=default or self.default_architecture)
+        self.boxes.append(box)
+        return box
+
+    def finish(self, upload: Upload | Discard, version: str, provider: str, architecture: str | None, checksum_type: str,
+               checksum: str, default: bool = False) -> PublishedBox:
+        """Steps 2 and 3 for one box written to upload."""
+        store = self.store
+        arch = architecture or UNKNOWN_ARCH
+        key = self.key(version, provider, arch)
+        sidecar = f"{key}.{checksum_type}"
+        line = f"{checksum}  {BOX_FILE}\n".encode()
+        box = PublishedBox(version, provider, arch, key, url(self.base_url, key), upload.size, checksum_type, checksum,
+                           "uploaded", default=default or self.default_architecture)
+        if isinstance(upload, Discard):
+            box.action = "unchanged" if store.read_small(sidecar, SIDECAR_LIMIT) == line else "planned"
+            self.boxes.append(box)
+            return box
+        try:
+            upload.close()
+            there = store.stat(key)
+            claimed = store.create(sidecar, line, "text/plain")
+            theirs = line if claimed else store.read_small(sidecar, SIDECAR_LIMIT)
+            if not claimed and theirs == line and there is not None and there.size == upload.size:
+                upload.abort()  # the same bytes are there already (a rerun after an interruption)
+                box.action = "unchanged"
+            else:
+                if theirs != line or (claimed and there is not None):  # the key holds another box
+                    if not self.force:
+                        if claimed:
+                            store.delete(sidecar)
+                        what = (f"holds another box ({(theirs or b'').decode(errors='replace')[:16]}...)" if theirs != line
+                                else "exists without a checksum file (not published by boxpack)")
+                        raise BoxpackError(f"{store.where}: {key} {what}; use --force to replace it")
+                    self._withdraw(version, provider, arch)
+                    if theirs != line:
+                        store.replace(sidecar, line, "text/plain")
+                upload.commit(replace=there is not None)
+                box.action = "resumed" if upload.resumed else "uploaded"
+                box.resumed_bytes = upload.resumed
+        except BoxpackError:
+            upload.abort()
+            raise
+        self.boxes.append(box)
+        return box
+
+    def _withdraw(self, version: str, provider: str, arch: str) -> None:
+        """--force: the entry naming the box about to be replaced leaves the catalog first."""
+        def change(doc: Catalog | None) -> Catalog:
+            if doc is None or entry(doc, version, provider, arch) is None:
+                raise _Unchanged
+            return catalog.remove(doc, version, provider, arch)
+
+        with contextlib.suppress(_Unchanged):
+            self.store.update_catalog(self.name, change)
+
+    def commit(self) -> Catalog:
+        """Step 4: every box of the run into the catalog, in one write (with dry_run, the catalog it would be)."""
+        boxes = sorted(self.boxes, key=lambda b: b.default)  # a default added last stays the default
+
+        def change(doc: Catalog | None) -> Catalog:
+            for b in boxes:
+                existing = entry(doc, b.version, b.provider, b.architecture)
+                if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
+                    continue
+                if existing and not self.force:
+                    raise BoxpackError(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
+                                       "by someone else; use --force to replace it")
+                doc = catalog.add(doc, name=self.name, version=b.version, provider=b.provider, url=b.url,
+                                  checksum=b.checksum, checksum_type=b.checksum_type, architecture=b.architecture,
+                                  default_architecture=b.default, force=True)
+            doc = doc or {"name": self.name, "versions": []}
+            if self.description is not None:
+                doc["description"] = self.description
+            for v in doc["versions"]:
+                if v["version"] in self.version_descriptions:
+                    v["description"] = self.version_descriptions[v["version"]]
+            return doc
+
+        return change(self.before) if self.dry_run else self.store.update_catalog(self.name, change)
+
+
+def _publisher(options: PublishOptions) -> Publisher:
+    o = options
+    catalog.check_entry(o.name, o.version, url(o.base_url, "x"))
+    return Publisher(open_target(o.target, o.endpoint_url), o.name, o.base_url, force=o.force, dry_run=o.dry_run,
+                     default_architecture=o.default_architecture, description=o.description)
+
+
+def _result(publisher: Publisher, options: PublishOptions) -> PublishResult:
+    return PublishResult(publisher.store.where, options.name, options.version, publisher.catalog_urls, publisher.boxes,
+                         publisher.commit(), options.dry_run)
+
+
+def publish_boxes(
+    boxes: Sequence[str | os.PathLike[str]],
+    options: PublishOptions,
+    *,
+    architecture: str | None = None,
+    checksum_type: str = "sha256",
+    progress: Any = None,
+) -> PublishResult:
+    """Publish box files, provider and architecture from each box's metadata.json (or architecture).
+    Every box is checked before the first is sent."""
+    if checksum_type not in CHECKSUM_TYPES:
+        raise BoxpackError(f"unknown checksum type {checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+    o = options
+    publisher = _publisher(o)
+    plans = []
+    for b in map(Path, boxes):
+        meta = read_metadata(b)
+        provider = meta.get("provider")
+        if not isinstance(provider, str) or not provider:
+            raise BoxpackError(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
+        arch = architecture or meta.get("architecture") or UNKNOWN_ARCH
+        # Only a box the catalog may already hold is read twice (its checksum first).
+        known = _digest(b, checksum_type) if entry(publisher.before, o.version, provider, arch) else None
+        plans.append((b, provider, arch, known if publisher.plan(o.version, provider, arch, known) else None))
+    for b, provider, arch, unchanged in plans:
+        size = b.stat().st_size
+        if unchanged:
+            publisher.unchanged(o.version, provider, arch, size, checksum_type, unchanged)
+            continue
+        upload = publisher.open(o.version, provider, arch)
+        digest = hashlib.new(checksum_type)
+        if progress:
+            progress.phase(f"uploading {provider}", size)
+        try:
+            with open(b, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    upload.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except (OSError, BoxpackError) as e:
+            if not isinstance(upload, Discard):
+                upload.abort()
+            raise e if isinstance(e, BoxpackError) else BoxpackError(f"{b}: cannot read: {e.strerror}") from None
+        if progress:
+            progress.finish()
+        publisher.finish(upload, o.version, provider, arch, checksum_type, digest.hexdigest())
+    return _result(publisher, o)
+
+
+def _digest(path: Path, checksum_type: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, checksum_type).hexdigest()
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def pack_and_publish(
+    source: Any, pack_options: Any, options: PublishOptions, progress: Any = None,
+    on_box: Callable[[Any], None] | None = None,
+) -> tuple[list[Any], PublishResult]:
+    """pack() with every box streamed straight into its upload: no local copy."""
+    from .pack import pack
+
+    o = options
+    publisher = _publisher(o)
+    uploads: dict[str, tuple[Upload | Discard, str | None]] = {}
+
+    def opener(provider: str, architecture: str | None) -> Any:
+        publisher.plan(o.version, provider, architecture)
+        uploads[provider] = (publisher.open(o.version, provider, architecture), architecture)
+        return uploads[provider][0]
+
+    def finished(r: Any) -> None:
+        upload, arch = uploads.pop(r.provider)
+        publisher.finish(upload, o.version, r.provider, arch, r.checksum_type, r.checksum)
+        if on_box:
+            on_box(r)
+
+    try:
+        results = pack(source, dataclasses.replace(pack_options, output=opener), progress, on_box=finished)
+    except BoxpackError:
+        for upload, _ in uploads.values():
+            if not isinstance(upload, Discard):
+                upload.abort()  # the same input would fail the same way: nothing to resume
+        raise
+    return results, _result(publisher, o)
+
+
+def published_catalog(location: str, endpoint_url: str | None = None) -> tuple[Store, str]:
+    """The store and ORG/NAME of a catalog that boxpack publish wrote: s3://bucket/prefix/ORG/NAME, or a
+    directory target's ORG/NAME/catalog.json."""
+    if location.startswith("s3://"):
+        head, _, box = location.rstrip("/").rpartition("/")
+        root, _, org = head.rpartition("/")
+        if not org or not root.startswith("s3://") or root == "s3:/":
+            raise BoxpackError(f"{location}: give the catalog as s3://BUCKET[/PREFIX]/ORG/NAME")
+        return open_target(root, endpoint_url), f"{org}/{box}"
+    path = Path(location)
+    if path.name != CATALOG_FILE or len(path.parts) < 4:
+        raise BoxpackError(f"{location}: not a published catalog (DIRECTORY/ORG/NAME/{CATALOG_FILE} or s3://BUCKET/PREFIX/ORG/NAME)")
+    return open_target(str(path.parent.parent.parent), endpoint_url), f"{path.parent.parent.name}/{path.parent.name}"
+
+
+def yank(
+    location: str, version: str, provider: str | None = None, architecture: str | None = None, *,
+    delete_boxes: bool = False, endpoint_url: str | None = None,
+) -> tuple[Catalog, list[str]]:
+    """Take entries out of a published catalog; with delete_boxes, then delete their boxes and checksum
+    files (those in boxpack's layout under the same target). Returns the catalog and the keys deleted."""
+    store, name = published_catalog(location, endpoint_url)
+    removed: list[tuple[str, dict]] = []
+
+    def change(doc: Catalog | None) -> Catalog:
+        if doc is None:
+            raise BoxpackError(f"{location}: no such catalog")
+        removed[:] = [(v["version"], p) for v in doc["versions"] if catalog.version_key(v["version"]) == catalog.version_key(version)
+                      for p in v["providers"] if (provider is None or p["name"] == provider)
+                      and (architecture is None or p["architecture"] == architecture)]
+        return catalog.remove(doc, version, provider, architecture)
+
+    doc = store.update_catalog(name, change)
+    deleted: list[str] = []
+    if delete_boxes:
+        for v, p in removed:  # the catalog no longer names them
+            key = box_key(name, v, p["name"], p["architecture"])
+            for k in (key, f"{key}.{p['checksum_type']}"):
+                if store.stat(k) is not None:
+                    store.delete(k)
+                    deleted.append(k)
+    return doc, deleted

@@ -1,0 +1,196 @@
+"""A local directory as a publish target, for a static web server (nginx, Apache, GitHub Pages) to serve.
+
+A catalog cannot be a file at <org>/<box> and the directory of its versions at once, so it is
+<org>/<box>/catalog.json, and the web server answers <org>/<box> and api/v2/vagrant/<org>/<box> with
+it as application/json (the README gives the nginx rule, and the tests run that rule).
+
+Every file appears whole or not at all: it is written under a temporary name in its directory,
+fsynced, and linked (never replacing anything) or, with --force, renamed into place. The catalog is
+updated under the lock that `boxpack catalog` takes (catalog.update).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import catalog
+from ..catalog import Catalog
+from ..errors import BoxpackError
+from .base import Stat
+
+CATALOG_FILE = "catalog.json"
+
+
+def _mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class DirectoryStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.where = str(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def catalog_keys(self, name: str) -> list[str]:
+        return [f"{name}/{CATALOG_FILE}"]
+
+    def read_catalog(self, name: str) -> Catalog | None:
+        return catalog.load(self._path(self.catalog_keys(name)[0]))
+
+    def prepare_catalog(self, name: str) -> None:
+        """Nothing to prepare: a file can be created whenever it is missing."""
+
+    def update_catalog(self, name: str, change: Callable[[Catalog | None], Catalog]) -> Catalog:
+        path = self._path(self.catalog_keys(name)[0])
+        _mkdir(path.parent)
+        return catalog.update(path, change)
+
+    def read_small(self, key: str, limit: int) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(limit)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise BoxpackError(f"{self._path(key)}: cannot read: {e.strerror}") from None
+
+    def stat(self, key: str) -> Stat | None:
+        try:
+            return Stat(os.stat(self._path(key)).st_size, None)
+        except FileNotFoundError:
+            return None
+
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        return _write(self._path(key), data, replace=False)
+
+    def replace(self, key: str, data: bytes, content_type: str) -> None:
+        _write(self._path(key), data, replace=True)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise BoxpackError(f"{self._path(key)}: cannot delete: {e.strerror}") from None
+
+    def upload(self, key: str) -> _FileUpload:
+        return _FileUpload(self._path(key))
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BoxpackError(f"{path}: cannot create the directory: {e.strerror}") from None
+
+
+def _temporary(path: Path) -> tuple[BinaryIO, Path]:
+    _mkdir(path.parent)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-", suffix=".part")
+    except OSError as e:
+        raise BoxpackError(f"{path.parent}: cannot write there: {e.strerror}") from None
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def _place(tmp: Path, path: Path, replace: bool) -> bool:
+    """The finished temporary file at path: renamed over what is there, or linked only if nothing is."""
+    os.chmod(tmp, _mode())
+    try:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
+    return True
+
+
+def _remove_if_abandoned(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # another run is writing it
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, data: bytes, replace: bool) -> bool:
+    f, tmp = _temporary(path)
+    try:
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
+    return _place(tmp, path, replace)
+
+
+class _FileUpload:
+    """A box written to a temporary file beside its final name, locked while it is written: the temporary
+    files a killed run left beside it (unlocked, since the kernel drops a dead process's locks) are removed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self.resumed = 0  # a file has nothing to resume from
+        self._file, self._tmp = _temporary(path)
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        for stale in path.parent.glob(".boxpack-*.part"):
+            _remove_if_abandoned(stale)
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise BoxpackError(f"{self.path}: cannot write: {e.strerror}") from None
+        self.size += len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as e:
+            raise BoxpackError(f"{self.path}: cannot write: {e.strerror}") from None
+
+    def commit(self, replace: bool) -> None:
+        if not _place(self._tmp, self.path, replace):
+            raise BoxpackError(f"{self.path}: appeared while publishing; use --force to replace it")
+        if os.stat(self.path).st_size != self.size:
+            raise BoxpackError(f"{self.path}: holds {os.stat(self.path).st_size} bytes after writing {self.size}")
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
