@@ -326,31 +326,30 @@ def mirror_main(argv: list[str]) -> int:
             token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
         )
         shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run
-        transfers: Transfers | None = None
+        transfers = Transfers() if shown else None
 
         def progress(c: mirror.Copy, n: int) -> None:
             if transfers:
-                transfers(f"{c.version} {c.provider} {c.architecture}", n)
+                transfers(c.label(), n)
 
         def done(c: mirror.Copy) -> None:
             if args.quiet or args.dry_run:
                 return
             line = f"boxpack: mirror: {_copy_line(c)}"
             if transfers:
-                transfers.done(f"{c.version} {c.provider} {c.architecture}", line)
+                transfers.done(c.label(), line)
             else:
                 print(line, file=sys.stderr, flush=True)
 
-        if shown:
-            transfers = Transfers(0)
-        result = mirror.mirror(sources, options, progress, done, on_plan=(lambda n: setattr(transfers, "count", n)) if transfers else None)
+        result = mirror.mirror(sources, options, progress, done, on_plan=transfers.expect if transfers else None)
         if transfers:
             transfers.finish()
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("boxpack: interrupted; no catalog was changed (a rerun skips what was copied)", file=sys.stderr)
+        print("boxpack: interrupted; the catalogs not yet written are as they were (a rerun skips what was copied)",
+              file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -697,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a run started (or in inspect/verify)
         print("boxpack: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`boxpack ... --json | head`): what was done stays done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        return 1
     except Exception as e:  # a bug: still one line, and a distinct exit code
         if os.environ.get("BOXPACK_DEBUG"):
             raise

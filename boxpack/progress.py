@@ -59,15 +59,19 @@ class Transfers:
     """Several transfers at once, on one line: how many are done, the bytes so far and their rate, and
     each running one's bytes. A finished transfer's line is printed above it. Thread-safe."""
 
-    def __init__(self, count: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         import shutil
         import threading
 
-        self.stream, self.count, self.finished, self.bytes = stream, count, 0, 0
+        self.stream, self.count, self.finished, self.bytes = stream, 0, 0, 0
         self.running: dict[str, int] = {}
         self.started = self.drawn = time.monotonic()
         self.width = shutil.get_terminal_size().columns
         self._lock = threading.Lock()
+
+    def expect(self, count: int) -> None:
+        """How many transfers there will be."""
+        self.count = count
 
     def __call__(self, label: str, nbytes: int) -> None:
         with self._lock:

@@ -86,6 +86,7 @@ class S3Server:
     endpoint: str
     procs: list[subprocess.Popen] = field(default_factory=list)
     started_in: float = 0.0
+    conf: Path | None = None  # radosgw's, for radosgw-admin
 
     @property
     def env(self) -> dict[str, str]:
@@ -113,6 +114,17 @@ class S3Server:
 
     def url(self, bucket: str, key: str = "") -> str:
         return f"{self.endpoint}/{bucket}" + (f"/{key}" if key else "")
+
+    def empty(self, bucket: str) -> None:
+        """Delete every object in bucket, and on radosgw free their space now: its memstore OSD holds
+        everything in RAM and stops all writes when full."""
+        s3 = self.client()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=o["Key"])
+        if self.conf:
+            subprocess.run(["radosgw-admin", "-c", str(self.conf), "-n", "client.rgw.boxpack", "gc", "process",
+                            "--include-all"], check=True, capture_output=True, timeout=300)
 
     def stop(self) -> None:
         _stop(self.procs)
@@ -148,6 +160,8 @@ ms bind ipv6 = false
 [client.rgw.boxpack]
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
 rgw data = {d}/rgw
+# deleted objects' data goes at once when asked (radosgw-admin gc process), not after two hours
+rgw gc obj min wait = 0
 """
 
 
@@ -166,7 +180,7 @@ def ceph(workdir: Path, memstore: int = 8 * 2**30) -> S3Server:
     run("ceph-authtool", "--create-keyring", str(d / "keyring"), "--gen-key", "-n", "mon.", "--cap", "mon", "allow *")
     run("monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{mon_port}]", "--fsid", fsid, str(d / "monmap"))
     run("ceph-mon", "-c", str(conf), "--mkfs", "-i", "a", "--monmap", str(d / "monmap"), "--keyring", str(d / "keyring"))
-    server = S3Server("ceph", f"http://127.0.0.1:{rgw_port}")
+    server = S3Server("ceph", f"http://127.0.0.1:{rgw_port}", conf=conf)
     try:
         server.procs.append(_start(["ceph-mon", "-c", str(conf), "-i", "a", "-f"], log))
         osd_uuid = str(uuid.uuid4())
@@ -201,7 +215,8 @@ def seaweedfs(workdir: Path) -> S3Server:
             f"-master.port={free_port(grpc=True)}", f"-volume.port={free_port(grpc=True)}",
             f"-filer.port={free_port(grpc=True)}", "-s3", f"-s3.port={port}", f"-s3.config={workdir / 's3.json'}",
             # Each bucket is a collection that takes volumes of its own: many small ones, not 8 of 30 GB.
-            "-volume.max=400", "-master.volumeSizeLimitMB=128"]
+            "-volume.max=400", "-master.volumeSizeLimitMB=128",
+            "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fixed default ports otherwise: two servers would clash
     server = S3Server("seaweedfs", f"http://127.0.0.1:{port}")
     log = workdir / "weed.log"
     server.procs.append(_start(args, log))

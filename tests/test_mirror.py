@@ -19,7 +19,7 @@ import pytest
 import servers
 from conftest import MIB, Target, run_boxpack
 from netproxy import Proxy
-from test_publish import assert_catalog_true, http, vagrant
+from test_publish import assert_catalog_true, vagrant
 
 from boxpack import catalog
 from boxpack.metadata import validate
@@ -321,3 +321,25 @@ def test_bad_sources_and_options_are_one_line(web: Target, tmp_path: Path) -> No
     junk.write_text("[1, 2]")
     assert "not a catalog" in refused(str(junk))
     assert "no catalog at http://127.0.0.1:9" in refused("org/x", "--server", "http://127.0.0.1:9")
+
+
+def test_a_429_waits_as_long_as_the_server_says() -> None:
+    """Retry-After in seconds or as a date (RFC 9110), else Vagrant Cloud's X-RateLimit-Reset (epoch seconds);
+    nginx's own 429 with Retry-After is exercised by every mirror above."""
+    import email.message
+    import email.utils
+    import urllib.error
+
+    from boxpack.download import MAX_WAIT, _wait
+
+    def answer(**headers: str) -> urllib.error.HTTPError:
+        msg = email.message.Message()
+        for k, v in headers.items():
+            msg[k.replace("_", "-")] = v
+        return urllib.error.HTTPError("https://x.org/b", 429, "Too Many Requests", msg, None)
+
+    assert _wait(0, answer(Retry_After="7")) == 7
+    assert 8 <= _wait(0, answer(Retry_After=email.utils.formatdate(time.time() + 10, usegmt=True))) <= 10
+    assert 18 <= _wait(0, answer(X_RateLimit_Reset=str(int(time.time()) + 20))) <= 20
+    assert _wait(0, answer(Retry_After="86400")) == MAX_WAIT
+    assert 0.25 <= _wait(0, answer()) <= 0.75  # no word from the server: backoff with jitter

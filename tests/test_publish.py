@@ -17,7 +17,7 @@ from pathlib import Path
 
 import make_disk
 import pytest
-from conftest import MIB, Target, run_boxpack
+from conftest import MIB, ROOT, Target, run_boxpack
 
 from boxpack import catalog
 from boxpack.metadata import validate
@@ -348,4 +348,20 @@ def test_errors_are_one_line_before_anything_is_sent(tmp_path: Path, boxes: dict
     env = {**server.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
     assert "no S3 credentials" in refused(str(bare), "--to", "s3://nobucket/p", *base, env=env)
     assert "no such bucket 'nobucket'" in refused(str(bare), "--to", "s3://nobucket/p", *base, env=server.env)
-    assert list(p.name for p in tmp_path.iterdir() if p.name.startswith(".boxpack")) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".boxpack")] == []
+
+
+def test_without_boto3_s3_targets_say_what_to_install(tmp_path: Path, boxes: dict[str, Path]) -> None:
+    """boto3 is an optional extra: an s3:// target without it is one line naming the package; a directory
+    target does not need it."""
+    hidden = tmp_path / "no-boto3"
+    hidden.mkdir()
+    (hidden / "boto3.py").write_text("raise ImportError('boto3 is not installed here')\n")
+    env = {"PYTHONPATH": f"{hidden}:{ROOT}"}
+    proc = run_boxpack("publish", boxes["libvirt"], "--to", "s3://bucket/p", "--name", NAME, "--box-version", "1.0.0",
+                       "--base-url", "https://x.org", env=env, check=False)
+    assert proc.returncode == 1 and proc.stderr.decode() == "boxpack: error: s3:// targets need boto3: pip install 'boxpack[s3]'\n"
+    site = tmp_path / "site"
+    site.mkdir()
+    run_boxpack("publish", boxes["libvirt"], "--to", site, "--name", NAME, "--box-version", "1.0.0",
+                "--base-url", "https://x.org", env=env)

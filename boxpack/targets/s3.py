@@ -292,18 +292,18 @@ class S3Store:
 
 
 class _MultipartUpload:
-    """A box streamed into a multipart upload: parts go to a temporary file each and are sent by a few
-    threads while the box is still being written. A part that an interrupted upload of the same key
-    already holds, byte for byte (its ETag is the part's MD5), is not sent again."""
+    """A box streamed into a multipart upload: parts go to a temporary file each and are hashed (MD5) and
+    sent by a few threads while the box is still being written. A part that an interrupted upload of
+    the same key already holds, byte for byte (its ETag is the part's MD5), is not sent again."""
 
     def __init__(self, store: S3Store, key: str) -> None:
         self.store, self.key = store, key
         self.size = 0
         self.resumed = 0
-        self._md5s: list[bytes] = []
+        self._parts = 0
+        self._md5s: dict[int, bytes] = {}
         self._etags: dict[int, str] = {}
         self._spool: Any = None
-        self._spool_md5: Any = None
         self._spool_len = 0
         self._pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="boxpack-upload")
         self._queued = threading.BoundedSemaphore(PARTS_QUEUED)
@@ -344,38 +344,38 @@ class _MultipartUpload:
             if self._spool is None:
                 self._raise_failed()
                 self._spool = tempfile.TemporaryFile(prefix="boxpack-part-")
-                self._spool_md5 = hashlib.md5()
                 self._spool_len = 0
-            room = part_size(len(self._md5s) + 1) - self._spool_len
+            room = part_size(self._parts + 1) - self._spool_len
             piece = view[:room]
             self._spool.write(piece)
-            self._spool_md5.update(piece)
             self._spool_len += len(piece)
             self.size += len(piece)
             view = view[len(piece):]
-            if self._spool_len == part_size(len(self._md5s) + 1):
+            if self._spool_len == part_size(self._parts + 1):
                 self._send()
 
     def flush(self) -> None:
         pass
 
     def _send(self) -> None:
-        number = len(self._md5s) + 1
-        digest = self._spool_md5.digest()
-        self._md5s.append(digest)
-        spool, length = self._spool, self._spool_len
-        self._spool = None
-        held = self._held.get(number)
-        if held and held[0].strip('"') == digest.hex() and held[1] == length:
-            self._etags[number] = held[0]
-            self.resumed += length
-            spool.close()
-            return
-        self._queued.acquire()  # the packer waits while PARTS_QUEUED parts are on their way
-        self._futures.append(self._pool.submit(self._put_part, number, spool, length, digest))
+        self._parts += 1
+        spool, length, self._spool = self._spool, self._spool_len, None
+        self._queued.acquire()  # the writer waits while PARTS_QUEUED parts are on their way
+        self._futures.append(self._pool.submit(self._put_part, self._parts, spool, length))
 
-    def _put_part(self, number: int, spool: Any, length: int, digest: bytes) -> None:
+    def _put_part(self, number: int, spool: Any, length: int) -> None:
+        """Hash the part here, off the writer's thread, then send it unless the store holds it already."""
         try:
+            spool.seek(0)
+            digest = hashlib.file_digest(spool, "md5").digest()
+            with self._lock:
+                self._md5s[number] = digest
+            held = self._held.get(number)
+            if held and held[0].strip('"') == digest.hex() and held[1] == length:
+                with self._lock:
+                    self._etags[number] = held[0]
+                    self.resumed += length
+                return
             spool.seek(0)
             r = self.store._call(
                 f"{self.store._url(self.key)}: part {number}", "upload_part", Key=self.store._key(self.key),
@@ -394,10 +394,10 @@ class _MultipartUpload:
                 raise f.exception()  # type: ignore[misc]
 
     def close(self) -> None:
-        if self._spool is not None or not self._md5s:
-            if self._spool is None:
-                raise BoxpackError(f"{self.store._url(self.key)}: nothing to upload")
+        if self._spool is not None:
             self._send()
+        if not self._parts:
+            raise BoxpackError(f"{self.store._url(self.key)}: nothing to upload")
         for f in self._futures:
             f.result()
         self._pool.shutdown()
@@ -413,7 +413,7 @@ class _MultipartUpload:
                                f"upload of {self.size}")
         # Where the store's part ETags are MD5s (not with SSE-KMS), the object's is the MD5 of theirs.
         if all(_is_md5(e) for e in self._etags.values()):
-            expected = hashlib.md5(b"".join(self._md5s)).hexdigest() + f"-{len(self._md5s)}"
+            expected = hashlib.md5(b"".join(self._md5s[n] for n in sorted(self._md5s))).hexdigest() + f"-{self._parts}"
             if (stat.etag or "").strip('"') != expected:
                 raise BoxpackError(f"{self.store._url(self.key)}: the store's ETag {stat.etag} is not that of the bytes "
                                    f"sent ({expected})")
