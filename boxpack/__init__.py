@@ -1,8 +1,21 @@
-"""boxpack: turn a disk image into Vagrant boxes."""
+"""boxpack: turn a disk image into Vagrant boxes.
 
-from .boottest import TestOptions, TestResult, test
-from .errors import BoxpackError
-from .pack import BoxResult, PackOptions, pack
+The names below are imported when first used: `boxpack` (the command) sets its signal handlers before
+the heavy modules load, so that SIGTERM in the first second is answered as later on.
+"""
+
+from typing import Any
 
 __all__ = ["BoxResult", "BoxpackError", "PackOptions", "TestOptions", "TestResult", "pack", "test"]
 __version__ = "0.1.0"
+
+_WHERE = {"BoxResult": "packing", "PackOptions": "packing", "pack": "packing", "BoxpackError": "errors",
+          "TestOptions": "boottest", "TestResult": "boottest", "test": "boottest"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'boxpack' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

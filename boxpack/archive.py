@@ -73,8 +73,8 @@ def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[tuple[bytes, b
             if written > m.size:
                 break
             yield chunk, m.stored
-        if written != m.size:
-            raise BoxpackError(f"internal error: {m.name} produced {written} bytes, declared {m.size}")
+        if written != m.size:  # an included file that changed while the box was written, or a bug
+            raise BoxpackError(f"{m.name}: {written} bytes where {m.size} were expected; did it change while the box was written?")
         if m.size % BLOCK:
             yield bytes(BLOCK - m.size % BLOCK), False
     yield bytes(2 * BLOCK), False

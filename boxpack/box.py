@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import tarfile
@@ -25,13 +26,49 @@ from .disk import ImageSource, Reader
 from .errors import BoxpackError
 from .formats import FORMATS, HEAD, RAW, detect
 from .metadata import json_object
+from .report import Report
 from .zstd import zstd
 
 METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one
 HEADER_LIMIT = 1024 * 1024  # a GNU long name or PAX header larger than this is an attack, not a name
 MAX_MEMBERS = 10_000  # boxes hold a handful of files; tarfile keeps every member it has read
+MAX_DISKS = Report.MAX_DISKS  # disks in one box: VirtualBox's SATA controller takes 30, and no VM boots from more
 DISK_SUFFIXES = tuple(sorted({s for f in (*FORMATS, RAW) for s in f.suffixes}))
+CHUNK = 1024 * 1024
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstd.ZstdError, *accel.ERRORS)
+
+
+class Bomb(BoxpackError):
+    """A stream that inflates beyond its budget."""
+
+
+class Budget:
+    """Decompressed bytes, stopped once they pass limit(): a decompression bomb ends the read at once
+    instead of taking minutes (a 10 MB zstd stream can hold 320 GiB of zeros)."""
+
+    def __init__(self, inner: Any, limit: Callable[[], int], where: str, why: str) -> None:
+        self.inner, self.limit, self.where, self.why = inner, limit, where, why
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        self.total += len(data)
+        if self.total > self.limit():
+            raise Bomb(f"{self.where}: {self.why}")
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+MAX_RATIO = 1000  # a qcow2 of zeros compresses about 1000:1 in a box; a box inflating more is a bomb
+MIN_BUDGET = 1024**3
+
+
+def box_budget(inner: Any, compressed: Callable[[], int], where: object) -> Budget:
+    """The budget of a box archive: MAX_RATIO times its compressed bytes read so far, and at least MIN_BUDGET."""
+    return Budget(inner, lambda: max(MIN_BUDGET, MAX_RATIO * compressed()), str(where),
+                  f"inflates to more than {MAX_RATIO} times its size (a decompression bomb?)")
 
 
 def compression(head: bytes) -> str | None:
@@ -42,7 +79,9 @@ def compression(head: bytes) -> str | None:
         return "xz"
     if head[:3] == b"BZh":
         return "bzip2"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
+    # A zstd frame, or a skippable frame before one (magic 0x184D2A50-0x184D2A5F, RFC 8878 section 3.1.2;
+    # pzstd writes one first), which the decoder passes over.
+    if head[:4] == b"\x28\xb5\x2f\xfd" or (head[1:4] == b"\x2a\x4d\x18" and 0x50 <= head[0] <= 0x5F):
         return "zstd"
     if is_tar(head):
         return "none"
@@ -124,12 +163,64 @@ def decompressor(kind: str, raw: Any) -> Any:
             return accel.igzip.IGzipFile(fileobj=raw, mode="rb")
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if kind == "xz":
-        return lzma.LZMAFile(raw)
+        return io.BufferedReader(_XzStreams(raw), CHUNK)
     if kind == "bzip2":
         return bz2.BZ2File(raw)
     if kind == "zstd":
         return zstd.ZstdFile(raw)
     return raw
+
+
+class _XzStreams(io.RawIOBase):
+    """An .xz file as its format has it (xz-file-format 1.0.4, section 2): streams one after another, with
+    Stream Padding (null bytes, a multiple of four) between and after them, which lzma.LZMAFile refuses."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._input = b""
+        self._padding = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._ended:
+            if self._decoder.eof:
+                self._input = self._decoder.unused_data + self._input
+                if not self._next_stream():
+                    break
+            if self._decoder.needs_input and not self._input:
+                self._input = self._raw.read(CHUNK)
+                if not self._input:
+                    raise EOFError("the xz stream is cut short")
+            out = self._decoder.decompress(self._input, max_length=len(buf))
+            self._input = b""
+            if out:
+                buf[: len(out)] = out
+                return len(out)
+        return 0
+
+    def _next_stream(self) -> bool:
+        """Past the padding to the next stream; False at the end of the file."""
+        while True:
+            stripped = self._input.lstrip(b"\0")
+            self._padding += len(self._input) - len(stripped)
+            self._input = stripped
+            if self._input:
+                break
+            self._input = self._raw.read(CHUNK)
+            if not self._input:
+                if self._padding % 4:
+                    raise lzma.LZMAError(f"{self._padding} bytes of stream padding, not a multiple of four")
+                self._ended = True
+                return False
+        if self._padding % 4:
+            raise lzma.LZMAError(f"{self._padding} bytes of stream padding, not a multiple of four")
+        self._padding = 0
+        self._decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        return True
 
 
 def open_tar(box: Path) -> tarfile.TarFile:
@@ -149,8 +240,9 @@ def _open_tar(box: Path) -> tarfile.TarFile:
             raise BoxpackError(f"{box}: not a box archive")
         if kind == "gzip" and accel.igzip_threaded is not None:
             f.close()
-            return read_tar(accel.igzip_threaded.open(box, "rb", threads=1))
-        return read_tar(_Closing(decompressor(kind, f), f))
+            size = os.path.getsize(box)
+            return read_tar(box_budget(accel.igzip_threaded.open(box, "rb", threads=1), lambda: size, box))
+        return read_tar(box_budget(_Closing(decompressor(kind, f), f), f.tell, box))
     except BaseException:
         f.close()
         raise
@@ -173,6 +265,13 @@ def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
         return json_object(data)
     except ValueError as e:
         raise BoxpackError(f"{where}: metadata.json is {e}") from None
+
+
+def text(meta: Any, key: str) -> str | None:
+    """metadata.json's key when it is a non-empty string (what provider and architecture must be), else None:
+    a hostile box may give a list or an object."""
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
@@ -202,7 +301,7 @@ def libvirt_disks(meta: dict[str, Any]) -> list[str] | None:
     if isinstance(disks, list) and disks:
         paths = [d.get("path") for d in disks if isinstance(d, dict)]
         return [p.removeprefix("./") for p in paths if isinstance(p, str)] or None
-    if meta.get("provider") in ("libvirt", "qemu"):
+    if text(meta, "provider") in ("libvirt", "qemu"):
         return ["box.img"]
     return None
 
@@ -230,8 +329,16 @@ class _BoxPass:
             self.vmx_disks = [p.removeprefix("./") for p in vmx.disk_files(vmx.parse_vmx(text)[0])]
 
     def disks(self) -> list[str] | None:
-        """The disks in the order the box's consumer attaches them, when the box says; else None."""
-        return libvirt_disks(self.meta) or self.ovf_disks or self.vmx_disks or None
+        """The disks in the order the box's consumer attaches them, when the box says; else None. A list
+        naming one disk twice, or more than MAX_DISKS, is refused before any disk is opened."""
+        wanted = libvirt_disks(self.meta) or self.ovf_disks or self.vmx_disks or None
+        if wanted:
+            twice = next((d for i, d in enumerate(wanted) if d in wanted[:i]), None)
+            if twice is not None:  # handle_box_image.rb: BoxFormatDuplicateVolume
+                raise BoxpackError(f"{self.box}: names the disk {twice!r} twice; vagrant-libvirt refuses duplicate volumes")
+            if len(wanted) > MAX_DISKS:
+                raise BoxpackError(f"{self.box}: names {len(wanted)} disks; a VM takes at most {MAX_DISKS}")
+        return wanted
 
     def find_disk(self) -> tuple[int, tarfile.TarInfo]:
         """(ordinal, member) of the first disk; the members before it are read on the way."""
@@ -250,18 +357,22 @@ class _BoxPass:
     def finish(self, ordinal: int, disk: str) -> list[str]:
         """Read the members after the disk (at ordinal); the disk taken must be the first the box names.
         Returns the box's other disks, in order."""
-        names = set()
+        names = {disk: 1}
         for i, m in members(self.tar, self.box):
             name = m.name.removeprefix("./")
-            names.add(name)
+            if i > ordinal:
+                names[name] = names.get(name, 0) + 1
             if i > ordinal and m.isfile() and (name in ("metadata.json", "box.ovf") or name.endswith(".vmx")):
                 self._note(m, name)
         wanted = self.disks() or [disk]
         if wanted[0] != disk:
             raise BoxpackError(f"{self.box}: its disk is {wanted[0]!r}, which comes after {disk!r} in the archive; repack the box")
-        for other in wanted[1:]:
-            if other not in names:
-                raise BoxpackError(f"{self.box}: names the disk {other!r}, which it does not hold")
+        for name in wanted:
+            if names.get(name, 0) > 1:  # tar extraction (Vagrant's) keeps the last, this pass read the first
+                raise BoxpackError(f"{self.box}: holds two members named {name!r}; which is the disk depends on the tool, "
+                                   "so the box is refused")
+            if name not in names:
+                raise BoxpackError(f"{self.box}: names the disk {name!r}, which it does not hold")
         return wanted[1:]
 
 
@@ -300,8 +411,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
             others = first.finish(ordinal, name)
         except ARCHIVE_ERRORS as e:
             raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
-        arch = first.meta.get("architecture")
-        source.architecture = arch if isinstance(arch, str) else None
+        source.architecture = text(first.meta, "architecture")
         source.format = f"{reader.format} in a {first.meta.get('provider', 'unknown')} box"
         source.others = lambda: [_member_source(box, other, threads) for other in others]
 

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +34,7 @@ from urllib.parse import urlparse
 
 import jsonschema
 
+from . import tempfiles
 from .errors import BoxpackError
 from .metadata import load_schema
 
@@ -274,16 +274,16 @@ def save(path: str | os.PathLike[str], doc: Catalog) -> None:
     """Validate, then write atomically: a temporary file in the same directory, fsynced, renamed."""
     path = Path(path)
     data = dumps(doc)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-catalog-", suffix=".tmp")
+    fd, tmp = tempfiles.create(path.parent, ".tmp", "the catalog")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # held (locked) until renamed
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -333,13 +333,13 @@ def add_box(
     provider and architecture come from the box's metadata.json unless given;
     the checksum is computed from the file unless given.
     """
-    from .box import read_metadata
+    from .box import read_metadata, text
 
     box = Path(box)
     if provider is None or architecture is None:
         meta = read_metadata(box)
-        provider = provider or meta.get("provider")
-        architecture = architecture or meta.get("architecture")
+        provider = provider or text(meta, "provider")
+        architecture = architecture or text(meta, "architecture")
         if not provider:
             raise BoxpackError(f"{box}: metadata.json names no provider; give --provider")
     if checksum is None:

@@ -18,7 +18,7 @@ from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL
 from .errors import BoxpackError
 from .output import COMPRESSIONS
-from .pack import FIRMWARES, PackOptions, pack
+from .packing import FIRMWARES, PackOptions, pack
 from .progress import Progress, Transfers, human_size
 from .providers import PROVIDERS, options
 

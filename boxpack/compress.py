@@ -72,6 +72,21 @@ def _deflated(data: bytes, level: int) -> bytes:
     return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
 
 
+ZERO_CHUNK = bytes(CHUNK)
+
+
+@functools.lru_cache(maxsize=16)
+def _zero_member(level: int) -> bytes:
+    """A gzip member of CHUNK zero bytes: compressed once, not once per MiB of a 64 TiB disk's empty tables."""
+    return deflate.gzip_compress(ZERO_CHUNK, level)
+
+
+@functools.lru_cache(maxsize=16)
+def _zero_isal_piece(dictionary: int, final: bool) -> tuple[bytes, int]:
+    """_isal_piece of CHUNK zero bytes after dictionary zero bytes, once."""
+    return _isal_piece(ZERO_CHUNK, ZERO_CHUNK[:dictionary], final)
+
+
 def stored_member(data: bytes | bytearray | memoryview) -> bytes:
     """A gzip member holding data in stored blocks, but for its runs of zeros and the short stretches
     between them, which are deflated. Each piece of the stream starts and ends on a byte boundary and
@@ -185,6 +200,9 @@ class ParallelGzip:
             self._push(lambda: stored_member(data), bytes)
             return
         if not self.fast:
+            if len(data) == CHUNK and data == ZERO_CHUNK:  # empty table space: the same bytes every time
+                self._push(lambda: _zero_member(self.level), bytes)
+                return
             self._push(lambda: deflate.gzip_compress(data, self.level), bytes)
             return
         head = b"" if self.member_open else GZIP_HEADER
@@ -205,6 +223,9 @@ class ParallelGzip:
 
         if final:
             self.tail = b""
+        if len(data) == CHUNK and data == ZERO_CHUNK and dictionary == ZERO_CHUNK[: len(dictionary)]:
+            self._push(lambda: _zero_isal_piece(len(dictionary), final), finish)
+            return
         self._push(lambda: _isal_piece(data, dictionary, final), finish)
 
     def _end_mode(self) -> None:

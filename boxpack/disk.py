@@ -118,16 +118,24 @@ def rescan(disk: Source, clusters: Iterable[int]) -> Iterator[tuple[int, bytes |
         raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
 
 
-def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytes]:
-    """The second scan's clusters joined in runs of `run` (4 MiB pieces for the compressor)."""
-    pieces: list[bytes | memoryview] = []
+def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytearray]:
+    """The second scan's clusters joined in runs of `run` (4 MiB pieces for the compressor), each a new
+    buffer handed over. Copied as they come: a cluster is a view of the 4 MiB the scan read, and holding
+    64 views of a sparse disk's scattered clusters (ext4's block groups) would hold 256 MiB."""
+    piece, pos, n = bytearray(run * CLUSTER), 0, 0
     for _, data in rescan(disk, clusters):
-        pieces.append(data)
-        if len(pieces) == run:
-            yield b"".join(pieces)
-            pieces.clear()
-    if pieces:
-        yield b"".join(pieces)
+        end = pos + len(data)
+        if end > len(piece):
+            piece.extend(bytes(end - len(piece)))
+        piece[pos:end] = data
+        pos, n = end, n + 1
+        if n == run:
+            del piece[pos:]
+            yield piece
+            piece, pos, n = bytearray(run * CLUSTER), 0, 0
+    if n:
+        del piece[pos:]
+        yield piece
 
 
 class ImageSource:

@@ -33,6 +33,7 @@ from typing import Any
 
 from . import catalog, download
 from .catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
+from .box import text
 from .errors import BoxpackError
 from .publish import Discard, Publisher, entry
 from .targets import open_target
@@ -312,7 +313,7 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
                 c.findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
                 if report.unreadable:
                     c.findings.append({"code": "unreadable", "severity": "error", "message": report.unreadable})
-                named = report.metadata.get("provider") if isinstance(report.metadata, dict) else None
+                named = text(report.metadata, "provider")
                 if named and named != c.provider:  # box_collection.rb: BoxProviderDoesntMatch
                     c.findings.append({"code": "provider-mismatch", "severity": "error",
                                        "message": f"the catalog says {c.provider}, the box's metadata.json {named}: "

@@ -15,6 +15,9 @@ names are derived from $IMAGE_ID and $IMAGE_VERSION the same way.
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,24 +55,41 @@ def from_environment(env: Mapping[str, str]) -> MkosiImage:
         raise BoxpackError("--mkosi: $OUTPUTDIR is not set; run boxpack --mkosi from an mkosi.postoutput script")
     output_dir = Path(env["OUTPUTDIR"])
     config = _config(env.get("MKOSI_CONFIG"))
-    fmt = config.get("Format", "disk")
+    fmt = _text(config, "Format") or "disk"
     if fmt != "disk":
         raise BoxpackError(f"--mkosi: mkosi's Format={fmt} makes no disk image; boxpack needs Format=disk")
-    image_id = config.get("ImageId") or env.get("IMAGE_ID")
-    version = config.get("ImageVersion") or env.get("IMAGE_VERSION") or None
-    arch = config.get("Architecture") or env.get("ARCHITECTURE")
+    image_id = _text(config, "ImageId") or env.get("IMAGE_ID")
+    version = _text(config, "ImageVersion") or env.get("IMAGE_VERSION") or None
+    arch = _text(config, "Architecture") or env.get("ARCHITECTURE")
+    for what, value in (("ImageId", image_id), ("ImageVersion", version), ("Output", _text(config, "Output")),
+                        ("OutputExtension", _text(config, "OutputExtension"))):
+        if value and ("/" in value or value in (".", "..") or len(value.encode()) > 200):
+            # mkosi refuses '/' in these: the boxes stay in $OUTPUTDIR, under a name a file system takes
+            raise BoxpackError(f"--mkosi: {what}={value[:60]!r} is not a file name (mkosi refuses '/' in it)")
     if "Output" in config:
-        compression = str(config.get("CompressOutput") or "none")
-        names = [f"{config['Output']}.{config.get('OutputExtension') or 'raw'}{SUFFIXES.get(compression, '')}"]
+        compression = _text(config, "CompressOutput") or "none"
+        names = [f"{_text(config, 'Output')}.{_text(config, 'OutputExtension') or 'raw'}{SUFFIXES.get(compression, '')}"]
     else:
         stems = dict.fromkeys(f"{base}_{version}" if version else base for base in (image_id or "image", "image"))
         names = [f"{stem}.raw{suffix}" for stem in stems for suffix in ("", *dict.fromkeys(SUFFIXES.values()))]
     for name in names:
         disk = output_dir / name
-        if disk.is_file():
+        try:
+            found = disk.is_file()
+        except OSError as e:
+            raise BoxpackError(f"--mkosi: {disk}: {e.strerror}") from None
+        if found:
             stem = name.removesuffix(next((s for s in SUFFIXES.values() if name.endswith(s)), ""))
             return MkosiImage(disk, output_dir, stem.rpartition(".")[0], vagrant_architecture(arch) if arch else None, version)
     raise BoxpackError(f"--mkosi: no disk image in {output_dir} (looked for {', '.join(names)})")
+
+
+def _text(config: dict[str, Any], key: str) -> str | None:
+    """A setting that must be a string (a name, a version); BoxpackError for a number, list or object."""
+    value = config.get(key)
+    if value is not None and not isinstance(value, str):  # Config.to_dict writes these as strings (or null)
+        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG's {key} is {json.dumps(value)[:60]}, not a string")
+    return value or None
 
 
 def _config(path: str | None) -> dict[str, Any]:
@@ -77,6 +97,8 @@ def _config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open() until someone writes to it
+            raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not a regular file")
         with open(path, "rb") as f:
             data = f.read(CONFIG_LIMIT + 1)
     except OSError as e:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from . import tempfiles
 from .archive import Member, source_date_epoch, tar_stream
 from .compress import DigestWriter, ParallelGzip
 from .errors import BoxpackError
@@ -93,6 +93,31 @@ def targets(names: Sequence[str], output: Output, sources: Sequence[Path], force
     return result
 
 
+def checksum_path(box: Path, checksum_type: str) -> Path:
+    """Where --checksum-file puts a box's checksum: beside it, named <box>.<type>."""
+    return box.with_name(f"{box.name}.{checksum_type}")
+
+
+def checksum_targets(checksum_file: bool | str | os.PathLike[str], boxes: Sequence[Target | None], checksum_type: str,
+                     sources: Sequence[Path], force: bool) -> None:
+    """The checksum files' rules are the boxes': never a source or a box, never an existing file without force."""
+    if checksum_file is True:
+        paths = [checksum_path(b, checksum_type) for b in boxes if isinstance(b, Path)]
+    else:
+        paths = [Path(checksum_file)]  # type: ignore[arg-type]
+    taken = [p.resolve() for p in (*sources, *(b for b in boxes if isinstance(b, Path)))]
+    for p in paths:
+        kind = _node_kind(p)
+        if p.resolve() in taken:
+            raise BoxpackError(f"{p}: is a source or a box of this run; choose another --checksum-file")
+        if not p.parent.is_dir():
+            raise BoxpackError(f"{p.parent}: no such directory for the checksum file")
+        if kind == "dir":
+            raise BoxpackError(f"{p}: is a directory")
+        if kind is not None and not force:
+            raise BoxpackError(f"{p}: already exists; use --force to overwrite it")
+
+
 def _write_archive(
     out: BinaryIO, members: list[Member], compression: str, gzip: Callable[[DigestWriter], ParallelGzip], checksum: str, progress=None
 ) -> DigestWriter:
@@ -136,21 +161,17 @@ def write_box(
                 return _write_stream(out, members, compression, gzip, checksum, progress)
         except OSError as e:
             raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+    # A short fixed prefix: the temporary name must fit wherever the target's name fits.
+    fd, tmp = tempfiles.create(target.parent, ".part", "the box")
     try:
-        # A short fixed prefix: the temporary name must fit wherever the target's name fits.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".boxpack-", suffix=".part")
-    except OSError as e:
-        raise BoxpackError(f"{target.parent}: cannot write the box there: {e.strerror}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out:  # closed, and so unlocked (tempfiles), only once it is renamed
             digest = _write_archive(out, members, compression, gzip, checksum, progress)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if _node_kind(target) is not None and not force:
-            raise BoxpackError(f"{target}: appeared while packing; use --force to overwrite it")
-        os.replace(tmp, target)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            if _node_kind(target) is not None and not force:
+                raise BoxpackError(f"{target}: appeared while packing; use --force to overwrite it")
+            os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
@@ -170,17 +191,27 @@ def _write_stream(out: BinaryIO, members, compression, gzip, checksum, progress)
     return digest.size, digest.hexdigest()
 
 
-def write_text_atomically(path: Path, text: str, what: str) -> None:
-    """A small file (checksums) via an unpredictable temporary name in its directory: nothing planted there is followed."""
+def write_text_atomically(path: Path, text: str, what: str, force: bool = True) -> None:
+    """A small file (checksums) via an unpredictable temporary name in its directory: nothing planted there
+    is followed. Without force, a file that is there (or appeared meanwhile) is never replaced."""
+    fd, tmp = tempfiles.create(path.parent, ".tmp", f"the {what}")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-", suffix=".tmp")
-    except OSError as e:
-        raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w") as f:  # held (locked) until renamed
             f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+            f.flush()
+            os.chmod(tmp, 0o644)
+            if force:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise BoxpackError(f"{path}: already exists; use --force to overwrite it") from None
+                finally:
+                    tmp.unlink(missing_ok=True)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None
+    except BoxpackError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog
-from .box import read_metadata
+from .box import read_metadata, text
 from .catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
 from .errors import BoxpackError
 from .targets import open_target
@@ -283,10 +283,10 @@ def publish_boxes(
     plans = []
     for b in map(Path, boxes):
         meta = read_metadata(b)
-        provider = meta.get("provider")
-        if not isinstance(provider, str) or not provider:
+        provider = text(meta, "provider")
+        if not provider:
             raise BoxpackError(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
-        arch = architecture or meta.get("architecture") or UNKNOWN_ARCH
+        arch = architecture or text(meta, "architecture") or UNKNOWN_ARCH
         # Only a box the catalog may already hold is read twice (its checksum first).
         known = _digest(b, checksum_type) if entry(publisher.before, o.version, provider, arch) else None
         plans.append((b, provider, arch, known if publisher.plan(o.version, provider, arch, known) else None))
@@ -329,7 +329,7 @@ def pack_and_publish(
     on_box: Callable[[Any], None] | None = None,
 ) -> tuple[list[Any], PublishResult]:
     """pack() with every box streamed straight into its upload: no local copy."""
-    from .pack import pack
+    from .packing import pack
 
     o = options
     publisher = _publisher(o)

@@ -3,7 +3,7 @@
 The archive is streamed once with bounded memory: nothing is extracted, no
 link is followed, members are read through forward-only views. The raw bytes
 are hashed as they are read (for --checksum), and decompression stops when a
-box inflates to more than MAX_RATIO times its size (a gzip bomb). The disk's
+box inflates to more than box.MAX_RATIO times its size (a gzip bomb). The disk's
 checks come from its format (formats/), the box's from its provider
 (providers/); every finding has a stable code, a severity and one line.
 """
@@ -33,8 +33,6 @@ from .providers import PROVIDERS
 from .report import Report
 from .sources import open_source
 
-MAX_RATIO = 1000  # a qcow2 of zeros compresses about 1000:1; more is a bomb
-MIN_BUDGET = 1024**3
 TEXT_LIMIT = 4 * 1024 * 1024  # metadata.json, Vagrantfile and box.ovf larger than this are not read
 OLD_BSDTAR_LIMIT = 8 * 1024**3
 TEXTS = {"metadata.json", "Vagrantfile", "info.json", *(t for p in PROVIDERS.values() for t in p.TEXTS if not t.startswith("."))}
@@ -74,27 +72,6 @@ class _HashingReader:
 
     def close(self) -> None:
         """The file is closed by examine()."""
-
-
-class _Budget:
-    """Decompressed bytes, stopped at MAX_RATIO times the compressed bytes read so far."""
-
-    def __init__(self, inner: Any, raw: _HashingReader) -> None:
-        self.inner, self.raw, self.total = inner, raw, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        self.total += len(data)
-        if self.total > max(MIN_BUDGET, MAX_RATIO * self.raw.count):
-            raise _Bomb(f"inflates to more than {MAX_RATIO} times its size (a decompression bomb?)")
-        return data
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _Bomb(Exception):
-    pass
 
 
 def _parse_checksum(spec: str) -> tuple[str, str]:
@@ -150,12 +127,10 @@ def examine(
             _examine_disk(Path(path), report, threads)
             return report
         try:
-            stream = _Budget(boxfile.decompressor(report.compression, raw), raw)
+            stream = boxfile.box_budget(boxfile.decompressor(report.compression, raw), lambda: raw.count, path)
             with boxfile.read_tar(stream) as tar:
                 texts = _walk(tar, report, threads)
             raw.drain()
-        except _Bomb as e:
-            report.unreadable = f"{path}: {e}"
         except BoxpackError as e:
             report.unreadable = str(e)
         except (*boxfile.ARCHIVE_ERRORS, ValueError) as e:
@@ -191,6 +166,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
     """Every member's facts and safety; the disk's checks; returns the small text members by name."""
     seen: set[str] = set()
     texts: dict[str, bytes] = {}
+    named: set[str] = set()  # the disks a metadata.json read so far names, whatever their names look like
     for _, m in boxfile.members(tar, report.path):
         name = m.name
         norm = name.removeprefix("./")
@@ -215,8 +191,11 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
             continue
         if (norm in TEXTS or norm.endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:
             texts[norm] = tar.extractfile(m).read()
+            if norm == "metadata.json":
+                with contextlib.suppress(BoxpackError):
+                    named = set(boxfile.libvirt_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
             continue
-        if norm.lower().endswith(boxfile.DISK_SUFFIXES):
+        if norm.lower().endswith(boxfile.DISK_SUFFIXES) or norm in named:
             if len(report.disks) < Report.MAX_DISKS:
                 _examine_member(tar, m, norm, report, threads)
             elif len(report.disks) == Report.MAX_DISKS:
@@ -286,7 +265,7 @@ def _box_rules(report: Report, texts: dict[str, bytes]) -> None:
         validate(meta, "metadata.schema.json", "metadata.json")
     except BoxpackError as e:
         report.add("metadata-invalid", "error", str(e))
-    provider = meta.get("provider")
+    provider = boxfile.text(meta, "provider")
     if provider in PROVIDERS:
         PROVIDERS[provider].check_box(report, texts)
     elif provider:
@@ -313,7 +292,7 @@ def _check_catalog(
     meta = report.metadata if isinstance(report.metadata, dict) else {}
     base = os.path.basename(path)
     match = [e for e in entries if e[1]["url"].rsplit("/", 1)[-1] == base] or [
-        e for e in entries if e[1]["name"] == meta.get("provider") and e[1]["architecture"] == meta.get("architecture", "unknown")
+        e for e in entries if e[1]["name"] == boxfile.text(meta, "provider") and e[1]["architecture"] == (boxfile.text(meta, "architecture") or "unknown")
     ]
     if not match:
         report.add("catalog-no-entry", "error", f"{catalog_path} has no entry for this box" + (f" in version {version}" if version else ""))

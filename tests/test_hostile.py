@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import os
 import signal
 import struct
@@ -395,11 +396,19 @@ def test_fuzzed_inputs_stay_bounded(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     disk = make_disk.make(tmp_path / "s.img", size=8 * MIB, data=256 * 1024)
-    for provider in ("libvirt", "virtualbox"):
+    for provider in ("libvirt", "virtualbox", "vmware_desktop", "hyperv"):  # .vmx and box.xml members too
         run_boxpack(disk, "--provider", provider, "--compression", "none", "-o", seeds / f"{provider}.box")
+    run_boxpack(disk, disk, "--provider", "libvirt", "--compression", "none", "-o", seeds / "two-disks.box")  # a disks list
     for fmt, opts in (("qcow2", ()), ("vmdk", ("-o", "subformat=streamOptimized")), ("vmdk", ()), ("vpc", ()), ("vhdx", ()), ("vdi", ())):
         name = f"disk-{len(list(seeds.iterdir()))}.{fmt}"
         subprocess.run(["qemu-img", "convert", "-O", fmt, *opts, str(disk), str(seeds / name)], check=True)
+    from boxpack.zstd import zstd
+
+    (seeds / "disk.raw.zst").write_bytes(zstd.compress(disk.read_bytes()))
+    (seeds / "disk.raw.xz").write_bytes(lzma.compress(disk.read_bytes(), preset=0) + bytes(4))
+    (seeds / "disk.raw.gz").write_bytes(gzip.compress(disk.read_bytes(), 1))
+    (seeds / "mkosi-config.json").write_text(json.dumps({"Format": "disk", "Output": "img", "OutputExtension": "raw",
+                                                         "CompressOutput": "none", "Architecture": "x86-64", "ImageVersion": "1.0"}))
     examples = int(os.environ.get("BOXPACK_FUZZ_EXAMPLES", "3000"))
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fuzz_boxes.py"), str(seeds), str(examples)],
                           capture_output=True, text=True, timeout=3000, cwd=ROOT)

@@ -35,7 +35,7 @@ def block_pieces(
     (VHD, VHDX, VDI). blocks are (block index, file byte offset) in ascending index order; each is
     checked against the file, and a block is read in 64 KiB pieces where it is aligned to them."""
     step = CLUSTER if block_size % CLUSTER == 0 else block_size
-    for index, host in blocks:
+    for index, host in _distinct(blocks, name):
         guest = index * block_size
         length = min(block_size, virtual_size - guest)
         if length <= 0:
@@ -47,12 +47,24 @@ def block_pieces(
             yield guest + off, data.pread(host + off, n)
 
 
+def _distinct(blocks: Iterable[tuple[int, int]], name: str) -> Iterator[tuple[int, int]]:
+    """The blocks, each at a place of its own in the file. Two map entries naming one place are a corrupt
+    image (qemu's vdi_co_check: "block index also used by"), and millions of them naming one small block
+    would cost minutes: with every place distinct and inside the file, the work follows the file's size."""
+    seen: set[int] = set()
+    for index, host in blocks:
+        if host in seen:
+            raise BoxpackError(f"{name}: block {index} is stored at byte {host}, where another block is: the map is corrupt")
+        seen.add(host)
+        yield index, host
+
+
 def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findings) -> int:
     """Every allocated block of a block-mapped disk (VHD, VHDX, VDI) inside the file; returns how many there are.
     reader offers allocated(), block_size and size; a map that cannot be read is a finding too."""
     allocated = 0
     try:
-        for index, host in reader.allocated():
+        for index, host in _distinct(reader.allocated(), name):
             allocated += 1
             if host + min(reader.block_size, reader.size - index * reader.block_size) > data.size:
                 findings.add(code, "error", f"{name}: block {index} at byte {host} is past the end of the file")

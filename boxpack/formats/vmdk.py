@@ -309,7 +309,14 @@ class VmdkSpool:
 
     def close(self) -> None:
         self.pool.close()
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass  # the last buffered write failed too (a full file system, already reported): the file is gone
+
+
+EMPTY_TABLES = 512  # grain tables of 2 KiB: 1 MiB
+_EMPTY_TABLES = bytes(EMPTY_TABLES * GT_SECTORS * SECTOR)
 
 
 class SparseLayout:
@@ -342,13 +349,21 @@ class SparseLayout:
         yield _le32(gd) + bytes(self.gd_sectors * SECTOR - 4 * self.gt_count)
         ranks = iter(enumerate(self.clusters))
         pending = next(ranks, None)
-        for t in range(self.gt_count):
+        t = 0
+        while t < self.gt_count:
+            empty = (pending[1] // GTES_PER_GT if pending is not None else self.gt_count) - t
+            if empty > 0:  # tables of no grain, up to 1 MiB at a time: an empty 64 TiB disk has 4 GiB of them
+                n = min(empty, EMPTY_TABLES)
+                yield _EMPTY_TABLES[: n * GT_SECTORS * SECTOR]
+                t += n
+                continue
             gt = array("I", bytes(4 * GTES_PER_GT))
             while pending is not None and pending[1] // GTES_PER_GT == t:
                 rank, cluster = pending
                 gt[cluster % GTES_PER_GT] = self.overhead + rank * GRAIN_SECTORS
                 pending = next(ranks, None)
             yield _le32(gt)
+            t += 1
 
     def stream(self, disk: Source) -> Iterator[bytes]:
         """The whole VMDK, in order: metadata, then the grains from a second scan of the disk."""

@@ -106,6 +106,7 @@ class Provider:
 
     MAX_DISKS: ClassVar[int | None] = None  # how many disks its consumer can attach from one box
     DISK_LIMIT: ClassVar[str] = ""  # why, with the upstream source
+    MAX_DISK_SIZE: ClassVar[int | None] = None  # the largest disk its format holds, in bytes
 
     def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
         """One non-zero 64 KiB cluster of disk number `disk`, in ascending order, during the scan (disks in order)."""
@@ -142,6 +143,13 @@ class Provider:
         if cls.MAX_DISKS is not None and count > cls.MAX_DISKS:
             raise BoxpackError(f"{cls.NAME} boxes hold at most {cls.MAX_DISKS} disk{'s' if cls.MAX_DISKS > 1 else ''}, "
                                f"not {count}: {cls.DISK_LIMIT}")
+
+    @classmethod
+    def check_size(cls, size: int, where: object) -> None:
+        """Raise BoxpackError for a disk the provider's format cannot hold (checked before any box is written)."""
+        if cls.MAX_DISK_SIZE is not None and size > cls.MAX_DISK_SIZE:
+            raise BoxpackError(f"{where}: a {size / 2**40:.1f} TiB disk does not fit a {cls.NAME} box, whose {cls.DISK_FORMAT} "
+                               f"holds at most {cls.MAX_DISK_SIZE / 2**40:.0f} TiB")
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:

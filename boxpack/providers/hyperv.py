@@ -25,7 +25,7 @@ from lxml import etree
 
 from ..archive import Member
 from ..errors import BoxpackError
-from ..formats.vhdx import DEFAULT_BLOCK, VhdxLayout
+from ..formats.vhdx import DEFAULT_BLOCK, MAX_VIRTUAL_SIZE, VhdxLayout
 from ..metadata import metadata_json
 from ..report import Report
 from .base import HARDWARE, Option, Provider, vm_name
@@ -108,6 +108,7 @@ class HyperV(Provider):
     MEMBERS = (CONFIG,)
     TEXTS = (".xml",)
     MAX_DISKS = 1
+    MAX_DISK_SIZE = MAX_VIRTUAL_SIZE  # 64 TiB: the VHDX specification's, and Hyper-V's
     DISK_LIMIT = ("Vagrant's Hyper-V import copies the first disk of Virtual Hard Disks/ and attaches that copy for "
                   "every drive of the VM (import.rb; VagrantVM.psm1, New-VagrantVMXML), so a second disk would be "
                   "the first again")

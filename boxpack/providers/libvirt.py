@@ -126,7 +126,10 @@ class Libvirt(Provider):
                 member = path.removeprefix("./")
                 if member not in names:
                     report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] path {path!r} is not in the box")
-                elif member in facts and not str(facts[member].get("format", "")).startswith("qcow2"):
+                elif member not in facts:  # verify reads every member metadata.json names as a disk, if it comes after
+                    report.add("libvirt-disks", "error", f"metadata.json: disks[{i}] path {path!r} names a member that "
+                               "is no disk image boxpack read (a disk comes after metadata.json, and is not a text of the box)")
+                elif not str(facts[member].get("format", "")).startswith("qcow2"):
                     # handle_box_image.rb, verify_box_format: only qcow2
                     report.add("libvirt-not-qcow2", "error", f"{member} is {facts[member].get('format')}, vagrant-libvirt needs qcow2")
                 # The volume is named after `name`, else the path without its extension; two alike are refused

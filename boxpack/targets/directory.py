@@ -11,14 +11,12 @@ updated under the lock that `boxpack catalog` takes (catalog.update).
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import catalog
+from .. import catalog, tempfiles
 from ..catalog import Catalog
 from ..errors import BoxpackError
 from .base import Stat
@@ -96,11 +94,8 @@ def _mkdir(path: Path) -> None:
 
 def _temporary(path: Path) -> tuple[BinaryIO, Path]:
     _mkdir(path.parent)
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".boxpack-", suffix=".part")
-    except OSError as e:
-        raise BoxpackError(f"{path.parent}: cannot write there: {e.strerror}") from None
-    return os.fdopen(fd, "wb"), Path(name)
+    fd, tmp = tempfiles.create(path.parent, ".part", path.name)
+    return os.fdopen(fd, "wb"), tmp
 
 
 def _place(tmp: Path, path: Path, replace: bool) -> bool:
@@ -127,45 +122,27 @@ def _place(tmp: Path, path: Path, replace: bool) -> bool:
     return True
 
 
-def _remove_if_abandoned(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # another run is writing it
-    finally:
-        os.close(fd)
-
-
 def _write(path: Path, data: bytes, replace: bool) -> bool:
     f, tmp = _temporary(path)
-    try:
-        with f:
+    with f:  # held (locked) until placed
+        try:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
-    return _place(tmp, path, replace)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
+        return _place(tmp, path, replace)
 
 
 class _FileUpload:
-    """A box written to a temporary file beside its final name, locked while it is written: the temporary
-    files a killed run left beside it (unlocked, since the kernel drops a dead process's locks) are removed."""
+    """A box written to a temporary file beside its final name (tempfiles: locked, and swept if killed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
         self.resumed = 0  # a file has nothing to resume from
         self._file, self._tmp = _temporary(path)
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-        for stale in path.parent.glob(".boxpack-*.part"):
-            _remove_if_abandoned(stale)
 
     def write(self, data: bytes | memoryview) -> None:
         try:
@@ -178,19 +155,21 @@ class _FileUpload:
         pass
 
     def close(self) -> None:
+        """Everything on disk; the file stays open, and so locked (tempfiles), until commit or abort."""
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
-            self._file.close()
         except OSError as e:
             raise BoxpackError(f"{self.path}: cannot write: {e.strerror}") from None
 
     def commit(self, replace: bool) -> None:
-        if not _place(self._tmp, self.path, replace):
+        with self._file:
+            placed = _place(self._tmp, self.path, replace)
+        if not placed:
             raise BoxpackError(f"{self.path}: appeared while publishing; use --force to replace it")
         if os.stat(self.path).st_size != self.size:
             raise BoxpackError(f"{self.path}: holds {os.stat(self.path).st_size} bytes after writing {self.size}")
 
     def abort(self) -> None:
-        self._file.close()
         self._tmp.unlink(missing_ok=True)
+        self._file.close()

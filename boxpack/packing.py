@@ -22,7 +22,8 @@ from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
 from .disk import Source
 from .errors import BoxpackError
-from .output import COMPRESSIONS, Output, Target, is_stream, targets, write_box, write_text_atomically
+from .output import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
+                     write_text_atomically)
 from .partitions import read_partition_table
 from .providers import PROVIDERS, Disk, Job, Provider
 from .sources import open_source
@@ -155,6 +156,12 @@ def _user_vagrantfile(path: str | os.PathLike[str]) -> bytes:
 def _includes(paths: Sequence[str | os.PathLike[str]], providers: Sequence[str]) -> list[Path]:
     reserved = ["metadata.json", "Vagrantfile", *(m for p in providers for m in PROVIDERS[p].MEMBERS)]
     includes = [_option_file(p, "included file") for p in paths]
+    for p in includes:
+        if p.stat().st_size == 0:  # procfs and sysfs files say 0 bytes and hold more: a tar member needs its size first
+            with open(p, "rb") as f:
+                if f.read(1):
+                    raise BoxpackError(f"--include {p}: says it is empty but is not (a /proc or /sys file?); "
+                                       "copy it to a regular file first")
     names = [p.name for p in includes]
     for p in includes:
         try:
@@ -213,7 +220,10 @@ def pack(
         stem = o.name or _stem(boot.path)
         opener = o.output if callable(o.output) else None
         names = [f"{stem}-{p}.box" for p in providers]
-        where: list[Target | None] = [None] * len(names) if opener else list(targets(names, o.output, [d.source.path for d in disks], o.force))
+        sources = [d.source.path for d in disks]
+        where: list[Target | None] = [None] * len(names) if opener else list(targets(names, o.output, sources, o.force))
+        if o.checksum_file:  # checked now, like the boxes: never a source, a box, or a file there without force
+            checksum_targets(o.checksum_file, where, o.checksum_type, sources, o.force)
         job = Job(
             disks=disks,
             name=stem,
@@ -253,7 +263,7 @@ def pack(
             if on_box:
                 on_box(results[-1])
     if o.checksum_file:
-        _write_checksum_files(results, o.checksum_file)
+        _write_checksum_files(results, o.checksum_file, o.force)
     return results
 
 
@@ -272,6 +282,10 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
             crc = deflate.crc32(data, crc)
             for w in writers:
                 w.feed(i, cluster, data)
+        if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
+            raise BoxpackError(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
+        for w in writers:
+            w.check_size(source.size, source.path)
         if source.padded:
             log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", source.path, source.file_size, source.size)
         disk.disk_id = _disk_id(source.size, crc, disk.clusters, i)
@@ -290,12 +304,12 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
     return f"{job.firmware} ({'as asked' if o.firmware else 'detected: ' + reason})"
 
 
-def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | os.PathLike[str]) -> None:
+def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | os.PathLike[str], force: bool) -> None:
     """sha256sum-format lines: `<hex>  <box file name>`, "-" for a box written to a stream."""
     lines = {r: f"{r.checksum}  {r.path.name if r.path else '-'}\n" for r in results}
     if checksum_file is True:
-        files = {r.path.with_name(f"{r.path.name}.{r.checksum_type}"): lines[r] for r in results if r.path}
+        files = {checksum_path(r.path, r.checksum_type): lines[r] for r in results if r.path}
     else:
         files = {Path(checksum_file): "".join(lines.values())}
     for path, text in files.items():
-        write_text_atomically(path, text, "checksum file")
+        write_text_atomically(path, text, "checksum file", force)
