@@ -1,8 +1,11 @@
-"""`boxpack test` without a VM: the machine it describes to QEMU, and what it says when it cannot run."""
+"""`boxpack test` without a guest OS: the machine it describes to QEMU, how it tells a KVM that cannot run
+the guest (real QEMU, TCG, a boot sector), and what it says when it cannot run."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from boxpack import boottest
 
 
 def _cmd(provider: str, arch: str = "amd64", firmware: str | None = None, accel: str = "tcg") -> list[str]:
-    return boottest.qemu_command(Path("/d.raw"), arch, provider, firmware, accel, 2222, Path("/s.log"), boottest.TestOptions())
+    return boottest.qemu_command(Path("/d.raw"), arch, provider, firmware, accel, 2222, Path("/w"), boottest.TestOptions())
 
 
 def test_disk_bus_and_nic_follow_the_provider() -> None:
@@ -68,3 +71,30 @@ def test_a_missing_key_is_named(tmp_path: Path) -> None:
     run_boxpack(disk, "--provider", "libvirt", "-o", tmp_path / "d.box")
     proc = run_boxpack("test", tmp_path / "d.box", "--ssh-key", tmp_path / "nokey", check=False)
     assert proc.returncode == 2 and "no such SSH key" in proc.stderr.decode()
+
+
+# A boot sector that reads 64 sectors from LBA 1 with INT 13h AH=42h, for ever: a guest that reads its disk.
+#   xor ax,ax; mov ds,ax; mov si,dap; again: mov ah,0x42; int 0x13; jmp again
+#   dap: size 16, 64 sectors, to 1000:0000, from LBA 1
+READER = bytes.fromhex("31c08ed8be0d7cb442cd13ebfa" "10004000" "00000010" "0100000000000000")
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="QEMU is not installed")
+@pytest.mark.parametrize("boot_sector, stalls", [(READER, False), (b"", True)], ids=["reads its disk", "reads nothing"])
+def test_a_guest_that_reads_nothing_of_its_disk_is_a_kvm_that_cannot_run_it(tmp_path: Path, boot_sector: bytes,
+                                                                             stalls: bool) -> None:
+    """What kvm-pvm does to GRUB is what SeaBIOS does without a boot sector: 512 bytes read, and nothing after."""
+    image = tmp_path / "disk.raw"
+    with open(image, "wb") as f:
+        f.truncate(4 * MIB)
+        if boot_sector:
+            f.write(boot_sector)
+            f.seek(510)
+            f.write(b"\x55\xaa")
+    cmd = boottest.qemu_command(image, "amd64", "libvirt", None, "tcg", 2222, tmp_path, boottest.TestOptions(memory=64))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert boottest._kvm_stalls(proc, tmp_path / "qmp.sock", seconds=8) is stalls
+    finally:
+        proc.kill()
+        proc.wait()
