@@ -7,13 +7,15 @@ when it is missing.
 from __future__ import annotations
 
 import zlib
+from typing import cast
 
+ERRORS: tuple[type[BaseException], ...]
 try:
     from isal import igzip, igzip_threaded, isal_zlib
 
-    ERRORS: tuple[type[BaseException], ...] = (zlib.error, isal_zlib.error)
+    ERRORS = (zlib.error, cast("type[BaseException]", isal_zlib.error))  # its stubs call the class an instance
 except ImportError:  # pragma: no cover - platforms without ISA-L wheels
-    igzip = igzip_threaded = isal_zlib = None
+    igzip = igzip_threaded = isal_zlib = None  # type: ignore[assignment]
     ERRORS = (zlib.error,)
 
 

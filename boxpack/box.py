@@ -18,7 +18,7 @@ import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import accel, ovf, vmx
 from .bytesource import StreamBytes
@@ -35,7 +35,7 @@ MAX_MEMBERS = 10_000  # boxes hold a handful of files; tarfile keeps every membe
 MAX_DISKS = Report.MAX_DISKS  # disks in one box: VirtualBox's SATA controller takes 30, and no VM boots from more
 DISK_SUFFIXES = tuple(sorted({s for f in (*FORMATS, RAW) for s in f.suffixes}))
 CHUNK = 1024 * 1024
-ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstd.ZstdError, *accel.ERRORS)
+ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstd.ZstdError, *accel.ERRORS)
 
 
 class Bomb(BoxpackError):
@@ -100,7 +100,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
         if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
             if self.size > HEADER_LIMIT:
                 raise tarfile.HeaderError(f"a {self.size}-byte extended header (long name or PAX record)")
-        return super()._proc_member(tar)
+        return super()._proc_member(tar)  # type: ignore[misc]  # tarfile's hook for extended headers, not in its stubs
 
 
 class _EndGuard:
@@ -140,7 +140,7 @@ def read_tar(stream: Any) -> tarfile.TarFile:
     """A forward-only tar reader over a decompressed stream, safe on hostile headers; closing it closes stream."""
     guard = _EndGuard(stream)
     try:
-        tar = _TarStream.open(fileobj=guard, mode="r|", tarinfo=_BoundedTarInfo)
+        tar = _TarStream.open(fileobj=guard, mode="r|", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]  # read() is all "r|" calls
     except BaseException:
         stream.close()
         raise
@@ -154,6 +154,14 @@ def members(tar: tarfile.TarFile, where: object) -> Iterator[tuple[int, tarfile.
         if ordinal >= MAX_MEMBERS:
             raise BoxpackError(f"{where}: holds more than {MAX_MEMBERS} files; not a box")
         yield ordinal, m
+
+
+def member_file(tar: tarfile.TarFile, m: tarfile.TarInfo) -> IO[bytes]:
+    """A regular file's bytes as a stream (the callers have tested isfile())."""
+    f = tar.extractfile(m)
+    if f is None:
+        raise BoxpackError(f"internal error: {m.name} is not a regular file")
+    return f
 
 
 def decompressor(kind: str, raw: Any) -> Any:
@@ -284,7 +292,7 @@ def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
                     continue
                 if not member.isfile() or member.size > METADATA_LIMIT:
                     raise BoxpackError(f"{box}: metadata.json is not a regular file of sane size")
-                return parse_metadata(tar.extractfile(member).read(), str(box))
+                return parse_metadata(member_file(tar, member).read(), str(box))
     except FileNotFoundError:
         raise BoxpackError(f"{box}: no such file") from None
     except IsADirectoryError:
@@ -321,11 +329,11 @@ class _BoxPass:
         if m.size > METADATA_LIMIT:
             return
         if name == "metadata.json":
-            self.meta = parse_metadata(self.tar.extractfile(m).read(), str(self.box))
+            self.meta = parse_metadata(member_file(self.tar, m).read(), str(self.box))
         elif name == "box.ovf":
-            self.ovf_disks = ovf.disk_files(self.tar.extractfile(m).read())
+            self.ovf_disks = ovf.disk_files(member_file(self.tar, m).read())
         elif name.endswith(".vmx") and not self.vmx_disks:
-            text = self.tar.extractfile(m).read().decode("utf-8", "replace")
+            text = member_file(self.tar, m).read().decode("utf-8", "replace")
             self.vmx_disks = [p.removeprefix("./") for p in vmx.disk_files(vmx.parse_vmx(text)[0])]
 
     def disks(self) -> list[str] | None:
@@ -395,7 +403,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
     try:
         ordinal, member = first.find_disk()
         name = member.name.removeprefix("./")
-        reader = _reader(StreamBytes(first.tar.extractfile(member), member.size, f"{box}:{name}", owner=first.tar), name, box)
+        reader = _reader(StreamBytes(member_file(first.tar, member), member.size, f"{box}:{name}", owner=first.tar), name, box)
     except ARCHIVE_ERRORS as e:
         first.tar.close()
         raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
@@ -425,7 +433,7 @@ def _member_reader(box: Path, name: str, ordinal: int | None = None) -> Reader:
     try:
         for i, m in members(tar, box):
             if (i == ordinal) if ordinal is not None else (m.isfile() and m.name.removeprefix("./") == name):
-                return _reader(StreamBytes(tar.extractfile(m), m.size, f"{box}:{name}", owner=tar), name, box)
+                return _reader(StreamBytes(member_file(tar, m), m.size, f"{box}:{name}", owner=tar), name, box)
     except BaseException:
         tar.close()
         raise

@@ -8,12 +8,16 @@ import sys
 import tarfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Protocol, TypeVar
+from typing import IO, Protocol, TypeVar
 
 from . import accel
 from .errors import BoxpackError
 
-_STREAM_ERRORS = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, *accel.ERRORS)
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, *accel.ERRORS)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class ByteSource(Protocol):
@@ -60,7 +64,7 @@ class StreamBytes:
     WINDOW = 4 * 1024 * 1024
     random_access = False
 
-    def __init__(self, stream: BinaryIO, size: int, name: str, owner: object = None) -> None:
+    def __init__(self, stream: IO[bytes], size: int, name: str, owner: _Closable | None = None) -> None:
         self.stream, self.size, self.name = stream, size, name
         self.owner = owner  # what to close with it: the archive the member is read from
         self.buf = bytearray()

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 from . import __version__, boottest, catalog, mirror, mkosi, publish, verify
@@ -59,7 +60,7 @@ class _PrintCompletion(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: object, shell: object, option: object = None) -> None:
         import shtab
 
-        print(shtab.complete(parser, str(shell), preamble=COMPLETION_PREAMBLE))
+        print(shtab.complete(parser, str(shell), preamble=COMPLETION_PREAMBLE))  # type: ignore[arg-type]  # shtab takes {shell: text} too
         parser.exit(0)
 
 
@@ -72,7 +73,7 @@ class _PrintMan(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + error
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
         self.exit(2, f"boxpack: error: {message} (see boxpack --help)\n")
 
 

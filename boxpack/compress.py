@@ -32,7 +32,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import deflate
 
@@ -78,7 +78,7 @@ ZERO_CHUNK = bytes(CHUNK)
 @functools.lru_cache(maxsize=16)
 def _zero_member(level: int) -> bytes:
     """A gzip member of CHUNK zero bytes: compressed once, not once per MiB of a 64 TiB disk's empty tables."""
-    return deflate.gzip_compress(ZERO_CHUNK, level)
+    return bytes(deflate.gzip_compress(ZERO_CHUNK, level))
 
 
 @functools.lru_cache(maxsize=16)
@@ -150,7 +150,7 @@ class DigestWriter:
         return self.hash.hexdigest()
 
 
-def _isal_piece(data: bytes | memoryview, dictionary: bytes | memoryview, final: bool) -> tuple[bytes, int]:
+def _isal_piece(data: bytes | bytearray | memoryview, dictionary: bytes | memoryview, final: bool) -> tuple[bytes, int]:
     """Raw deflate of one piece primed with the previous 32 KiB; (stream bytes, crc32 of data)."""
     c = isal_zlib.compressobj(FAST_LEVEL, isal_zlib.DEFLATED, -15, MEM_LEVEL, 0, dictionary) if dictionary else \
         isal_zlib.compressobj(FAST_LEVEL, isal_zlib.DEFLATED, -15, MEM_LEVEL)
@@ -158,7 +158,7 @@ def _isal_piece(data: bytes | memoryview, dictionary: bytes | memoryview, final:
     return out, isal_zlib.crc32(data)
 
 
-def zlib_compressor(level: int, fast: bool) -> Callable[[bytes], bytes]:
+def zlib_compressor(level: int, fast: bool) -> Callable[[bytes], bytes | bytearray]:
     """A function that zlib-wraps one buffer (VMDK grains), with the engine the box uses."""
     if fast:
         return lambda data: isal_zlib.compress(data, FAST_LEVEL, 15)
@@ -188,13 +188,13 @@ class ParallelGzip:
         self.crc = 0
         self.isize = 0
 
-    def _push(self, work: Callable[[], object], finish: Callable[[object], bytes]) -> None:
+    def _push(self, work: Callable[[], Any], finish: Callable[[Any], bytes]) -> None:
         """Compress on the pool; finish turns the result into bytes, in order, as it is written."""
         for fin, result in self.pool.put(finish, work):
             self.sink.write(fin(result))
         self.wrote_any = True
 
-    def _piece(self, data: bytes | memoryview, final: bool) -> None:
+    def _piece(self, data: bytes | bytearray | memoryview, final: bool) -> None:
         """Compress one piece of the current mode; final ends the current ISA-L member."""
         if self.stored:
             self._push(lambda: stored_member(data), bytes)

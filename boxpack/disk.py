@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from .errors import BoxpackError
 from .ordered import in_order
@@ -31,10 +31,14 @@ class Source(Protocol):
     """A disk to pack: RawDisk or ImageSource."""
 
     path: Path
-    size: int  # virtual size in bytes, a multiple of 512
     file_size: int
     format: str
     architecture: str | None  # from a box's metadata.json
+
+    @property
+    def size(self) -> int:
+        """The virtual size in bytes, a multiple of 512."""
+        ...
 
     @property
     def padded(self) -> bool: ...
@@ -51,7 +55,7 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Source: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 

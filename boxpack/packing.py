@@ -20,7 +20,6 @@ import deflate
 from . import accel
 from .catalog import CHECKSUM_TYPES
 from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
-from .disk import Source
 from .errors import BoxpackError
 from .output import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                      write_text_atomically)
@@ -237,7 +236,7 @@ def pack(
             spool_dir=next((t.parent for t in where if isinstance(t, Path)), None),
         )
         writers: list[Provider] = []
-        stack.callback(lambda: [w.close() for w in writers])
+        stack.callback(_close_all, writers)
         for name in providers:
             writers.append(PROVIDERS[name](job))
         firmware_note = _scan(job, writers, o, progress, stack)
@@ -304,12 +303,19 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
     return f"{job.firmware} ({'as asked' if o.firmware else 'detected: ' + reason})"
 
 
+def _close_all(writers: list[Provider]) -> None:
+    for w in writers:
+        w.close()
+
+
 def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | os.PathLike[str], force: bool) -> None:
     """sha256sum-format lines: `<hex>  <box file name>`, "-" for a box written to a stream."""
     lines = {r: f"{r.checksum}  {r.path.name if r.path else '-'}\n" for r in results}
     if checksum_file is True:
         files = {checksum_path(r.path, r.checksum_type): lines[r] for r in results if r.path}
-    else:
+    elif checksum_file:
         files = {Path(checksum_file): "".join(lines.values())}
+    else:
+        return
     for path, text in files.items():
         write_text_atomically(path, text, "checksum file", force)

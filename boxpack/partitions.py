@@ -144,9 +144,9 @@ def read_partition_table(disk: Source) -> PartitionTable:
         return PartitionTable("mbr", parts, boot_code) if parts else PartitionTable("none")
     last_lba = disk.size // SECTOR - 1
     for lba in (1, last_lba):
-        parts = _read_gpt(disk, lba)
-        if parts is not None:
-            return PartitionTable("gpt", parts, boot_code)
+        gpt = _read_gpt(disk, lba)
+        if gpt is not None:
+            return PartitionTable("gpt", gpt, boot_code)
     return PartitionTable("none")
 
 

@@ -35,9 +35,9 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
             return disk
         if fmt.reader is None:
             raise BoxpackError(f"{disk.path}: is a {fmt.name} image, which boxpack cannot read yet; {fmt.refusal}")
-        fd, size, name = disk.fd, disk.file_size, str(disk.path)
-        reader = fmt.reader(FileBytes(fd, size, name), name)
-        return ImageSource(disk.path, reader, lambda: fmt.reader(FileBytes(fd, size, name), name), threads, close=disk.close)
+        fd, size, name, reader_of = disk.fd, disk.file_size, str(disk.path), fmt.reader
+        reader = reader_of(FileBytes(fd, size, name), name)
+        return ImageSource(disk.path, reader, lambda: reader_of(FileBytes(fd, size, name), name), threads, close=disk.close)
     except BaseException:
         disk.close()
         raise

@@ -18,7 +18,7 @@ import re
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from . import box as boxfile
 from . import catalog as catalog_mod
@@ -37,6 +37,8 @@ TEXT_LIMIT = 4 * 1024 * 1024  # metadata.json, Vagrantfile and box.ovf larger th
 OLD_BSDTAR_LIMIT = 8 * 1024**3
 TEXTS = {"metadata.json", "Vagrantfile", "info.json", *(t for p in PROVIDERS.values() for t in p.TEXTS if not t.startswith("."))}
 TEXT_SUFFIXES = tuple(t for p in PROVIDERS.values() for t in p.TEXTS if t.startswith("."))
+# What a damaged or cut archive raises while it is walked.
+DAMAGE: tuple[type[BaseException], ...] = (*boxfile.ARCHIVE_ERRORS, ValueError)
 
 
 class _HashingReader:
@@ -127,13 +129,13 @@ def examine(
             _examine_disk(Path(path), report, threads)
             return report
         try:
-            stream = boxfile.box_budget(boxfile.decompressor(report.compression, raw), lambda: raw.count, path)
-            with boxfile.read_tar(stream) as tar:
+            budget = boxfile.box_budget(boxfile.decompressor(report.compression, raw), lambda: raw.count, path)
+            with boxfile.read_tar(budget) as tar:
                 texts = _walk(tar, report, threads)
             raw.drain()
         except BoxpackError as e:
             report.unreadable = str(e)
-        except (*boxfile.ARCHIVE_ERRORS, ValueError) as e:
+        except DAMAGE as e:
             report.add("archive-truncated", "error", f"the archive is damaged or cut short ({e})")
             report.unreadable = f"{path}: not a readable box archive ({e})"
     if expected and not report.unreadable:
@@ -190,7 +192,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
         if kind != "file":
             continue
         if (norm in TEXTS or norm.endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:
-            texts[norm] = tar.extractfile(m).read()
+            texts[norm] = boxfile.member_file(tar, m).read()
             if norm == "metadata.json":
                 with contextlib.suppress(BoxpackError):
                     named = set(boxfile.libvirt_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
@@ -209,7 +211,7 @@ def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report:
         report.disks.append({"member": name, "format": "empty", "virtual_size": 0})
         report.add("disk-empty", "error", f"{name}: the disk member is empty")
         return
-    data = StreamBytes(tar.extractfile(m), m.size, name)
+    data = StreamBytes(boxfile.member_file(tar, m), m.size, name)
     fmt = detect(data.pread(0, HEAD))
     try:
         if fmt.check is not None:

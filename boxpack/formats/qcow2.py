@@ -286,7 +286,7 @@ class Qcow2Reader:
         tables = self._l2_offsets()
         early = tables_ahead(tables.values(), self._used, lambda table: map(self._host, table[1]))
         for i in sorted(tables):
-            slots, used = early.pop(tables[i], None) or self._used(tables[i])
+            slots, used = early.pop(tables[i]) if tables[i] in early else self._used(tables[i])
             for j, l2e in zip(slots, used):
                 guest = (i * entries + j) * cs
                 if guest >= self.size:

@@ -16,6 +16,7 @@ implementation reads them (not raw deflate as the spec says).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import tempfile
@@ -188,7 +189,10 @@ def tables_grains(data: ByteSource, h) -> int | None:
     return grains
 
 
-def inflate_grain(payload: bytes, grain: int) -> tuple[bytes | None, bool]:
+Inflated = tuple[bytes | bytearray | None, bool]  # libdeflate returns bytearrays
+
+
+def inflate_grain(payload: bytes, grain: int) -> Inflated:
     """(data, more than a grain?) of a compressed grain, never inflating more than a grain plus one byte.
     libdeflate inflates into a grain-sized buffer, 1.6x as fast as zlib; when it fails, zlib says why."""
     try:
@@ -221,7 +225,7 @@ class VmdkSpool:
     def __init__(
         self,
         file_name: str,
-        compress: Callable[[bytes], bytes],
+        compress: Callable[[bytes], bytes | bytearray],
         threads: int,
         spool_dir: Path | None,
     ) -> None:
@@ -251,7 +255,7 @@ class VmdkSpool:
 
     def feed(self, cluster: int, data: bytes) -> None:
         """Queue one grain (64 KiB of disk data at cluster index `cluster`) for compression."""
-        for done in self.pool.put(cluster, lambda data=data: self.compress(data)):
+        for done in self.pool.put(cluster, functools.partial(self.compress, data)):
             self._store(*done)
 
     def _store(self, cluster: int, payload: bytes) -> None:
@@ -558,7 +562,7 @@ class VmdkReader:
     def _inflater(self, payload: bytes, lba: int) -> Callable[[], bytes]:
         grain, name = self.grain_bytes, self.name
 
-        def inflate() -> bytes:
+        def inflate() -> bytes | bytearray:
             out, excess = inflate_grain(payload, grain)
             if out is None:
                 raise BoxpackError(f"{name}: grain at LBA {lba} does not inflate")
@@ -599,7 +603,7 @@ class VmdkReader:
         for i, gt_sector in enumerate(gd):
             if not gt_sector:
                 continue
-            slots, sectors = early.pop(gt_sector, None) or self._used(gt_sector)
+            slots, sectors = early.pop(gt_sector) if gt_sector in early else self._used(gt_sector)
             for j, sector in zip(slots, sectors):
                 guest = (i * h.num_gtes_per_gt + j) * self.grain_bytes
                 if guest >= self.size:
@@ -635,8 +639,8 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
         findings.add("vmdk-magic", "error", f"{name}: not a sparse VMDK")
         return {"format": "unknown"}, findings
     h = SparseExtentHeader.parse(raw)
-    text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if 0 < h.descriptor_offset < data.size // SECTOR else b""
-    text = text.split(b"\0", 1)[0].decode("utf-8", "replace")
+    raw_text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if 0 < h.descriptor_offset < data.size // SECTOR else b""
+    text = raw_text.split(b"\0", 1)[0].decode("utf-8", "replace")
     create_type, extents = parse_descriptor(text)
     facts = {
         "format": f"vmdk {create_type}",
@@ -674,7 +678,7 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
     pos, last = h.overhead * SECTOR, -1
     stopped = ended = False
 
-    def settle(lba: int, result: tuple[bytes | None, bool]) -> None:
+    def settle(lba: int, result: Inflated) -> None:
         out, excess = result
         if out is None:
             findings.add("vmdk-inflate", "error", f"{name}: grain at LBA {lba} does not inflate")
@@ -682,7 +686,7 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
             size = f"more than {grain_bytes}" if excess else f"{len(out)}"
             findings.add("vmdk-grain-size", "error", f"{name}: grain at LBA {lba} inflates to {size} bytes, not {grain_bytes}; VirtualBox's import refuses it")
 
-    with OrderedPool[int, tuple[bytes | None, bool]](threads, 8 * threads, "vmdk-check") as pool:
+    with OrderedPool[int, Inflated](threads, 8 * threads, "vmdk-check") as pool:
         while pos + SECTOR <= data.size:
             m = GrainMarker.parse(data.pread(pos, 12))
             if m.size:
@@ -697,7 +701,7 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
                     last = max(last, m.lba)
                     grains += 1
                     payload = data.pread(pos + 12, m.size)
-                    for done in pool.put(m.lba, lambda p=payload: inflate_grain(p, grain_bytes)):
+                    for done in pool.put(m.lba, functools.partial(inflate_grain, payload, grain_bytes)):
                         settle(*done)
                     pos += -(-(12 + m.size) // SECTOR) * SECTOR
                     continue

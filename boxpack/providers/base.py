@@ -10,13 +10,13 @@ interface.
 
 from __future__ import annotations
 
+import functools
+import re
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-import re
 
 from .. import ovf
 from ..archive import Member
@@ -75,7 +75,7 @@ class Job:
     disks: list[Disk]
     name: str  # the box's base name, from the source file: VM names default to it
     firmware: str  # "bios" or "efi"
-    compress: Callable[[bytes], bytes]  # zlib-wraps one buffer with the box's engine and level
+    compress: Callable[[bytes], bytes | bytearray]  # zlib-wraps one buffer with the box's engine and level
     threads: int
     settings: dict[str, Any]  # provider options by name (Option.name), defaults filled in
     architecture: str | None = None
@@ -93,6 +93,12 @@ class Job:
         """The boot disk's ID: seeds the VM's IDs and MAC."""
         return self.disks[0].disk_id
 
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            yield chunk
 
 class Provider:
     NAME: ClassVar[str]
@@ -134,8 +140,8 @@ class Provider:
         ).encode()
 
     def include_members(self) -> list[Member]:
-        """The user's extra files, by their base name, read when the archive is written."""
-        return [Member(p.name, p.stat().st_size, lambda p=p: (p.read_bytes(),)) for p in self.job.include]
+        """The user's extra files, by their base name, streamed when the archive is written."""
+        return [Member(p.name, p.stat().st_size, functools.partial(_file_chunks, p)) for p in self.job.include]
 
     @classmethod
     def check_disks(cls, count: int) -> None:

@@ -18,6 +18,7 @@ metadata say "qemu", as bento publishes it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..archive import Member
@@ -93,7 +94,7 @@ class Libvirt(Provider):
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
-            *(Member(disk_name(i), lay.image_size, lambda lay=lay, d=d: lay.stream(d.source))
+            *(Member(disk_name(i), lay.image_size, functools.partial(lay.stream, d.source))
               for i, (lay, d) in enumerate(zip(layouts, job.disks))),
             *self.include_members(),
         ]

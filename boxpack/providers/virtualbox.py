@@ -7,6 +7,7 @@ VirtualBox box costs one read of the disk.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 
@@ -104,7 +105,7 @@ class VirtualBox(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
             Member.from_bytes("box.ovf", box_ovf),
-            *(Member(d.name, d.size, lambda d=d, f=f: read_chunks(f, d.size), stored=True) for d, f in vmdks),
+            *(Member(d.name, d.size, functools.partial(read_chunks, f, d.size), stored=True) for d, f in vmdks),
             *self.include_members(),
         ]
 

@@ -18,6 +18,7 @@ and no UUID are fixed: VMware generates them per VM.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..archive import Member
@@ -106,7 +107,7 @@ class VmwareDesktop(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(f"{name}.vmx", self.vmx(files)),
-            *(Member(f, lay.image_size, lambda lay=lay, d=d: lay.stream(d.source)) for f, lay, d in zip(files, layouts, job.disks)),
+            *(Member(f, lay.image_size, functools.partial(lay.stream, d.source)) for f, lay, d in zip(files, layouts, job.disks)),
             *self.include_members(),
         ]
 
