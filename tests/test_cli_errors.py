@@ -47,12 +47,14 @@ def test_unreadable_file(tmp_path: Path) -> None:
     disk = tmp_path / "secret.img"
     disk.write_bytes(b"x" * 512)
     disk.chmod(0)
+    # Loaded before the drop: nobody may not read the checkout (a clone in a 0700 temporary directory).
+    pack, options = boxpack.pack, boxpack.PackOptions(["libvirt"], tmp_path / "x.box")
     if os.geteuid() == 0:  # root reads anything: drop to nobody for the open
         tmp_path.chmod(0o755)
         os.seteuid(65534)
     try:
         with pytest.raises(BoxpackError, match="permission denied"):
-            boxpack.pack(disk, boxpack.PackOptions(["libvirt"], tmp_path / "x.box"))
+            pack(disk, options)
     finally:
         if os.getuid() == 0:
             os.seteuid(0)
