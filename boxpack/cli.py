@@ -68,7 +68,10 @@ class _PrintMan(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: object = None) -> None:
         from argparse_manpage.manpage import Manpage
 
-        print(str(Manpage(parser)))
+        page = Manpage(parser)
+        page.description = "turn a disk image into Vagrant boxes for every provider"  # NAME, for whatis and apropos
+        page.source, page.manual = f"boxpack {__version__}", "boxpack manual"
+        print(str(page))
         parser.exit(0)
 
 
@@ -483,7 +486,8 @@ def build_examine_parser(action: str) -> argparse.ArgumentParser:
         "inspect": "Say what a box or disk is: members, metadata, Vagrantfile settings, disk format and sizes, "
         "OVF hardware, partition table.",
         "verify": "Check a box against every rule its consumers (Vagrant, vagrant-libvirt, VirtualBox, bsdtar, qemu) "
-        "enforce. Exit 0 when clean, 1 when problems were found, 2 when the box could not be read.",
+        "enforce. Exit 0 when clean or only warned about, 1 when errors were found (or, with --strict, warnings), "
+        "2 when the box could not be read.",
     }[action]
     p = _Parser(prog=f"boxpack {action}", description=what)
     p.add_argument("path", metavar="BOX" if action == "verify" else "BOX|DISK", help="a box file, - for stdin, or (inspect) a disk")
@@ -492,6 +496,7 @@ def build_examine_parser(action: str) -> argparse.ArgumentParser:
         p.add_argument("--checksum", metavar="TYPE:HEX", help="the box's expected digest, e.g. sha256:abc...")
         p.add_argument("--catalog", metavar="FILE", help="check the box's checksum against this catalog's entry")
         p.add_argument("--box-version", metavar="V", help="the catalog version to look in")
+        p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     return p
 
 
@@ -509,15 +514,16 @@ def examine_main(action: str, argv: list[str]) -> int:
         print(f"boxpack: error: {e}", file=sys.stderr)
         return 2
     try:
+        strict = getattr(args, "strict", False)
         if args.json:
-            print(report.to_json())
+            print(report.to_json(strict))
         else:
             sys.stdout.write(verify.render_inspect(report) if action == "inspect" else verify.render_verify(report))
         sys.stdout.flush()
     except OSError as e:
         print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)
         return 2
-    return report.exit_code if action == "verify" else (2 if report.unreadable else 0)
+    return report.exit_status(strict) if action == "verify" else (2 if report.unreadable else 0)
 
 
 def build_test_parser() -> argparse.ArgumentParser:

@@ -330,8 +330,10 @@ def _check_system(vs: etree._Element, disk_ids: Mapping[str, etree._Element], pr
         if prefix is None or host[len(prefix):] not in disk_ids:
             problems.append(f"disk Item {iid}: HostResource {host!r} names no Disk")
     # Vagrant sets adapter 1 to NAT itself (plugins/providers/virtualbox/config.rb, network_adapter 1 :nat),
-    # so another connection there is only worth a warning, and a box without NICs is fine.
-    if nics and _text(nics[0], "Connection") != "NAT":
+    # so another connection there is only worth a warning, and a box without NICs is fine. VirtualBox names
+    # networks case-insensitively (ApplianceImplImport.cpp, strNetwork.compare("NAT", Utf8Str::CaseInsensitive)):
+    # open-vmdk's ova-compose writes "nat".
+    if nics and (_text(nics[0], "Connection") or "").upper() != "NAT":
         problems.findings.add("ovf-nat", "warning", f"the first network adapter is {_text(nics[0], 'Connection')!r}, not NAT; Vagrant makes it NAT on import")
     _check_vbox_machine(vs, disk_ids, problems)
 

@@ -39,11 +39,17 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        return self.exit_status()
+
+    def exit_status(self, strict: bool = False) -> int:
+        """2 unreadable, 1 an error (or, when strict, a warning), else 0: a warning is what Vagrant and its
+        providers accept (a VMware OVF's bridged first adapter), so it fails nobody's CI unless asked to."""
         if self.unreadable:
             return 2
-        return 1 if any(f.severity in ("error", "warning") for f in self.findings) else 0
+        failing = ("error", "warning") if strict else ("error",)
+        return 1 if any(f.severity in failing for f in self.findings) else 0
 
-    def to_json(self) -> str:
+    def to_json(self, strict: bool = False) -> str:
         fields: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "disks":
@@ -51,7 +57,7 @@ class Report:
             if f.name != "findings":
                 fields[f.name] = getattr(self, f.name)
         fields["findings"] = [asdict(f) for f in self.findings]
-        return json.dumps({**fields, "exit_code": self.exit_code}, indent=2, default=str)
+        return json.dumps({**fields, "exit_code": self.exit_status(strict)}, indent=2, default=str)
 
 
 __all__ = ["Finding", "Findings", "Report"]

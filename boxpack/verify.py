@@ -191,7 +191,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
             report.add("tar-pax-large", "warning", f"member {name!r} is {m.size} bytes with a PAX size record; libarchive before 3.3.2 reads it as empty (use GNU headers)")
         if kind != "file":
             continue
-        if (norm in TEXTS or norm.endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:
+        if (norm in TEXTS or norm.lower().endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:  # vm.XML: import.rb takes extname.downcase
             texts[norm] = boxfile.member_file(tar, m).read()
             if norm == "metadata.json":
                 with contextlib.suppress(BoxpackError):
@@ -400,6 +400,10 @@ def render_verify(r: Report) -> str:
     lines = [f"{f.severity.upper():<7} {f.code}: {f.message}" for f in r.findings]
     if r.unreadable:
         lines.append(f"ERROR   unreadable: {r.unreadable}")
-    problems = sum(f.severity in ("error", "warning") for f in r.findings)
-    lines.append(f"{r.path}: " + ("could not be read" if r.unreadable else f"{problems} problem(s)" if problems else "OK"))
+    errors = sum(f.severity == "error" for f in r.findings)
+    warnings = sum(f.severity == "warning" for f in r.findings)
+    verdict = f"{errors} error(s)" if errors else "OK"
+    if warnings:
+        verdict += f", {warnings} warning(s)"
+    lines.append(f"{r.path}: " + ("could not be read" if r.unreadable else verdict))
     return "".join(printable(line) + "\n" for line in lines)

@@ -1,4 +1,4 @@
-"""VMware's .vmx: `key = "value"` lines, keys case-insensitive; which files are the VM's disks.
+"""VMware's .vmx: `key = "value"` lines, keys case-insensitive, quotes optional; which files are the VM's disks.
 
 A disk is a device with a fileName whose deviceType is not a CD-ROM; devices
 are named <bus><controller>:<unit> (sata0:0, scsi0:1, nvme0:0, ide0:0).
@@ -9,18 +9,22 @@ from __future__ import annotations
 import re
 
 DEVICE = re.compile(r"(ide|sata|scsi|nvme)(\d+):(\d+)\.filename")
+# Quotes are optional: Packer's EncodeVMX writes `scsi0:0.virtualSSD = 1` unquoted on purpose, and its
+# ParseVMX reads `^(.+?)\s*=\s*"?(.*?)"?\s*$` (packer-plugin-vmware builder/vmware/common/vmx.go).
+LINE = re.compile(r'([A-Za-z0-9_.:]+)\s*=\s*(?:"([^"]*)"|([^"\s]+))')
 
 
 def parse_vmx(text: str) -> tuple[dict[str, str], list[str]]:
-    """(settings by lower-case key, lines that are not `key = "value"`): VMware's keys are case-insensitive."""
+    """(settings by lower-case key, lines that are not `key = "value"` or `key = value`): VMware's keys are
+    case-insensitive."""
     settings, bad = {}, []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        m = re.fullmatch(r'([A-Za-z0-9_.:]+)\s*=\s*"([^"]*)"', line)
+        m = LINE.fullmatch(line)
         if m:
-            settings[m.group(1).lower()] = m.group(2)
+            settings[m.group(1).lower()] = m.group(2) if m.group(2) is not None else m.group(3)
         else:
             bad.append(line)
     return settings, bad

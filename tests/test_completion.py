@@ -40,6 +40,7 @@ def test_zsh_completion_is_generated() -> None:
 def test_man_page_is_generated_from_the_parser() -> None:
     page = run_boxpack("--print-man").stdout.decode()
     assert page.startswith(".TH BOXPACK")
+    assert "\n.SH NAME\nboxpack \\- turn a disk image into Vagrant boxes" in page  # what whatis and apropos read
     for flag in ("mkosi", "provider", "checksum\\-file", "print\\-completion"):
         assert f"\\fB\\-\\-{flag}\\fR" in page, flag
     if shutil.which("groff"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from pathlib import Path
@@ -94,3 +95,45 @@ def test_hyperv_box_converts_to_the_other_providers(tmp_path: Path) -> None:
     box, _, _ = _pack(raw, tmp_path)
     run_boxpack(box, "--provider", "libvirt", "--provider", "vmware_desktop", "-o", f"{tmp_path}/out/")
     qemu_compare(extract(tmp_path / "out" / "hv-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
+
+
+def _real_shapes(xml: bytes) -> dict[str, bytes]:
+    """The box.xml boxpack writes, reshaped as Hyper-V's own exports and Packer's box.xml have it."""
+    guid = xml.split(b'ChannelInstanceGuid="')[1].split(b'"')[0]
+    child_guid = xml.replace(b' ChannelInstanceGuid="' + guid + b'">',
+                             b'>\n    <ChannelInstanceGuid type="string">{' + guid + b'}</ChannelInstanceGuid>')
+    utf16 = codecs.BOM_UTF16_LE + xml.replace(b"encoding='UTF-8'", b"encoding='UTF-16'").replace(b"\n", b"\r\n").decode().encode("utf-16-le")
+    return {
+        "lower-case bank": xml.replace(b"<Bank>", b"<bank>").replace(b"</Bank>", b"</bank>"),
+        "ChannelInstanceGuid as a child element": child_guid,
+        "UTF-16LE with a BOM and CRLF": utf16,
+        "a UTF-16 declaration over UTF-8 bytes": xml.replace(b"encoding='UTF-8'", b"encoding='UTF-16'"),
+        "upper-case element names": xml.replace(b"<count ", b"<Count ").replace(b"</count>", b"</Count>")
+                                       .replace(b"<pathname ", b"<PathName ").replace(b"</pathname>", b"</PathName>"),
+    }
+
+
+@pytest.mark.parametrize("shape", ["lower-case bank", "ChannelInstanceGuid as a child element", "UTF-16LE with a BOM and CRLF",
+                                   "a UTF-16 declaration over UTF-8 bytes", "upper-case element names"])
+def test_box_xml_in_the_shapes_hyper_v_and_packer_write_reads_the_same(tmp_path: Path, shape: str) -> None:
+    """PowerShell's XML adapter matches names case-insensitively and finds a child element as well as an
+    attribute; `[xml](Get-Content ...)` decodes by the BOM and ignores the declaration (VagrantVM.psm1,
+    New-VagrantVMXML). Each shape reads as the original does, and verifies clean."""
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, d, _ = _pack(raw, tmp_path, "--cpus", "3", "--memory", "1536")
+    xml = (d / "Virtual Machines" / "box.xml").read_bytes()
+    reshaped = _real_shapes(xml)[shape]
+    want, got = read_vm_xml(xml), read_vm_xml(reshaped)
+    assert got == want and (got.generation, got.drives, got.processors, got.memory_mb) == (2, [("SCSI", 0)], "3", "1536")
+    members = box_members(box)
+    assert verify_codes(write_box(tmp_path / "r.box", {**members, "Virtual Machines/box.xml": reshaped}.items())) == set()
+
+
+def test_an_upper_case_xml_extension_is_checked(tmp_path: Path) -> None:
+    """import.rb takes Virtual Machines/*.XML too (extname.downcase): verify reads it."""
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, _, _ = _pack(raw, tmp_path)
+    members = box_members(box)
+    xml = members.pop("Virtual Machines/box.xml")
+    broken = xml.replace(b' ChannelInstanceGuid="', b' Other="')  # a generation 2 disk on IDE
+    assert "hyperv-xml-disk" in verify_codes(write_box(tmp_path / "u.box", {**members, "Virtual Machines/vm.XML": broken}.items()))

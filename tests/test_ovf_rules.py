@@ -68,6 +68,7 @@ def test_disk_formats_as_virtualbox_takes_them() -> None:
 def test_nat_is_a_warning_and_case_of_subtypes_does_not_matter() -> None:
     bridged = [f for f in ovf.check(good().replace("<rasd:Connection>NAT", "<rasd:Connection>Bridged").encode(), {DISK: 100})]
     assert [(f.code, f.severity) for f in bridged] == [("ovf-nat", "warning")]
+    assert not ovf.check(good().replace("<rasd:Connection>NAT", "<rasd:Connection>nat").encode(), {DISK: 100})
     assert not ovf.check(good().replace("<rasd:ResourceSubType>AHCI", "<rasd:ResourceSubType>ahci").encode(), {DISK: 100})
 
 

@@ -43,3 +43,22 @@ def test_fast_boxes_are_reproducible_and_read_back(tmp_path: Path, sample_disk: 
         box.write_bytes(one)
         subprocess.run(["gzip", "-t", str(box)], check=True)
         qemu_compare(extract(box, tmp_path / provider) / image, fmt, sample_disk)
+
+
+def test_the_readmes_sample_sizes_and_digests_are_what_boxpack_prints(tmp_path: Path) -> None:
+    """The README's first line makes fixtures/sample.img and packs it: every size and digest the README
+    quotes for it is what that prints today (a changed byte in any box makes this fail, so update both)."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    sample = tmp_path / "sample.img"
+    subprocess.run([sys.executable, str(root / "fixtures" / "make_disk.py"), str(sample)], check=True, capture_output=True)
+    err = run_boxpack(sample, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{tmp_path}/boxes/").stderr.decode()
+    printed = {p: (size, digest) for p, size, digest in re.findall(r"sample-(\w+)\.box: \w+ box, ([\d.]+ MiB), .* sha256 ([0-9a-f]{64})", err)}
+    assert set(printed) == {"libvirt", "virtualbox"}, err
+    quoted = re.findall(r"boxpack: sample-(\w+)\.box: \w+ box, ([\d.]+ MiB), .* sha256 ([0-9a-f]{12,64})…?,", (root / "README.md").read_text())
+    assert len(quoted) >= 3
+    for provider, size, digest in quoted:
+        assert (size, printed[provider][1][: len(digest)]) == (printed[provider][0], digest), provider

@@ -195,7 +195,9 @@ HAND_MADE = {
     "cloop": (lambda: b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n".ljust(MIB, b"\0"), "cloop"),
     "dmg": (lambda: bytes(MIB) + b"koly".ljust(512, b"\0"), "DMG"),
     "cowd": (lambda: b"COWD".ljust(MIB, b"\0"), "COWD"),
-    "sesparse": (lambda: (0xCAFEBABE).to_bytes(8, "little").ljust(MIB, b"\0"), "seSparse"),
+    "sesparse": (lambda: (0xCAFEBABE).to_bytes(8, "little").ljust(MIB, b"\0"), "through the VM's .vmdk descriptor"),
+    # ASIF's header as huven/asif-format describes it: 'shdw', version 1, a 512-byte header (big-endian)
+    "asif": (lambda: (b"shdw" + (1).to_bytes(4, "big") + (512).to_bytes(4, "big")).ljust(MIB, b"\0"), "ASIF"),
 }
 
 

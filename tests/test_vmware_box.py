@@ -103,3 +103,37 @@ def test_vmware_box_converts_to_the_other_providers(tmp_path: Path) -> None:
     run_boxpack(box, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{tmp_path}/out/")
     qemu_compare(extract(tmp_path / "out" / "vm-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
     qemu_compare(extract(tmp_path / "out" / "vm-virtualbox.box", tmp_path / "v") / "box-disk001.vmdk", "vmdk", raw)
+
+
+# What Packer's EncodeVMX writes (packer-plugin-vmware builder/vmware/common/vmx.go): keys sorted, values
+# quoted except the noQuotes keys (".virtualssd").
+PACKER_VMX = '''.encoding = "UTF-8"
+config.version = "8"
+displayname = "packer-debian"
+scsi0:0.filename = "disk.vmdk"
+scsi0:0.present = "TRUE"
+scsi0:0.virtualSSD = 1
+virtualhw.version = "19"
+'''
+
+
+def _vmx_findings(vmx: str) -> list[tuple[str, str]]:
+    from boxpack.providers.vmware_desktop import VmwareDesktop
+    from boxpack.report import Report
+
+    report = Report("b.box", members=[{"name": "packer.vmx"}, {"name": "disk.vmdk"}], metadata={"provider": "vmware_desktop"})
+    VmwareDesktop.check_box(report, {"packer.vmx": vmx.encode()})
+    return [(f.code, f.message) for f in report.findings]
+
+
+def test_unquoted_values_as_packer_writes_them_are_read() -> None:
+    settings, bad = parse_vmx(PACKER_VMX)
+    assert not bad and settings["scsi0:0.virtualssd"] == "1" and settings["scsi0:0.filename"] == "disk.vmdk"
+    assert _vmx_findings(PACKER_VMX) == []
+    assert [c for c, _ in _vmx_findings(PACKER_VMX + 'broken line\nkey = "open\n')] == ["vmx-syntax", "vmx-syntax"]
+
+
+def test_an_encrypted_vmx_is_named_once() -> None:
+    """VMware keeps an encrypted VM's settings, disks included, in encryption.data."""
+    encrypted = '.encoding = "UTF-8"\nencryption.keySafe = "vmware:key/list/(pair/(phrase/abc))"\nencryption.data = "c2VjcmV0"\n'
+    assert _vmx_findings(encrypted) == [("vmx-encrypted", "packer.vmx: an encrypted VM; boxpack cannot read it (decrypt it in VMware first)")]

@@ -17,6 +17,7 @@ template that Linux shims are signed for.
 
 from __future__ import annotations
 
+import codecs
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -61,10 +62,45 @@ class VmXml:
     untyped: list[str] = field(default_factory=list)  # elements PowerShell reads as nothing
 
 
+def _decode(xml: bytes) -> bytes:
+    """The XML as UTF-8 bytes, decoded as `Get-Content` decodes a file: by its byte order mark (Hyper-V writes
+    UTF-16LE with one), else as UTF-8. `[xml]` then parses the text, so a declaration's encoding="UTF-16"
+    over UTF-8 bytes (a real export reused as a template) is never consulted."""
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if xml.startswith(bom):
+            try:
+                return xml.decode(codec).encode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BoxpackError(f"not {codec.upper().removesuffix('-SIG')} text: {e.reason}") from None
+    return xml
+
+
+def _child(el: etree._Element | None, name: str) -> etree._Element | None:
+    """`$el.name` for a child element: PowerShell's XML adapter matches names case-insensitively."""
+    if el is None:
+        return None
+    return next((c for c in el if isinstance(c.tag, str) and c.tag.lower() == name.lower()), None)
+
+
+def _path(el: etree._Element | None, *names: str) -> etree._Element | None:
+    for name in names:
+        el = _child(el, name)
+    return el
+
+
+def _has(el: etree._Element | None, name: str) -> bool:
+    """`if ($el.name)`: an attribute with a value or a child element of that name, in any case."""
+    if el is None:
+        return False
+    return any(k.lower() == name.lower() and v for k, v in el.attrib.items()) or _child(el, name) is not None
+
+
 def read_vm_xml(xml: bytes) -> VmXml:
-    """New-VagrantVMXML's reading of the XML; BoxpackError when it is not XML."""
+    """New-VagrantVMXML's reading of the XML (plugins/providers/hyperv/scripts/utils/VagrantVM.psm1):
+    `[xml](Get-Content ...)`, then property paths (case-insensitive) and Select-Xml XPaths (case-sensitive,
+    as XPath is). BoxpackError when it is not XML."""
     try:
-        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+        root = etree.fromstring(_decode(xml), etree.XMLParser(resolve_entities=False, no_network=True, encoding="utf-8"))
     except (etree.XMLSyntaxError, ValueError) as e:
         raise BoxpackError(f"not well-formed XML: {str(e)[:200]}") from None
     vm = VmXml()
@@ -79,19 +115,23 @@ def read_vm_xml(xml: bytes) -> VmXml:
         return (el.text or "").strip()
 
     first = lambda path: next(iter(root.xpath(path)), None)  # noqa: E731
-    subtype = text(root.find("properties/subtype"), "properties/subtype") if root.tag == "configuration" else None
+    top = root if root.tag.lower() == "configuration" else None  # $VMConfig.configuration
+    subtype = text(_path(top, "properties", "subtype"), "properties/subtype")
     vm.generation = (int(subtype) if subtype and subtype.isdigit() else 0) + 1
-    vm.name = text(root.find("properties/name"), "properties/name")
-    vm.boot_device = text(first("//boot/device0"), "boot/device0")
+    vm.name = text(_path(top, "properties", "name"), "properties/name")
+    vm.boot_device = text(_child(first("//boot"), "device0"), "boot/device0")
     vm.secure_boot = text(first("//secure_boot_enabled"), "secure_boot_enabled") == "True"
-    vm.processors = text(root.find("settings/processors/count"), "settings/processors/count")
-    bank = first("//memory/Bank")
-    vm.memory_mb = text(bank.find("size"), "memory/Bank/size") if bank is not None else None
+    vm.processors = text(_path(top, "settings", "processors", "count"), "settings/processors/count")
+    bank = _child(first("//memory"), "Bank")  # (Select-Xml -XPath "//memory").node.Bank
+    vm.memory_mb = text(_child(bank, "size"), "memory/Bank/size") if bank is not None else None
     for controller in root.xpath("//*[starts-with(name(.),'controller')]"):
-        kind = "SCSI" if controller.getparent() is not None and controller.getparent().get("ChannelInstanceGuid") else "IDE"
+        kind = "SCSI" if _has(controller.getparent(), "ChannelInstanceGuid") else "IDE"  # $Node.ParentNode.ChannelInstanceGuid
         number = re.search(r"\d", controller.tag)
         for drive in controller:
-            if text(drive.find("pathname"), f"{controller.tag}/{drive.tag}/pathname") and text(drive.find("type"), f"{controller.tag}/{drive.tag}/type") == "VHD":
+            if not isinstance(drive.tag, str):
+                continue
+            where = f"{controller.tag}/{drive.tag}"
+            if text(_child(drive, "pathname"), f"{where}/pathname") and text(_child(drive, "type"), f"{where}/type") == "VHD":
                 vm.drives.append((kind, int(number.group()) if number else -1))
     return vm
 

@@ -131,6 +131,9 @@ class VmwareDesktop(Provider):
         except UnicodeDecodeError:
             report.add("vmx-syntax", "error", f"{chosen}: not UTF-8 text")
             return
+        if "encryption.data" in settings:  # the rest of the settings, the disks' included, are in it, encrypted
+            report.add("vmx-encrypted", "error", f"{chosen}: an encrypted VM; boxpack cannot read it (decrypt it in VMware first)")
+            return
         for line in bad[:3]:
             report.add("vmx-syntax", "error", f"{chosen}: not a key = \"value\" line: {line[:80]!r}")
         for key in ("config.version", "virtualhw.version"):
