@@ -200,15 +200,8 @@ def write_text_atomically(path: Path, text: str, what: str, force: bool = True) 
             f.write(text)
             f.flush()
             os.chmod(tmp, 0o644)
-            if force:
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise BoxpackError(f"{path}: already exists; use --force to overwrite it") from None
-                finally:
-                    tmp.unlink(missing_ok=True)
+            if not tempfiles.place(tmp, path, force):
+                raise BoxpackError(f"{path}: already exists; use --force to overwrite it")
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None

@@ -64,3 +64,18 @@ def sweep(directory: Path) -> int:
     if removed:
         log.warning("%s: removed %d temporary file(s) that a killed boxpack left there", directory, removed)
     return removed
+
+
+def place(tmp: Path, path: Path, replace: bool) -> bool:
+    """The finished temporary file at path: renamed over what is there, or (not replace) linked only if
+    nothing is, so a file that appeared meanwhile is never overwritten. False when one had; tmp is gone."""
+    if replace:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True

@@ -102,15 +102,8 @@ def _place(tmp: Path, path: Path, replace: bool) -> bool:
     """The finished temporary file at path: renamed over what is there, or linked only if nothing is."""
     os.chmod(tmp, _mode())
     try:
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
+        if not tempfiles.place(tmp, path, replace):
+            return False
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
