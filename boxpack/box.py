@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import accel, ovf, vmx
-from .bytesource import StreamBytes
+from .bytesource import Reopen, StreamBytes
 from .disk import ImageSource, Reader
 from .errors import BoxpackError
 from .formats import FORMATS, HEAD, RAW, detect
@@ -413,7 +413,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
     try:
         ordinal, member = first.find_disk()
         name = member.name.removeprefix("./")
-        reader = _reader(StreamBytes(member_file(first.tar, member), member.size, f"{box}:{name}", owner=first.tar), name, box)
+        reader = _reader(_member_bytes(box, name, ordinal, member, first.tar), name, box)
     except ARCHIVE_ERRORS as e:
         first.tar.close()
         raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
@@ -439,11 +439,42 @@ def box_source(box: Path, threads: int) -> ImageSource:
 
 def _member_reader(box: Path, name: str, ordinal: int | None = None) -> Reader:
     """A reader of the disk member `name` (at `ordinal` when known), streamed from a new pass over the box."""
+    ordinal, m, tar = _pass_to(box, name, ordinal)
+    try:
+        return _reader(_member_bytes(box, name, ordinal, m, tar), name, box)
+    except BaseException:
+        tar.close()
+        raise
+
+
+def _member_bytes(box: Path, name: str, ordinal: int, m: tarfile.TarInfo, tar: tarfile.TarFile) -> StreamBytes:
+    """The member's bytes from this pass, and from a new pass over the box when its reader must go back."""
+    return StreamBytes(member_file(tar, m), m.size, f"{box}:{name}", owner=tar, reopen=reopener(box, name, ordinal, m.size))
+
+
+def reopener(box: Path, name: str, ordinal: int, size: int) -> Reopen:
+    """How StreamBytes reads the member (the ordinal-th, of size bytes) again: a new pass over the box."""
+
+    def reopen() -> tuple[IO[bytes], tarfile.TarFile]:
+        _, m, tar = _pass_to(box, name, ordinal)
+        if m.size != size:
+            tar.close()
+            raise BoxpackError(f"{box}: {name} changed between two reads")
+        return member_file(tar, m), tar
+
+    return reopen
+
+
+def _pass_to(box: Path, name: str, ordinal: int | None) -> tuple[int, tarfile.TarInfo, tarfile.TarFile]:
+    """A new pass over the box, up to the member `name` (at `ordinal` when known): (ordinal, member, archive)."""
     tar = open_tar(box)
     try:
         for i, m in members(tar, box):
             if (i == ordinal) if ordinal is not None else (m.isfile() and m.name.removeprefix("./") == name):
-                return _reader(StreamBytes(member_file(tar, m), m.size, f"{box}:{name}", owner=tar), name, box)
+                return i, m, tar
+    except ARCHIVE_ERRORS as e:
+        tar.close()
+        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
     except BaseException:
         tar.close()
         raise

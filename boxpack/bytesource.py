@@ -53,33 +53,43 @@ class FileBytes:
             raise BoxpackError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
 
 
+Reopen = Callable[[], tuple[IO[bytes], _Closable]]
+
+
 class StreamBytes:
     """Forward-only byte access to a stream (a box member).
 
     It keeps the last WINDOW bytes, so a reader may look back a little (at a
-    header, say). A layout that needs to go further back cannot be streamed,
+    header, say). A layout that needs to go further back (qemu-img resize puts
+    a qcow2's L1 table after the data) takes another pass over the box when
+    reopen can start one, at most PASSES in all; else it cannot be streamed,
     and says so.
     """
 
     WINDOW = 4 * 1024 * 1024
+    PASSES = 3  # tables after the data need a second pass; a hostile layout cannot make it hundreds
     random_access = False
 
-    def __init__(self, stream: IO[bytes], size: int, name: str, owner: _Closable | None = None) -> None:
+    def __init__(
+        self, stream: IO[bytes], size: int, name: str, owner: _Closable | None = None, reopen: Reopen | None = None
+    ) -> None:
         self.stream, self.size, self.name = stream, size, name
         self.owner = owner  # what to close with it: the archive the member is read from
+        self.reopen = reopen  # a new stream of the member from its start, and the archive to close with it
+        self.passes = 1
+        self.again: _Closable | None = None  # the archive of the current pass after the first
         self.buf = bytearray()
         self.buf_start = 0  # stream offset of buf[0]
 
     def close(self) -> None:
+        if self.again is not None:
+            self.again.close()
         if self.owner is not None:
             self.owner.close()
 
     def pread(self, offset: int, length: int) -> bytes:
         if offset < self.buf_start:
-            raise BoxpackError(
-                f"{self.name}: its layout needs random access (a read at byte {offset} after byte "
-                f"{self.buf_start + len(self.buf)}); extract the disk from the box and pass it instead"
-            )
+            self._rewind(offset)
         end = min(offset + length, self.size)
         if offset > self.buf_start + len(self.buf) + self.WINDOW:
             self._skip_to(offset)  # far ahead: what lies between is never kept
@@ -91,6 +101,23 @@ class StreamBytes:
             del self.buf[:drop]
             self.buf_start += drop
         return piece
+
+    def _rewind(self, offset: int) -> None:
+        """Start the member again from its first byte, in a new pass over the box (the first pass's archive
+        is left where it is: its caller reads on to the members after the disk)."""
+        if self.reopen is None or self.passes >= self.PASSES:
+            why = "a box read from a stream cannot be read twice" if self.reopen is None else f"after {self.passes} passes over the box"
+            raise BoxpackError(
+                f"{self.name}: its layout needs random access (a read at byte {offset} after byte "
+                f"{self.buf_start + len(self.buf)}, {why}); extract the disk from the box and pass it instead"
+            )
+        if self.again is not None:
+            self.again.close()
+            self.again = None
+        self.stream, self.again = self.reopen()
+        self.passes += 1
+        self.buf.clear()
+        self.buf_start = 0
 
     def _skip_to(self, offset: int) -> None:
         """Read and drop the stream up to offset: a checker jumping over a gigabyte of data keeps none of it."""

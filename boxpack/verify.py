@@ -23,7 +23,7 @@ from typing import BinaryIO
 from . import box as boxfile
 from . import catalog as catalog_mod
 from . import vagrantfile
-from .bytesource import FileBytes, StreamBytes
+from .bytesource import FileBytes, Reopen, StreamBytes
 from .compressed import CompressedRawDisk, peek
 from .errors import BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
@@ -131,7 +131,7 @@ def examine(
         try:
             budget = boxfile.box_budget(boxfile.decompressor(report.compression, raw), lambda: raw.count, path)
             with boxfile.read_tar(budget) as tar:
-                texts = _walk(tar, report, threads)
+                texts = _walk(tar, report, threads, None if streamed else Path(path))
             raw.drain()
         except BoxpackError as e:
             report.unreadable = str(e)
@@ -164,12 +164,13 @@ def _kind(m: tarfile.TarInfo) -> str:
     return "fifo" if m.isfifo() else "other"
 
 
-def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes]:
-    """Every member's facts and safety; the disk's checks; returns the small text members by name."""
+def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) -> dict[str, bytes]:
+    """Every member's facts and safety; the disk's checks; returns the small text members by name.
+    A box that is a file (box) may be read again for a disk whose tables come after its data."""
     seen: set[str] = set()
     texts: dict[str, bytes] = {}
     named: set[str] = set()  # the disks a metadata.json read so far names, whatever their names look like
-    for _, m in boxfile.members(tar, report.path):
+    for ordinal, m in boxfile.members(tar, report.path):
         name = m.name
         norm = name.removeprefix("./")
         kind = _kind(m)
@@ -199,19 +200,20 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int) -> dict[str, bytes
             continue
         if norm.lower().endswith(boxfile.DISK_SUFFIXES) or norm in named:
             if len(report.disks) < Report.MAX_DISKS:
-                _examine_member(tar, m, norm, report, threads)
+                reopen = boxfile.reopener(box, norm, ordinal, m.size) if box is not None else None
+                _examine_member(tar, m, norm, report, threads, reopen)
             elif len(report.disks) == Report.MAX_DISKS:
                 report.add("disks-unchecked", "info", f"more than {Report.MAX_DISKS} disk images; only the first were checked")
     _read_texts(texts, report)
     return texts
 
 
-def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report: Report, threads: int) -> None:
+def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report: Report, threads: int, reopen: Reopen | None) -> None:
     if m.size <= 0:
         report.disks.append({"member": name, "format": "empty", "virtual_size": 0})
         report.add("disk-empty", "error", f"{name}: the disk member is empty")
         return
-    data = StreamBytes(boxfile.member_file(tar, m), m.size, name)
+    data = StreamBytes(boxfile.member_file(tar, m), m.size, name, reopen=reopen)
     fmt = detect(data.pread(0, HEAD))
     try:
         if fmt.check is not None:

@@ -68,3 +68,25 @@ def test_other_tools_libvirt_boxes_are_repaired(tmp_path: Path, raw: Path, make)
     qemu_compare(d / "box.img", "qcow2", raw)
     assert b"made by boxpack" in (d / "Vagrantfile").read_bytes()
     assert not verify_codes(fixed) & {"virtual-size-too-small", "metadata-invalid"}
+
+
+def test_qcow2_grown_by_qemu_img_resize_is_read_in_a_second_pass(tmp_path: Path, raw: Path) -> None:
+    """qemu-img resize (Packer's QEMU builder resizes its disk_image) moves the L1 table after the data:
+    a box holding such an image is read twice, verified, and converted, as qemu-img check finds it clean."""
+    img = tmp_path / "grown.qcow2"
+    qcow2(raw, img)
+    subprocess.run(["qemu-img", "resize", "-q", str(img), "+1G"], check=True)
+    qemu_check(img, "qcow2")
+    l1_offset = int.from_bytes(img.read_bytes()[40:48], "big")
+    assert l1_offset > img.stat().st_size // 2  # the layout this test is about
+    meta = {"provider": "libvirt", "format": "qcow2", "virtual_size": 4}
+    old = write_box(tmp_path / "old.box", [("metadata.json", json.dumps(meta).encode()), ("box.img", img.read_bytes())])
+    assert run_boxpack("verify", old).returncode == 0
+    fixed = tmp_path / "fixed.box"
+    run_boxpack(old, "--provider", "libvirt", "-o", fixed)
+    d = extract(fixed, tmp_path / "x")
+    qemu_check(d / "box.img", "qcow2")
+    qemu_compare(d / "box.img", "qcow2", raw)  # and the grown 1 GiB reads as zeros
+    assert json.loads((d / "metadata.json").read_text())["virtual_size"] == 4  # ceil(3.5 GiB)
+    piped = run_boxpack("verify", "-", input=old.read_bytes(), check=False)  # a stream cannot be read twice
+    assert piped.returncode == 1 and b"a box read from a stream cannot be read twice" in piped.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MIB, extract, make_disk, qemu_compare, run_boxpack
+
+from boxpack.bytesource import StreamBytes
+from boxpack.errors import BoxpackError
 
 DISK_IN_BOX = {"libvirt": ("box.img", "qcow2"), "virtualbox": ("box-disk001.vmdk", "vmdk")}
 
@@ -257,3 +261,26 @@ def test_a_box_source_is_decompressed_at_most_twice(tmp_path: Path, raw: Path, m
     opened.clear()
     boxpack.pack(src, boxpack.PackOptions(["virtualbox"], tmp_path / "vb.box"))
     assert len(opened) == 1
+
+
+def test_a_stream_read_again_takes_at_most_three_passes() -> None:
+    """A layout whose tables come after its data takes a second pass over the box; one that jumps back and
+    forth cannot make the box be read again and again: a third jump back is refused by name."""
+    data = bytes(range(256)) * (64 * 1024)  # 16 MiB, more than the look-back window
+    opened: list[io.BytesIO] = []
+
+    def reopen() -> tuple[io.BytesIO, io.BytesIO]:
+        opened.append(io.BytesIO(data))
+        return opened[-1], opened[-1]
+
+    s = StreamBytes(io.BytesIO(data), len(data), "box:box.img", reopen=reopen)
+    end = len(data) - 512
+    for passes in (1, 2, 3):
+        assert s.pread(end, 512) == data[end:]
+        assert s.passes == passes
+        if passes < 3:
+            assert s.pread(1000, 16) == data[1000:1016]
+    with pytest.raises(BoxpackError, match="needs random access .* after 3 passes over the box"):
+        s.pread(0, 16)
+    assert len(opened) == 2
+    assert StreamBytes(io.BytesIO(data), len(data), "x").pread(0, 4) == data[:4]
