@@ -4,7 +4,7 @@ A provider is a class built once per run before the disk is scanned; feed()
 sees every data cluster during the scan (so a writer that can work in that
 one read does), members() lists the box's files after it. Its OPTIONS become
 an argument group of the CLI, and check_box() holds the rules `boxpack
-verify` applies to its boxes. pack.py, cli.py and verify.py know only this
+verify` applies to its boxes. packing.py, cli/ and verify.py know only this
 interface.
 """
 

@@ -1,0 +1,100 @@
+"""boxpack catalog add|show|remove: the catalog JSON `vagrant box add URL` reads, as a file or published."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import catalog, publish
+from ..catalog import CHECKSUM_TYPES
+from ..errors import BoxpackError
+from .common import Parser, option
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="boxpack catalog",
+        description="Create, update and read the Vagrant box catalog JSON that `vagrant box add URL` reads.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="add|show|remove")
+    add = sub.add_parser("add", help="add a box to a version (creating the catalog or version as needed)")
+    add.add_argument("catalog", metavar="CATALOG")
+    add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
+    add.add_argument("--name", required=True, metavar="ORG/NAME")
+    add.add_argument("--box-version", required=True, metavar="VERSION")
+    add.add_argument("--url", required=True, metavar="URL", help="absolute URL the box is served from")
+    add.add_argument("--provider", metavar="PROVIDER", help="default: from the box's metadata.json")
+    option(add, "--architecture", "--arch", metavar="ARCH", help="default: from the box's metadata.json, else unknown")
+    option(add, "--default-architecture", "--default-arch", action="store_true", help="make this the provider's default architecture")
+    add.add_argument("--description", metavar="TEXT")
+    add.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
+    add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")
+    add.add_argument("--allow-relative", action="store_true", help="accept a URL without a scheme")
+    show = sub.add_parser("show", help="print the catalog as a table")
+    show.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
+    show.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
+    rm = sub.add_parser("remove", help="remove a version, or some of its entries (yank a broken box)")
+    rm.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
+    rm.add_argument("--box-version", required=True, metavar="VERSION")
+    rm.add_argument("--provider", metavar="PROVIDER")
+    option(rm, "--architecture", "--arch", metavar="ARCH")
+    rm.add_argument("--delete-boxes", action="store_true",
+                    help="also delete the removed entries' boxes and checksum files (catalogs boxpack publish wrote), "
+                    "after the catalog no longer names them")
+    rm.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
+    return p
+
+
+EPILOG = """examples:
+  boxpack catalog add boxes.json --box debian-libvirt.box --name org/debian --box-version 1.2.0 \\
+      --url https://example.org/boxes/debian-libvirt.box
+  boxpack catalog show boxes.json
+  boxpack catalog remove s3://bucket/vagrant/org/debian --box-version 1.2.0 --provider libvirt   (yank a published box)
+  vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
+"""
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "add":
+            doc = catalog.add_box(
+                args.catalog,
+                args.box,
+                name=args.name,
+                version=args.box_version,
+                url=args.url,
+                provider=args.provider,
+                architecture=args.architecture,
+                checksum_type=args.checksum_type,
+                default_architecture=args.default_architecture,
+                description=args.description,
+                force=args.force,
+                allow_relative=args.allow_relative,
+            )
+            print(f"boxpack: {args.catalog}: added {args.name} {args.box_version}", file=sys.stderr)
+        elif args.action == "remove" and (args.delete_boxes or args.catalog.startswith("s3://")):
+            doc, deleted = publish.yank(args.catalog, args.box_version, args.provider, args.architecture,
+                                        delete_boxes=args.delete_boxes, endpoint_url=args.endpoint_url)
+            for key in deleted:
+                print(f"boxpack: deleted {key}", file=sys.stderr)
+        elif args.action == "remove":
+            doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.box_version, args.provider, args.architecture))
+        elif args.catalog.startswith("s3://"):
+            store, name = publish.published_catalog(args.catalog, args.endpoint_url)
+            doc = _existing(store.read_catalog(name), args.catalog)
+        else:
+            doc = _existing(catalog.load(args.catalog), args.catalog)
+        sys.stdout.write(catalog.table(doc))
+    except BoxpackError as e:
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:
+    if doc is None:
+        raise BoxpackError(f"{path}: no such catalog")
+    return doc

@@ -1,0 +1,63 @@
+"""boxpack inspect and boxpack verify: what a box or disk is, and whether its consumers accept it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import verify as verifying
+from ..errors import BoxpackError
+from .common import Parser
+
+
+def inspect(argv: list[str]) -> int:
+    return _examine("inspect", argv)
+
+
+def verify(argv: list[str]) -> int:
+    return _examine("verify", argv)
+
+
+def build_parser(action: str) -> argparse.ArgumentParser:
+    what = {
+        "inspect": "Say what a box or disk is: members, metadata, Vagrantfile settings, disk format and sizes, "
+        "OVF hardware, partition table.",
+        "verify": "Check a box against every rule its consumers (Vagrant, vagrant-libvirt, VirtualBox, bsdtar, qemu) "
+        "enforce. Exit 0 when clean or only warned about, 1 when errors were found (or, with --strict, warnings), "
+        "2 when the box could not be read.",
+    }[action]
+    p = Parser(prog=f"boxpack {action}", description=what)
+    p.add_argument("path", metavar="BOX" if action == "verify" else "BOX|DISK", help="a box file, - for stdin, or (inspect) a disk")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    if action == "verify":
+        p.add_argument("--checksum", metavar="TYPE:HEX", help="the box's expected digest, e.g. sha256:abc...")
+        p.add_argument("--catalog", metavar="FILE", help="check the box's checksum against this catalog's entry")
+        p.add_argument("--box-version", metavar="V", help="the catalog version to look in")
+        p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    return p
+
+
+def _examine(action: str, argv: list[str]) -> int:
+    args = build_parser(action).parse_args(argv)
+    try:
+        report = verifying.examine(
+            args.path,
+            checksum=getattr(args, "checksum", None),
+            catalog=getattr(args, "catalog", None),
+            box_version=getattr(args, "box_version", None),
+            disks=action == "inspect",
+        )
+    except BoxpackError as e:
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        strict = getattr(args, "strict", False)
+        if args.json:
+            print(report.to_json(strict))
+        else:
+            sys.stdout.write(verifying.render_inspect(report) if action == "inspect" else verifying.render_verify(report))
+        sys.stdout.flush()
+    except OSError as e:
+        print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)
+        return 2
+    return report.exit_status(strict) if action == "verify" else (2 if report.unreadable else 0)

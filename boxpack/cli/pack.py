@@ -1,0 +1,356 @@
+"""boxpack SOURCE... --provider ...: pack a disk into boxes, and the catalog, checksum, publish, verify and
+test steps after it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from urllib.parse import quote
+
+from .. import __version__, catalog, mkosi, publish
+from ..catalog import CHECKSUM_TYPES
+from ..compress import DEFAULT_LEVEL
+from ..errors import BoxpackError
+from ..output import COMPRESSIONS
+from ..packing import FIRMWARES, PackOptions, pack
+from ..progress import Progress, human_size
+from ..providers import PROVIDERS, options
+from .common import Parser, PrintCompletion, PrintMan, option, target_options
+from .publish import ACTIONS, print_catalog, say_published
+from .publish import options as publish_options
+
+EPILOG = """\
+examples:
+  boxpack disk.img --provider libvirt              writes disk-libvirt.box
+  boxpack disk.img --provider libvirt --catalog boxes.json --name org/disk --box-version 1.0.0 \\
+      --base-url https://example.org/boxes/     also records it in a catalog for `vagrant box add`
+  boxpack disk.img --provider libvirt --provider virtualbox --publish s3://bucket/boxes --name org/disk \
+      --box-version 1.0.0 --base-url https://bucket.example.org/boxes    uploads both, then the catalog
+  boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
+  boxpack root.img data.qcow2 --provider libvirt    one box, two disks (root.img boots)
+  boxpack disk.img --provider libvirt -o - | curl -T - https://example.org/upload/disk.box
+
+Both providers come from one read of the disk. A VirtualBox box's VMDK size is
+known only once it is compressed, so the VMDK is spooled to an unnamed
+temporary file next to the output box (in $TMPDIR with -o -) and then copied
+into the box.
+
+The box is written under a temporary name next to its final path and renamed
+when complete. `boxpack publish --help` puts boxes online; `boxpack catalog --help`
+manages catalogs; `boxpack inspect` and `boxpack verify` read any box. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
+bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="boxpack",
+        description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
+        + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack publish, "
+        "boxpack mirror, boxpack catalog, boxpack inspect, boxpack verify, boxpack test (each with --help).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_argument(
+        "disk",
+        metavar="SOURCE",
+        nargs="*",
+        help="a raw disk (as mkosi, kiwi, osbuild or dd write it; also compressed: .raw.zst, .raw.xz, .raw.gz, or in "
+        "a tar), a qcow2, VMDK, VHD, VHDX or VDI image, or a box; the format is told by its bytes. Several make one "
+        "box with several disks, the first the boot disk",
+    )
+    source.complete = {"bash": "_boxpack_source", "zsh": "_boxpack_source"}  # type: ignore[attr-defined]
+    p.add_argument(
+        "--mkosi",
+        action="store_true",
+        help="run from mkosi.postoutput: pack the disk mkosi wrote ($OUTPUTDIR, $MKOSI_CONFIG), name the boxes after "
+        "it and write them beside it, with the architecture from $ARCHITECTURE and the catalog version from "
+        "$IMAGE_VERSION; no SOURCE",
+    )
+    p.add_argument(
+        "--provider",
+        action="append",
+        choices=list(PROVIDERS),
+        required=True,
+        help="box provider; repeat for several boxes from one read of the disk",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="output box file, a directory for several providers, or - for stdout (default: ./<stem>-<provider>.box)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="box compression (default: gzip)")
+    p.add_argument(
+        "--level",
+        type=int,
+        default=DEFAULT_LEVEL,
+        help=f"gzip level 1-12 (libdeflate; default {DEFAULT_LEVEL}, a little smaller than gzip -6)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fastest gzip (ISA-L): about twice as fast as --level 1, boxes about 12%% larger than gzip -6",
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="compression threads (default: all cores)")
+    p.add_argument("--vagrantfile", metavar="FILE", help="use this Vagrantfile instead of the provider's default")
+    p.add_argument(
+        "--include", metavar="FILE", action="append", default=[], help="add FILE to the box (repeatable)"
+    )
+    option(
+        p,
+        "--architecture",
+        "--arch",
+        metavar="ARCH",
+        help="box architecture, Vagrant's name (amd64, arm64, i386, ...); default: from the GPT root partition type",
+    )
+    p.add_argument(
+        "--firmware",
+        choices=FIRMWARES,
+        help="firmware the box starts the VM with; default: efi for a disk that only boots with UEFI, else bios",
+    )
+    by_owners: dict[tuple[str, ...], list] = {}
+    for o in options():  # each option once, in a group naming the providers that read it
+        by_owners.setdefault(tuple(n for n, p in PROVIDERS.items() if o in p.OPTIONS), []).append(o)
+    for owners, opts in by_owners.items():
+        group = p.add_argument_group(f"{', '.join(owners)} box" + ("es" if len(owners) > 1 else ""))
+        for o in opts:
+            group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout describing every box (schemas/pack-result.schema.json); "
+                   "the summary stays on stderr")
+    p.add_argument("--verify", action="store_true", help="read each box back and check it as `boxpack verify` does")
+    p.add_argument("--test", action="store_true", help="boot each box written to a file and check it as `boxpack test` does")
+    p.add_argument("--version", action="version", version=f"boxpack {__version__}")
+    p.add_argument("--print-completion", choices=["bash", "zsh"], action=PrintCompletion,
+                   help="print a shell completion script for boxpack and exit (e.g. boxpack --print-completion bash "
+                   "> /etc/bash_completion.d/boxpack)")
+    p.add_argument("--print-man", nargs=0, action=PrintMan, help="print boxpack's man page (roff) and exit")
+    sums = p.add_argument_group("checksums and catalog")
+    sums.add_argument(
+        "--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
+    )
+    sums.add_argument(
+        "--checksum-file",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="write <box>.<checksum-type> beside each box (sha256sum format), or all lines to PATH (needed with -o -)",
+    )
+    sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
+    sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
+    sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
+    option(sums, "--base-url", "--url-base", metavar="URL",
+                      help="the public address the boxes are served from: with --catalog a box's URL is this + its file "
+                      "name, with --publish this + its key")
+    option(sums, "--default-architecture", "--default-arch", action="store_true", help="make these boxes their provider's default architecture")
+    sums.add_argument("--description", metavar="TEXT", help="catalog description")
+    sums.add_argument("--allow-relative", action="store_true", help="accept a relative --base-url (with --catalog)")
+    pub = p.add_argument_group("publishing (see boxpack publish --help)")
+    pub.add_argument("--publish", metavar="TARGET",
+                     help="stream each box straight into TARGET (s3://BUCKET/PREFIX or a directory) in the layout "
+                     "`vagrant box add ORG/NAME` finds, then update its catalog; needs --name, --box-version, --base-url")
+    target_options(pub)
+    return p
+
+
+def _check_catalog_args(args: argparse.Namespace) -> None:
+    """All of the in-run catalog options or none, each checked before any disk is read."""
+    if args.publish:
+        _check_publish_args(args)
+        return
+    if args.dry_run or args.endpoint_url:
+        raise BoxpackError(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+    wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}
+    given = [k for k, v in wanted.items() if v]
+    if not given:
+        return
+    if len(given) < len(wanted):
+        raise BoxpackError(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
+    if args.output == "-":
+        raise BoxpackError("--catalog records box files; it cannot be used with -o -")
+    catalog.check_entry(args.name, args.box_version, _box_url(args.base_url, "x.box"), args.allow_relative)
+    catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
+
+
+def _check_publish_args(args: argparse.Namespace) -> None:
+    missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
+    if missing:
+        raise BoxpackError(f"{', '.join(missing)} needed with --publish")
+    clash = {"-o": args.output, "--catalog": args.catalog, "--checksum-file": args.checksum_file, "--verify": args.verify,
+             "--test": args.test, "--allow-relative": args.allow_relative}
+    for flag, value in clash.items():
+        if value:
+            raise BoxpackError(f"{flag} is for box files; with --publish the boxes go straight to {args.publish} "
+                               "(its catalog and checksum files included)")
+
+
+def _source(args: argparse.Namespace) -> str | None:
+    """SOURCE, or with --mkosi the disk mkosi wrote (filling in -o, --architecture and --box-version from
+    mkosi's hook environment); returns the name the boxes are called after, None for the source's."""
+    if not args.mkosi:
+        if not args.disk:
+            raise BoxpackError("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
+        return None
+    if args.disk:
+        raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
+    image = mkosi.from_environment(os.environ)
+    args.disk = [str(image.disk)]
+    if not args.publish:
+        args.output = args.output or f"{image.output_dir}/"
+    args.architecture = args.architecture or image.architecture
+    if args.catalog or args.publish:
+        args.box_version = args.box_version or image.version
+    return image.name
+
+
+def _box_url(base: str, file_name: str) -> str:
+    """base + the box's file name, percent-encoded: a '#' or a space in a file name must not end the URL."""
+    return (base if base.endswith("/") else base + "/") + quote(file_name)
+
+
+class _OneLine(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"boxpack: {record.levelname.lower()}: {record.getMessage()}\n")
+
+
+def run(argv: list[str]) -> int:
+    """boxpack SOURCE... --provider ...: pack, then the steps the flags ask for."""
+    args = build_parser().parse_args(argv)
+    logger = logging.getLogger("boxpack")
+    logger.addHandler(_OneLine())
+    logger.propagate = False
+    progress = Progress() if sys.stderr.isatty() and not args.quiet else None
+    if args.json and args.output == "-":
+        print("boxpack: error: --json prints to stdout, where -o - writes the box; choose one", file=sys.stderr)
+        return 1
+    if args.output == "-" and sys.stdout.isatty():
+        print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
+        return 1
+    results: list = []  # the boxes complete so far, for a truthful message if a later step fails
+    published: publish.PublishResult | None = None
+    try:
+        name = _source(args)
+        _check_catalog_args(args)
+        output = sys.stdout.buffer if args.output == "-" else args.output
+        options_ = PackOptions(
+            providers=args.provider,
+            output=output,
+            force=args.force,
+            compression=args.compression,
+            level=args.level,
+            fast=args.fast,
+            threads=args.threads,
+            vagrantfile=args.vagrantfile,
+            include=args.include,
+            architecture=args.architecture,
+            firmware=args.firmware,
+            checksum_type=args.checksum_type,
+            checksum_file=args.checksum_file,
+            name=name,
+            settings={o.name: getattr(args, o.name) for o in options()},
+        )
+        if args.publish:
+            _, published = publish.pack_and_publish(args.disk, options_, publish_options(args, args.publish), progress,
+                                                    on_box=results.append)
+        else:
+            pack(args.disk, options_, progress, on_box=results.append)
+        if args.catalog:
+            for r in results:
+                catalog.add_box(
+                    args.catalog,
+                    r.path,
+                    name=args.name,
+                    version=args.box_version,
+                    url=_box_url(args.base_url, r.path.name),
+                    provider=r.provider,
+                    architecture=r.architecture,
+                    checksum=r.checksum,
+                    checksum_type=r.checksum_type,
+                    default_architecture=args.default_architecture,
+                    description=args.description,
+                    force=args.force,
+                    allow_relative=args.allow_relative,
+                )
+    except BoxpackError as e:
+        if progress:
+            progress.finish()
+        print(f"boxpack: error: {e}{_written(results, args.publish)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if progress:
+            progress.finish()
+        print(f"boxpack: interrupted{_written(results, args.publish) or '; no box was written'}", file=sys.stderr)
+        return 130
+    failed = 0
+    if args.verify:
+        from ..verify import examine, render_verify
+
+        for r in results:
+            if r.path is None:
+                continue
+            report = examine(str(r.path), checksum=f"{r.checksum_type}:{r.checksum}")
+            if report.exit_code:
+                sys.stderr.write(render_verify(report))
+                failed = 1
+    if args.test:
+        from ..boottest import TestOptions
+        from .test import run_test
+
+        for r in results:
+            if r.path is not None and run_test(str(r.path), TestOptions(), False):
+                failed = 1
+    if args.catalog and not args.quiet:
+        print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
+    if args.json:
+        doc = {"boxes": [result_json(r) for r in results], "exit_code": failed}
+        if published:
+            doc["published"] = published.to_json()
+        print(json.dumps(doc, indent=2))
+    elif published:
+        print_catalog(published)
+    boxes = {b.provider: b for b in published.boxes} if published else {}
+    if not args.quiet:
+        for r in results:
+            b = boxes.get(r.provider)
+            where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
+            action = f", {ACTIONS[b.action]}" if b and b.action != "uploaded" else ""
+            print(
+                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware}, "
+                f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
+                file=sys.stderr,
+            )
+        if published:
+            say_published(published, boxes=False)
+    return failed
+
+
+def result_json(r) -> dict:
+    """One box of `boxpack --json`, as schemas/pack-result.schema.json describes it."""
+    firmware, _, why = r.firmware.partition(" (")
+    return {
+        "path": str(r.path) if r.path else None,
+        "provider": r.provider,
+        "architecture": r.architecture,
+        "size": r.size,
+        "checksum_type": r.checksum_type,
+        "checksum": r.checksum,
+        "firmware": firmware,
+        "firmware_reason": why.rstrip(")"),
+        "disks": [{"format": fmt, "virtual_size": size} for fmt, size in r.disks],
+        "seconds": round(r.seconds, 3),
+    }
+
+
+def _written(results: list, target: str | None = None) -> str:
+    """What a run that failed after packing leaves behind, said truthfully."""
+    if target:
+        return f" (the catalog in {target} was not changed)"
+    paths = [str(r.path) for r in results if r.path]
+    return f" (written before that: {', '.join(paths)})" if paths else ""

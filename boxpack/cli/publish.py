@@ -1,0 +1,119 @@
+"""boxpack publish: upload boxes and record them in the catalog of their target; the reports `boxpack SOURCE
+--publish` shares."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import catalog, publish
+from ..catalog import CHECKSUM_TYPES
+from ..errors import BoxpackError
+from ..progress import Progress, human_size
+from .common import Parser, option, target_options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="boxpack publish",
+        description="Upload boxes to S3-compatible storage or a directory a web server serves, then record them in "
+        "the catalog there, so that `VAGRANT_SERVER_URL=BASE-URL vagrant box add ORG/NAME` finds them. Each box "
+        "goes to ORG/NAME/VERSION/PROVIDER/ARCH/vagrant.box beside its checksum file; the catalog is written last, "
+        "in one conditional write, so it never names a missing or partial box and concurrent publishers keep "
+        "each other's entries. S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, "
+        "~/.aws); install boto3 for s3:// (pip install 'boxpack[s3]').",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("boxes", metavar="BOX", nargs="+", help="box files; provider and architecture from their metadata.json")
+    p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
+    p.add_argument("--name", required=True, metavar="ORG/NAME")
+    p.add_argument("--box-version", required=True, metavar="VERSION")
+    p.add_argument("--base-url", required=True, metavar="URL",
+                   help="the public HTTP address of TARGET (bucket endpoint, CDN, web server): the catalog's URLs and "
+                   "VAGRANT_SERVER_URL")
+    option(p, "--architecture", "--arch", metavar="ARCH", help="for every BOX (default: from its metadata.json, else unknown)")
+    option(p, "--default-architecture", "--default-arch", action="store_true",
+            help="make these boxes their provider's default architecture (default: amd64 if published, else the first)")
+    p.add_argument("--description", metavar="TEXT", help="catalog description")
+    p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
+    p.add_argument("--force", action="store_true", help="replace boxes already published for the same version, provider and architecture")
+    target_options(p)
+    p.add_argument("--json", action="store_true", help="print what was published as JSON (schemas/publish-result.schema.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary lines")
+    return p
+
+
+EPILOG = """examples:
+  boxpack publish debian-libvirt.box debian-virtualbox.box --to s3://boxes-bucket/vagrant --name org/debian \
+      --box-version 1.2.0 --base-url https://boxes-bucket.s3.eu-west-1.amazonaws.com/vagrant
+  boxpack publish debian-libvirt.box --to /srv/www/boxes --name org/debian --box-version 1.2.0 \
+      --base-url https://boxes.example.org
+  VAGRANT_SERVER_URL=https://boxes.example.org vagrant box add org/debian
+
+A rerun after an interruption reuses the parts the store already holds. `boxpack catalog remove
+s3://BUCKET/PREFIX/ORG/NAME --box-version V` yanks a version (--delete-boxes also deletes its boxes).
+"""
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    progress = Progress() if sys.stderr.isatty() and not args.quiet and not args.json else None
+    try:
+        result = publish.publish_boxes(
+            args.boxes, options(args, args.to), architecture=args.architecture,
+            checksum_type=args.checksum_type, progress=progress,
+        )
+    except BoxpackError as e:
+        if progress:
+            progress.finish()
+        print(f"boxpack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if progress:
+            progress.finish()
+        print("boxpack: interrupted; the catalog was not changed (a rerun reuses what was uploaded)", file=sys.stderr)
+        return 130
+    report(result, args.quiet, args.json)
+    return 0
+
+
+def options(args: argparse.Namespace, target: str) -> publish.PublishOptions:
+    return publish.PublishOptions(
+        target=target, name=args.name, version=args.box_version, base_url=args.base_url, force=args.force,
+        default_architecture=args.default_architecture, description=args.description,
+        endpoint_url=args.endpoint_url, dry_run=args.dry_run,
+    )
+
+
+ACTIONS = {"uploaded": "uploaded", "resumed": "uploaded, resuming an interrupted upload", "unchanged": "already there",
+           "planned": "would upload"}
+
+
+def report(result: publish.PublishResult, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_catalog(result)
+    if not quiet:
+        say_published(result)
+
+
+def print_catalog(result: publish.PublishResult) -> None:
+    """The resulting catalog on stdout: as JSON with --dry-run (what would be written), else as a table."""
+    assert result.catalog is not None
+    if result.dry_run:
+        sys.stdout.buffer.write(catalog.dumps(result.catalog))
+    else:
+        sys.stdout.write(catalog.table(result.catalog))
+    sys.stdout.flush()
+
+
+def say_published(result: publish.PublishResult, boxes: bool = True) -> None:
+    for b in result.boxes if boxes else ():
+        print(f"boxpack: {result.target}: {b.key}: {ACTIONS[b.action]}, {human_size(b.size)}, "
+              f"{b.checksum_type} {b.checksum}", file=sys.stderr)
+    done = "would record" if result.dry_run else "recorded"
+    print(f"boxpack: {result.target}: {done} {len(result.boxes)} box(es) as {result.name} {result.version} in "
+          f"{result.catalog_urls[0]}", file=sys.stderr)
