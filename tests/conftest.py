@@ -24,6 +24,19 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked first_case_quick runs its first case in the quick tier and the others with -m slow:
+    the quick run checks the behaviour once, the slow one in every format, provider and server."""
+    seen: set[str] = set()
+    for item in items:
+        if item.get_closest_marker("first_case_quick"):
+            test = item.nodeid.split("[")[0]
+            if test in seen:
+                item.add_marker(pytest.mark.slow)
+            seen.add(test)
+
+
 def run_boxpack(*args: str | os.PathLike, env: dict | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """boxpack as a subprocess, the way a user or an mkosi script runs it."""
     full_env = {**os.environ, **(env or {})}

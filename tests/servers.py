@@ -72,7 +72,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             except ProcessLookupError:
                 continue
             try:
-                p.wait(10)
+                p.wait(2)  # memstore daemons keep nothing worth a graceful stop
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()

@@ -79,6 +79,7 @@ def test_a_missing_key_is_named(tmp_path: Path) -> None:
 READER = bytes.fromhex("31c08ed8be0d7cb442cd13ebfa" "10004000" "00000010" "0100000000000000")
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="QEMU is not installed")
 @pytest.mark.parametrize("boot_sector, stalls", [(READER, False), (b"", True)], ids=["reads its disk", "reads nothing"])
 def test_a_guest_that_reads_nothing_of_its_disk_is_a_kvm_that_cannot_run_it(tmp_path: Path, boot_sector: bytes,

@@ -195,6 +195,7 @@ def test_pack_records_the_boxes_in_one_run(tmp_path: Path, sample_disk: Path) ->
     assert missing.returncode == 1 and "--name" in missing.stderr.decode()
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256", "sha384", "sha512"])
 def test_checksum_files(tmp_path: Path, sample_disk: Path, algorithm: str) -> None:
     box = tmp_path / "s.box"

@@ -107,6 +107,7 @@ def test_file_too_large_leaves_nothing_behind(tmp_path: Path, sample_disk: Path)
     _only(out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     disk = make_disk.make(tmp_path / "big.img", data=160 * 1024 * 1024)
     out = tmp_path / "out"
@@ -135,6 +136,7 @@ def test_api_returns_what_was_written(tmp_path: Path, sample_disk: Path) -> None
         boxpack.pack(sample_disk, boxpack.PackOptions(["libvirt"], tmp_path))
 
 
+@pytest.mark.slow
 def test_peak_memory_is_flat_in_the_virtual_size(tmp_path: Path) -> None:
     """A 2 TiB sparse disk costs the same memory as a 1 GiB one with the same data, for both providers.
 

@@ -42,6 +42,7 @@ def compress(raw: Path, into: Path, suffix: str) -> Path:
     return out
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("suffix", COMPRESSORS)
 def test_compressed_raw_converts_to_every_provider_exactly(tmp_path: Path, raw: Path, suffix: str) -> None:
     image = compress(raw, tmp_path, suffix)
@@ -73,6 +74,7 @@ def test_raw_disk_in_a_tar_as_gce_ships_it(tmp_path: Path, raw: Path, mode: str)
     qemu_compare(extract(tmp_path / "image-libvirt.box", tmp_path / "x") / "box.img", "qcow2", raw)
 
 
+@pytest.mark.slow
 def test_cut_short_or_corrupt_streams_are_refused(tmp_path: Path, raw: Path) -> None:
     for suffix in COMPRESSORS:
         whole = compress(raw, tmp_path, suffix).read_bytes()

@@ -254,6 +254,7 @@ def test_catalog_symlink_stays_a_symlink(tmp_path: Path, raw: Path) -> None:
     assert link.is_symlink() and json.loads(real.read_text())["name"] == "o/b"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_termination_leaves_nothing_behind(tmp_path: Path, sig: int) -> None:
     disk = make_disk.make(tmp_path / "big.img", data=160 * MIB)
@@ -418,6 +419,7 @@ def test_fuzzed_inputs_stay_bounded(tmp_path: Path) -> None:
     assert peak < 400 and slowest < 60, proc.stdout
 
 
+@pytest.mark.slow
 def test_verify_of_a_qemu_layout_box_keeps_memory_flat(tmp_path: Path) -> None:
     """qemu-img puts each L2 table after the data before it: the checker skips that data without keeping it."""
     disk = tmp_path / "d.img"

@@ -146,6 +146,7 @@ def _verify_disk(path: Path) -> tuple[int, dict]:
     return (1 if any(f["severity"] == "error" for f in doc["findings"]) else 0), doc
 
 
+@pytest.mark.slow
 def test_6_a_zstd_bomb_is_refused_within_seconds(tmp_path: Path) -> None:
     """100 KB of zstd that would inflate to 32 GiB of zeros."""
     image = tmp_path / "bomb.raw.zst"
@@ -161,6 +162,7 @@ def test_6_a_zstd_bomb_is_refused_within_seconds(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_7_an_empty_64_tib_vmware_box_takes_seconds(tmp_path: Path) -> None:
     image = tmp_path / "e.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64T"], check=True)
@@ -267,6 +269,7 @@ def test_16_mkosi_config_naming_a_fifo_does_not_block(tmp_path: Path, disk: Path
     _one_line_error(proc, "not a regular file")
 
 
+@pytest.mark.slow
 def test_17_a_killed_runs_temporary_file_is_swept_by_the_next(tmp_path: Path) -> None:
     big = make_disk.make(tmp_path / "big.img", size=512 * MIB, data=200 * MIB)
     box = tmp_path / "b.box"

@@ -35,6 +35,7 @@ def _pack(raw: Path, tmp: Path, *args: str) -> tuple[Path, Path, Path]:
     return box, d, vhdx
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("case", disks.CASES)
 def test_vhdx_is_identical_for_qemu_and_dissect(tmp_path: Path, case: str) -> None:
     raw = disks.CASES[case](tmp_path / "src.img")

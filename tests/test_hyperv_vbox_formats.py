@@ -41,6 +41,7 @@ def _both_boxes_match(image: Path, raw: Path, tmp: Path) -> None:
     qemu_compare(extract(out / f"{stem}-virtualbox.box", tmp / "v") / "box-disk001.vmdk", "vmdk", raw)
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("case", disks.CASES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_qemu_made_images_convert_exactly(tmp_path: Path, variant: str, case: str) -> None:
@@ -56,6 +57,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_disk.make(tmp_path_factory.mktemp("hv") / "src.img", size=256 * MIB, data=8 * MIB)
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("fmt", ["vhdx", "vpc", "vdi"])
 def test_a_box_holding_the_disk_streams(tmp_path: Path, raw: Path, fmt: str) -> None:
     """A Hyper-V style box: the disk is read straight from the archive (metadata and tables first)."""
@@ -139,6 +141,7 @@ def test_vdi_differencing_image_is_refused(tmp_path: Path, raw: Path) -> None:
     _fails(tmp_path / "diff.vdi", "differencing VDI")
 
 
+@pytest.mark.slow
 def test_memory_is_flat_for_a_2_tib_vhdx(tmp_path: Path) -> None:
     """The BAT is walked in pieces and only allocated blocks are kept: 2 TiB costs what 2 GiB costs."""
 
@@ -171,6 +174,7 @@ def _sample(name: str, tmp: Path) -> Path:
     return out
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("name", CONVERTED)
 def test_native_tools_images_convert_as_qemu_reads_them(tmp_path: Path, name: str) -> None:
     image = _sample(name, tmp_path)
@@ -184,6 +188,7 @@ def test_native_tools_images_boxpack_cannot_read_are_refused_by_name(tmp_path: P
     _fails(_sample(name, tmp_path), REFUSED[name])
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("name", [*CONVERTED, *REFUSED])
 def test_inspect_agrees_with_conversion(tmp_path: Path, name: str) -> None:
     """inspect reads a disk (exit 0) exactly when boxpack converts it, and says why not (exit 2) when it refuses."""

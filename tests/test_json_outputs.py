@@ -26,6 +26,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [*sorted((d / "boxes").iterdir()), disk, d / "d.raw.zst", broken, cut, d / "missing.box"]
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("command", ["inspect", "verify"])
 def test_reports_validate_against_their_schema(inputs: list[Path], command: str) -> None:
     codes = set()

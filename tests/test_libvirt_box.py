@@ -13,6 +13,7 @@ from disks import CASES
 from boxpack.metadata import validate
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("compat", ["1.1", "0.10"])
 def test_libvirt_box_equals_source(tmp_path: Path, case: str, compat: str) -> None:

@@ -156,6 +156,7 @@ def by_label(report: dict) -> dict[tuple[str, str, str], dict]:
     return {(b["version"], b["provider"], b["architecture"]): b for b in report["boxes"]}
 
 
+@pytest.mark.first_case_quick
 def test_mirror_from_the_hcp_shape_into_each_target(target: Target, hcp: Hcp, tmp_path: Path) -> None:
     report, err = run_mirror(target, NAME, "--server", hcp.url, check_rc=1)
     assert ' 429 ' in (hcp.root.parent / "hcp-nginx" / "access.log").read_text()  # it was told to slow down, and did
@@ -220,6 +221,7 @@ def test_a_download_cut_midway_continues_with_range(web: Target, hcp: Hcp) -> No
     assert_catalog_true(web, NAME)
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_a_rerun_finishes_with_the_same_result(target: Target, hcp: Hcp, tmp_path: Path,
                                                                    _servers) -> None:
     hcp.proxy.rate = 2 * MIB

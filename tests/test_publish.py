@@ -72,6 +72,7 @@ def boxes(tmp_path_factory) -> dict[str, Path]:
     return {p: d / f"sample-{p}.box" for p in PROVIDERS}
 
 
+@pytest.mark.first_case_quick
 def test_layout_headers_and_checksum_files(target: Target, boxes: dict[str, Path]) -> None:
     proc = publish(target, boxes["libvirt"], boxes["virtualbox"], "--box-version", "1.0.0", "--json")
     result = json.loads(proc.stdout)
@@ -97,6 +98,7 @@ def test_layout_headers_and_checksum_files(target: Target, boxes: dict[str, Path
     assert result["catalog_urls"][0] == f"{target.base_url}/{NAME}" + ("/catalog.json" if target.kind == "nginx" else "")
 
 
+@pytest.mark.first_case_quick
 def test_republishing_is_refused_unless_forced_and_the_same_box_is_unchanged(target: Target, boxes: dict[str, Path],
                                                                              tmp_path: Path) -> None:
     publish(target, boxes["libvirt"], "--box-version", "1.0.0")
@@ -112,6 +114,7 @@ def test_republishing_is_refused_unless_forced_and_the_same_box_is_unchanged(tar
     assert doc["versions"][0]["providers"][0]["checksum"] == hashlib.sha256(other.read_bytes()).hexdigest()
 
 
+@pytest.mark.first_case_quick
 def test_dry_run_writes_nothing_and_prints_the_catalog(target: Target, boxes: dict[str, Path]) -> None:
     publish(target, boxes["libvirt"], "--box-version", "1.0.0")
     before = {k: target.read(k) for k in target.listing()}
@@ -122,6 +125,7 @@ def test_dry_run_writes_nothing_and_prints_the_catalog(target: Target, boxes: di
     assert {k: target.read(k) for k in target.listing()} == before
 
 
+@pytest.mark.first_case_quick
 def test_yank_keeps_the_boxes_unless_asked(target: Target, boxes: dict[str, Path]) -> None:
     publish(target, boxes["libvirt"], boxes["virtualbox"], "--box-version", "1.0.0")
     location = f"{target.to}/{NAME}" + ("/catalog.json" if target.kind == "nginx" else "")
@@ -144,6 +148,7 @@ def vagrant(home: Path, server: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.skipif(not __import__("shutil").which("vagrant"), reason="vagrant is not installed")
 def test_vagrant_adds_by_name_refuses_a_changed_box_and_sees_a_new_version(target: Target, boxes: dict[str, Path],
                                                                           tmp_path: Path) -> None:
@@ -167,6 +172,7 @@ def test_vagrant_adds_by_name_refuses_a_changed_box_and_sees_a_new_version(targe
 
 # --- concurrent publishers, kills, resumed uploads --------------------------------------------
 
+@pytest.mark.slow
 def test_eight_concurrent_publishers_keep_every_entry(target: Target, boxes: dict[str, Path]) -> None:
     """A CI matrix: one job per provider and architecture, all publishing one version at once."""
     jobs = [(p, a) for p in PROVIDERS for a in ("amd64", "arm64")]
@@ -202,6 +208,7 @@ def _start_publish(target: Target, box: Path, version: str, env: dict | None = N
     )
 
 
+@pytest.mark.first_case_quick
 def test_kill_during_an_upload_then_a_rerun_resumes(s3: Target, tmp_path: Path) -> None:
     from netproxy import Proxy
 
@@ -237,6 +244,7 @@ def test_kill_during_an_upload_then_a_rerun_resumes(s3: Target, tmp_path: Path) 
     assert client.list_multipart_uploads(Bucket=s3.bucket, Prefix=key).get("Uploads", []) == []
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("which", ["catalog", "its copy"])
 def test_kill_during_the_catalog_write_leaves_a_whole_catalog(s3: Target, boxes: dict[str, Path], which: str) -> None:
     from netproxy import Proxy
@@ -263,6 +271,7 @@ def test_kill_during_the_catalog_write_leaves_a_whole_catalog(s3: Target, boxes:
     assert [v["version"] for v in assert_catalog_true(s3)["versions"]] == ["1.0.0", "1.1.0"]
 
 
+@pytest.mark.slow
 def test_kills_at_any_moment_never_leave_a_lie(target: Target, tmp_path: Path) -> None:
     """SIGKILL a publisher at evenly spread moments of its run; after each, the catalog is whole and every
     entry in it downloads with its checksum. A last run finishes the job."""
@@ -283,6 +292,7 @@ def test_kills_at_any_moment_never_leave_a_lie(target: Target, tmp_path: Path) -
 
 # --- packing straight into the upload ----------------------------------------------------------
 
+@pytest.mark.first_case_quick
 def test_pack_streams_each_box_into_its_upload(target: Target, tmp_path: Path) -> None:
     disk = make_disk.make(tmp_path / "disk.img", data=4 * MIB)
     work = tmp_path / "work"
@@ -303,6 +313,7 @@ def test_pack_streams_each_box_into_its_upload(target: Target, tmp_path: Path) -
     assert assert_catalog_true(target) == doc["published"]["catalog"]
 
 
+@pytest.mark.first_case_quick
 def test_pack_dry_run_packs_but_sends_nothing(s3: Target, tmp_path: Path) -> None:
     disk = make_disk.make(tmp_path / "disk.img", data=2 * MIB)
     proc = run_boxpack(disk, "--provider", "libvirt", "--publish", s3.to, "--name", NAME, "--box-version", "1.0.0",

@@ -54,6 +54,7 @@ def packer_box(raw: Path, path: Path) -> Path:
                             ("box_0.img", qcow2(raw, path.with_suffix(".qcow2")))])
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("make", [osbuild_box, kiwi_box, packer_box], ids=["osbuild", "kiwi", "packer"])
 def test_other_tools_libvirt_boxes_are_repaired(tmp_path: Path, raw: Path, make) -> None:
     old = make(raw, tmp_path / "old.box")

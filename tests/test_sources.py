@@ -37,6 +37,7 @@ INPUTS = {
 }
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("kind", INPUTS)
 @pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
 def test_qemu_made_images_convert_exactly(tmp_path: Path, raw: Path, kind: str, provider: str) -> None:
@@ -48,6 +49,7 @@ def test_qemu_made_images_convert_exactly(tmp_path: Path, raw: Path, kind: str, 
     qemu_compare(extract(box, tmp_path / "x") / name, out_fmt, raw)
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("source_provider", ["libvirt", "virtualbox"])
 @pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
 def test_boxes_as_sources(tmp_path: Path, raw: Path, source_provider: str, provider: str) -> None:
@@ -65,6 +67,7 @@ def test_boxes_as_sources(tmp_path: Path, raw: Path, source_provider: str, provi
     assert "boxpack" in (d / "Vagrantfile").read_text()  # the target provider's default, not the source's
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("unaligned", [False, True], ids=["64k-aligned", "sector-aligned"])
 def test_libvirt_to_virtualbox_and_back_is_identical(tmp_path: Path, raw: Path, unaligned: bool) -> None:
     """The same qcow2 comes back, even for a disk whose size is not a whole number of 64 KiB grains."""

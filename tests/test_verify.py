@@ -85,6 +85,7 @@ def test_shell_made_virtualbox_box_inspects_and_verifies(tmp_path: Path, raw: Pa
     assert report["ovf"]["cpus"] == "2" and report["ovf"]["controllers"] == ["AHCI"] and report["ovf"]["os_type"] == "Linux_64"
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
 @pytest.mark.parametrize("extra", [[], ["--fast"], ["--compression", "none"]])
 def test_every_boxpack_box_verifies_clean(tmp_path: Path, raw: Path, provider: str, extra: list[str]) -> None:
@@ -282,6 +283,7 @@ def test_truncated_archive_cannot_be_read(tmp_path: Path, raw: Path) -> None:
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_gzip_bomb_is_stopped(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.box"
     header = tarfile.TarInfo("box.img")

@@ -42,6 +42,7 @@ def _pack(raw: Path, tmp: Path, *args: str) -> tuple[Path, Path]:
     return box, extract(box, tmp / "x")
 
 
+@pytest.mark.first_case_quick
 @pytest.mark.parametrize("case", disks.CASES)
 def test_vmdk_is_identical_for_qemu_and_libvmdk(tmp_path: Path, case: str) -> None:
     raw = disks.CASES[case](tmp_path / "src.img")
