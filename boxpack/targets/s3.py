@@ -242,10 +242,16 @@ class S3Store:
         """Before the first box: an empty catalog where there is none. SeaweedFS takes a key that other keys
         start with for an existing object in a conditional write (If-None-Match: * is refused, If-Match: *
         accepted), so once boxes lie under <org>/<box>/ the catalog could no longer be created safely.
-        This also finds out, before any upload, whether the store honours conditional writes."""
+        This also finds out, before any upload, whether the store honours conditional writes.
+        S3 cannot write two objects at once: a run killed between the catalog and its copy leaves the copy
+        one update behind, so a copy that differs from the catalog is brought up to it here."""
         self._conditions()
-        if self._get(name, CATALOG_LIMIT) is None:
+        main, *copies = self.catalog_keys(name)
+        got = self._get(main, CATALOG_LIMIT)
+        if got is None:
             self.update_catalog(name, lambda doc: doc or {"name": name, "versions": []})
+        elif any(self.read_small(key, CATALOG_LIMIT) != got[0] for key in copies):
+            self._copy_catalog(main, copies, *got)
 
     def update_catalog(self, name: str, change: Callable[[Catalog | None], Catalog]) -> Catalog:
         """Optimistic concurrency: read the catalog and its ETag, write the change only if the ETag is
