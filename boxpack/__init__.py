@@ -6,10 +6,11 @@ the heavy modules load, so that SIGTERM in the first second is answered as later
 
 from typing import Any
 
-__all__ = ["BoxResult", "BoxpackError", "PackOptions", "TestOptions", "TestResult", "pack", "test"]
+ERRORS = ("BoxpackError", "BadInput", "BadOption", "OutputFailed", "CannotRun", "InternalError")
+__all__ = ["BoxResult", *ERRORS, "PackOptions", "TestOptions", "TestResult", "pack", "test"]
 __version__ = "0.1.0"
 
-_WHERE = {"BoxResult": "packing", "PackOptions": "packing", "pack": "packing", "BoxpackError": "errors",
+_WHERE = {"BoxResult": "packing", "PackOptions": "packing", "pack": "packing", **dict.fromkeys(ERRORS, "errors"),
           "TestOptions": "boottest", "TestResult": "boottest", "test": "boottest"}
 
 

@@ -13,7 +13,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import BoxpackError
+from .errors import BadInput, BadOption
 
 BLOCK = 512
 #: 1980-01-01, the mtime used when SOURCE_DATE_EPOCH is not set.
@@ -28,9 +28,9 @@ def source_date_epoch() -> int:
     try:
         epoch = int(value)
     except ValueError:
-        raise BoxpackError(f"SOURCE_DATE_EPOCH={value!r} is not an integer number of seconds") from None
+        raise BadOption(f"SOURCE_DATE_EPOCH={value!r} is not an integer number of seconds") from None
     if epoch < 0:
-        raise BoxpackError(f"SOURCE_DATE_EPOCH={value!r} is negative")
+        raise BadOption(f"SOURCE_DATE_EPOCH={value!r} is negative")
     return epoch
 
 
@@ -74,7 +74,7 @@ def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[tuple[bytes, b
                 break
             yield chunk, m.stored
         if written != m.size:  # an included file that changed while the box was written, or a bug
-            raise BoxpackError(f"{m.name}: {written} bytes where {m.size} were expected; did it change while the box was written?")
+            raise BadInput(f"{m.name}: {written} bytes where {m.size} were expected; did it change while the box was written?")
         if m.size % BLOCK:
             yield bytes(BLOCK - m.size % BLOCK), False
     yield bytes(2 * BLOCK), False

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import box as boxfile
 from .disk import CLUSTER
-from .errors import BoxpackError
+from .errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from .partitions import read_partition_table
 from .sources import open_source
 
@@ -89,24 +89,21 @@ class TestResult:
     boot_seconds: float | None = None
     checks: list[Check] = field(default_factory=list)
     console_tail: list[str] = field(default_factory=list)
-    error: str | None = None  # why the test could not run (exit 2)
+    error: str | None = None  # why the test could not run
+    error_code: int = 0  # the exit status that error gives (errors.py): 4 when this machine lacks QEMU
 
     @property
     def exit_code(self) -> int:
         if self.error:
-            return 2
+            return self.error_code
         return 0 if self.checks and all(c.passed for c in self.checks) else 1
-
-
-class CannotRun(BoxpackError):
-    """The test cannot run on this machine (no QEMU, no firmware, no key): exit 2."""
 
 
 def find_key(given: str | os.PathLike[str] | None) -> Path:
     if given:
         key = Path(given)
         if not key.is_file():
-            raise CannotRun(f"{key}: no such SSH key")
+            raise BadOption(f"{key}: no such SSH key")
         return key
     for pattern in KEY_CANDIDATES:
         for match in sorted(glob.glob(os.path.expanduser(pattern))):
@@ -179,7 +176,7 @@ def _extract(source, path: Path) -> None:
                 f.seek(cluster * CLUSTER)
                 f.write(data)
     except OSError as e:  # EFBIG: ext4 holds files of up to 16 TiB; ENOSPC
-        raise BoxpackError(
+        raise OutputFailed(
             f"{source.path}: its {source.size / 2**40:.1f} TiB disk does not fit a file in {path.parent} ({e.strerror}); "
             "set TMPDIR to a file system that holds it (XFS and btrfs take sparse files of exabytes)"
         ) from None
@@ -265,7 +262,7 @@ def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: 
         try:
             command, port, key = _prepare(Path(path), o, result, work, say)
         except BoxpackError as e:
-            result.error = str(e)
+            result.error, result.error_code = str(e), e.exit_code
             return result
         serial = work / "serial.log"
         started = time.monotonic()

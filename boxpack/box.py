@@ -23,7 +23,7 @@ from typing import IO, Any
 from . import accel, ovf, vmx
 from .bytesource import Reopen, StreamBytes
 from .disk import ImageSource, Reader
-from .errors import BoxpackError
+from .errors import BadInput, InternalError
 from .formats import FORMATS, HEAD, RAW, detect
 from .metadata import json_object
 from .report import Report
@@ -38,7 +38,7 @@ CHUNK = 1024 * 1024
 ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstd.ZstdError, *accel.ERRORS)
 
 
-class Bomb(BoxpackError):
+class Bomb(BadInput):
     """A stream that inflates beyond its budget."""
 
 
@@ -152,7 +152,7 @@ def members(tar: tarfile.TarFile, where: object) -> Iterator[tuple[int, tarfile.
     """(ordinal, member), at most MAX_MEMBERS of them."""
     for ordinal, m in enumerate(tar):
         if ordinal >= MAX_MEMBERS:
-            raise BoxpackError(f"{where}: holds more than {MAX_MEMBERS} files; not a box")
+            raise BadInput(f"{where}: holds more than {MAX_MEMBERS} files; not a box")
         yield ordinal, m
 
 
@@ -160,7 +160,7 @@ def member_file(tar: tarfile.TarFile, m: tarfile.TarInfo) -> IO[bytes]:
     """A regular file's bytes as a stream (the callers have tested isfile())."""
     f = tar.extractfile(m)
     if f is None:
-        raise BoxpackError(f"internal error: {m.name} is not a regular file")
+        raise InternalError(f"internal error: {m.name} is not a regular file")
     return f
 
 
@@ -246,7 +246,7 @@ def open_tar(box: Path) -> tarfile.TarFile:
     try:
         return _open_tar(box)
     except ARCHIVE_ERRORS as e:
-        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
 
 
 def _open_tar(box: Path) -> tarfile.TarFile:
@@ -255,7 +255,7 @@ def _open_tar(box: Path) -> tarfile.TarFile:
         kind = compression(f.read(512))
         f.seek(0)
         if kind is None:
-            raise BoxpackError(f"{box}: not a box archive")
+            raise BadInput(f"{box}: not a box archive")
         if kind == "gzip" and accel.igzip_threaded is not None:
             f.close()
             size = os.path.getsize(box)
@@ -282,7 +282,7 @@ def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
     try:
         return json_object(data)
     except ValueError as e:
-        raise BoxpackError(f"{where}: metadata.json is {e}") from None
+        raise BadInput(f"{where}: metadata.json is {e}") from None
 
 
 def text(meta: Any, key: str) -> str | None:
@@ -301,15 +301,15 @@ def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
                 if member.name.removeprefix("./") != "metadata.json":
                     continue
                 if not member.isfile() or member.size > METADATA_LIMIT:
-                    raise BoxpackError(f"{box}: metadata.json is not a regular file of sane size")
+                    raise BadInput(f"{box}: metadata.json is not a regular file of sane size")
                 return parse_metadata(member_file(tar, member).read(), str(box))
     except FileNotFoundError:
-        raise BoxpackError(f"{box}: no such file") from None
+        raise BadInput(f"{box}: no such file") from None
     except IsADirectoryError:
-        raise BoxpackError(f"{box}: is a directory, expected a box file") from None
+        raise BadInput(f"{box}: is a directory, expected a box file") from None
     except ARCHIVE_ERRORS as e:
-        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
-    raise BoxpackError(f"{box}: has no metadata.json at its root")
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
+    raise BadInput(f"{box}: has no metadata.json at its root")
 
 
 def libvirt_disks(meta: dict[str, Any]) -> list[str] | None:
@@ -353,9 +353,9 @@ class _BoxPass:
         if wanted:
             twice = _first_repeat(wanted)
             if twice is not None:  # handle_box_image.rb: BoxFormatDuplicateVolume
-                raise BoxpackError(f"{self.box}: names the disk {twice!r} twice; vagrant-libvirt refuses duplicate volumes")
+                raise BadInput(f"{self.box}: names the disk {twice!r} twice; vagrant-libvirt refuses duplicate volumes")
             if len(wanted) > MAX_DISKS:
-                raise BoxpackError(f"{self.box}: names {len(wanted)} disks; a VM takes at most {MAX_DISKS}")
+                raise BadInput(f"{self.box}: names {len(wanted)} disks; a VM takes at most {MAX_DISKS}")
         return wanted
 
     def find_disk(self) -> tuple[int, tarfile.TarInfo]:
@@ -370,7 +370,7 @@ class _BoxPass:
             wanted = self.disks()
             if (wanted and name == wanted[0]) or (wanted is None and name.lower().endswith(DISK_SUFFIXES)):
                 return ordinal, m
-        raise BoxpackError(f"{self.box}: holds no disk image ({', '.join(DISK_SUFFIXES)})")
+        raise BadInput(f"{self.box}: holds no disk image ({', '.join(DISK_SUFFIXES)})")
 
     def finish(self, ordinal: int, disk: str) -> list[str]:
         """Read the members after the disk (at ordinal); the disk taken must be the first the box names.
@@ -384,13 +384,13 @@ class _BoxPass:
                 self._note(m, name)
         wanted = self.disks() or [disk]
         if wanted[0] != disk:
-            raise BoxpackError(f"{self.box}: its disk is {wanted[0]!r}, which comes after {disk!r} in the archive; repack the box")
+            raise BadInput(f"{self.box}: its disk is {wanted[0]!r}, which comes after {disk!r} in the archive; repack the box")
         for name in wanted:
             if names.get(name, 0) > 1:  # tar extraction (Vagrant's) keeps the last, this pass read the first
-                raise BoxpackError(f"{self.box}: holds two members named {name!r}; which is the disk depends on the tool, "
+                raise BadInput(f"{self.box}: holds two members named {name!r}; which is the disk depends on the tool, "
                                    "so the box is refused")
             if name not in names:
-                raise BoxpackError(f"{self.box}: names the disk {name!r}, which it does not hold")
+                raise BadInput(f"{self.box}: names the disk {name!r}, which it does not hold")
         return wanted[1:]
 
 
@@ -398,12 +398,12 @@ def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
     """The reader for a disk member, chosen by its first bytes (and refused by name for formats boxpack cannot read)."""
     where = f"{box}:{member}"
     if data.size <= 0:
-        raise BoxpackError(f"{where}: the disk member is empty")
+        raise BadInput(f"{where}: the disk member is empty")
     fmt = detect(data.pread(0, HEAD))
     if fmt is RAW:
         fmt = next((f for f in FORMATS if f.reader is None and member.lower().endswith(f.suffixes)), RAW)
     if fmt.reader is None:
-        raise BoxpackError(f"{where}: is a {fmt.name} disk, which boxpack cannot read yet; {fmt.refusal}")
+        raise BadInput(f"{where}: is a {fmt.name} disk, which boxpack cannot read yet; {fmt.refusal}")
     return fmt.reader(data, where)
 
 
@@ -416,7 +416,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
         reader = _reader(_member_bytes(box, name, ordinal, member, first.tar), name, box)
     except ARCHIVE_ERRORS as e:
         first.tar.close()
-        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
     except BaseException:
         first.tar.close()
         raise
@@ -428,7 +428,7 @@ def box_source(box: Path, threads: int) -> ImageSource:
         try:
             others = first.finish(ordinal, name)
         except ARCHIVE_ERRORS as e:
-            raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+            raise BadInput(f"{box}: not a readable box archive ({e})") from None
         source.architecture = text(first.meta, "architecture")
         source.format = f"{reader.format} in a {first.meta.get('provider', 'unknown')} box"
         source.others = lambda: [_member_source(box, other, threads) for other in others]
@@ -459,7 +459,7 @@ def reopener(box: Path, name: str, ordinal: int, size: int) -> Reopen:
         _, m, tar = _pass_to(box, name, ordinal)
         if m.size != size:
             tar.close()
-            raise BoxpackError(f"{box}: {name} changed between two reads")
+            raise BadInput(f"{box}: {name} changed between two reads")
         return member_file(tar, m), tar
 
     return reopen
@@ -474,12 +474,12 @@ def _pass_to(box: Path, name: str, ordinal: int | None) -> tuple[int, tarfile.Ta
                 return i, m, tar
     except ARCHIVE_ERRORS as e:
         tar.close()
-        raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
     except BaseException:
         tar.close()
         raise
     tar.close()
-    raise BoxpackError(f"{box}: {name} vanished between two reads")
+    raise BadInput(f"{box}: {name} vanished between two reads")
 
 
 def _member_source(box: Path, name: str, threads: int) -> ImageSource:
@@ -496,6 +496,6 @@ def _guarded(open_reader: Callable[[], Reader], box: Path) -> Callable[[], Reade
         try:
             return open_reader()
         except ARCHIVE_ERRORS as e:
-            raise BoxpackError(f"{box}: not a readable box archive ({e})") from None
+            raise BadInput(f"{box}: not a readable box archive ({e})") from None
 
     return guarded

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Protocol, TypeVar
 
 from . import accel
-from .errors import BoxpackError
+from .errors import BadInput
 
 _STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, *accel.ERRORS)
 
@@ -50,7 +50,7 @@ class FileBytes:
         try:
             return os.pread(self.fd, min(length, self.size - offset), offset)
         except OSError as e:
-            raise BoxpackError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
+            raise BadInput(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
 
 
 Reopen = Callable[[], tuple[IO[bytes], _Closable]]
@@ -107,7 +107,7 @@ class StreamBytes:
         is left where it is: its caller reads on to the members after the disk)."""
         if self.reopen is None or self.passes >= self.PASSES:
             why = "a box read from a stream cannot be read twice" if self.reopen is None else f"after {self.passes} passes over the box"
-            raise BoxpackError(
+            raise BadInput(
                 f"{self.name}: its layout needs random access (a read at byte {offset} after byte "
                 f"{self.buf_start + len(self.buf)}, {why}); extract the disk from the box and pass it instead"
             )
@@ -131,9 +131,9 @@ class StreamBytes:
         try:
             data = self.stream.read(min(n, 16 * 1024 * 1024))
         except _STREAM_ERRORS as e:
-            raise BoxpackError(f"{self.name}: the box archive is damaged ({e})") from None
+            raise BadInput(f"{self.name}: the box archive is damaged ({e})") from None
         if not data:
-            raise BoxpackError(f"{self.name}: ends early, at byte {at} of {self.size}")
+            raise BadInput(f"{self.name}: ends early, at byte {at} of {self.size}")
         return data
 
 
@@ -141,10 +141,10 @@ def read_table(data: ByteSource, offset: int, count: int, typecode: str, big_end
     """count unsigned integers (an array typecode: B, H, I or Q) at offset, in the file's byte order; an error if cut short."""
     width = array(typecode).itemsize
     if offset < 0 or offset + count * width > data.size:
-        raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
+        raise BadInput(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
     raw = data.pread(offset, count * width)
     if len(raw) != count * width:
-        raise BoxpackError(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
+        raise BadInput(f"{data.name}: {what} at byte {offset} is cut off by the end of the file")
     table = array(typecode, raw)
     if (sys.byteorder == "little") == big_endian:
         table.byteswap()
@@ -158,7 +158,7 @@ def table_chunks(
     is walked without holding all of it, so memory grows with the data, not the virtual size."""
     width = array(typecode).itemsize
     if offset < 0 or offset + count * width > data.size:
-        raise BoxpackError(f"{data.name}: {what} at byte {offset} ({count} entries) is cut off by the end of the file")
+        raise BadInput(f"{data.name}: {what} at byte {offset} ({count} entries) is cut off by the end of the file")
     for first in range(0, count, chunk):
         yield first, read_table(data, offset + first * width, min(chunk, count - first), typecode, big_endian, what)
 

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import jsonschema
 
 from . import tempfiles
-from .errors import BoxpackError
+from .errors import BadInput, BadOption, InternalError, OutputFailed
 from .metadata import load_schema
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
@@ -103,11 +103,11 @@ def check(doc: Any) -> list[str]:
 def check_entry(name: str, version: str, url: str, allow_relative: bool = False) -> None:
     """The box name, version and URL an entry needs: checked before any box is written."""
     if not NAME_PATTERN.fullmatch(name):
-        raise BoxpackError(f"box name {name!r} is not ORG/NAME without spaces (what `vagrant box add` accepts)")
+        raise BadOption(f"box name {name!r} is not ORG/NAME without spaces (what `vagrant box add` accepts)")
     if not VERSION_PATTERN.fullmatch(version):
-        raise BoxpackError(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
+        raise BadOption(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
     if not _absolute(url) and not allow_relative:
-        raise BoxpackError(
+        raise BadOption(
             f"url {url!r} is not absolute; Vagrant would resolve it against its working directory (use --allow-relative to keep it)"
         )
 
@@ -122,14 +122,14 @@ def parse(data: bytes, where: str) -> Catalog:
     try:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise BoxpackError(f"{where}: not UTF-8 text, so not a catalog; it was left as it is") from None
+        raise BadInput(f"{where}: not UTF-8 text, so not a catalog; it was left as it is") from None
     except json.JSONDecodeError as e:
-        raise BoxpackError(f"{where}: not valid JSON (line {e.lineno}: {e.msg}); it was left as it is") from None
+        raise BadInput(f"{where}: not valid JSON (line {e.lineno}: {e.msg}); it was left as it is") from None
     except RecursionError:
-        raise BoxpackError(f"{where}: nested too deeply to be a catalog; it was left as it is") from None
+        raise BadInput(f"{where}: nested too deeply to be a catalog; it was left as it is") from None
     problems = check(doc)
     if problems:
-        raise BoxpackError(f"{where}: not a valid catalog ({problems[0]}); it was left as it is")
+        raise BadInput(f"{where}: not a valid catalog ({problems[0]}); it was left as it is")
     return doc
 
 
@@ -137,7 +137,7 @@ def dumps(doc: Catalog) -> bytes:
     """The catalog's bytes, validated first: nothing invalid is ever written anywhere."""
     problems = check(doc)
     if problems:
-        raise BoxpackError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
+        raise InternalError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -149,7 +149,7 @@ def load(path: str | os.PathLike[str]) -> Catalog | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise BoxpackError(f"{path}: cannot read the catalog: {e.strerror}") from None
+        raise BadInput(f"{path}: cannot read the catalog: {e.strerror}") from None
     return parse(data, str(path))
 
 
@@ -172,14 +172,14 @@ def add(
     check_entry(name, version, url, allow_relative)
     checksum_type = checksum_type.lower()
     if checksum_type not in CHECKSUM_TYPES:
-        raise BoxpackError(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
+        raise BadOption(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
     checksum = checksum.strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
-        raise BoxpackError(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
+        raise BadOption(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
     arch = architecture or UNKNOWN_ARCH
     doc = copy.deepcopy(doc) if doc else {"name": name, "versions": []}
     if doc["name"] != name:
-        raise BoxpackError(f"the catalog is for {doc['name']}, not {name} (vagrant box add would refuse the mismatch)")
+        raise BadOption(f"the catalog is for {doc['name']}, not {name} (vagrant box add would refuse the mismatch)")
     if description is not None:
         doc["description"] = description
     entry_version = next((v for v in doc["versions"] if version_key(v["version"]) == version_key(version)), None)
@@ -189,7 +189,7 @@ def add(
     providers = entry_version["providers"]
     clash = [p for p in providers if p["name"] == provider and p["architecture"] == arch]
     if clash and not force:
-        raise BoxpackError(f"version {version} already has a {provider} box for {arch}; use --force to replace it")
+        raise OutputFailed(f"version {version} already has a {provider} box for {arch}; use --force to replace it")
     was_default = any(p["default_architecture"] for p in clash)
     providers[:] = [p for p in providers if p not in clash]
     siblings = [p for p in providers if p["name"] == provider]
@@ -239,7 +239,7 @@ def remove(doc: Catalog, version: str, provider: str | None = None, architecture
         v["providers"] = _providers_sorted(keep)
     if not found:
         what = " ".join(x for x in (provider, architecture) if x)
-        raise BoxpackError(f"the catalog has no {what + ' ' if what else ''}entry in version {version}")
+        raise BadOption(f"the catalog has no {what + ' ' if what else ''}entry in version {version}")
     doc["versions"] = [v for v in doc["versions"] if v["providers"]]
     return doc
 
@@ -296,13 +296,13 @@ def update(path: str | os.PathLike[str], change: Callable[[Catalog | None], Cata
     """
     path = Path(os.path.realpath(path))
     if not path.parent.is_dir():
-        raise BoxpackError(f"{path.parent}: no such directory for the catalog")
+        raise OutputFailed(f"{path.parent}: no such directory for the catalog")
     try:
         with _locked(path.parent):
             doc = change(load(path))
             save(path, doc)
     except OSError as e:
-        raise BoxpackError(f"{path}: cannot write the catalog: {e.strerror}") from None
+        raise OutputFailed(f"{path}: cannot write the catalog: {e.strerror}") from None
     return doc
 
 
@@ -341,12 +341,12 @@ def add_box(
         provider = provider or text(meta, "provider")
         architecture = architecture or text(meta, "architecture")
         if not provider:
-            raise BoxpackError(f"{box}: metadata.json names no provider; give --provider")
+            raise BadInput(f"{box}: metadata.json names no provider; give --provider")
     if checksum is None:
         try:
             checksum = file_digest(box, checksum_type)
         except OSError as e:
-            raise BoxpackError(f"{box}: cannot read: {e.strerror}") from None
+            raise BadInput(f"{box}: cannot read: {e.strerror}") from None
     return update(
         path,
         lambda doc: add(

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from . import box
 from .disk import CLUSTER, SECTOR, Progress, read_head
-from .errors import BoxpackError
+from .errors import BadInput, InternalError
 from .formats.raw import data_clusters
 
 CHUNK = 4 * 1024 * 1024
@@ -55,7 +55,7 @@ class CompressedRawDisk:
     @property
     def size(self) -> int:
         if not self._scanned:
-            raise BoxpackError(f"internal error: {self.path}: the size of a compressed disk is known only after a scan")
+            raise InternalError(f"internal error: {self.path}: the size of a compressed disk is known only after a scan")
         return -(-self.file_size // SECTOR) * SECTOR
 
     @property
@@ -80,9 +80,9 @@ class CompressedRawDisk:
                     progress(pos - consumed)
                     consumed = pos
         if total == 0:
-            raise BoxpackError(f"{self.path}: the {self.kind} stream holds no data, so no disk")
+            raise BadInput(f"{self.path}: the {self.kind} stream holds no data, so no disk")
         if self._scanned and total != self.file_size:
-            raise BoxpackError(f"{self.path}: the disk changed while it was being packed")
+            raise BadInput(f"{self.path}: the disk changed while it was being packed")
         self.file_size, self._scanned = total, True
 
     def read(self, offset: int, length: int) -> bytes:
@@ -110,7 +110,7 @@ def _open(path: Path, kind: str) -> Iterator[tuple[BinaryIO, Any]]:
     try:
         raw = open(path, "rb")
     except OSError as e:
-        raise BoxpackError(f"{path}: cannot open: {e.strerror}") from None
+        raise BadInput(f"{path}: cannot open: {e.strerror}") from None
     limit = max(MIN_BUDGET, MAX_RATIO * os.fstat(raw.fileno()).st_size)
     stream = box.Budget(box.decompressor(kind, raw), lambda: limit, str(path),
                         f"the {kind} stream inflates to more than {MAX_RATIO} times its size: a decompression bomb, or a "
@@ -136,5 +136,5 @@ def _read_full(stream: Any, n: int, path: Path, kind: str) -> bytes:
             parts.append(part)
             got += len(part)
     except box.ARCHIVE_ERRORS as e:
-        raise BoxpackError(f"{path}: the {kind} stream is corrupt or cut short ({e})") from None
+        raise BadInput(f"{path}: the {kind} stream is corrupt or cut short ({e})") from None
     return b"".join(parts)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, Self
 
-from .errors import BoxpackError
+from .errors import BadInput
 from .ordered import in_order
 
 SECTOR = 512
@@ -85,7 +85,7 @@ def regrain(pieces: Iterable[tuple[int, bytes]], size: int, name: str) -> Iterat
     cur, buf, last_end = -1, bytearray(), 0
     for off, data in pieces:
         if off < last_end:
-            raise BoxpackError(f"{name}: data at byte {off} comes after data up to byte {last_end}; out of order")
+            raise BadInput(f"{name}: data at byte {off} comes after data up to byte {last_end}; out of order")
         end = min(off + len(data), size)
         last_end = off + len(data)
         if off % CLUSTER == 0 and end - off == CLUSTER and cur < off // CLUSTER:  # the common case: whole clusters
@@ -116,10 +116,10 @@ def rescan(disk: Source, clusters: Iterable[int]) -> Iterator[tuple[int, bytes |
     expected = iter(clusters)
     for idx, data in disk.scan():
         if idx != next(expected, None):
-            raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+            raise BadInput(f"{disk.path}: the disk changed while it was being packed")
         yield idx, data
     if next(expected, None) is not None:
-        raise BoxpackError(f"{disk.path}: the disk changed while it was being packed")
+        raise BadInput(f"{disk.path}: the disk changed while it was being packed")
 
 
 def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytearray]:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .errors import BoxpackError
+from .errors import BadInput, BoxpackError
 
 USER_AGENT = f"boxpack/{__version__}"
 CHUNK = 1024 * 1024
@@ -40,7 +40,7 @@ TIMEOUT = 60
 MAX_WAIT = 300.0  # the longest a 429 or a backoff makes a transfer wait
 
 
-class NotFound(BoxpackError):
+class NotFound(BadInput):
     """404 or 410: retrying cannot help."""
 
 
@@ -88,9 +88,9 @@ def _retrying(url: str, attempt: int, error: Exception, retries: int = RETRIES) 
         if error.code in (404, 410):
             raise NotFound(f"{url}: {error.code} {error.reason}") from None
         if error.code not in (408, 425, 429) and error.code < 500:
-            raise BoxpackError(f"{url}: {error.code} {error.reason}") from None
+            raise BadInput(f"{url}: {error.code} {error.reason}") from None
     if attempt + 1 >= retries:
-        raise BoxpackError(f"{url}: {_describe(error)} ({retries} attempts)") from None
+        raise BadInput(f"{url}: {_describe(error)} ({retries} attempts)") from None
     time.sleep(_wait(attempt, error))
 
 
@@ -129,13 +129,13 @@ def get_json(url: str, limit: int, token: str | None = None) -> Any:
             with _open(url, headers={"Accept": "application/json"}, token=token, retries=CATALOG_RETRIES) as r:
                 data = r.read(limit + 1)
     except OSError as e:
-        raise BoxpackError(f"{url}: cannot read: {e.strerror or e}") from None
+        raise BadInput(f"{url}: cannot read: {e.strerror or e}") from None
     if len(data) > limit:
-        raise BoxpackError(f"{url}: more than {limit} bytes, so not a catalog (Vagrant's limit)")
+        raise BadInput(f"{url}: more than {limit} bytes, so not a catalog (Vagrant's limit)")
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
-        raise BoxpackError(f"{url}: not JSON, so not a catalog") from None
+        raise BadInput(f"{url}: not JSON, so not a catalog") from None
 
 
 def size(url: str, token: str | None = None) -> int | None:
@@ -177,7 +177,7 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None) -> 
         except FileNotFoundError:
             raise NotFound(f"{url}: no such file") from None
         except OSError as e:
-            raise BoxpackError(f"{url}: cannot read: {e.strerror}") from None
+            raise BadInput(f"{url}: cannot read: {e.strerror}") from None
     done = 0
     attempt = 0
     while True:
@@ -185,7 +185,7 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None) -> 
             with _open(url, "GET", {"Range": f"bytes={done}-"} if done else {}, token) as r:
                 resumed = r.status == 206
                 if resumed and not r.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
-                    raise BoxpackError(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
+                    raise BadInput(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
                 skip = 0 if resumed else done  # Range ignored: the whole body again, the start skipped
                 length = r.headers.get("Content-Length", "")
                 total = (done if resumed else 0) + int(length) if length.isdigit() else None

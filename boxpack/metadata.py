@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-from .errors import BoxpackError
+from .errors import BadInput
 
 GIB = 1024**3
 
@@ -38,7 +38,7 @@ def validate(document: Any, schema_name: str, what: str) -> None:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise BoxpackError(f"{what} is invalid at {where}: {error.message}")
+        raise BadInput(f"{what} is invalid at {where}: {error.message}")
 
 
 def virtual_size_gib(size_bytes: int) -> int:

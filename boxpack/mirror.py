@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog, download
-from .catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
 from .box import text
-from .errors import BoxpackError
+from .catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
+from .errors import BadInput, BadOption, BoxpackError, InternalError
 from .publish import Discard, Publisher, entry
 from .targets import open_target
 from .targets.base import BOX_FILE, CATALOG_LIMIT, Store
@@ -93,12 +93,16 @@ class Copy:
 class MirrorResult:
     copies: list[Copy] = field(default_factory=list)
     catalogs: dict[str, list[str]] = field(default_factory=dict)  # name -> its public URLs
-    errors: list[str] = field(default_factory=list)  # sources that could not be read
+    errors: list[str] = field(default_factory=list)  # sources that could not be read, catalogs not written
+    error_codes: list[int] = field(default_factory=list)  # each error's exit status (errors.py)
     dry_run: bool = False
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.errors or any(c.action == "failed" for c in self.copies) else 0
+        """The worst: 3 when a catalog was not written (what was copied is not found), 1 for a source or
+        an entry that failed, else 0."""
+        failed = [1] if any(c.action == "failed" for c in self.copies) else []
+        return max(self.error_codes + failed, default=0)
 
     def to_json(self) -> dict[str, Any]:
         """As schemas/mirror-result.schema.json describes it."""
@@ -131,30 +135,30 @@ def resolve(source: str, server: str | None, token: str | None) -> tuple[dict, s
             if isinstance(doc, dict) and "versions" in doc:
                 return doc, candidate
             problems.append(f"{candidate}: JSON, but not a catalog")
-        raise BoxpackError(f"{source}: no catalog at {base} ({'; '.join(problems)})")
-    raise BoxpackError(f"{source}: not a catalog file, a catalog URL or ORG/NAME")
+        raise BadInput(f"{source}: no catalog at {base} ({'; '.join(problems)})")
+    raise BadInput(f"{source}: not a catalog file, a catalog URL or ORG/NAME")
 
 
 def entries(doc: Any, where: str, fallback_name: str | None) -> tuple[str, list[Copy], dict[str, str], str | None]:
     """A source catalog read leniently, as Vagrant reads it (box_metadata.rb): the box name, one Copy per
     provider entry, version descriptions, and the description. BoxpackError when it is no catalog."""
     if not isinstance(doc, dict) or not isinstance(doc.get("versions"), list):
-        raise BoxpackError(f"{where}: not a catalog (no versions)")
+        raise BadInput(f"{where}: not a catalog (no versions)")
     name = doc.get("name") if isinstance(doc.get("name"), str) and NAME_PATTERN.fullmatch(doc["name"]) else fallback_name
     if not name:
-        raise BoxpackError(f"{where}: the catalog has no ORG/NAME name")
+        raise BadInput(f"{where}: the catalog has no ORG/NAME name")
     copies: list[Copy] = []
     descriptions: dict[str, str] = {}
     for v in doc["versions"]:
         version = v.get("version") if isinstance(v, dict) else None
         if not isinstance(version, str) or not catalog.VERSION_PATTERN.fullmatch(version):
-            raise BoxpackError(f"{where}: version {version!r} is not one Vagrant reads")
+            raise BadInput(f"{where}: version {version!r} is not one Vagrant reads")
         text = v.get("description") or v.get("description_markdown")
         if isinstance(text, str) and text:
             descriptions[version] = text
         for p in v.get("providers") or []:
             if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("url"), str):
-                raise BoxpackError(f"{where}: version {version} has a provider without a name or url")
+                raise BadInput(f"{where}: version {version} has a provider without a name or url")
             kind = (p.get("checksum_type") or "").lower() or None
             value = (p.get("checksum") or "").strip().lower() or None
             if kind not in CHECKSUM_TYPES or not value:
@@ -305,11 +309,11 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             c.size = download.copy(c.source_url, write, _token_for(c.source_url, options))
             actual = digest.hexdigest()
             if c.checksum and actual != c.checksum:
-                raise BoxpackError(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
+                raise BadInput(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
             if tee:
                 report = tee.close()
                 if report is None:
-                    raise BoxpackError(f"internal error in boxpack verify: {tee.failure}")
+                    raise InternalError(f"internal error in boxpack verify: {tee.failure}")
                 c.findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
                 if report.unreadable:
                     c.findings.append({"code": "unreadable", "severity": "error", "message": report.unreadable})
@@ -319,7 +323,7 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
                                        "message": f"the catalog says {c.provider}, the box's metadata.json {named}: "
                                        "Vagrant refuses to add it"})
                 if options.require_valid and any(f["severity"] == "error" for f in c.findings):
-                    raise BoxpackError("boxpack verify finds errors in it (--require-valid)")
+                    raise BadInput("boxpack verify finds errors in it (--require-valid)")
             c.computed = not c.checksum
             c.checksum_type, c.checksum = kind, actual
         except Exception:
@@ -353,9 +357,9 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
     when an entry is over."""
     o = options
     if o.jobs < 1:
-        raise BoxpackError("--jobs must be at least 1")
+        raise BadOption("--jobs must be at least 1")
     if not (o.versions in ("all", "latest") or (o.versions.isdigit() and int(o.versions) > 0)):
-        raise BoxpackError(f"--versions {o.versions!r}: give all, latest or a number of the newest versions")
+        raise BadOption(f"--versions {o.versions!r}: give all, latest or a number of the newest versions")
     store = open_target(o.target, o.endpoint_url)
     result = MirrorResult(dry_run=o.dry_run)
     publishers: dict[str, Publisher] = {}
@@ -366,6 +370,7 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
             name, copies, descriptions, description = entries(doc, where, source if NAME_PATTERN.fullmatch(source) else None)
         except BoxpackError as e:
             result.errors.append(str(e))
+            result.error_codes.append(e.exit_code)
             continue
         if name not in publishers:
             publishers[name] = Publisher(store, name, o.base_url, force=o.force, dry_run=o.dry_run, description=description)
@@ -393,4 +398,5 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
             result.catalogs[name] = publisher.catalog_urls
         except BoxpackError as e:
             result.errors.append(f"{name}: the catalog was not written: {e}")
+            result.error_codes.append(e.exit_code)
     return result

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BoxpackError
+from .errors import BadInput, BadOption
 from .metadata import json_object
 
 # mkosi's Architecture names that differ from Vagrant's (Vagrant::Util::Platform.architecture maps the
@@ -52,12 +52,12 @@ def vagrant_architecture(mkosi_name: str) -> str:
 def from_environment(env: Mapping[str, str]) -> MkosiImage:
     """The image of the mkosi build whose post-output hook this is; BoxpackError when there is none."""
     if not env.get("OUTPUTDIR"):
-        raise BoxpackError("--mkosi: $OUTPUTDIR is not set; run boxpack --mkosi from an mkosi.postoutput script")
+        raise BadOption("--mkosi: $OUTPUTDIR is not set; run boxpack --mkosi from an mkosi.postoutput script")
     output_dir = Path(env["OUTPUTDIR"])
     config = _config(env.get("MKOSI_CONFIG"))
     fmt = _text(config, "Format") or "disk"
     if fmt != "disk":
-        raise BoxpackError(f"--mkosi: mkosi's Format={fmt} makes no disk image; boxpack needs Format=disk")
+        raise BadInput(f"--mkosi: mkosi's Format={fmt} makes no disk image; boxpack needs Format=disk")
     image_id = _text(config, "ImageId") or env.get("IMAGE_ID")
     version = _text(config, "ImageVersion") or env.get("IMAGE_VERSION") or None
     arch = _text(config, "Architecture") or env.get("ARCHITECTURE")
@@ -65,7 +65,7 @@ def from_environment(env: Mapping[str, str]) -> MkosiImage:
                         ("OutputExtension", _text(config, "OutputExtension"))):
         if value and ("/" in value or value in (".", "..") or len(value.encode()) > 200):
             # mkosi refuses '/' in these: the boxes stay in $OUTPUTDIR, under a name a file system takes
-            raise BoxpackError(f"--mkosi: {what}={value[:60]!r} is not a file name (mkosi refuses '/' in it)")
+            raise BadInput(f"--mkosi: {what}={value[:60]!r} is not a file name (mkosi refuses '/' in it)")
     if "Output" in config:
         compression = _text(config, "CompressOutput") or "none"
         names = [f"{_text(config, 'Output')}.{_text(config, 'OutputExtension') or 'raw'}{SUFFIXES.get(compression, '')}"]
@@ -77,18 +77,18 @@ def from_environment(env: Mapping[str, str]) -> MkosiImage:
         try:
             found = disk.is_file()
         except OSError as e:
-            raise BoxpackError(f"--mkosi: {disk}: {e.strerror}") from None
+            raise BadInput(f"--mkosi: {disk}: {e.strerror}") from None
         if found:
             stem = name.removesuffix(next((s for s in SUFFIXES.values() if name.endswith(s)), ""))
             return MkosiImage(disk, output_dir, stem.rpartition(".")[0], vagrant_architecture(arch) if arch else None, version)
-    raise BoxpackError(f"--mkosi: no disk image in {output_dir} (looked for {', '.join(names)})")
+    raise BadInput(f"--mkosi: no disk image in {output_dir} (looked for {', '.join(names)})")
 
 
 def _text(config: dict[str, Any], key: str) -> str | None:
     """A setting that must be a string (a name, a version); BoxpackError for a number, list or object."""
     value = config.get(key)
     if value is not None and not isinstance(value, str):  # Config.to_dict writes these as strings (or null)
-        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG's {key} is {json.dumps(value)[:60]}, not a string")
+        raise BadInput(f"--mkosi: $MKOSI_CONFIG's {key} is {json.dumps(value)[:60]}, not a string")
     return value or None
 
 
@@ -98,14 +98,14 @@ def _config(path: str | None) -> dict[str, Any]:
         return {}
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open() until someone writes to it
-            raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not a regular file")
+            raise BadInput(f"--mkosi: $MKOSI_CONFIG {path}: not a regular file")
         with open(path, "rb") as f:
             data = f.read(CONFIG_LIMIT + 1)
     except OSError as e:
-        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: cannot read: {e.strerror}") from None
+        raise BadInput(f"--mkosi: $MKOSI_CONFIG {path}: cannot read: {e.strerror}") from None
     try:
         if len(data) > CONFIG_LIMIT:
             raise ValueError("larger than 16 MiB")
         return json_object(data)
     except ValueError as e:
-        raise BoxpackError(f"--mkosi: $MKOSI_CONFIG {path}: not mkosi's JSON configuration ({e})") from None
+        raise BadInput(f"--mkosi: $MKOSI_CONFIG {path}: not mkosi's JSON configuration ({e})") from None

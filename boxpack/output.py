@@ -17,7 +17,7 @@ from typing import BinaryIO
 from . import tempfiles
 from .archive import Member, source_date_epoch, tar_stream
 from .compress import DigestWriter, ParallelGzip
-from .errors import BoxpackError
+from .errors import BadOption, BoxpackError, OutputFailed
 
 Output = str | os.PathLike[str] | BinaryIO | Callable[[str, str | None], BinaryIO] | None
 Target = Path | BinaryIO
@@ -35,7 +35,7 @@ def _node_kind(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise BoxpackError(f"{path}: {e.strerror}") from None
+        raise OutputFailed(f"{path}: {e.strerror}") from None
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -54,7 +54,7 @@ def targets(names: Sequence[str], output: Output, sources: Sequence[Path], force
     """
     if is_stream(output):
         if len(names) > 1:
-            raise BoxpackError("-o - writes one box to stdout; give one --provider, or -o DIR for several")
+            raise BadOption("-o - writes one box to stdout; give one --provider, or -o DIR for several")
         return [output]  # type: ignore[list-item]
     if output is None:
         directory: Path | None = Path.cwd()
@@ -63,16 +63,16 @@ def targets(names: Sequence[str], output: Output, sources: Sequence[Path], force
         if str(output).endswith("/") or _node_kind(out) == "dir":
             directory = out
         elif len(names) > 1:
-            raise BoxpackError(f"{out}: is not a directory; with several providers -o names a directory (end it with /)")
+            raise BadOption(f"{out}: is not a directory; with several providers -o names a directory (end it with /)")
         else:
             directory = None
     if directory is not None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise BoxpackError(f"{directory}: exists and is not a directory") from None
+            raise OutputFailed(f"{directory}: exists and is not a directory") from None
         except OSError as e:
-            raise BoxpackError(f"{directory}: cannot create the output directory: {e.strerror}") from None
+            raise OutputFailed(f"{directory}: cannot create the output directory: {e.strerror}") from None
         paths = [directory / n for n in names]
     else:
         paths = [Path(output)]  # type: ignore[arg-type]
@@ -80,15 +80,15 @@ def targets(names: Sequence[str], output: Output, sources: Sequence[Path], force
     for t in paths:
         kind = _node_kind(t)
         if kind and any(t.resolve() == s.resolve() for s in sources):
-            raise BoxpackError(f"{t}: is the source itself; choose another output with -o")
+            raise BadOption(f"{t}: is the source itself; choose another output with -o")
         if not t.parent.is_dir():
-            raise BoxpackError(f"{t.parent}: no such directory for the output box")
+            raise OutputFailed(f"{t.parent}: no such directory for the output box")
         if kind == "dir":
-            raise BoxpackError(f"{t}: is a directory")
+            raise OutputFailed(f"{t}: is a directory")
         if kind == "special file":
-            raise BoxpackError(f"{t}: is a device or socket, not a file boxpack will write a box to")
+            raise OutputFailed(f"{t}: is a device or socket, not a file boxpack will write a box to")
         if kind == "file" and not force:
-            raise BoxpackError(f"{t}: already exists; use --force to overwrite it")
+            raise OutputFailed(f"{t}: already exists; use --force to overwrite it")
         result.append(t)
     return result
 
@@ -109,13 +109,13 @@ def checksum_targets(checksum_file: bool | str | os.PathLike[str], boxes: Sequen
     for p in paths:
         kind = _node_kind(p)
         if p.resolve() in taken:
-            raise BoxpackError(f"{p}: is a source or a box of this run; choose another --checksum-file")
+            raise BadOption(f"{p}: is a source or a box of this run; choose another --checksum-file")
         if not p.parent.is_dir():
-            raise BoxpackError(f"{p.parent}: no such directory for the checksum file")
+            raise OutputFailed(f"{p.parent}: no such directory for the checksum file")
         if kind == "dir":
-            raise BoxpackError(f"{p}: is a directory")
+            raise OutputFailed(f"{p}: is a directory")
         if kind is not None and not force:
-            raise BoxpackError(f"{p}: already exists; use --force to overwrite it")
+            raise OutputFailed(f"{p}: already exists; use --force to overwrite it")
 
 
 def _write_archive(
@@ -160,7 +160,7 @@ def write_box(
             with open(target, "wb") as out:
                 return _write_stream(out, members, compression, gzip, checksum, progress)
         except OSError as e:
-            raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+            raise OutputFailed(f"{target}: cannot write: {e.strerror}") from None
     # A short fixed prefix: the temporary name must fit wherever the target's name fits.
     fd, tmp = tempfiles.create(target.parent, ".part", "the box")
     try:
@@ -170,11 +170,11 @@ def write_box(
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
             if _node_kind(target) is not None and not force:
-                raise BoxpackError(f"{target}: appeared while packing; use --force to overwrite it")
+                raise OutputFailed(f"{target}: appeared while packing; use --force to overwrite it")
             os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise BoxpackError(f"{target}: cannot write: {e.strerror}") from None
+        raise OutputFailed(f"{target}: cannot write: {e.strerror}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -185,9 +185,9 @@ def _write_stream(out: BinaryIO, members, compression, gzip, checksum, progress)
     try:
         digest = _write_archive(out, members, compression, gzip, checksum, progress)
     except BrokenPipeError:
-        raise BoxpackError("output closed before the box was complete (broken pipe)") from None
+        raise OutputFailed("output closed before the box was complete (broken pipe)") from None
     except OSError as e:
-        raise BoxpackError(f"cannot write the box to the output stream: {e.strerror}") from None
+        raise OutputFailed(f"cannot write the box to the output stream: {e.strerror}") from None
     return digest.size, digest.hexdigest()
 
 
@@ -201,10 +201,10 @@ def write_text_atomically(path: Path, text: str, what: str, force: bool = True) 
             f.flush()
             os.chmod(tmp, 0o644)
             if not tempfiles.place(tmp, path, force):
-                raise BoxpackError(f"{path}: already exists; use --force to overwrite it")
+                raise OutputFailed(f"{path}: already exists; use --force to overwrite it")
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise BoxpackError(f"{path}: cannot write the {what}: {e.strerror}") from None
+        raise OutputFailed(f"{path}: cannot write the {what}: {e.strerror}") from None
     except BoxpackError:
         tmp.unlink(missing_ok=True)
         raise

@@ -17,7 +17,7 @@ from typing import Any
 
 from lxml import etree
 
-from .errors import BoxpackError
+from .errors import BadInput, BoxpackError
 from .findings import Findings
 
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -210,7 +210,7 @@ def parse(xml: bytes) -> etree._Element:
     try:
         return etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
     except (etree.XMLSyntaxError, ValueError) as e:
-        raise BoxpackError(f"box.ovf is not well-formed XML: {str(e)[:200]}") from None
+        raise BadInput(f"box.ovf is not well-formed XML: {str(e)[:200]}") from None
 
 
 def check(xml: bytes, members: Mapping[str, int] | None = None) -> Findings:

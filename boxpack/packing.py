@@ -19,10 +19,25 @@ import deflate
 
 from . import accel
 from .catalog import CHECKSUM_TYPES
-from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
-from .errors import BoxpackError
-from .output import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
-                     write_text_atomically)
+from .compress import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    ParallelGzip,
+    default_threads,
+    zlib_compressor,
+)
+from .errors import BadInput, BadOption
+from .output import (
+    COMPRESSIONS,
+    Output,
+    Target,
+    checksum_path,
+    checksum_targets,
+    is_stream,
+    targets,
+    write_box,
+    write_text_atomically,
+)
 from .partitions import read_partition_table
 from .providers import PROVIDERS, Disk, Job, Provider
 from .sources import open_source
@@ -73,28 +88,28 @@ class PackOptions:
     def check(self) -> None:
         """Raise BoxpackError for the first option that cannot work, before any disk is read."""
         if not self.providers:
-            raise BoxpackError(f"no provider given; use --provider ({', '.join(PROVIDERS)})")
+            raise BadOption(f"no provider given; use --provider ({', '.join(PROVIDERS)})")
         for p in self.providers:
             if p not in PROVIDERS:
-                raise BoxpackError(f"unknown provider {p!r}; choose from {', '.join(PROVIDERS)}")
+                raise BadOption(f"unknown provider {p!r}; choose from {', '.join(PROVIDERS)}")
         if self.compression not in COMPRESSIONS:
-            raise BoxpackError(f"unknown compression {self.compression!r}; choose from {', '.join(COMPRESSIONS)}")
+            raise BadOption(f"unknown compression {self.compression!r}; choose from {', '.join(COMPRESSIONS)}")
         if self.level not in LEVELS:
-            raise BoxpackError(f"compression level {self.level} is out of range {LEVELS.start}..{LEVELS.stop - 1}")
+            raise BadOption(f"compression level {self.level} is out of range {LEVELS.start}..{LEVELS.stop - 1}")
         if self.fast and not accel.available():
-            raise BoxpackError("--fast needs the isal package (ISA-L), which has wheels for x86-64 and aarch64 only")
+            raise BadOption("--fast needs the isal package (ISA-L), which has wheels for x86-64 and aarch64 only")
         if self.threads is not None and self.threads < 1:
-            raise BoxpackError("--threads must be at least 1")
+            raise BadOption("--threads must be at least 1")
         if self.checksum_type not in CHECKSUM_TYPES:
-            raise BoxpackError(f"unknown checksum type {self.checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+            raise BadOption(f"unknown checksum type {self.checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
         if self.checksum_file and callable(self.output):
-            raise BoxpackError("boxes streamed into uploads get their checksum files on the target; drop --checksum-file")
+            raise BadOption("boxes streamed into uploads get their checksum files on the target; drop --checksum-file")
         if self.checksum_file is True and is_stream(self.output):
-            raise BoxpackError("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
+            raise BadOption("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
         if self.firmware is not None and self.firmware not in FIRMWARES:
-            raise BoxpackError(f"unknown firmware {self.firmware!r}; choose from {', '.join(FIRMWARES)}")
+            raise BadOption(f"unknown firmware {self.firmware!r}; choose from {', '.join(FIRMWARES)}")
         if self.architecture is not None and not ARCHITECTURE.fullmatch(self.architecture):
-            raise BoxpackError(f"--architecture {self.architecture!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)")
+            raise BadOption(f"--architecture {self.architecture!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)")
         for p in self.providers:
             PROVIDERS[p].check_settings(self.settings)
 
@@ -109,7 +124,8 @@ class BoxResult:
     checksum_type: str
     checksum: str
     seconds: float  # from the start of the run to this box's last byte
-    firmware: str  # "bios" or "efi", and why
+    firmware: str  # "bios" or "efi"
+    firmware_reason: str  # "as asked", or "detected: " and what on the disk said so
     architecture: str | None
     disks: list[tuple[str, int]]  # each disk in the box: its format ("qcow2", "vmdk streamOptimized", ...) and size in bytes
 
@@ -135,9 +151,9 @@ def _stem(source: Path) -> str:
 def _option_file(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise BoxpackError(f"{p}: {what} not found or not a regular file")
+        raise BadOption(f"{p}: {what} not found or not a regular file")
     if not os.access(p, os.R_OK):
-        raise BoxpackError(f"{p}: {what} is not readable")
+        raise BadOption(f"{p}: {what} is not readable")
     return p
 
 
@@ -146,7 +162,7 @@ def _user_vagrantfile(path: str | os.PathLike[str]) -> bytes:
     data = _option_file(path, "Vagrantfile").read_bytes()
     problem = ruby_syntax(data)
     if problem:
-        raise BoxpackError(f"{path}: {problem}")
+        raise BadOption(f"{path}: {problem}")
     if not ruby_available():
         log.warning("%s: not syntax-checked (ruby is not installed)", path)
     return data
@@ -159,16 +175,16 @@ def _includes(paths: Sequence[str | os.PathLike[str]], providers: Sequence[str])
         if p.stat().st_size == 0:  # procfs and sysfs files say 0 bytes and hold more: a tar member needs its size first
             with open(p, "rb") as f:
                 if f.read(1):
-                    raise BoxpackError(f"--include {p}: says it is empty but is not (a /proc or /sys file?); "
+                    raise BadOption(f"--include {p}: says it is empty but is not (a /proc or /sys file?); "
                                        "copy it to a regular file first")
     names = [p.name for p in includes]
     for p in includes:
         try:
             p.name.encode("utf-8")
         except UnicodeEncodeError:
-            raise BoxpackError(f"--include {os.fsdecode(p)!r}: a box member's name must be UTF-8") from None
+            raise BadOption(f"--include {os.fsdecode(p)!r}: a box member's name must be UTF-8") from None
         if any(fnmatch.fnmatchcase(p.name, r) for r in reserved) or names.count(p.name) > 1:
-            raise BoxpackError(f"--include {p.name}: the box already has a file of that name")
+            raise BadOption(f"--include {p.name}: the box already has a file of that name")
     return includes
 
 
@@ -204,7 +220,7 @@ def pack(
     o.check()
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not paths:
-        raise BoxpackError("no disk given")
+        raise BadOption("no disk given")
     providers = list(dict.fromkeys(o.providers))
     for p in providers:
         PROVIDERS[p].check_disks(len(paths))
@@ -239,7 +255,7 @@ def pack(
         stack.callback(_close_all, writers)
         for name in providers:
             writers.append(PROVIDERS[name](job))
-        firmware_note = _scan(job, writers, o, progress, stack)
+        firmware_reason = _scan(job, writers, o, progress, stack)
         for writer, target in zip(writers, where):
             if opener:  # the architecture is known now, after the scan
                 target = opener(writer.NAME, job.architecture)
@@ -256,7 +272,7 @@ def pack(
                 progress.finish()
             results.append(
                 BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                          time.monotonic() - started, firmware_note, job.architecture,
+                          time.monotonic() - started, job.firmware, firmware_reason, job.architecture,
                           [(writer.DISK_FORMAT, d.source.size) for d in job.disks])
             )
             if on_box:
@@ -268,7 +284,7 @@ def pack(
 
 def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> str:
     """Read each disk once for every provider, in order (a box's other disks join after its first);
-    then firmware and architecture from the boot disk. Returns the firmware and why."""
+    then firmware and architecture from the boot disk. Returns why the firmware is what it is."""
     i = 0
     while i < len(job.disks):
         disk = job.disks[i]
@@ -282,7 +298,7 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
             for w in writers:
                 w.feed(i, cluster, data)
         if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
-            raise BoxpackError(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
+            raise BadInput(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
         for w in writers:
             w.check_size(source.size, source.path)
         if source.padded:
@@ -300,7 +316,7 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
     detected, reason = table.firmware()
     job.firmware = o.firmware or detected
     job.architecture = o.architecture or boot.architecture or table.architecture()
-    return f"{job.firmware} ({'as asked' if o.firmware else 'detected: ' + reason})"
+    return "as asked" if o.firmware else f"detected: {reason}"
 
 
 def _close_all(writers: list[Provider]) -> None:

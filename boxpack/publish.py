@@ -32,7 +32,7 @@ from typing import Any
 from . import catalog
 from .box import read_metadata, text
 from .catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
-from .errors import BoxpackError
+from .errors import BadInput, BadOption, BoxpackError, OutputFailed
 from .targets import open_target
 from .targets.base import BOX_FILE, Store, Upload, box_key, url
 from .targets.directory import CATALOG_FILE
@@ -149,11 +149,11 @@ class Publisher:
         existing = entry(self.before, version, provider, arch)
         same = bool(existing and checksum and existing["checksum"] == checksum)
         if existing and not same and not self.force:
-            raise BoxpackError(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
+            raise OutputFailed(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
                                "use --force to replace it")
         with self._lock:
             if (version, provider, arch) in self._planned:
-                raise BoxpackError(f"two boxes for {self.name} {version} {provider} {arch} in one run")
+                raise BadOption(f"two boxes for {self.name} {version} {provider} {arch} in one run")
             self._planned.add((version, provider, arch))
         return same
 
@@ -205,7 +205,7 @@ class Publisher:
                             store.delete(sidecar)
                         what = (f"holds another box ({(theirs or b'').decode(errors='replace')[:16]}...)" if theirs != line
                                 else "exists without a checksum file (not published by boxpack)")
-                        raise BoxpackError(f"{store.where}: {key} {what}; use --force to replace it")
+                        raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
                     self._withdraw(version, provider, arch)
                     if theirs != line:
                         store.replace(sidecar, line, "text/plain")
@@ -238,7 +238,7 @@ class Publisher:
                 if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
                     continue
                 if existing and not self.force:
-                    raise BoxpackError(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
+                    raise OutputFailed(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
                                        "by someone else; use --force to replace it")
                 doc = catalog.add(doc, name=self.name, version=b.version, provider=b.provider, url=b.url,
                                   checksum=b.checksum, checksum_type=b.checksum_type, architecture=b.architecture,
@@ -277,7 +277,7 @@ def publish_boxes(
     """Publish box files, provider and architecture from each box's metadata.json (or architecture).
     Every box is checked before the first is sent."""
     if checksum_type not in CHECKSUM_TYPES:
-        raise BoxpackError(f"unknown checksum type {checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+        raise BadOption(f"unknown checksum type {checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
     o = options
     publisher = _publisher(o)
     plans = []
@@ -285,7 +285,7 @@ def publish_boxes(
         meta = read_metadata(b)
         provider = text(meta, "provider")
         if not provider:
-            raise BoxpackError(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
+            raise BadInput(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
         arch = architecture or text(meta, "architecture") or UNKNOWN_ARCH
         # Only a box the catalog may already hold is read twice (its checksum first).
         known = _digest(b, checksum_type) if entry(publisher.before, o.version, provider, arch) else None
@@ -309,7 +309,7 @@ def publish_boxes(
         except (OSError, BoxpackError) as e:
             if not isinstance(upload, Discard):
                 upload.abort()
-            raise e if isinstance(e, BoxpackError) else BoxpackError(f"{b}: cannot read: {e.strerror}") from None
+            raise e if isinstance(e, BoxpackError) else BadInput(f"{b}: cannot read: {e.strerror}") from None
         if progress:
             progress.finish()
         publisher.finish(upload, o.version, provider, arch, checksum_type, digest.hexdigest())
@@ -321,7 +321,7 @@ def _digest(path: Path, checksum_type: str) -> str:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, checksum_type).hexdigest()
     except OSError as e:
-        raise BoxpackError(f"{path}: cannot read: {e.strerror}") from None
+        raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
 
 def pack_and_publish(
@@ -363,11 +363,11 @@ def published_catalog(location: str, endpoint_url: str | None = None) -> tuple[S
         head, _, box = location.rstrip("/").rpartition("/")
         root, _, org = head.rpartition("/")
         if not org or not root.startswith("s3://") or root == "s3:/":
-            raise BoxpackError(f"{location}: give the catalog as s3://BUCKET[/PREFIX]/ORG/NAME")
+            raise BadOption(f"{location}: give the catalog as s3://BUCKET[/PREFIX]/ORG/NAME")
         return open_target(root, endpoint_url), f"{org}/{box}"
     path = Path(location)
     if path.name != CATALOG_FILE or len(path.parts) < 4:
-        raise BoxpackError(f"{location}: not a published catalog (DIRECTORY/ORG/NAME/{CATALOG_FILE} or s3://BUCKET/PREFIX/ORG/NAME)")
+        raise BadOption(f"{location}: not a published catalog (DIRECTORY/ORG/NAME/{CATALOG_FILE} or s3://BUCKET/PREFIX/ORG/NAME)")
     return open_target(str(path.parent.parent.parent), endpoint_url), f"{path.parent.parent.name}/{path.parent.name}"
 
 
@@ -382,7 +382,7 @@ def yank(
 
     def change(doc: Catalog | None) -> Catalog:
         if doc is None:
-            raise BoxpackError(f"{location}: no such catalog")
+            raise BadInput(f"{location}: no such catalog")
         removed[:] = [(v["version"], p) for v in doc["versions"] if catalog.version_key(v["version"]) == catalog.version_key(version)
                       for p in v["providers"] if (provider is None or p["name"] == provider)
                       and (architecture is None or p["architecture"] == architecture)]

@@ -42,12 +42,10 @@ class Report:
         return self.exit_status()
 
     def exit_status(self, strict: bool = False) -> int:
-        """2 unreadable, 1 an error (or, when strict, a warning), else 0: a warning is what Vagrant and its
+        """1 unreadable or an error (or, when strict, a warning), else 0: a warning is what Vagrant and its
         providers accept (a VMware OVF's bridged first adapter), so it fails nobody's CI unless asked to."""
-        if self.unreadable:
-            return 2
         failing = ("error", "warning") if strict else ("error",)
-        return 1 if any(f.severity in failing for f in self.findings) else 0
+        return 1 if self.unreadable or any(f.severity in failing for f in self.findings) else 0
 
     def to_json(self, strict: bool = False) -> str:
         fields: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from . import box
 from .bytesource import FileBytes
 from .compressed import CompressedRawDisk, peek
 from .disk import ImageSource, Source
-from .errors import BoxpackError
+from .errors import BadInput
 from .formats import HEAD, RAW, TAIL, detect
 from .formats.raw import RawDisk
 
@@ -29,12 +29,12 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
             disk.close()
             return _compressed(disk.path, kind, threads)
         if disk.path.suffix == ".box":  # a damaged box would otherwise be packed as a raw disk
-            raise BoxpackError(f"{disk.path}: is named like a box but is not a tar, gzip, xz, bzip2 or zstd archive")
+            raise BadInput(f"{disk.path}: is named like a box but is not a tar, gzip, xz, bzip2 or zstd archive")
         fmt = detect(head, disk.read(max(0, disk.file_size - TAIL), min(TAIL, disk.file_size)))
         if fmt is RAW:
             return disk
         if fmt.reader is None:
-            raise BoxpackError(f"{disk.path}: is a {fmt.name} image, which boxpack cannot read yet; {fmt.refusal}")
+            raise BadInput(f"{disk.path}: is a {fmt.name} image, which boxpack cannot read yet; {fmt.refusal}")
         fd, size, name, reader_of = disk.fd, disk.file_size, str(disk.path), fmt.reader
         reader = reader_of(FileBytes(fd, size, name), name)
         return ImageSource(disk.path, reader, lambda: reader_of(FileBytes(fd, size, name), name), threads, close=disk.close)
@@ -52,6 +52,6 @@ def _compressed(path: Path, kind: str, threads: int) -> Source:
         return box.box_source(path, threads)
     fmt = detect(head, b"")
     if fmt is not RAW:
-        raise BoxpackError(f"{path}: is a {kind}-compressed {fmt.name} image; boxpack reads compressed raw disks only, "
+        raise BadInput(f"{path}: is a {kind}-compressed {fmt.name} image; boxpack reads compressed raw disks only, "
                            f"so decompress it first")
     return CompressedRawDisk(path, kind)

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import BoxpackError
+from .errors import OutputFailed
 
 PREFIX = ".boxpack-"
 SUFFIXES = (".part", ".tmp")
@@ -30,7 +30,7 @@ def create(directory: Path, suffix: str = ".part", what: str = "the file") -> tu
         try:
             fd, name = tempfile.mkstemp(dir=directory, prefix=PREFIX, suffix=suffix)
         except OSError as e:
-            raise BoxpackError(f"{directory}: cannot write {what} there: {e.strerror}") from None
+            raise OutputFailed(f"{directory}: cannot write {what} there: {e.strerror}") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.stat(name).st_ino == os.fstat(fd).st_ino:

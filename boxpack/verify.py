@@ -25,7 +25,7 @@ from . import catalog as catalog_mod
 from . import vagrantfile
 from .bytesource import FileBytes, Reopen, StreamBytes
 from .compressed import CompressedRawDisk, peek
-from .errors import BoxpackError
+from .errors import BadOption, BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
 from .metadata import validate
 from .partitions import PartitionTable, read_partition_table
@@ -80,7 +80,7 @@ def _parse_checksum(spec: str) -> tuple[str, str]:
     kind, _, hexdigest = spec.partition(":")
     kind = kind.lower()
     if kind not in catalog_mod.CHECKSUM_TYPES or not re.fullmatch(r"[0-9a-fA-F]+", hexdigest):
-        raise BoxpackError(f"--checksum {spec!r}: give TYPE:HEX with TYPE one of {', '.join(catalog_mod.CHECKSUM_TYPES)}")
+        raise BadOption(f"--checksum {spec!r}: give TYPE:HEX with TYPE one of {', '.join(catalog_mod.CHECKSUM_TYPES)}")
     return kind, hexdigest.lower()
 
 
@@ -280,7 +280,7 @@ def _catalog_entries(catalog_path: str, version: str | None) -> list[tuple[str, 
     """(version, provider entry) pairs a box may be checked against; read before the box is."""
     doc = catalog_mod.load(catalog_path)
     if doc is None:
-        raise BoxpackError(f"{catalog_path}: no such catalog")
+        raise BadOption(f"{catalog_path}: no such catalog")
     return [
         (v["version"], p)
         for v in doc["versions"]

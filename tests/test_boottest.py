@@ -50,7 +50,7 @@ def test_missing_firmware_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("layout,firmware", [("efi", "efi"), ("bios", "bios")])
-def test_cannot_run_without_qemu_exits_2_naming_it(tmp_path: Path, layout: str, firmware: str) -> None:
+def test_cannot_run_without_qemu_exits_4_naming_it(tmp_path: Path, layout: str, firmware: str) -> None:
     disk = make_disk.make(tmp_path / "d.img", layout=layout, size=64 * MIB, data=2 * MIB)
     box = tmp_path / "d.box"
     run_boxpack(disk, "--provider", "virtualbox", "-o", box)
@@ -59,11 +59,11 @@ def test_cannot_run_without_qemu_exits_2_naming_it(tmp_path: Path, layout: str, 
     proc = run_boxpack("test", box, "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     result = json.loads(proc.stdout)
     validate(result, "test-result.schema.json", "boxpack test --json")
-    assert proc.returncode == 2 and result["exit_code"] == 2
+    assert proc.returncode == 4 and result["exit_code"] == 4
     assert result["firmware"] == firmware and result["provider"] == "virtualbox"
     assert "qemu-system-x86_64 is not installed" in result["error"]
     human = run_boxpack("test", box, "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
-    assert human.returncode == 2 and human.stderr.decode().count("\n") == 1 and "apt install qemu-system-x86" in human.stderr.decode()
+    assert human.returncode == 4 and human.stderr.decode().count("\n") == 1 and "apt install qemu-system-x86" in human.stderr.decode()
 
 
 def test_a_missing_key_is_named(tmp_path: Path) -> None:

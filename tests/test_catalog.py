@@ -176,7 +176,7 @@ def test_cli_add_show_remove(tmp_path: Path, sample_disk: Path) -> None:
     shown = run_boxpack("catalog", "show", cat).stdout.decode()
     assert "1.0.0" in shown and "arm64" in shown and URL + box.name in shown
     dup = run_boxpack("catalog", "add", cat, "--box", box, "--name", "org/sample", "--box-version", "1.0.0", "--url", URL + "x", check=False)
-    assert dup.returncode == 1 and "--force" in dup.stderr.decode()
+    assert dup.returncode == 3 and "--force" in dup.stderr.decode()
     run_boxpack("catalog", "remove", cat, "--box-version", "1.0.0")
     assert json.loads(cat.read_text())["versions"] == []
 
@@ -192,7 +192,7 @@ def test_pack_records_the_boxes_in_one_run(tmp_path: Path, sample_disk: Path) ->
     for p in doc["versions"][0]["providers"]:
         assert p["checksum"] == hashlib.sha256((tmp_path / f"sample-{p['name']}.box").read_bytes()).hexdigest()
     missing = run_boxpack(sample_disk, "--provider", "libvirt", "-o", tmp_path / "x.box", "--catalog", cat, check=False)
-    assert missing.returncode == 1 and "--name" in missing.stderr.decode()
+    assert missing.returncode == 2 and "--name" in missing.stderr.decode()
 
 
 @pytest.mark.first_case_quick
@@ -211,7 +211,7 @@ def test_checksum_of_a_streamed_box(tmp_path: Path, sample_disk: Path) -> None:
     digest = hashlib.sha256(proc.stdout).hexdigest()
     assert sums.read_text() == f"{digest}  -\n" and digest in proc.stderr.decode()
     bad = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", "--checksum-file", check=False)
-    assert bad.returncode == 1 and "--checksum-file PATH" in bad.stderr.decode()
+    assert bad.returncode == 2 and "--checksum-file PATH" in bad.stderr.decode()
 
 
 # --- the real client: Debian's vagrant (2.3.4), installed by .ci/run --------------------------
@@ -274,4 +274,4 @@ def test_json_result_validates_for_every_provider(tmp_path: Path, sample_disk: P
         assert Path(b["path"]).stat().st_size == b["size"] and b["firmware"] == "efi" and b["disks"][0]["virtual_size"] == 2 * 1024**3
     assert proc.stderr.decode().count("boxpack: ") == len(PROVIDERS)
     bad = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", "--json", check=False)
-    assert bad.returncode == 1 and "choose one" in bad.stderr.decode()
+    assert bad.returncode == 2 and "choose one" in bad.stderr.decode()

@@ -17,9 +17,10 @@ import boxpack
 from boxpack.errors import BoxpackError
 
 
-def _fails(proc: subprocess.CompletedProcess, text: str) -> None:
+def _fails(proc: subprocess.CompletedProcess, text: str, code: int = 1) -> None:
+    """One line naming text, and the exit status of errors.py's table (1 the input is bad)."""
     err = proc.stderr.decode()
-    assert proc.returncode != 0
+    assert proc.returncode == code, (proc.returncode, err)
     assert err.count("\n") == 1 and err.startswith("boxpack: error:") and text in err, err
     assert "Traceback" not in err
 
@@ -63,18 +64,45 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_bad_options_are_one_line(tmp_path: Path, sample_disk: Path) -> None:
     proc = run_boxpack(sample_disk, "--provider", "parallels", check=False)
     assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
-    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--level", "13", "-o", tmp_path / "a.box", check=False), "out of range")
-    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--include", tmp_path / "no", "-o", tmp_path / "a.box", check=False), "not found")
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--level", "13", "-o", tmp_path / "a.box", check=False), "out of range", 2)
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--include", tmp_path / "no", "-o", tmp_path / "a.box", check=False), "not found", 2)
     _fails(
         run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", env={"SOURCE_DATE_EPOCH": "soon"}, check=False),
-        "SOURCE_DATE_EPOCH",
+        "SOURCE_DATE_EPOCH", 2,
     )
+
+
+def test_one_exit_status_table_in_help_readme_and_errors() -> None:
+    """--help of every verb ends with errors.py's table, and the README's table says the same codes and types."""
+    from boxpack.cli.common import VERBS
+    from boxpack.errors import EXIT_CODES
+
+    for verb in ["", *VERBS]:
+        out = run_boxpack(*([verb] if verb else []), "--help").stdout.decode()
+        table = out[out.index("exit status:\n"):]
+        assert [int(line.split()[0]) for line in table.splitlines()[1:] if line[2:3].isdigit()] == [c for c, _ in EXIT_CODES], verb
+    readme = (ROOT / "README.md").read_text()
+    rows = [line.split("|")[1:3] for line in readme[readme.index("| exit | error type |"):].splitlines()[2:9]]
+    types = {c.exit_code: c.__name__ for c in boxpack.BoxpackError.__subclasses__()}
+    assert [(int(code), kind.strip().strip("`")) for code, kind in rows] == [(c, types.get(c, "")) for c, _ in EXIT_CODES]
+
+
+def test_library_errors_carry_their_exit_status(tmp_path: Path, sample_disk: Path) -> None:
+    """What the command exits with is the error type the library raised: a caller can act on the type."""
+    with pytest.raises(boxpack.BadOption):
+        boxpack.pack(sample_disk, boxpack.PackOptions(["libvirt"], tmp_path / "a.box", level=13))
+    with pytest.raises(boxpack.BadInput):
+        boxpack.pack(tmp_path, boxpack.PackOptions(["libvirt"], tmp_path / "a.box"))
+    (tmp_path / "b.box").write_text("precious")
+    with pytest.raises(boxpack.OutputFailed):
+        boxpack.pack(sample_disk, boxpack.PackOptions(["libvirt"], tmp_path / "b.box"))
+    assert (tmp_path / "b.box").read_text() == "precious"
 
 
 def test_existing_output_needs_force(tmp_path: Path, sample_disk: Path) -> None:
     box = tmp_path / "out.box"
     box.write_text("precious")
-    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, check=False), "--force")
+    _fails(run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, check=False), "--force", 3)
     assert box.read_text() == "precious"
     run_boxpack(sample_disk, "--provider", "libvirt", "-o", box, "--force")
     assert box.read_bytes()[:2] == b"\x1f\x8b"
@@ -90,7 +118,7 @@ def test_default_name_in_current_directory(tmp_path: Path, sample_disk: Path) ->
 def test_full_stream_output(sample_disk: Path) -> None:
     with open("/dev/full", "wb") as full:
         proc = run_boxpack(sample_disk, "--provider", "libvirt", "-o", "-", stdout=full, check=False)
-    _fails(proc, "No space left on device")
+    _fails(proc, "No space left on device", 3)
 
 
 def test_file_too_large_leaves_nothing_behind(tmp_path: Path, sample_disk: Path) -> None:
@@ -103,7 +131,7 @@ def test_file_too_large_leaves_nothing_behind(tmp_path: Path, sample_disk: Path)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
 
     proc = run_boxpack(sample_disk, "--provider", "libvirt", "-o", out / "a.box", check=False, preexec_fn=limit)
-    _fails(proc, "File too large")
+    _fails(proc, "File too large", 3)
     _only(out)
 
 

@@ -112,9 +112,9 @@ def test_member_claiming_a_terabyte_ends_quickly(tmp_path: Path, claim: str) -> 
     box.write_bytes(gzip.compress(data))
     started = time.monotonic()
     code, _ = _verify(box)
-    assert code in (1, 2)
+    assert code == 1
     proc = run_boxpack("inspect", box, check=False, timeout=60)
-    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
     assert _convert(box, tmp_path).returncode == 1
     assert time.monotonic() - started < 30
 
@@ -124,7 +124,7 @@ def test_many_empty_members_are_stopped(tmp_path: Path) -> None:
     box = tmp_path / "many.box"
     box.write_bytes(gzip.compress(data + bytes(1024)))
     code, report = _verify(box)
-    assert code == 2 and "more than 10000 files" in report["unreadable"]
+    assert code == 1 and "more than 10000 files" in report["unreadable"]
     _one_line_error(_convert(box, tmp_path), "more than 10000 files")
 
 
@@ -132,7 +132,7 @@ def test_huge_long_name_is_not_read_into_memory(tmp_path: Path) -> None:
     box = tmp_path / "longname.box"
     box.write_bytes(gzip.compress(_header("././@LongLink", b"\x80" + (2 << 30).to_bytes(11, "big"), b"L") + bytes(4096)))
     code, report = _verify(box)
-    assert code == 2 and "extended header" in report["unreadable"]
+    assert code == 1 and "extended header" in report["unreadable"]
 
 
 def _qcow2(raw: Path, tmp: Path) -> bytearray:
@@ -164,7 +164,7 @@ def test_qcow2_l1_table_of_bad_entries_is_bounded(tmp_path: Path, raw: Path) -> 
     box = write_box(tmp_path / "l1.box", [("metadata.json", b'{"provider": "libvirt", "format": "qcow2", "virtual_size": 1}'), ("box.img", bad)])
     assert box.stat().st_size < 200_000
     rc, peak, out = _peak_mib("verify", box, "--json")
-    assert rc in (1, 2) and peak < 400, peak
+    assert rc == 1 and peak < 400, peak
     report = json.loads(out[: out.rindex("HWM")])
     assert len(report["findings"]) < 50
 
@@ -179,7 +179,7 @@ def test_qcow2_l1_entries_naming_one_l2_table_are_bounded(tmp_path: Path, raw: P
     bad.write_bytes(image)
     started = time.monotonic()
     rc, peak, _ = _peak_mib("inspect", bad, "--json")
-    assert rc in (0, 2) and peak < 400 and time.monotonic() - started < 60
+    assert rc in (0, 1) and peak < 400 and time.monotonic() - started < 60
 
 
 def test_vmdk_grain_that_inflates_to_gigabytes_is_bounded(tmp_path: Path, raw: Path) -> None:
@@ -287,7 +287,7 @@ def test_catalog_arguments_are_checked_before_any_box_is_written(tmp_path: Path,
     out = tmp_path / "out"
     proc = run_boxpack(raw, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{out}/",
                        "--catalog", tmp_path / "c.json", *[x for kv in base.items() for x in kv], check=False)
-    _one_line_error(proc, text)
+    _one_line_error(proc, text, code=2)
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -313,7 +313,7 @@ def test_long_output_name_works(tmp_path: Path, raw: Path) -> None:
 def test_non_utf8_include_name_is_refused_before_the_scan(tmp_path: Path, raw: Path) -> None:
     extra = Path(os.fsdecode(bytes(tmp_path) + b"/extra-\xff.txt"))
     extra.write_text("x")
-    _one_line_error(run_boxpack(raw, "--provider", "libvirt", "-o", tmp_path / "a.box", "--include", extra, check=False), "UTF-8")
+    _one_line_error(run_boxpack(raw, "--provider", "libvirt", "-o", tmp_path / "a.box", "--include", extra, check=False), "UTF-8", code=2)
 
 
 @pytest.mark.parametrize("meta", [b"[" * 100_000, b'"a string"'], ids=["deep", "not-an-object"])
@@ -353,7 +353,7 @@ def test_verify_to_a_full_stdout_is_not_an_internal_error(tmp_path: Path, raw: P
     run_boxpack(raw, "--provider", "libvirt", "-o", box)
     with open("/dev/full", "wb") as full:
         proc = run_boxpack("inspect", box, stdout=full, check=False)
-    _one_line_error(proc, "cannot write the report", code=2)
+    _one_line_error(proc, "cannot write the report", code=3)
 
 
 # --- verify's security ---------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_escape_sequences_in_member_names_are_not_printed_raw(tmp_path: Path) ->
 def test_vagrantfile_that_is_not_ruby_is_refused_and_flagged(tmp_path: Path, raw: Path) -> None:
     bad = tmp_path / "Vagrantfile"
     bad.write_text('Vagrant.configure("2") do |config|\n  config.vm.box = \n')
-    _one_line_error(run_boxpack(raw, "--provider", "libvirt", "-o", tmp_path / "a.box", "--vagrantfile", bad, check=False), "not valid Ruby")
+    _one_line_error(run_boxpack(raw, "--provider", "libvirt", "-o", tmp_path / "a.box", "--vagrantfile", bad, check=False), "not valid Ruby", code=2)
     src = tmp_path / "src.box"
     run_boxpack(raw, "--provider", "libvirt", "-o", src)
     d = extract(src, tmp_path / "x")

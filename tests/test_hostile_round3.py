@@ -60,11 +60,11 @@ def test_2_checksum_file_never_replaces_a_source_a_box_or_a_file_without_force(t
     box = tmp_path / "c.box"
     for target in (source, box):
         _one_line_error(run_boxpack(source, "-o", box, "--provider", "libvirt", "--checksum-file", target, check=False),
-                        "is a source or a box of this run")
+                        "is a source or a box of this run", code=2)
     assert source.read_bytes() == disk.read_bytes() and not box.exists()
     (tmp_path / "c.box.sha256").write_text("mine\n")
     _one_line_error(run_boxpack(source, "-o", box, "--provider", "libvirt", "--checksum-file", check=False),
-                    "c.box.sha256: already exists; use --force")
+                    "c.box.sha256: already exists; use --force", code=3)
     assert (tmp_path / "c.box.sha256").read_text() == "mine\n" and not box.exists()  # refused before the box
     run_boxpack(source, "-o", box, "--provider", "libvirt", "--checksum-file", "--force")
     assert (tmp_path / "c.box.sha256").read_text().endswith("  c.box\n")
@@ -241,12 +241,12 @@ def test_13_boxpack_test_of_a_disk_too_large_for_a_file_says_so(tmp_path: Path) 
     image = tmp_path / "big.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "17T"], check=True)
     proc = run_boxpack("test", image, env={"TMPDIR": str(tmp_path)}, check=False, timeout=60)
-    _one_line_error(proc, "does not fit a file", code=2)
+    _one_line_error(proc, "does not fit a file", code=3)
 
 
 def test_14_an_include_whose_size_lies_is_one_line(tmp_path: Path, disk: Path) -> None:
     _one_line_error(run_boxpack(disk, "--provider", "libvirt", "-o", tmp_path / "i.box", "--include", "/proc/self/status",
-                                check=False), "/proc/self/status: says it is empty but is not")
+                                check=False), "/proc/self/status: says it is empty but is not", code=2)
 
 
 # --- 15-19: escapes, hangs and leftovers ------------------------------------------------------------

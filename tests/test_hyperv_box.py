@@ -56,7 +56,7 @@ def test_block_size_option(tmp_path: Path) -> None:
     assert qemu_info(vhdx)["cluster-size"] == 32 * MIB
     qemu_compare(vhdx, "vhdx", raw)
     bad = run_boxpack(raw, "--provider", "hyperv", "--vhdx-block-size", "3", "-o", tmp_path / "b.box", check=False)
-    assert bad.returncode == 1 and "power of two" in bad.stderr.decode()
+    assert bad.returncode == 2 and "power of two" in bad.stderr.decode()
 
 
 @pytest.mark.parametrize("layout,arch,generation,controller", [("bios", None, 1, "IDE"), ("efi", None, 2, "SCSI"), ("efi", "arm64", 2, "SCSI")])

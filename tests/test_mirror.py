@@ -311,18 +311,18 @@ def test_verify_in_the_stream_reports_and_require_valid_leaves_out(web: Target, 
 
 
 def test_bad_sources_and_options_are_one_line(web: Target, tmp_path: Path) -> None:
-    def refused(*args: str) -> str:
+    def refused(code: int, *args: str) -> str:
         proc = run_boxpack("mirror", *args, "--to", web.to, "--base-url", web.base_url, check=False)
         err = proc.stderr.decode()
-        assert proc.returncode in (1, 2) and "Traceback" not in err, err
+        assert proc.returncode == code and "Traceback" not in err, (proc.returncode, err)
         return err
 
-    assert "no SOURCE given" in refused()
-    assert "--versions 'some'" in refused("org/x", "--versions", "some")
+    assert "no SOURCE given" in refused(2)
+    assert "--versions 'some'" in refused(2, "org/x", "--versions", "some")
     junk = tmp_path / "junk.json"
     junk.write_text("[1, 2]")
-    assert "not a catalog" in refused(str(junk))
-    assert "no catalog at http://127.0.0.1:9" in refused("org/x", "--server", "http://127.0.0.1:9")
+    assert "not a catalog" in refused(1, str(junk))
+    assert "no catalog at http://127.0.0.1:9" in refused(1, "org/x", "--server", "http://127.0.0.1:9")
 
 
 def test_a_429_waits_as_long_as_the_server_says() -> None:

@@ -107,7 +107,7 @@ def test_republishing_is_refused_unless_forced_and_the_same_box_is_unchanged(tar
     other = tmp_path / "other-libvirt.box"
     run_boxpack(make_disk.make(tmp_path / "other.img", data=2 * MIB), "--provider", "libvirt", "-o", other, "--arch", "amd64")
     refused = publish(target, other, "--box-version", "1.0.0", check=False)
-    assert refused.returncode == 1 and "already has a libvirt box for amd64" in refused.stderr.decode()
+    assert refused.returncode == 3 and "already has a libvirt box for amd64" in refused.stderr.decode()
     assert assert_catalog_true(target)["versions"][0]["providers"][0]["checksum"] == hashlib.sha256(boxes["libvirt"].read_bytes()).hexdigest()
     publish(target, other, "--box-version", "1.0.0", "--force")
     doc = assert_catalog_true(target)
@@ -305,7 +305,7 @@ def test_a_copy_left_behind_by_a_kill_is_brought_up_before_anything_is_sent(s3: 
     s3.write(f"api/v2/vagrant/{NAME}", stale)
     s3.write(f"{NAME}/2.0.0/libvirt/amd64/vagrant.box", b"not a box")
     failed = publish(s3, boxes["libvirt"], "--box-version", "2.0.0", check=False)
-    assert failed.returncode == 1 and "exists without a checksum file" in failed.stderr.decode()
+    assert failed.returncode == 3 and "exists without a checksum file" in failed.stderr.decode()
     assert s3.read(f"api/v2/vagrant/{NAME}") == s3.read(NAME) != stale
     assert [v["version"] for v in assert_catalog_true(s3)["versions"]] == ["0.9.0", "1.0.0"]
 
@@ -352,33 +352,33 @@ def test_pack_dry_run_packs_but_sends_nothing(s3: Target, tmp_path: Path) -> Non
 def test_pack_publish_refuses_options_for_files(tmp_path: Path, sample_disk: Path, args: list[str], message: str) -> None:
     proc = run_boxpack(sample_disk, "--provider", "libvirt", "--publish", str(tmp_path), "--name", NAME, "--box-version",
                        "1.0.0", "--base-url", "https://x.org", *args, check=False, cwd=tmp_path)
-    assert proc.returncode == 1 and message in proc.stderr.decode() and proc.stderr.decode().count("\n") == 1
+    assert proc.returncode == 2 and message in proc.stderr.decode() and proc.stderr.decode().count("\n") == 1
 
 
 def test_errors_are_one_line_before_anything_is_sent(tmp_path: Path, boxes: dict[str, Path], _servers) -> None:
-    def refused(*args: str, env: dict | None = None) -> str:
+    def refused(code: int, *args: str, env: dict | None = None) -> str:
         proc = run_boxpack("publish", *args, check=False, env=env)
         err = proc.stderr.decode()
-        assert proc.returncode in (1, 2) and err.count("\n") == 1 and "Traceback" not in err, err
+        assert proc.returncode == code and err.count("\n") == 1 and "Traceback" not in err, (proc.returncode, err)
         return err
 
     base = ["--name", NAME, "--box-version", "1.0.0", "--base-url", "https://x.org"]
-    assert "no such directory" in refused(str(boxes["libvirt"]), "--to", str(tmp_path / "missing"), *base)
-    assert "give s3://BUCKET/PREFIX or a directory" in refused(str(boxes["libvirt"]), "--to", "gs://b/p", *base)
-    both = refused(str(boxes["libvirt"]), str(boxes["libvirt"]), "--to", str(tmp_path), *base)
+    assert "no such directory" in refused(3, str(boxes["libvirt"]), "--to", str(tmp_path / "missing"), *base)
+    assert "give s3://BUCKET/PREFIX or a directory" in refused(2, str(boxes["libvirt"]), "--to", "gs://b/p", *base)
+    both = refused(2, str(boxes["libvirt"]), str(boxes["libvirt"]), "--to", str(tmp_path), *base)
     assert "two boxes for org/sample 1.0.0 libvirt amd64 in one run" in both
-    assert "not ORG/NAME" in refused(str(boxes["libvirt"]), "--to", str(tmp_path), "--name", "nameonly", "--box-version", "1",
+    assert "not ORG/NAME" in refused(2, str(boxes["libvirt"]), "--to", str(tmp_path), "--name", "nameonly", "--box-version", "1",
                                      "--base-url", "https://x.org")
-    assert "not absolute" in refused(str(boxes["libvirt"]), "--to", str(tmp_path), *base[:-1], "boxes/")
+    assert "not absolute" in refused(2, str(boxes["libvirt"]), "--to", str(tmp_path), *base[:-1], "boxes/")
     bare = tmp_path / "bare.box"
     run_boxpack(make_disk.make(tmp_path / "d.img", data=MIB), "--provider", "libvirt", "-o", bare)
     junk = tmp_path / "junk.box"
     junk.write_bytes(b"not a box")
-    assert "junk.box" in refused(str(junk), "--to", str(tmp_path), *base)
+    assert "junk.box" in refused(1, str(junk), "--to", str(tmp_path), *base)
     server = _servers("seaweedfs")
     env = {**server.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-    assert "no S3 credentials" in refused(str(bare), "--to", "s3://nobucket/p", *base, env=env)
-    assert "no such bucket 'nobucket'" in refused(str(bare), "--to", "s3://nobucket/p", *base, env=server.env)
+    assert "no S3 credentials" in refused(3, str(bare), "--to", "s3://nobucket/p", *base, env=env)
+    assert "no such bucket 'nobucket'" in refused(3, str(bare), "--to", "s3://nobucket/p", *base, env=server.env)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".boxpack")] == []
 
 
@@ -391,7 +391,7 @@ def test_without_boto3_s3_targets_say_what_to_install(tmp_path: Path, boxes: dic
     env = {"PYTHONPATH": f"{hidden}:{ROOT}"}
     proc = run_boxpack("publish", boxes["libvirt"], "--to", "s3://bucket/p", "--name", NAME, "--box-version", "1.0.0",
                        "--base-url", "https://x.org", env=env, check=False)
-    assert proc.returncode == 1 and proc.stderr.decode() == "boxpack: error: s3:// targets need boto3: pip install 'boxpack[s3]'\n"
+    assert proc.returncode == 4 and proc.stderr.decode() == "boxpack: error: s3:// targets need boto3: pip install 'boxpack[s3]'\n"
     site = tmp_path / "site"
     site.mkdir()
     run_boxpack("publish", boxes["libvirt"], "--to", site, "--name", NAME, "--box-version", "1.0.0",

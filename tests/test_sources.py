@@ -91,7 +91,7 @@ def test_output_cannot_be_the_source(tmp_path: Path, raw: Path) -> None:
     box = tmp_path / "x-libvirt.box"
     run_boxpack(raw, "--provider", "libvirt", "-o", box)
     proc = run_boxpack(box, "--provider", "libvirt", "-o", tmp_path, "--force", check=False)
-    assert proc.returncode == 1 and "is the source itself" in proc.stderr.decode()
+    assert proc.returncode == 2 and "is the source itself" in proc.stderr.decode()
 
 
 def test_plain_tar_box_with_dot_slash_names(tmp_path: Path, raw: Path) -> None:

@@ -158,7 +158,7 @@ def test_base_mac_is_off_by_default_and_derived_with_auto(tmp_path: Path, sample
     assert auto == again and 'config.vm.base_mac = "080027' in auto
     assert 'base_mac = "080027AABBCC"' in _vagrantfiles(tmp_path, sample_disk, "--base-mac", "080027aabbcc")["virtualbox"]
     bad = run_boxpack(sample_disk, "--provider", "virtualbox", "--base-mac", "08:00:27:aa:bb:cc", "-o", "-", check=False)
-    assert bad.returncode == 1 and "12 hex digits" in bad.stderr.decode()
+    assert bad.returncode == 2 and "12 hex digits" in bad.stderr.decode()
 
 
 def test_hardware_options_reach_the_ovf(tmp_path: Path, sample_disk: Path) -> None:
@@ -175,7 +175,7 @@ def test_hardware_options_reach_the_ovf(tmp_path: Path, sample_disk: Path) -> No
     assert items["20"].findtext("rasd:ResourceSubType", namespaces=OVF) == "AHCI"
     assert items["10"].findtext("rasd:Connection", namespaces=OVF) == "NAT"
     bad = run_boxpack(sample_disk, "--provider", "virtualbox", "--os-type", "Windows", "-o", "-", check=False)
-    assert bad.returncode == 1 and "--os-type 'Windows': is unknown" in bad.stderr.decode()
+    assert bad.returncode == 2 and "--os-type 'Windows': is unknown" in bad.stderr.decode()
 
 
 def test_architecture_detected_from_gpt(tmp_path: Path) -> None:

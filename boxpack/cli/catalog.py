@@ -7,7 +7,7 @@ import sys
 
 from .. import catalog, publish
 from ..catalog import CHECKSUM_TYPES
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from .common import Parser, option
 
 
@@ -90,11 +90,11 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(catalog.table(doc))
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     return 0
 
 
 def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:
     if doc is None:
-        raise BoxpackError(f"{path}: no such catalog")
+        raise BadInput(f"{path}: no such catalog")
     return doc

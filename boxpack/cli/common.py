@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any, NoReturn
 
 from .. import __version__
+from ..errors import EXIT_CODES
 
 # boxpack VERB ...: the module of boxpack/cli that runs each, and its function (boxpack SOURCE... is pack:run).
 VERBS = {"publish": "publish:run", "mirror": "mirror:run", "catalog": "catalog:run", "inspect": "examine:inspect",
@@ -38,7 +40,21 @@ class PrintMan(argparse.Action):
         parser.exit(0)
 
 
+# The one exit-status table, at the end of every verb's --help (the README has the same).
+EXIT_STATUS = "exit status:\n" + "".join(
+    textwrap.fill(text, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7) + "\n" for code, text in EXIT_CODES
+)
+
+
 class Parser(argparse.ArgumentParser):
+    """Every verb's parser: errors in one line, and the exit-status table after the epilog."""
+
+    def __init__(self, *, description: str | None = None, epilog: str = "", **kw: Any) -> None:
+        if description and "formatter_class" not in kw:  # the table keeps its layout; a plain description is wrapped here
+            description = textwrap.fill(description, 79)
+        super().__init__(description=description, epilog=(epilog.rstrip("\n") + "\n\n" if epilog else "") + EXIT_STATUS,
+                         **{"formatter_class": argparse.RawDescriptionHelpFormatter, **kw})
+
     def error(self, message: str) -> NoReturn:  # one line, not usage + error
         self.exit(2, f"boxpack: error: {message} (see boxpack --help)\n")
 

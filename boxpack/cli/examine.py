@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import verify as verifying
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError, OutputFailed
 from .common import Parser
 
 
@@ -23,8 +23,8 @@ def build_parser(action: str) -> argparse.ArgumentParser:
         "inspect": "Say what a box or disk is: members, metadata, Vagrantfile settings, disk format and sizes, "
         "OVF hardware, partition table.",
         "verify": "Check a box against every rule its consumers (Vagrant, vagrant-libvirt, VirtualBox, bsdtar, qemu) "
-        "enforce. Exit 0 when clean or only warned about, 1 when errors were found (or, with --strict, warnings), "
-        "2 when the box could not be read.",
+        "enforce. Exit 0 when clean or only warned about, 1 when errors were found (or, with --strict, warnings) "
+        "or the box could not be read.",
     }[action]
     p = Parser(prog=f"boxpack {action}", description=what)
     p.add_argument("path", metavar="BOX" if action == "verify" else "BOX|DISK", help="a box file, - for stdin, or (inspect) a disk")
@@ -49,7 +49,7 @@ def _examine(action: str, argv: list[str]) -> int:
         )
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     try:
         strict = getattr(args, "strict", False)
         if args.json:
@@ -59,5 +59,5 @@ def _examine(action: str, argv: list[str]) -> int:
         sys.stdout.flush()
     except OSError as e:
         print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)
-        return 2
-    return report.exit_status(strict) if action == "verify" else (2 if report.unreadable else 0)
+        return OutputFailed.exit_code
+    return report.exit_status(strict) if action == "verify" else (BadInput.exit_code if report.unreadable else 0)

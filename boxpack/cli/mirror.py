@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import mirror
-from ..errors import BoxpackError
+from ..errors import BadOption, BoxpackError
 from ..progress import Transfers, human_size
 from .common import Parser, option, target_options
 
@@ -67,10 +67,10 @@ def run(argv: list[str]) -> int:
             try:
                 lines = Path(args.from_file).read_text().splitlines()
             except OSError as e:
-                raise BoxpackError(f"{args.from_file}: cannot read: {e.strerror}") from None
+                raise BadOption(f"{args.from_file}: cannot read: {e.strerror}") from None
             sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
         if not sources:
-            raise BoxpackError("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
+            raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
         options = mirror.MirrorOptions(
             target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
             architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
@@ -98,7 +98,7 @@ def run(argv: list[str]) -> int:
             transfers.finish()
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("boxpack: interrupted; the catalogs not yet written are as they were (a rerun skips what was copied)",
               file=sys.stderr)

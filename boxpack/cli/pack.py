@@ -13,7 +13,7 @@ from urllib.parse import quote
 from .. import __version__, catalog, mkosi, publish
 from ..catalog import CHECKSUM_TYPES
 from ..compress import DEFAULT_LEVEL
-from ..errors import BoxpackError
+from ..errors import BadOption, BoxpackError
 from ..output import COMPRESSIONS
 from ..packing import FIRMWARES, PackOptions, pack
 from ..progress import Progress, human_size
@@ -166,15 +166,15 @@ def _check_catalog_args(args: argparse.Namespace) -> None:
         _check_publish_args(args)
         return
     if args.dry_run or args.endpoint_url:
-        raise BoxpackError(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+        raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
     wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}
     given = [k for k, v in wanted.items() if v]
     if not given:
         return
     if len(given) < len(wanted):
-        raise BoxpackError(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
+        raise BadOption(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
     if args.output == "-":
-        raise BoxpackError("--catalog records box files; it cannot be used with -o -")
+        raise BadOption("--catalog records box files; it cannot be used with -o -")
     catalog.check_entry(args.name, args.box_version, _box_url(args.base_url, "x.box"), args.allow_relative)
     catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
 
@@ -182,12 +182,12 @@ def _check_catalog_args(args: argparse.Namespace) -> None:
 def _check_publish_args(args: argparse.Namespace) -> None:
     missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
     if missing:
-        raise BoxpackError(f"{', '.join(missing)} needed with --publish")
+        raise BadOption(f"{', '.join(missing)} needed with --publish")
     clash = {"-o": args.output, "--catalog": args.catalog, "--checksum-file": args.checksum_file, "--verify": args.verify,
              "--test": args.test, "--allow-relative": args.allow_relative}
     for flag, value in clash.items():
         if value:
-            raise BoxpackError(f"{flag} is for box files; with --publish the boxes go straight to {args.publish} "
+            raise BadOption(f"{flag} is for box files; with --publish the boxes go straight to {args.publish} "
                                "(its catalog and checksum files included)")
 
 
@@ -196,10 +196,10 @@ def _source(args: argparse.Namespace) -> str | None:
     mkosi's hook environment); returns the name the boxes are called after, None for the source's."""
     if not args.mkosi:
         if not args.disk:
-            raise BoxpackError("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
+            raise BadOption("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
         return None
     if args.disk:
-        raise BoxpackError(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
+        raise BadOption(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
     image = mkosi.from_environment(os.environ)
     args.disk = [str(image.disk)]
     if not args.publish:
@@ -229,10 +229,10 @@ def run(argv: list[str]) -> int:
     progress = Progress() if sys.stderr.isatty() and not args.quiet else None
     if args.json and args.output == "-":
         print("boxpack: error: --json prints to stdout, where -o - writes the box; choose one", file=sys.stderr)
-        return 1
+        return BadOption.exit_code
     if args.output == "-" and sys.stdout.isatty():
         print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
-        return 1
+        return BadOption.exit_code
     results: list = []  # the boxes complete so far, for a truthful message if a later step fails
     published: publish.PublishResult | None = None
     try:
@@ -282,7 +282,7 @@ def run(argv: list[str]) -> int:
         if progress:
             progress.finish()
         print(f"boxpack: error: {e}{_written(results, args.publish)}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         if progress:
             progress.finish()
@@ -304,8 +304,8 @@ def run(argv: list[str]) -> int:
         from .test import run_test
 
         for r in results:
-            if r.path is not None and run_test(str(r.path), TestOptions(), False):
-                failed = 1
+            if r.path is not None:
+                failed = failed or run_test(str(r.path), TestOptions(), False)
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
     if args.json:
@@ -322,7 +322,7 @@ def run(argv: list[str]) -> int:
             where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
             action = f", {ACTIONS[b.action]}" if b and b.action != "uploaded" else ""
             print(
-                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware}, "
+                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware} ({r.firmware_reason}), "
                 f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
                 file=sys.stderr,
             )
@@ -333,7 +333,6 @@ def run(argv: list[str]) -> int:
 
 def result_json(r) -> dict:
     """One box of `boxpack --json`, as schemas/pack-result.schema.json describes it."""
-    firmware, _, why = r.firmware.partition(" (")
     return {
         "path": str(r.path) if r.path else None,
         "provider": r.provider,
@@ -341,8 +340,8 @@ def result_json(r) -> dict:
         "size": r.size,
         "checksum_type": r.checksum_type,
         "checksum": r.checksum,
-        "firmware": firmware,
-        "firmware_reason": why.rstrip(")"),
+        "firmware": r.firmware,
+        "firmware_reason": r.firmware_reason,
         "disks": [{"format": fmt, "virtual_size": size} for fmt, size in r.disks],
         "seconds": round(r.seconds, 3),
     }

@@ -69,7 +69,7 @@ def run(argv: list[str]) -> int:
         if progress:
             progress.finish()
         print(f"boxpack: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         if progress:
             progress.finish()

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Boot a box in QEMU (KVM where it can, TCG elsewhere) with the firmware, disk bus and NIC its "
         "provider gives the VM, and check what `vagrant up` needs: SSH as vagrant with Vagrant's insecure key, "
         "passwordless sudo, then --command. Exit 0 when every check passes, 1 when one fails or the box does not "
-        "come up in time, 2 when the test cannot run here. Needs qemu-system-x86_64 (or -aarch64), OVMF for UEFI "
+        "come up in time, 4 when the test cannot run here (2 for a bad option). Needs qemu-system-x86_64 (or -aarch64), OVMF for UEFI "
         "boxes, and ssh.",
     )
     p.add_argument("box", metavar="BOX", help="a box file (or a disk image)")
@@ -41,11 +41,12 @@ def run_test(box: str, options: boottest.TestOptions, as_json: bool) -> int:
     say = (lambda m: print(f"boxpack: test: {m}", file=sys.stderr)) if sys.stderr.isatty() and not as_json else None
     result = boottest.test(box, options, say)
     if as_json:
-        print(json.dumps({**dataclasses.asdict(result), "exit_code": result.exit_code}, indent=2))
+        fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "error_code"}
+        print(json.dumps({**fields, "exit_code": result.exit_code}, indent=2))
         return result.exit_code
     if result.error:
         print(f"boxpack: test: {result.error}", file=sys.stderr)
-        return 2
+        return result.exit_code
     boot = f"{result.boot_seconds:.0f} s" if result.boot_seconds is not None else "did not come up"
     print(f"{box}: {result.provider} box, {result.architecture}, firmware {result.firmware}, {result.accelerator}, boot {boot}")
     for c in result.checks:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..bytesource import ByteSource
 from ..disk import CLUSTER, Reader
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 
 HEAD = 4096  # bytes at the start of a file that every probe may look at
@@ -39,9 +39,9 @@ def block_pieces(
         guest = index * block_size
         length = min(block_size, virtual_size - guest)
         if length <= 0:
-            raise BoxpackError(f"{name}: block {index} lies past the end of the virtual disk ({virtual_size} bytes)")
+            raise BadInput(f"{name}: block {index} lies past the end of the virtual disk ({virtual_size} bytes)")
         if host < 0 or host + length > data.size:
-            raise BoxpackError(f"{name}: block {index} at byte {host} is past the end of the file ({data.size} bytes)")
+            raise BadInput(f"{name}: block {index} at byte {host} is past the end of the file ({data.size} bytes)")
         for off in range(0, length, step):
             n = min(step, length - off)
             yield guest + off, data.pread(host + off, n)
@@ -54,7 +54,7 @@ def _distinct(blocks: Iterable[tuple[int, int]], name: str) -> Iterator[tuple[in
     seen: set[int] = set()
     for index, host in blocks:
         if host in seen:
-            raise BoxpackError(f"{name}: block {index} is stored at byte {host}, where another block is: the map is corrupt")
+            raise BadInput(f"{name}: block {index} is stored at byte {host}, where another block is: the map is corrupt")
         seen.add(host)
         yield index, host
 

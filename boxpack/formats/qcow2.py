@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
-from ..errors import BoxpackError
+from ..errors import BadInput
 from ..findings import Findings
 from .c_qcow2 import (
     INCOMPAT_COMPRESSION,
@@ -195,10 +195,10 @@ class Qcow2Reader:
         self.data, self.name = data, name
         raw = data.pread(0, 512)
         if len(raw) < HeaderV2.sizeof() or raw[:4] != MAGIC:
-            raise BoxpackError(f"{name}: not a qcow2 image (too short or bad magic)")
+            raise BadInput(f"{name}: not a qcow2 image (too short or bad magic)")
         h = HeaderV2.parse(raw)
         if h.version not in (2, 3):
-            raise BoxpackError(f"{name}: qcow2 version {h.version} is not supported (only 2 and 3)")
+            raise BadInput(f"{name}: qcow2 version {h.version} is not supported (only 2 and 3)")
         self.version = h.version
         self.refcount_order = 4
         incompat, compression_type = 0, 0
@@ -207,28 +207,28 @@ class Qcow2Reader:
             incompat = tail.incompatible_features
             compression_type = tail.compression_type if tail.header_length > 104 else 0
             if tail.refcount_order > 6:
-                raise BoxpackError(f"{name}: qcow2 refcount_order {tail.refcount_order} is invalid")
+                raise BadInput(f"{name}: qcow2 refcount_order {tail.refcount_order} is invalid")
             self.refcount_order = tail.refcount_order
         if h.backing_file_offset:
             backing = data.pread(h.backing_file_offset, min(h.backing_file_size, 1023)).decode("utf-8", "replace")
-            raise BoxpackError(
+            raise BadInput(
                 f"{name}: has a backing file ({backing!r}); make it standalone first (qemu-img convert -O qcow2)"
             )
         if h.crypt_method:
-            raise BoxpackError(f"{name}: is encrypted; boxes cannot carry encrypted qcow2 images")
+            raise BadInput(f"{name}: is encrypted; boxes cannot carry encrypted qcow2 images")
         for bit, what in (
             (INCOMPAT_CORRUPT, "is marked corrupt (run qemu-img check -r all)"),
             (INCOMPAT_DATA_FILE, "keeps its data in an external data file, which is not supported"),
             (INCOMPAT_EXTL2, "uses extended L2 entries (subclusters), which are not supported"),
         ):
             if incompat & bit:
-                raise BoxpackError(f"{name}: {what}")
+                raise BadInput(f"{name}: {what}")
         if incompat & INCOMPAT_COMPRESSION or compression_type:
-            raise BoxpackError(f"{name}: uses zstd-compressed clusters, which are not supported (recompress with zlib)")
+            raise BadInput(f"{name}: uses zstd-compressed clusters, which are not supported (recompress with zlib)")
         if incompat & ~INCOMPAT_KNOWN:
-            raise BoxpackError(f"{name}: has unknown incompatible qcow2 features {incompat & ~INCOMPAT_KNOWN:#x}")
+            raise BadInput(f"{name}: has unknown incompatible qcow2 features {incompat & ~INCOMPAT_KNOWN:#x}")
         if not MIN_CLUSTER_BITS <= h.cluster_bits <= MAX_CLUSTER_BITS:
-            raise BoxpackError(f"{name}: cluster_bits {h.cluster_bits} is out of qemu's range {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
+            raise BadInput(f"{name}: cluster_bits {h.cluster_bits} is out of qemu's range {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
         self.header = h
         self.cluster_bits = h.cluster_bits
         self.cluster_size = 1 << h.cluster_bits
@@ -236,11 +236,11 @@ class Qcow2Reader:
         entries = self.cluster_size // 8
         needed = _ceil_div(h.size, self.cluster_size * entries)
         if h.l1_size < needed:
-            raise BoxpackError(f"{name}: L1 table too small ({h.l1_size} entries for {needed} needed)")
+            raise BadInput(f"{name}: L1 table too small ({h.l1_size} entries for {needed} needed)")
         if needed * 8 > MAX_L1_BYTES:  # qcow2_do_open refuses it too (block/qcow2.c)
-            raise BoxpackError(f"{name}: virtual size {h.size} needs an L1 table larger than qemu's limit of {MAX_L1_BYTES} bytes")
+            raise BadInput(f"{name}: virtual size {h.size} needs an L1 table larger than qemu's limit of {MAX_L1_BYTES} bytes")
         if h.l1_table_offset % self.cluster_size or h.l1_table_offset + needed * 8 > data.size:
-            raise BoxpackError(f"{name}: L1 table at byte {h.l1_table_offset} is misaligned or past the end of the file")
+            raise BadInput(f"{name}: L1 table at byte {h.l1_table_offset} is misaligned or past the end of the file")
         self.l1_offset = h.l1_table_offset
         self.l1_entries = needed
         self.format = f"qcow2 v{h.version}"
@@ -268,7 +268,7 @@ class Qcow2Reader:
             if not offset:
                 continue
             if offset % cs or offset + cs > size:
-                raise BoxpackError(f"{self.name}: L2 table at byte {offset} is misaligned or past the end of the file ({size} bytes)")
+                raise BadInput(f"{self.name}: L2 table at byte {offset} is misaligned or past the end of the file ({size} bytes)")
             tables[i] = offset
         return tables
 
@@ -294,7 +294,7 @@ class Qcow2Reader:
                 if l2e & OFLAG_COMPRESSED:
                     host, length = self.compressed_range(l2e)
                     if host >= size:
-                        raise BoxpackError(f"{self.name}: compressed cluster at byte {host} is past the end of the file")
+                        raise BadInput(f"{self.name}: compressed cluster at byte {host} is past the end of the file")
                     yield guest, self._inflater(self.data.pread(host, min(length, size - host)), guest)
                     continue
                 if l2e & OFLAG_ZERO:
@@ -303,7 +303,7 @@ class Qcow2Reader:
                 if not host:
                     continue
                 if host % cs or host >= size:
-                    raise BoxpackError(f"{self.name}: data cluster at byte {host} is misaligned or past the end of the file")
+                    raise BadInput(f"{self.name}: data cluster at byte {host} is misaligned or past the end of the file")
                 yield guest, self.data.pread(host, cs).ljust(cs, b"\0")
 
     def _inflater(self, payload: bytes, guest: int) -> Callable[[], bytes]:
@@ -313,9 +313,9 @@ class Qcow2Reader:
             try:
                 out = zlib.decompressobj(-15).decompress(payload, cs)  # bounded: never more than one cluster
             except zlib.error as e:
-                raise BoxpackError(f"{name}: compressed cluster at guest byte {guest} does not inflate ({e})") from None
+                raise BadInput(f"{name}: compressed cluster at guest byte {guest} does not inflate ({e})") from None
             if len(out) != cs:
-                raise BoxpackError(f"{name}: compressed cluster at guest byte {guest} inflates to {len(out)} bytes, not {cs}")
+                raise BadInput(f"{name}: compressed cluster at guest byte {guest} inflates to {len(out)} bytes, not {cs}")
             return out
 
         return inflate

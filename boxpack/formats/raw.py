@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..bytesource import ByteSource
 from ..disk import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
-from ..errors import BoxpackError
+from ..errors import BadInput
 
 _SCAN_CHUNK = 4 * 1024 * 1024
 
@@ -40,33 +40,33 @@ class RawDisk:
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            raise BoxpackError(f"{self.path}: no such file") from None
+            raise BadInput(f"{self.path}: no such file") from None
         except IsADirectoryError:
-            raise BoxpackError(f"{self.path}: is a directory, expected a disk image") from None
+            raise BadInput(f"{self.path}: is a directory, expected a disk image") from None
         except PermissionError:
-            raise BoxpackError(f"{self.path}: permission denied (cannot read the disk image)") from None
+            raise BadInput(f"{self.path}: permission denied (cannot read the disk image)") from None
         except OSError as e:
-            raise BoxpackError(f"{self.path}: cannot open: {e.strerror}") from None
+            raise BadInput(f"{self.path}: cannot open: {e.strerror}") from None
         self.fd = fd
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             self.close()
-            raise BoxpackError(f"{self.path}: is a directory, expected a disk image")
+            raise BadInput(f"{self.path}: is a directory, expected a disk image")
         if stat.S_ISBLK(st.st_mode):
             self.file_size = os.lseek(fd, 0, os.SEEK_END)
         elif stat.S_ISREG(st.st_mode):
             self.file_size = st.st_size
         else:
             self.close()
-            raise BoxpackError(f"{self.path}: not a regular file or block device")
+            raise BadInput(f"{self.path}: not a regular file or block device")
         if self.file_size == 0:
             self.close()
-            raise BoxpackError(f"{self.path}: is empty, expected a disk image")
+            raise BadInput(f"{self.path}: is empty, expected a disk image")
         try:
             os.pread(fd, 1, 0)
         except OSError as e:
             self.close()
-            raise BoxpackError(f"{self.path}: cannot read: {e.strerror}") from None
+            raise BadInput(f"{self.path}: cannot read: {e.strerror}") from None
         #: The disk size as guests see it: the file size padded to a whole sector.
         self.size = -(-self.file_size // SECTOR) * SECTOR
 
@@ -89,13 +89,13 @@ class RawDisk:
     def read(self, offset: int, length: int) -> bytes:
         """Read length bytes at offset; bytes past the end of the file read as zero."""
         if offset < 0 or length < 0:
-            raise BoxpackError(f"{self.path}: read at byte {offset} of {length} bytes is out of range")
+            raise BadInput(f"{self.path}: read at byte {offset} of {length} bytes is out of range")
         if offset >= self.file_size:
             return bytes(length)
         try:
             data = os.pread(self.fd, length, offset)
         except OSError as e:
-            raise BoxpackError(f"{self.path}: read error at byte {offset}: {e.strerror}") from None
+            raise BadInput(f"{self.path}: read error at byte {offset}: {e.strerror}") from None
         if len(data) < length:
             data += bytes(length - len(data))
         return data
@@ -147,7 +147,7 @@ class RawReader:
 
     def __init__(self, data: ByteSource, name: str) -> None:
         if data.size <= 0:
-            raise BoxpackError(f"{name}: the disk is empty")
+            raise BadInput(f"{name}: the disk is empty")
         self.data, self.name = data, name
         self.size = -(-data.size // SECTOR) * SECTOR
         self.data_estimate = data.size

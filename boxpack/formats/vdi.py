@@ -11,10 +11,21 @@ from collections.abc import Iterator
 
 from ..bytesource import ByteSource, table_chunks
 from ..disk import SECTOR
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
-from .c_vdi import BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO, VERSION_1_1, Header
+from .c_vdi import (
+    BLOCK_FREE,
+    BLOCK_ZERO,
+    SIGNATURE,
+    SIGNATURE_BYTES,
+    TYPE_DIFF,
+    TYPE_FIXED,
+    TYPE_NORMAL,
+    TYPE_UNDO,
+    VERSION_1_1,
+    Header,
+)
 
 NAME = "VDI"
 SUFFIXES = (".vdi",)
@@ -32,20 +43,20 @@ class VdiReader:
         self.data, self.name = data, name
         raw = data.pread(0, Header.sizeof())
         if len(raw) < Header.sizeof() or Header.parse(raw).signature != SIGNATURE:
-            raise BoxpackError(f"{name}: not a VDI image (too short or bad signature)")
+            raise BadInput(f"{name}: not a VDI image (too short or bad signature)")
         h = Header.parse(raw)
         if h.version != VERSION_1_1:
-            raise BoxpackError(f"{name}: VDI header version {h.version >> 16}.{h.version & 0xFFFF} is not supported (only 1.1, what VirtualBox writes)")
+            raise BadInput(f"{name}: VDI header version {h.version >> 16}.{h.version & 0xFFFF} is not supported (only 1.1, what VirtualBox writes)")
         if h.image_type in (TYPE_DIFF, TYPE_UNDO) or any(h.uuid_parent):
-            raise BoxpackError(f"{name}: is a differencing VDI (a snapshot), whose data depends on its parent; clone it to a full image first (VBoxManage clonemedium)")
+            raise BadInput(f"{name}: is a differencing VDI (a snapshot), whose data depends on its parent; clone it to a full image first (VBoxManage clonemedium)")
         if h.image_type not in (TYPE_NORMAL, TYPE_FIXED):
-            raise BoxpackError(f"{name}: VDI image type {h.image_type} is unknown")
+            raise BadInput(f"{name}: VDI image type {h.image_type} is unknown")
         if h.sector_size != SECTOR:
-            raise BoxpackError(f"{name}: VDI sector size {h.sector_size} is not 512")
+            raise BadInput(f"{name}: VDI sector size {h.sector_size} is not 512")
         if not SECTOR <= h.block_size <= MAX_BLOCK or h.block_size & (h.block_size - 1) or h.block_extra:
-            raise BoxpackError(f"{name}: VDI block size {h.block_size} (extra {h.block_extra}) is not one qemu or VirtualBox reads")
+            raise BadInput(f"{name}: VDI block size {h.block_size} (extra {h.block_extra}) is not one qemu or VirtualBox reads")
         if h.blocks * h.block_size < h.disk_size:
-            raise BoxpackError(f"{name}: {h.blocks} blocks of {h.block_size} bytes cannot hold a {h.disk_size}-byte disk")
+            raise BadInput(f"{name}: {h.blocks} blocks of {h.block_size} bytes cannot hold a {h.disk_size}-byte disk")
         self.header = h
         self.size = h.disk_size
         self.block_size = h.block_size
@@ -62,7 +73,7 @@ class VdiReader:
                 if entry in (BLOCK_FREE, BLOCK_ZERO):
                     continue
                 if entry >= h.blocks:
-                    raise BoxpackError(f"{self.name}: block map entry {first + i} names block {entry}, out of range (the image has {h.blocks})")
+                    raise BadInput(f"{self.name}: block map entry {first + i} names block {entry}, out of range (the image has {h.blocks})")
                 yield first + i, h.offset_data + entry * self.block_size
 
     def pieces(self) -> Iterator[tuple[int, bytes]]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from ..bytesource import ByteSource, table_chunks
 from ..disk import SECTOR
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
 from .c_vhd import (
@@ -64,40 +64,40 @@ class VhdReader:
             if raw[:8] != FOOTER_COOKIE and raw[1:9] == FOOTER_COOKIE:  # a 511-byte footer
                 raw = raw[1:] + b"\0"
         if len(raw) != FOOTER_SIZE or raw[:8] != FOOTER_COOKIE:
-            raise BoxpackError(f"{name}: not a VHD (no footer)")
+            raise BadInput(f"{name}: not a VHD (no footer)")
         f = Footer.parse(raw)
         if f.checksum != checksum(raw):
-            raise BoxpackError(f"{name}: the VHD footer's checksum is wrong ({f.checksum:#010x}, computed {checksum(raw):#010x}); the file is damaged")
+            raise BadInput(f"{name}: the VHD footer's checksum is wrong ({f.checksum:#010x}, computed {checksum(raw):#010x}); the file is damaged")
         self.footer = f
         self.size = f.current_size
         self.creator = f.creator_app.decode("latin-1").strip("\0 ")
         if f.disk_type == DISK_DIFFERENCING:
-            raise BoxpackError(f"{name}: is a differencing VHD, whose data depends on a parent disk; merge it first")
+            raise BadInput(f"{name}: is a differencing VHD, whose data depends on a parent disk; merge it first")
         if f.disk_type == DISK_FIXED:
             self.variant = "fixed"
             self.block_size = 0
             if data.size < self.size + FOOTER_SIZE - 1:
-                raise BoxpackError(f"{name}: a fixed VHD of {self.size} bytes, but the file holds only {data.size}; it is cut short")
+                raise BadInput(f"{name}: a fixed VHD of {self.size} bytes, but the file holds only {data.size}; it is cut short")
         elif f.disk_type == DISK_DYNAMIC:
             self.variant = "dynamic"
             self._dynamic_header(f.data_offset)
         else:
-            raise BoxpackError(f"{name}: VHD disk type {f.disk_type} is not fixed (2), dynamic (3) or differencing (4)")
+            raise BadInput(f"{name}: VHD disk type {f.disk_type} is not fixed (2), dynamic (3) or differencing (4)")
         self.format = f"VHD {self.variant}"
         self.data_estimate = min(data.size, self.size)
 
     def _dynamic_header(self, offset: int) -> None:
         raw = self.data.pread(offset, 1024) if 0 < offset < self.data.size else b""
         if len(raw) != 1024 or raw[:8] != DYNAMIC_COOKIE:
-            raise BoxpackError(f"{self.name}: the dynamic VHD's header at byte {offset} is missing")
+            raise BadInput(f"{self.name}: the dynamic VHD's header at byte {offset} is missing")
         h = DynamicHeader.parse(raw)
         if h.checksum != checksum(raw):
-            raise BoxpackError(f"{self.name}: the dynamic VHD header's checksum is wrong; the file is damaged")
+            raise BadInput(f"{self.name}: the dynamic VHD header's checksum is wrong; the file is damaged")
         if h.block_size < SECTOR or h.block_size % SECTOR or h.block_size > MAX_BLOCK:
-            raise BoxpackError(f"{self.name}: VHD block size {h.block_size} is not a multiple of 512 up to 256 MiB")
+            raise BadInput(f"{self.name}: VHD block size {h.block_size} is not a multiple of 512 up to 256 MiB")
         needed = -(-self.size // h.block_size)
         if h.max_table_entries < needed:
-            raise BoxpackError(f"{self.name}: the VHD's BAT has {h.max_table_entries} entries, {needed} needed for {self.size} bytes")
+            raise BadInput(f"{self.name}: the VHD's BAT has {h.max_table_entries} entries, {needed} needed for {self.size} bytes")
         self.block_size = h.block_size
         self.bat_offset = h.table_offset
         self.blocks = needed

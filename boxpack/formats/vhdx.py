@@ -25,13 +25,11 @@ import crc32c
 
 from ..bytesource import ByteSource, table_chunks
 from ..disk import CLUSTER, Source, rescan
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
 from .c_vhdx import (
     BAT_GUID,
-    PAGE83_GUID,
-    PHYSICAL_SECTOR_SIZE_GUID,
     BAT_OFFSET_SHIFT,
     BAT_STATE_MASK,
     FILE_PARAMETERS_GUID,
@@ -48,10 +46,12 @@ from .c_vhdx import (
     METADATA_REQUIRED,
     METADATA_TABLE_SIZE,
     MIB,
+    PAGE83_GUID,
     PARAMS_HAS_PARENT,
     PARAMS_LEAVE_BLOCKS_ALLOCATED,
     PAYLOAD_FULLY_PRESENT,
     PAYLOAD_PARTIALLY_PRESENT,
+    PHYSICAL_SECTOR_SIZE_GUID,
     REGION_REQUIRED,
     REGION_TABLE_OFFSETS,
     REGION_TABLE_SIZE,
@@ -85,7 +85,7 @@ class VhdxReader:
     def __init__(self, data: ByteSource, name: str) -> None:
         self.data, self.name = data, name
         if data.pread(0, 8) != FILE_SIGNATURE:
-            raise BoxpackError(f"{name}: not a VHDX (no vhdxfile signature)")
+            raise BadInput(f"{name}: not a VHDX (no vhdxfile signature)")
         self.header = self._current_header()
         bat, metadata = self._regions()
         self._check_log()
@@ -96,7 +96,7 @@ class VhdxReader:
         self.blocks = -(-self.size // self.block_size)
         self.bat_entries = self.blocks + (self.blocks - 1) // self.chunk_ratio if self.blocks else 0
         if self.bat_entries * 8 > bat_length:
-            raise BoxpackError(f"{name}: the BAT region ({bat_length} bytes) is too small for {self.bat_entries} entries")
+            raise BadInput(f"{name}: the BAT region ({bat_length} bytes) is too small for {self.bat_entries} entries")
         self.format = f"VHDX {self.variant}"
         self.data_estimate = min(data.size, self.size)
 
@@ -107,10 +107,10 @@ class VhdxReader:
             if len(raw) == HEADER_SIZE and raw[:4] == b"head" and _crc_ok(raw):
                 valid.append(Header.parse(raw))
         if not valid:
-            raise BoxpackError(f"{self.name}: neither VHDX header is valid (bad signature or CRC-32C); the file is damaged")
+            raise BadInput(f"{self.name}: neither VHDX header is valid (bad signature or CRC-32C); the file is damaged")
         h = max(valid, key=lambda x: x.sequence_number)
         if h.version != 1:
-            raise BoxpackError(f"{self.name}: VHDX version {h.version} is not supported (only 1)")
+            raise BadInput(f"{self.name}: VHDX version {h.version} is not supported (only 1)")
         return h
 
     def _regions(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -127,14 +127,14 @@ class VhdxReader:
                 e = RegionTableEntry.parse(raw[16 + 32 * i : 48 + 32 * i])
                 if e.guid in (BAT_GUID, METADATA_GUID):
                     if e.file_offset % MIB or e.file_offset + e.length > self.data.size:
-                        raise BoxpackError(f"{self.name}: a VHDX region at byte {e.file_offset} ({e.length} bytes) is misaligned or past the end of the file")
+                        raise BadInput(f"{self.name}: a VHDX region at byte {e.file_offset} ({e.length} bytes) is misaligned or past the end of the file")
                     found[e.guid] = (e.file_offset, e.length)
                 elif e.flags & REGION_REQUIRED:
-                    raise BoxpackError(f"{self.name}: has a required VHDX region this reader does not know")
+                    raise BadInput(f"{self.name}: has a required VHDX region this reader does not know")
             if BAT_GUID not in found or METADATA_GUID not in found:
-                raise BoxpackError(f"{self.name}: the VHDX region table lacks the BAT or the metadata region")
+                raise BadInput(f"{self.name}: the VHDX region table lacks the BAT or the metadata region")
             return found[BAT_GUID], found[METADATA_GUID]
-        raise BoxpackError(f"{self.name}: neither VHDX region table is valid (bad signature or CRC-32C); the file is damaged")
+        raise BadInput(f"{self.name}: neither VHDX region table is valid (bad signature or CRC-32C); the file is damaged")
 
     def _check_log(self) -> None:
         """A log with a valid entry for the current log GUID must be replayed: refuse, naming it (qemu's vhdx_parse_log)."""
@@ -142,7 +142,7 @@ class VhdxReader:
         if not any(h.log_guid):
             return
         if h.log_offset % MIB or h.log_length % MIB or h.log_offset + h.log_length > self.data.size:
-            raise BoxpackError(f"{self.name}: its VHDX log ({h.log_length} bytes at byte {h.log_offset}) does not fit in the file")
+            raise BadInput(f"{self.name}: its VHDX log ({h.log_length} bytes at byte {h.log_offset}) does not fit in the file")
         for pos in range(h.log_offset, h.log_offset + h.log_length, 4096):
             raw = self.data.pread(pos, 64)
             if raw[:4] != LOG_SIGNATURE:
@@ -151,7 +151,7 @@ class VhdxReader:
             if entry.log_guid != h.log_guid or entry.entry_length % 4096 or not 0 < entry.entry_length <= h.log_length:
                 continue
             if pos + entry.entry_length <= h.log_offset + h.log_length and _crc_ok(self.data.pread(pos, entry.entry_length)):
-                raise BoxpackError(
+                raise BadInput(
                     f"{self.name}: its VHDX log (at byte {h.log_offset}) holds changes not yet written to the disk; "
                     "open the disk once in Hyper-V (or qemu-img check -r all) to replay it, then try again"
                 )
@@ -159,36 +159,36 @@ class VhdxReader:
     def _metadata(self, offset: int, length: int) -> None:
         raw = self.data.pread(offset, METADATA_TABLE_SIZE)
         if len(raw) != METADATA_TABLE_SIZE or raw[:8] != b"metadata":
-            raise BoxpackError(f"{self.name}: the VHDX metadata table at byte {offset} is missing")
+            raise BadInput(f"{self.name}: the VHDX metadata table at byte {offset} is missing")
         head = MetadataTableHeader.parse(raw)
         if head.entry_count > MAX_METADATA_ENTRIES:
-            raise BoxpackError(f"{self.name}: the VHDX metadata table claims {head.entry_count} entries")
+            raise BadInput(f"{self.name}: the VHDX metadata table claims {head.entry_count} entries")
         items: dict[bytes, bytes] = {}
         for i in range(head.entry_count):
             e = MetadataTableEntry.parse(raw[32 + 32 * i : 64 + 32 * i])
             if e.item_id not in KNOWN_METADATA:
                 if e.flags & METADATA_REQUIRED:
-                    raise BoxpackError(f"{self.name}: has required VHDX metadata this reader does not know")
+                    raise BadInput(f"{self.name}: has required VHDX metadata this reader does not know")
                 continue
             if e.offset + e.length > length or e.length > MIB:
-                raise BoxpackError(f"{self.name}: a VHDX metadata item lies outside the metadata region")
+                raise BadInput(f"{self.name}: a VHDX metadata item lies outside the metadata region")
             items[e.item_id] = self.data.pread(offset + e.offset, e.length)
         try:
             params = items[FILE_PARAMETERS_GUID]
             self.size = int.from_bytes(items[VIRTUAL_DISK_SIZE_GUID][:8], "little")
             self.logical_sector_size = int.from_bytes(items[LOGICAL_SECTOR_SIZE_GUID][:4], "little")
         except KeyError:
-            raise BoxpackError(f"{self.name}: the VHDX metadata lacks the file parameters, disk size or sector size") from None
+            raise BadInput(f"{self.name}: the VHDX metadata lacks the file parameters, disk size or sector size") from None
         self.block_size = int.from_bytes(params[:4], "little")
         flags = int.from_bytes(params[4:8], "little")
         if flags & PARAMS_HAS_PARENT:
-            raise BoxpackError(f"{self.name}: is a differencing VHDX, whose data depends on a parent disk; merge it first")
+            raise BadInput(f"{self.name}: is a differencing VHDX, whose data depends on a parent disk; merge it first")
         if not MIB <= self.block_size <= 256 * MIB or self.block_size & (self.block_size - 1):
-            raise BoxpackError(f"{self.name}: VHDX block size {self.block_size} is not a power of two from 1 to 256 MiB")
+            raise BadInput(f"{self.name}: VHDX block size {self.block_size} is not a power of two from 1 to 256 MiB")
         if self.logical_sector_size not in (512, 4096):
-            raise BoxpackError(f"{self.name}: VHDX logical sector size {self.logical_sector_size} is not 512 or 4096")
+            raise BadInput(f"{self.name}: VHDX logical sector size {self.logical_sector_size} is not 512 or 4096")
         if not 0 < self.size <= MAX_VIRTUAL_SIZE or self.size % self.logical_sector_size:
-            raise BoxpackError(f"{self.name}: VHDX virtual size {self.size} is not a whole number of sectors up to 64 TiB")
+            raise BadInput(f"{self.name}: VHDX virtual size {self.size} is not a whole number of sectors up to 64 TiB")
         self.variant = "fixed" if flags & PARAMS_LEAVE_BLOCKS_ALLOCATED else "dynamic"
 
     def allocated(self) -> Iterator[tuple[int, int]]:
@@ -204,7 +204,7 @@ class VhdxReader:
                 if state == PAYLOAD_FULLY_PRESENT:
                     yield block, (entry >> BAT_OFFSET_SHIFT) * MIB
                 elif state == PAYLOAD_PARTIALLY_PRESENT:
-                    raise BoxpackError(f"{self.name}: block {block} is partially present, which only a differencing VHDX may be")
+                    raise BadInput(f"{self.name}: block {block} is partially present, which only a differencing VHDX may be")
 
     def pieces(self) -> Iterator[tuple[int, bytes]]:
         return block_pieces(self.data, self.allocated(), self.block_size, self.size, self.name)
@@ -237,7 +237,7 @@ class VhdxLayout:
 
     def __init__(self, disk_size: int, clusters: array, disk_id: bytes, block_size: int = DEFAULT_BLOCK) -> None:
         if not MIB <= block_size <= 256 * MIB or block_size & (block_size - 1):
-            raise BoxpackError(f"VHDX block size {block_size} is not a power of two from 1 to 256 MiB")
+            raise BadInput(f"VHDX block size {block_size} is not a power of two from 1 to 256 MiB")
         self.size = disk_size
         self.block_size = block_size
         self.clusters = clusters

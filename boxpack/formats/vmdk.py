@@ -30,16 +30,16 @@ import deflate
 
 from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
 from ..ordered import OrderedPool
 from .c_vmdk import (
     COMPRESS_DEFLATE,
-    FLAG_REDUNDANT_GT,
     DESCRIPTOR_MAGIC,
     FLAG_COMPRESSED,
     FLAG_MARKERS,
     FLAG_NEWLINE_TEST,
+    FLAG_REDUNDANT_GT,
     GD_AT_END,
     MAGIC,
     MARKER_EOS,
@@ -143,7 +143,7 @@ def descriptor(
         f'ddb.toolsVersion = "{TOOLS_VERSION}"\n'
     ).encode()
     if len(text) > DESCRIPTOR_SECTORS * SECTOR:
-        raise BoxpackError(f"internal error: the VMDK descriptor is {len(text)} bytes, more than {DESCRIPTOR_SECTORS} sectors")
+        raise InternalError(f"internal error: the VMDK descriptor is {len(text)} bytes, more than {DESCRIPTOR_SECTORS} sectors")
     return text + bytes(DESCRIPTOR_SECTORS * SECTOR - len(text))
 
 
@@ -235,7 +235,7 @@ class VmdkSpool:
         try:
             self.file: BinaryIO = tempfile.TemporaryFile(dir=spool_dir, prefix=".boxpack-vmdk-")
         except OSError as e:
-            raise BoxpackError(f"{spool_dir or tempfile.gettempdir()}: cannot create the VMDK spool file: {e.strerror}") from None
+            raise BadInput(f"{spool_dir or tempfile.gettempdir()}: cannot create the VMDK spool file: {e.strerror}") from None
         self.sector = 0
         self.compress = compress  # data -> zlib stream
         self.pool: OrderedPool[int, bytes] = OrderedPool(threads, 4 * threads, "vmdk")
@@ -250,7 +250,7 @@ class VmdkSpool:
         try:
             self.file.write(data)
         except OSError as e:
-            raise BoxpackError(f"cannot write the VMDK spool file: {e.strerror}") from None
+            raise BadInput(f"cannot write the VMDK spool file: {e.strerror}") from None
         self.sector += len(data) // SECTOR
 
     def feed(self, cluster: int, data: bytes) -> None:
@@ -261,7 +261,7 @@ class VmdkSpool:
     def _store(self, cluster: int, payload: bytes) -> None:
         lba = cluster * GRAIN_SECTORS
         if lba <= self.last_lba:  # VirtualBox's sequential reader rejects anything else
-            raise BoxpackError(f"internal error: VMDK grains out of order ({lba} after {self.last_lba})")
+            raise InternalError(f"internal error: VMDK grains out of order ({lba} after {self.last_lba})")
         self.last_lba = lba
         gt_index, slot = divmod(cluster, GTES_PER_GT)
         if gt_index != self.gt_index:
@@ -289,7 +289,7 @@ class VmdkSpool:
         capacity = capacity_sectors(disk_size)
         gt_count = -(-capacity // GT_COVERAGE)
         if len(self.gd) > gt_count:
-            raise BoxpackError(f"internal error: VMDK grains past the disk's end ({len(self.gd)} tables for {gt_count})")
+            raise InternalError(f"internal error: VMDK grains past the disk's end ({len(self.gd)} tables for {gt_count})")
         self.gd.extend([0] * (gt_count - len(self.gd)))
         gd_bytes = _le32(self.gd)
         gd_bytes += bytes(_pad(len(gd_bytes)))
@@ -308,7 +308,7 @@ class VmdkSpool:
             self.file.flush()
             self.file.seek(0)
         except OSError as e:
-            raise BoxpackError(f"cannot write the VMDK spool file: {e.strerror}") from None
+            raise BadInput(f"cannot write the VMDK spool file: {e.strerror}") from None
         return self.file, size
 
     def close(self) -> None:
@@ -438,33 +438,33 @@ class VmdkReader:
         raw = data.pread(0, SECTOR)
         if raw.startswith(DESCRIPTOR_MAGIC):
             create_type, extents = parse_descriptor(raw.decode("utf-8", "replace"))
-            raise BoxpackError(
+            raise BadInput(
                 f"{name}: is a VMDK descriptor (createType={create_type}) whose data lives in "
                 f"{len(extents)} other file(s); multi-extent and flat VMDKs are not supported, "
                 "convert to monolithicSparse or streamOptimized"
             )
         if len(raw) < SECTOR or raw[:4] != MAGIC:
-            raise BoxpackError(f"{name}: not a sparse VMDK (too short or bad magic)")
+            raise BadInput(f"{name}: not a sparse VMDK (too short or bad magic)")
         h = SparseExtentHeader.parse(raw)
         if h.version not in (1, 2, 3):
-            raise BoxpackError(f"{name}: VMDK version {h.version} is not supported")
+            raise BadInput(f"{name}: VMDK version {h.version} is not supported")
         if h.flags & FLAG_NEWLINE_TEST and h.newline_test != NEWLINE_TEST:
-            raise BoxpackError(f"{name}: {newline_problem(h.newline_test)}")
+            raise BadInput(f"{name}: {newline_problem(h.newline_test)}")
         if h.grain_size < 1 or h.grain_size & (h.grain_size - 1) or h.grain_size > 2048:
-            raise BoxpackError(f"{name}: grain size {h.grain_size} sectors is not a power of two up to 1 MiB")
+            raise BadInput(f"{name}: grain size {h.grain_size} sectors is not a power of two up to 1 MiB")
         if not 1 <= h.num_gtes_per_gt <= 4096:
-            raise BoxpackError(f"{name}: {h.num_gtes_per_gt} grain table entries per table is out of range")
+            raise BadInput(f"{name}: {h.num_gtes_per_gt} grain table entries per table is out of range")
         text = data.pread(h.descriptor_offset * SECTOR, min(h.descriptor_size, 2048) * SECTOR) if h.descriptor_offset else b""
         create_type, extents = parse_descriptor(text.split(b"\0", 1)[0].decode("utf-8", "replace"))
         if len(extents) > 1:
-            raise BoxpackError(f"{name}: has {len(extents)} extents; multi-extent VMDKs are not supported")
+            raise BadInput(f"{name}: has {len(extents)} extents; multi-extent VMDKs are not supported")
         self.compressed = bool(h.flags & FLAG_COMPRESSED)
         self.markers = bool(h.flags & FLAG_MARKERS)
         create_type = create_type or ("streamOptimized" if self.markers else "monolithicSparse")
         if create_type not in SUPPORTED_TYPES:
-            raise BoxpackError(f"{name}: createType {create_type} is not supported (only {', '.join(SUPPORTED_TYPES)})")
+            raise BadInput(f"{name}: createType {create_type} is not supported (only {', '.join(SUPPORTED_TYPES)})")
         if self.compressed and not self.markers:
-            raise BoxpackError(f"{name}: compressed grains without markers are not supported")
+            raise BadInput(f"{name}: compressed grains without markers are not supported")
         self.header = h
         self.grain_bytes = h.grain_size * SECTOR
         self.size = h.capacity * SECTOR
@@ -498,7 +498,7 @@ class VmdkReader:
         last = -1
         for pos, m in self._walk():
             if m.lba <= last:
-                raise BoxpackError(f"{self.name}: grain at LBA {m.lba} comes after LBA {last}; grains are out of order, "
+                raise BadInput(f"{self.name}: grain at LBA {m.lba} comes after LBA {last}; grains are out of order, "
                                    "which only a file (not a box member) can be read in")
             last = m.lba
             yield m.lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), m.lba)
@@ -518,7 +518,7 @@ class VmdkReader:
                 pos = sector * SECTOR
                 m = GrainMarker.parse(self.data.pread(pos, 12).ljust(12, b"\0"))
                 if m.lba != lba or not m.size or m.size > 2 * self.grain_bytes or pos + 12 + m.size > self.data.size:
-                    raise BoxpackError(f"{self.name}: grain table entry for LBA {lba} points at sector {sector}, which holds no grain for it")
+                    raise BadInput(f"{self.name}: grain table entry for LBA {lba} points at sector {sector}, which holds no grain for it")
                 yield lba * SECTOR, self._inflater(self.data.pread(pos + 12, m.size), lba)
 
     def _walk(self) -> Iterator[tuple[int, Any]]:
@@ -538,9 +538,9 @@ class VmdkReader:
             m = GrainMarker.parse(self.data.pread(pos, 12))
             if m.size:
                 if m.lba % h.grain_size or m.lba >= h.capacity:
-                    raise BoxpackError(f"{self.name}: grain marker at byte {pos} has a bad LBA {m.lba} (capacity {h.capacity} sectors)")
+                    raise BadInput(f"{self.name}: grain marker at byte {pos} has a bad LBA {m.lba} (capacity {h.capacity} sectors)")
                 if m.size > 2 * self.grain_bytes or pos + 12 + m.size > size:
-                    raise BoxpackError(f"{self.name}: grain at LBA {m.lba} is cut off by the end of the file or too large ({m.size} bytes)")
+                    raise BadInput(f"{self.name}: grain at LBA {m.lba} is cut off by the end of the file or too large ({m.size} bytes)")
                 yield pos, m
                 walked += 1
                 pos += -(-(12 + m.size) // SECTOR) * SECTOR
@@ -548,16 +548,16 @@ class VmdkReader:
             kind = int.from_bytes(self.data.pread(pos + 12, 4), "little")
             if kind == MARKER_EOS:
                 if h.gd_offset == GD_AT_END and not footer:
-                    raise BoxpackError(f"{self.name}: ends without the footer its header announces (GD_AT_END); the file is cut short")
+                    raise BadInput(f"{self.name}: ends without the footer its header announces (GD_AT_END); the file is cut short")
                 return
             skip = metadata_sectors(h, kind)
             if skip is None:
-                raise BoxpackError(f"{self.name}: unknown marker type {kind} at byte {pos}")
+                raise BadInput(f"{self.name}: unknown marker type {kind} at byte {pos}")
             footer = footer or kind == MARKER_FOOTER
             pos += (1 + skip) * SECTOR
         if pos == size and walked == expected:
             return  # qemu's layout, ended by its last grain
-        raise BoxpackError(f"{self.name}: no end-of-stream marker (the file is cut short, or its overHead {h.overhead} is wrong)")
+        raise BadInput(f"{self.name}: no end-of-stream marker (the file is cut short, or its overHead {h.overhead} is wrong)")
 
     def _inflater(self, payload: bytes, lba: int) -> Callable[[], bytes]:
         grain, name = self.grain_bytes, self.name
@@ -565,9 +565,9 @@ class VmdkReader:
         def inflate() -> bytes | bytearray:
             out, excess = inflate_grain(payload, grain)
             if out is None:
-                raise BoxpackError(f"{name}: grain at LBA {lba} does not inflate")
+                raise BadInput(f"{name}: grain at LBA {lba} does not inflate")
             if excess:
-                raise BoxpackError(f"{name}: grain at LBA {lba} inflates to more than a grain")
+                raise BadInput(f"{name}: grain at LBA {lba} inflates to more than a grain")
             return out
 
         return inflate
@@ -578,11 +578,11 @@ class VmdkReader:
         if gd_offset == GD_AT_END:
             raw = self.data.pread(size - 2 * SECTOR, SECTOR) if size >= 3 * SECTOR else b""
             if raw[:4] != MAGIC:
-                raise BoxpackError(f"{self.name}: its grain directory is at the end, but there is no footer")
+                raise BadInput(f"{self.name}: its grain directory is at the end, but there is no footer")
             gd_offset = SparseExtentHeader.parse(raw).gd_offset
         entries = gd_entries(h)
         if entries * 4 > MAX_GD_BYTES:
-            raise BoxpackError(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {entries} entries; not a real disk")
+            raise BadInput(f"{self.name}: capacity {h.capacity} sectors needs a grain directory of {entries} entries; not a real disk")
         return self._u32s(gd_offset * SECTOR, entries, "grain directory")
 
     def _used(self, gt_sector: int) -> tuple[array, array]:
@@ -609,7 +609,7 @@ class VmdkReader:
                 if guest >= self.size:
                     break
                 if sector * SECTOR >= size:
-                    raise BoxpackError(f"{self.name}: grain at sector {sector} is past the end of the file")
+                    raise BadInput(f"{self.name}: grain at sector {sector} is past the end of the file")
                 yield guest, self.data.pread(sector * SECTOR, self.grain_bytes).ljust(self.grain_bytes, b"\0")
 
     def _u32s(self, offset: int, count: int, what: str) -> array:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from .. import ovf
 from ..archive import Member
 from ..disk import Source
-from ..errors import BoxpackError
+from ..errors import BadInput, BadOption
 from ..report import Report
 
 
@@ -147,14 +147,14 @@ class Provider:
     def check_disks(cls, count: int) -> None:
         """Raise BoxpackError when the provider's consumer cannot attach count disks."""
         if cls.MAX_DISKS is not None and count > cls.MAX_DISKS:
-            raise BoxpackError(f"{cls.NAME} boxes hold at most {cls.MAX_DISKS} disk{'s' if cls.MAX_DISKS > 1 else ''}, "
+            raise BadInput(f"{cls.NAME} boxes hold at most {cls.MAX_DISKS} disk{'s' if cls.MAX_DISKS > 1 else ''}, "
                                f"not {count}: {cls.DISK_LIMIT}")
 
     @classmethod
     def check_size(cls, size: int, where: object) -> None:
         """Raise BoxpackError for a disk the provider's format cannot hold (checked before any box is written)."""
         if cls.MAX_DISK_SIZE is not None and size > cls.MAX_DISK_SIZE:
-            raise BoxpackError(f"{where}: a {size / 2**40:.1f} TiB disk does not fit a {cls.NAME} box, whose {cls.DISK_FORMAT} "
+            raise BadInput(f"{where}: a {size / 2**40:.1f} TiB disk does not fit a {cls.NAME} box, whose {cls.DISK_FORMAT} "
                                f"holds at most {cls.MAX_DISK_SIZE / 2**40:.0f} TiB")
 
     @classmethod
@@ -163,10 +163,10 @@ class Provider:
         for option in cls.OPTIONS:
             value = settings.get(option.name, option.default)
             if option.choices and value is not None and value not in option.choices:
-                raise BoxpackError(f"{option.flag} {value!r}: choose from {', '.join(option.choices)}")
+                raise BadOption(f"{option.flag} {value!r}: choose from {', '.join(option.choices)}")
             problem = option.check(value) if option.check and value is not None else None
             if problem:
-                raise BoxpackError(f"{option.flag} {value!r}: {problem}")
+                raise BadOption(f"{option.flag} {value!r}: {problem}")
 
     @classmethod
     def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from ..archive import Member
-from ..errors import BoxpackError
+from ..errors import BadInput, BoxpackError
 from ..formats.vhdx import DEFAULT_BLOCK, MAX_VIRTUAL_SIZE, VhdxLayout
 from ..metadata import metadata_json
 from ..report import Report
@@ -71,7 +71,7 @@ def _decode(xml: bytes) -> bytes:
             try:
                 return xml.decode(codec).encode("utf-8")
             except UnicodeDecodeError as e:
-                raise BoxpackError(f"not {codec.upper().removesuffix('-SIG')} text: {e.reason}") from None
+                raise BadInput(f"not {codec.upper().removesuffix('-SIG')} text: {e.reason}") from None
     return xml
 
 
@@ -102,7 +102,7 @@ def read_vm_xml(xml: bytes) -> VmXml:
     try:
         root = etree.fromstring(_decode(xml), etree.XMLParser(resolve_entities=False, no_network=True, encoding="utf-8"))
     except (etree.XMLSyntaxError, ValueError) as e:
-        raise BoxpackError(f"not well-formed XML: {str(e)[:200]}") from None
+        raise BadInput(f"not well-formed XML: {str(e)[:200]}") from None
     vm = VmXml()
 
     def text(el: etree._Element | None, where: str) -> str | None:

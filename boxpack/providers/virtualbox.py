@@ -14,11 +14,12 @@ import uuid
 from .. import ovf
 from ..archive import Member
 from ..disk import SECTOR
-from ..errors import BoxpackError
+from ..errors import BoxpackError, InternalError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..metadata import metadata_json
 from ..report import Report
 from .base import HARDWARE, Job, Option, Provider, vm_name
+
 
 def vmdk_name(index: int) -> str:
     """box-disk001.vmdk, box-disk002.vmdk, ...: what VirtualBox's export (and so `vagrant package`) names them."""
@@ -100,7 +101,7 @@ class VirtualBox(Provider):
         box_ovf = ovf.build(self.hardware(), [d for d, _ in vmdks])
         problems = ovf.check(box_ovf, {d.name: d.size for d, _ in vmdks})
         if problems:
-            raise BoxpackError(f"internal error: box.ovf breaks VirtualBox's rules: {next(iter(problems)).message}")
+            raise InternalError(f"internal error: box.ovf breaks VirtualBox's rules: {next(iter(problems)).message}")
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),

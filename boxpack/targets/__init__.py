@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BoxpackError
+from ..errors import BadOption, OutputFailed
 from .base import Store
 
 
@@ -19,12 +19,12 @@ def open_target(target: str, endpoint_url: str | None = None) -> Store:
 
         return S3Store(target, endpoint_url)
     if "://" in target:
-        raise BoxpackError(f"--to {target!r}: give s3://BUCKET/PREFIX or a directory")
+        raise BadOption(f"--to {target!r}: give s3://BUCKET/PREFIX or a directory")
     if endpoint_url:
-        raise BoxpackError("--endpoint-url is for s3:// targets")
+        raise BadOption("--endpoint-url is for s3:// targets")
     from .directory import DirectoryStore
 
     path = Path(target)
     if not path.is_dir():
-        raise BoxpackError(f"{target}: no such directory (create it first: it is what the web server serves)")
+        raise OutputFailed(f"{target}: no such directory (create it first: it is what the web server serves)")
     return DirectoryStore(path)

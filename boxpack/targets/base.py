@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import quote
 
 from ..catalog import Catalog
-from ..errors import BoxpackError
+from ..errors import BadInput
 
 BOX_FILE = "vagrant.box"
 API_PREFIX = "api/v2/vagrant"
@@ -91,10 +91,10 @@ def box_key(name: str, version: str, provider: str, architecture: str) -> str:
     name such as ../.. must not write outside the target."""
     parts = [*name.split("/"), version, provider, architecture]
     if len(parts) != 5:
-        raise BoxpackError(f"{name}: a box name is ORG/NAME")
+        raise BadInput(f"{name}: a box name is ORG/NAME")
     for part in parts:
         if not SAFE_PART.fullmatch(part) or len(part) > 128:
-            raise BoxpackError(f"{name} {version} {provider} {architecture}: {part!r} cannot be part of a key "
+            raise BadInput(f"{name} {version} {provider} {architecture}: {part!r} cannot be part of a key "
                                "(letters, digits, _ . - only)")
     return f"{name}/{version}/{provider}/{architecture}/{BOX_FILE}"
 

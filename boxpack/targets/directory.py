@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from .. import catalog, tempfiles
 from ..catalog import Catalog
-from ..errors import BoxpackError
+from ..errors import OutputFailed
 from .base import Stat
 
 CATALOG_FILE = "catalog.json"
@@ -59,7 +59,7 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise BoxpackError(f"{self._path(key)}: cannot read: {e.strerror}") from None
+            raise OutputFailed(f"{self._path(key)}: cannot read: {e.strerror}") from None
 
     def stat(self, key: str) -> Stat | None:
         try:
@@ -79,7 +79,7 @@ class DirectoryStore:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise BoxpackError(f"{self._path(key)}: cannot delete: {e.strerror}") from None
+            raise OutputFailed(f"{self._path(key)}: cannot delete: {e.strerror}") from None
 
     def upload(self, key: str) -> _FileUpload:
         return _FileUpload(self._path(key))
@@ -89,7 +89,7 @@ def _mkdir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BoxpackError(f"{path}: cannot create the directory: {e.strerror}") from None
+        raise OutputFailed(f"{path}: cannot create the directory: {e.strerror}") from None
 
 
 def _temporary(path: Path) -> tuple[BinaryIO, Path]:
@@ -111,7 +111,7 @@ def _place(tmp: Path, path: Path, replace: bool) -> bool:
             os.close(fd)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
+        raise OutputFailed(f"{path}: cannot write: {e.strerror}") from None
     return True
 
 
@@ -124,7 +124,7 @@ def _write(path: Path, data: bytes, replace: bool) -> bool:
             os.fsync(f.fileno())
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise BoxpackError(f"{path}: cannot write: {e.strerror}") from None
+            raise OutputFailed(f"{path}: cannot write: {e.strerror}") from None
         return _place(tmp, path, replace)
 
 
@@ -141,7 +141,7 @@ class _FileUpload:
         try:
             self._file.write(data)
         except OSError as e:
-            raise BoxpackError(f"{self.path}: cannot write: {e.strerror}") from None
+            raise OutputFailed(f"{self.path}: cannot write: {e.strerror}") from None
         self.size += len(data)
 
     def flush(self) -> None:
@@ -153,15 +153,15 @@ class _FileUpload:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as e:
-            raise BoxpackError(f"{self.path}: cannot write: {e.strerror}") from None
+            raise OutputFailed(f"{self.path}: cannot write: {e.strerror}") from None
 
     def commit(self, replace: bool) -> None:
         with self._file:
             placed = _place(self._tmp, self.path, replace)
         if not placed:
-            raise BoxpackError(f"{self.path}: appeared while publishing; use --force to replace it")
+            raise OutputFailed(f"{self.path}: appeared while publishing; use --force to replace it")
         if os.stat(self.path).st_size != self.size:
-            raise BoxpackError(f"{self.path}: holds {os.stat(self.path).st_size} bytes after writing {self.size}")
+            raise OutputFailed(f"{self.path}: holds {os.stat(self.path).st_size} bytes after writing {self.size}")
 
     def abort(self) -> None:
         self._tmp.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import catalog
 from ..catalog import Catalog
-from ..errors import BoxpackError
+from ..errors import BadOption, BoxpackError, CannotRun, InternalError, OutputFailed
 from .base import API_PREFIX, BOX_CACHE, CATALOG_CACHE, CATALOG_LIMIT, Stat
 
 MIB = 1024 * 1024
@@ -50,7 +50,7 @@ def part_size(number: int) -> int:
     for last, size in PART_SIZES:
         if number <= last:
             return size
-    raise BoxpackError(f"a box of more than {MAX_PARTS} parts ({sum_parts() / 2**40:.2f} TiB) does not fit S3's part limit")
+    raise OutputFailed(f"a box of more than {MAX_PARTS} parts ({sum_parts() / 2**40:.2f} TiB) does not fit S3's part limit")
 
 
 def sum_parts() -> int:
@@ -78,7 +78,7 @@ def _client(endpoint_url: str | None) -> Any:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise BoxpackError("s3:// targets need boto3: pip install 'boxpack[s3]'") from None
+        raise CannotRun("s3:// targets need boto3: pip install 'boxpack[s3]'") from None
     settings: dict[str, Any] = {
         "retries": {"mode": "standard", "max_attempts": 8},  # backoff with jitter on 5xx, 429, resets, timeouts
         "connect_timeout": 10,
@@ -106,7 +106,7 @@ class S3Store:
     def __init__(self, target: str, endpoint_url: str | None = None) -> None:
         bucket, _, prefix = target.removeprefix("s3://").partition("/")
         if not bucket:
-            raise BoxpackError(f"{target}: no bucket; give s3://BUCKET/PREFIX")
+            raise BadOption(f"{target}: no bucket; give s3://BUCKET/PREFIX")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.where = f"s3://{bucket}/{self.prefix}".rstrip("/")
@@ -129,17 +129,17 @@ class S3Store:
             if status == 412 or err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise _Precondition from None
             if err.get("Code") == "NoSuchBucket":
-                raise BoxpackError(f"{self.where}: no such bucket {self.bucket!r} (boxpack does not create buckets)") from None
+                raise OutputFailed(f"{self.where}: no such bucket {self.bucket!r} (boxpack does not create buckets)") from None
             if status == 404 or err.get("Code") in ("NoSuchKey", "NotFound", "NoSuchUpload"):
                 raise FileNotFoundError(what) from None
             message = err.get("Message") or ""
-            raise BoxpackError(f"{what}: {err.get('Code') or status}{': ' + message if message else ''}") from None
+            raise OutputFailed(f"{what}: {err.get('Code') or status}{': ' + message if message else ''}") from None
         except NoCredentialsError:
-            raise BoxpackError(
+            raise OutputFailed(
                 f"{self.where}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
             ) from None
         except BotoCoreError as e:
-            raise BoxpackError(f"{what}: {e}") from None
+            raise OutputFailed(f"{what}: {e}") from None
 
     def _url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -155,7 +155,7 @@ class S3Store:
             return None
         with r["Body"] as body:
             if r.get("ContentLength", 0) > limit:
-                raise BoxpackError(f"{self._url(key)}: {r['ContentLength']} bytes, more than the {limit} expected here")
+                raise OutputFailed(f"{self._url(key)}: {r['ContentLength']} bytes, more than the {limit} expected here")
             return body.read(limit + 1)[:limit], r["ETag"]
 
     def stat(self, key: str) -> Stat | None:
@@ -203,15 +203,15 @@ class S3Store:
             try:
                 self._put(probe, b"1", "text/plain", IfNoneMatch="*")
             except _Precondition:
-                raise BoxpackError(refusal.format("If-None-Match: * on a new key was refused")) from None
+                raise OutputFailed(refusal.format("If-None-Match: * on a new key was refused")) from None
             try:
                 self._put(probe, b"2", "text/plain", IfNoneMatch="*")
-                raise BoxpackError(refusal.format("If-None-Match: * replaced an object"))
+                raise OutputFailed(refusal.format("If-None-Match: * replaced an object"))
             except _Precondition:
                 pass
             try:
                 self._put(probe, b"3", "text/plain", IfMatch='"' + "0" * 32 + '"')
-                raise BoxpackError(refusal.format("If-Match with another ETag replaced an object"))
+                raise OutputFailed(refusal.format("If-Match with another ETag replaced an object"))
             except _Precondition:
                 pass
             etag = (self.stat(probe) or Stat(0, None)).etag or ""
@@ -222,7 +222,7 @@ class S3Store:
                     continue
                 self._if_match = form
                 return form
-            raise BoxpackError(refusal.format("If-Match with the object's own ETag was refused"))
+            raise OutputFailed(refusal.format("If-Match with the object's own ETag was refused"))
         finally:
             try:
                 self.delete(probe)
@@ -268,14 +268,14 @@ class S3Store:
                 break
             except _Precondition:  # another publisher wrote first: redo the change on theirs
                 if not got and self._get(main, CATALOG_LIMIT) is None:
-                    raise BoxpackError(
+                    raise OutputFailed(
                         f"{self._url(main)}: the store refuses to create the catalog but serves none (SeaweedFS does "
                         "this once other keys start with it); while no one else publishes, upload it once by hand: "
                         f"aws s3 cp catalog.json {self._url(main)} --content-type application/json"
                     ) from None
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
         else:
-            raise BoxpackError(f"{self._url(main)}: changed {CATALOG_RETRIES} times while this update was retried; run again")
+            raise OutputFailed(f"{self._url(main)}: changed {CATALOG_RETRIES} times while this update was retried; run again")
         self._copy_catalog(main, copies, data, etag)
         return doc
 
@@ -289,7 +289,7 @@ class S3Store:
             if got is None or got[1] == etag:
                 return
             data, etag = got
-        raise BoxpackError(f"{self._url(main)}: changed {CATALOG_RETRIES} times while its copies were written; run again")
+        raise OutputFailed(f"{self._url(main)}: changed {CATALOG_RETRIES} times while its copies were written; run again")
 
     # --- boxes --------------------------------------------------------------------------------
 
@@ -403,7 +403,7 @@ class _MultipartUpload:
         if self._spool is not None:
             self._send()
         if not self._parts:
-            raise BoxpackError(f"{self.store._url(self.key)}: nothing to upload")
+            raise InternalError(f"internal error: {self.store._url(self.key)}: nothing to upload")
         for f in self._futures:
             f.result()
         self._pool.shutdown()
@@ -415,13 +415,13 @@ class _MultipartUpload:
                          MultipartUpload={"Parts": parts})
         stat = self.store.stat(self.key)
         if stat is None or stat.size != self.size:
-            raise BoxpackError(f"{self.store._url(self.key)}: the store holds {stat.size if stat else 'no'} bytes after the "
+            raise OutputFailed(f"{self.store._url(self.key)}: the store holds {stat.size if stat else 'no'} bytes after the "
                                f"upload of {self.size}")
         # Where the store's part ETags are MD5s (not with SSE-KMS), the object's is the MD5 of theirs.
         if all(_is_md5(e) for e in self._etags.values()):
             expected = hashlib.md5(b"".join(self._md5s[n] for n in sorted(self._md5s))).hexdigest() + f"-{self._parts}"
             if (stat.etag or "").strip('"') != expected:
-                raise BoxpackError(f"{self.store._url(self.key)}: the store's ETag {stat.etag} is not that of the bytes "
+                raise OutputFailed(f"{self.store._url(self.key)}: the store's ETag {stat.etag} is not that of the bytes "
                                    f"sent ({expected})")
 
     def abort(self) -> None:
