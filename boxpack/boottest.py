@@ -29,6 +29,7 @@ from . import box as boxfile
 from .disk import CLUSTER
 from .errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from .partitions import read_partition_table
+from .providers import DEFAULT, PROVIDERS
 from .sources import open_source
 
 SSH_USER = "vagrant"
@@ -47,19 +48,11 @@ OVMF = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/O
 AAVMF = ("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/edk2/aarch64/QEMU_EFI.fd",
          "/usr/share/edk2/aarch64/QEMU_CODE.fd")
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
-# The disk controller and NIC each provider gives the VM, as QEMU devices.
 # Under a KVM that runs the guest, its boot loader has read its kernel (MiBs) within KVM_PROBE seconds,
 # after a menu countdown of the usual 0-5 s. Where kvm-pvm runs the host (measured here), GRUB reads
 # 136 KiB (its core and modules) and the vCPU then fails on every instruction, for ever.
 KVM_PROBE = 20
 KVM_PROGRESS = 2**20
-HARDWARE = {
-    "libvirt": ("virtio", "virtio-net-pci"),
-    "virtualbox": ("sata", "e1000"),
-    "vmware_desktop": ("sata", "e1000e"),
-    "hyperv": ("sata", "e1000"),
-    "qemu": ("virtio", "virtio-net-pci"),  # vagrant-qemu's drive_interface and net_device defaults
-}
 
 
 @dataclass
@@ -136,13 +129,20 @@ def kvm_usable(arch: str) -> bool:
     return True
 
 
+def devices(provider: str) -> tuple[str, str]:
+    """The disk bus and NIC the provider's consumer gives the VM, as QEMU devices."""
+    if provider not in PROVIDERS:
+        raise CannotRun(f"a {provider!r} box: boxpack test knows the VMs that {', '.join(PROVIDERS)} give their guests")
+    return PROVIDERS[provider].TEST_DEVICES
+
+
 def qemu_command(image: Path, arch: str, provider: str, firmware_file: str | None, accelerator: str, port: int,
                  work: Path, options: TestOptions) -> list[str]:
     """The QEMU command line that boots the box's disk as its provider would; console and QMP socket in work."""
     binary = QEMU.get(arch)
     if binary is None:
         raise CannotRun(f"architecture {arch!r}: boxpack test boots amd64 and arm64 boxes")
-    bus, nic = HARDWARE.get(provider, ("virtio", "virtio-net-pci"))
+    bus, nic = devices(provider)
     cmd = [binary, "-accel", accelerator, "-m", str(options.memory), "-smp", str(options.cpus),
            "-display", "none", "-monitor", "none", "-serial", f"file:{work / 'serial.log'}", "-no-reboot",
            "-qmp", f"unix:{work / 'qmp.sock'},server=on,wait=off"]
@@ -304,7 +304,8 @@ def _prepare(
         meta = boxfile.read_metadata(path)
     except BoxpackError:
         meta = {}
-    result.provider = str(meta.get("provider", "libvirt"))
+    result.provider = str(meta.get("provider", DEFAULT))
+    devices(result.provider)  # before the disk is extracted
     say("extracting the disk ...")
     image = work / "disk.raw"
     with open_source(path, 2) as source:

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from . import accel, ovf, vmx
+from . import accel
 from .bytesource import Reopen, StreamBytes
+from .descriptors import DISK_LISTS, names_disks
+from .descriptors.libvirt import disk_files as metadata_disks
 from .disk import ImageSource, Reader
 from .errors import BadInput, InternalError
 from .formats import FORMATS, HEAD, RAW, detect
@@ -312,44 +314,31 @@ def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:
     raise BadInput(f"{box}: has no metadata.json at its root")
 
 
-def libvirt_disks(meta: dict[str, Any]) -> list[str] | None:
-    """The disks vagrant-libvirt reads, in order: `disks` (0.5.0 and later), else box.img; None when the
-    box is not a libvirt one (lib/vagrant-libvirt/action/handle_box_image.rb)."""
-    disks = meta.get("disks")
-    if isinstance(disks, list) and disks:
-        paths = [d.get("path") for d in disks if isinstance(d, dict)]
-        return [p.removeprefix("./") for p in paths if isinstance(p, str)] or None
-    if text(meta, "provider") in ("libvirt", "qemu"):
-        return ["box.img"]
-    return None
-
-
 class _BoxPass:
     """One pass over a box: the members before the disk, the disk as a reader, then the rest."""
 
     def __init__(self, box: Path) -> None:
         self.box = box
         self.meta: dict[str, Any] = {}
-        self.ovf_disks: list[str] = []
-        self.vmx_disks: list[str] = []
+        self.listed: dict[int, list[str]] = {}  # index in DISK_LISTS -> the disks the first such member names
         self.tar = open_tar(box)
 
     def _note(self, m: tarfile.TarInfo, name: str) -> None:
-        """Remember metadata.json, box.ovf and the first .vmx, which say which members are the disks."""
+        """Remember metadata.json and the first descriptor of each kind (box.ovf, a .vmx), which say which
+        members are the disks."""
         if m.size > METADATA_LIMIT:
             return
         if name == "metadata.json":
             self.meta = parse_metadata(member_file(self.tar, m).read(), str(self.box))
-        elif name == "box.ovf":
-            self.ovf_disks = ovf.disk_files(member_file(self.tar, m).read())
-        elif name.endswith(".vmx") and not self.vmx_disks:
-            text = member_file(self.tar, m).read().decode("utf-8", "replace")
-            self.vmx_disks = [p.removeprefix("./") for p in vmx.disk_files(vmx.parse_vmx(text)[0])]
+            return
+        for i, (matches, disk_files) in enumerate(DISK_LISTS):
+            if matches(name) and i not in self.listed:
+                self.listed[i] = disk_files(member_file(self.tar, m).read())
 
     def disks(self) -> list[str] | None:
         """The disks in the order the box's consumer attaches them, when the box says; else None. A list
         naming one disk twice, or more than MAX_DISKS, is refused before any disk is opened."""
-        wanted = libvirt_disks(self.meta) or self.ovf_disks or self.vmx_disks or None
+        wanted = metadata_disks(self.meta) or next((d for _, d in sorted(self.listed.items()) if d), None)
         if wanted:
             twice = _first_repeat(wanted)
             if twice is not None:  # handle_box_image.rb: BoxFormatDuplicateVolume
@@ -364,7 +353,7 @@ class _BoxPass:
             name = m.name.removeprefix("./")
             if not m.isfile():
                 continue
-            if name in ("metadata.json", "box.ovf") or name.endswith(".vmx"):
+            if name == "metadata.json" or names_disks(name):
                 self._note(m, name)
                 continue
             wanted = self.disks()
@@ -380,7 +369,7 @@ class _BoxPass:
             name = m.name.removeprefix("./")
             if i > ordinal:
                 names[name] = names.get(name, 0) + 1
-            if i > ordinal and m.isfile() and (name in ("metadata.json", "box.ovf") or name.endswith(".vmx")):
+            if i > ordinal and m.isfile() and (name == "metadata.json" or names_disks(name)):
                 self._note(m, name)
         wanted = self.disks() or [disk]
         if wanted[0] != disk:

@@ -19,27 +19,12 @@ import deflate
 
 from . import accel
 from .catalog import CHECKSUM_TYPES
-from .compress import (
-    DEFAULT_LEVEL,
-    LEVELS,
-    ParallelGzip,
-    default_threads,
-    zlib_compressor,
-)
+from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
 from .errors import BadInput, BadOption
-from .output import (
-    COMPRESSIONS,
-    Output,
-    Target,
-    checksum_path,
-    checksum_targets,
-    is_stream,
-    targets,
-    write_box,
-    write_text_atomically,
-)
+from .output import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
+                     write_text_atomically)
 from .partitions import read_partition_table
-from .providers import PROVIDERS, Disk, Job, Provider
+from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
 from .sources import open_source
 from .vagrantfile import ruby_available, ruby_syntax
 
@@ -69,7 +54,7 @@ class PackOptions:
     their defaults.
     """
 
-    providers: Sequence[str] = ("libvirt",)
+    providers: Sequence[str] = (DEFAULT,)
     output: Output = None
     force: bool = False
     compression: str = "gzip"

@@ -25,11 +25,12 @@ from . import catalog as catalog_mod
 from . import vagrantfile
 from .bytesource import FileBytes, Reopen, StreamBytes
 from .compressed import CompressedRawDisk, peek
+from .descriptors.libvirt import disk_files as metadata_disks
 from .errors import BadOption, BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
 from .metadata import validate
 from .partitions import PartitionTable, read_partition_table
-from .providers import PROVIDERS
+from .providers import PROVIDERS, V1_BOX
 from .report import Report
 from .sources import open_source
 
@@ -196,7 +197,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
             texts[norm] = boxfile.member_file(tar, m).read()
             if norm == "metadata.json":
                 with contextlib.suppress(BoxpackError):
-                    named = set(boxfile.libvirt_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
+                    named = set(metadata_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
             continue
         if norm.lower().endswith(boxfile.DISK_SUFFIXES) or norm in named:
             if len(report.disks) < Report.MAX_DISKS:
@@ -259,7 +260,7 @@ def _box_rules(report: Report, texts: dict[str, bytes]) -> None:
         # A V1 box, as `vagrant package` of VirtualBox 4.x wrote it: Vagrant adds it as a virtualbox box and
         # writes the metadata itself (lib/vagrant/box_collection.rb, v1_box? and v1_upgrade).
         report.add("box-v1", "info", "no metadata.json: an old (V1) VirtualBox box, which Vagrant upgrades as it adds it")
-        PROVIDERS["virtualbox"].check_box(report, texts)
+        PROVIDERS[V1_BOX].check_box(report, texts)
         return
     if meta is None:
         if "metadata.json" not in names:

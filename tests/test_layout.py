@@ -72,3 +72,56 @@ def test_magic_bytes_are_matched_only_in_the_format_registry_and_box_reader() ->
         text = path.read_text()
         for magic in (r"QFI\\xfb", "KDMV", r"\\x1f\\x8b", "conectix", "vhdxfile", "ustar"):
             assert not re.search(magic, text), f"{rel} matches {magic}"
+
+
+# Where each provider's name may appear as a string in boxpack/: its provider module, its descriptor
+# module, and kin that share a box format (vagrant-qemu reads libvirt's boxes; libvirt's driver is
+# "qemu"). A new provider is its module, its descriptor and format modules, and one registration line.
+PROVIDER_MODULES = {
+    "libvirt": {"providers/libvirt.py", "providers/qemu.py", "descriptors/libvirt.py"},
+    "qemu": {"providers/qemu.py", "providers/libvirt.py", "descriptors/libvirt.py"},
+    "virtualbox": {"providers/virtualbox.py"},
+    "vmware_desktop": {"providers/vmware_desktop.py"},
+    "hyperv": {"providers/hyperv.py"},
+}
+
+
+def test_each_provider_name_is_known_only_to_its_own_modules() -> None:
+    from boxpack.providers import PROVIDERS
+
+    assert set(PROVIDERS) == set(PROVIDER_MODULES)
+    mentions: dict[str, set[str]] = {name: set() for name in PROVIDERS}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in mentions:
+                mentions[node.value].add(str(path.relative_to(PACKAGE)))
+    assert mentions == {name: PROVIDER_MODULES[name] & mentions[name] for name in PROVIDERS}, mentions
+    assert all(f"providers/{name}.py" in mentions[name] for name in PROVIDERS)
+    for cls in PROVIDERS.values():  # what boxpack test gives its VM is the provider's to say
+        bus, nic = cls.TEST_DEVICES
+        assert bus in ("virtio", "sata") and nic in ("virtio-net-pci", "e1000", "e1000e"), cls
+
+
+# The stages, in the order the bytes travel; a module may import only from its own stage and those below.
+LOWER = {
+    "boxpack.formats": {"boxpack.cli", "boxpack.providers", "boxpack.descriptors", "boxpack.targets", "boxpack.box",
+                        "boxpack.verify", "boxpack.boottest", "boxpack.packing", "boxpack.publish", "boxpack.mirror"},
+    "boxpack.descriptors": {"boxpack.cli", "boxpack.providers", "boxpack.targets", "boxpack.box", "boxpack.verify",
+                            "boxpack.boottest", "boxpack.packing", "boxpack.publish", "boxpack.mirror"},
+    "boxpack.providers": {"boxpack.cli", "boxpack.targets", "boxpack.box", "boxpack.sources", "boxpack.verify",
+                          "boxpack.boottest", "boxpack.packing", "boxpack.publish", "boxpack.mirror"},
+    "boxpack.box": {"boxpack.cli", "boxpack.providers", "boxpack.targets", "boxpack.verify", "boxpack.packing"},
+    "boxpack.targets": {"boxpack.cli", "boxpack.providers", "boxpack.verify", "boxpack.packing", "boxpack.publish"},
+}
+
+
+def test_no_stage_imports_a_later_one() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        mod = _module(path)
+        for stage, forbidden in LOWER.items():
+            if mod == stage or mod.startswith(stage + "."):
+                bad = {i for i in _imports(path) if any(i == f or i.startswith(f + ".") for f in forbidden)}
+                assert not bad, f"{mod} imports {sorted(bad)}"
+    for path in PACKAGE.rglob("*.py"):
+        if not _module(path).startswith(("boxpack.cli", "boxpack.__main__")):  # python -m boxpack runs the command
+            assert not {i for i in _imports(path) if i.startswith("boxpack.cli")}, path

@@ -12,7 +12,7 @@ from conftest import GIB, MIB, box_members, extract, make_disk, qemu_check, qemu
 from lxml import etree
 
 from boxpack.metadata import validate
-from boxpack.vmx import disk_files, parse_vmx
+from boxpack.descriptors.vmx import disk_files, parse_vmx
 
 # Each provider's disk members, in order, and their format for qemu-img.
 DISKS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from boxpack import ovf
+from boxpack.descriptors import ovf
 
 DISK = "box-disk001.vmdk"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import GIB, ROOT, extract, qemu_compare, run_boxpack, write_box
 
-from boxpack import ovf
+from boxpack.descriptors import ovf
 
 CORPUS = ROOT / "fixtures/third-party-ovf"
 # descriptor -> (qemu-img options for its disks' format, whether it carries metadata.json)

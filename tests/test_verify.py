@@ -17,7 +17,8 @@ from conftest import MIB, extract, make_disk, run_boxpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boxpack import ovf, verify
+from boxpack import verify
+from boxpack.descriptors import ovf
 
 VMDK = "box-disk001.vmdk"
 

@@ -13,7 +13,7 @@ from disks import CASES
 from lxml import etree
 from vbox_sequential import SequentialError, check_footer, read_grains
 
-from boxpack import ovf
+from boxpack.descriptors import ovf
 from boxpack.metadata import validate
 
 OVF = {"ovf": ovf.OVF_NS, "rasd": ovf.RASD_NS}

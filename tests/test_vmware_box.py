@@ -12,7 +12,7 @@ import pytest
 import pyvmdk
 from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack, verify_codes, write_box
 
-from boxpack.vmx import parse_vmx
+from boxpack.descriptors.vmx import parse_vmx
 
 
 def libvmdk_sha256(vmdk: Path) -> tuple[int, str]:

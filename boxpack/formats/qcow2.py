@@ -24,29 +24,10 @@ from ..bytesource import ByteSource, read_table, tables_ahead
 from ..disk import CLUSTER, Source, data_runs
 from ..errors import BadInput
 from ..findings import Findings
-from .c_qcow2 import (
-    INCOMPAT_COMPRESSION,
-    INCOMPAT_CORRUPT,
-    INCOMPAT_DATA_FILE,
-    INCOMPAT_EXTL2,
-    INCOMPAT_KNOWN,
-    L1E_OFFSET_MASK,
-    L1E_RESERVED_MASK,
-    L2E_OFFSET_MASK,
-    L2E_STD_RESERVED_MASK,
-    MAGIC,
-    MAX_CLUSTER_BITS,
-    MAX_L1_BYTES,
-    MAX_REFTABLE_BYTES,
-    MIN_CLUSTER_BITS,
-    OFLAG_COMPRESSED,
-    OFLAG_COPIED,
-    OFLAG_ZERO,
-    REFT_RESERVED_MASK,
-    V3_HEADER_LENGTH,
-    HeaderV2,
-    HeaderV3Tail,
-)
+from .c_qcow2 import (INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, INCOMPAT_KNOWN,
+                      L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, MAGIC,
+                      MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, OFLAG_COMPRESSED,
+                      OFLAG_COPIED, OFLAG_ZERO, REFT_RESERVED_MASK, V3_HEADER_LENGTH, HeaderV2, HeaderV3Tail)
 
 NAME = "qcow2"
 SUFFIXES = (".qcow2", ".img")

@@ -14,18 +14,8 @@ from ..disk import SECTOR
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
-from .c_vdi import (
-    BLOCK_FREE,
-    BLOCK_ZERO,
-    SIGNATURE,
-    SIGNATURE_BYTES,
-    TYPE_DIFF,
-    TYPE_FIXED,
-    TYPE_NORMAL,
-    TYPE_UNDO,
-    VERSION_1_1,
-    Header,
-)
+from .c_vdi import (BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO,
+                    VERSION_1_1, Header)
 
 NAME = "VDI"
 SUFFIXES = (".vdi",)

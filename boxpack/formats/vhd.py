@@ -21,18 +21,8 @@ from ..disk import SECTOR
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
-from .c_vhd import (
-    CHECKSUM_OFFSET,
-    DISK_DIFFERENCING,
-    DISK_DYNAMIC,
-    DISK_FIXED,
-    DYNAMIC_COOKIE,
-    FOOTER_COOKIE,
-    FOOTER_SIZE,
-    UNALLOCATED,
-    DynamicHeader,
-    Footer,
-)
+from .c_vhd import (CHECKSUM_OFFSET, DISK_DIFFERENCING, DISK_DYNAMIC, DISK_FIXED, DYNAMIC_COOKIE, FOOTER_COOKIE,
+                    FOOTER_SIZE, UNALLOCATED, DynamicHeader, Footer)
 
 NAME = "VHD"
 SUFFIXES = (".vhd",)

@@ -28,41 +28,13 @@ from ..disk import CLUSTER, Source, rescan
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from .base import block_pieces, check_blocks
-from .c_vhdx import (
-    BAT_GUID,
-    BAT_OFFSET_SHIFT,
-    BAT_STATE_MASK,
-    FILE_PARAMETERS_GUID,
-    FILE_SIGNATURE,
-    HEADER_OFFSETS,
-    HEADER_SIZE,
-    KNOWN_METADATA,
-    LOG_SIGNATURE,
-    LOGICAL_SECTOR_SIZE_GUID,
-    MAX_METADATA_ENTRIES,
-    MAX_REGION_ENTRIES,
-    MAX_SECTORS_PER_BLOCK,
-    METADATA_GUID,
-    METADATA_REQUIRED,
-    METADATA_TABLE_SIZE,
-    MIB,
-    PAGE83_GUID,
-    PARAMS_HAS_PARENT,
-    PARAMS_LEAVE_BLOCKS_ALLOCATED,
-    PAYLOAD_FULLY_PRESENT,
-    PAYLOAD_PARTIALLY_PRESENT,
-    PHYSICAL_SECTOR_SIZE_GUID,
-    REGION_REQUIRED,
-    REGION_TABLE_OFFSETS,
-    REGION_TABLE_SIZE,
-    VIRTUAL_DISK_SIZE_GUID,
-    Header,
-    LogEntryHeader,
-    MetadataTableEntry,
-    MetadataTableHeader,
-    RegionTableEntry,
-    RegionTableHeader,
-)
+from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
+                     HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,
+                     MAX_REGION_ENTRIES, MAX_SECTORS_PER_BLOCK, METADATA_GUID, METADATA_REQUIRED, METADATA_TABLE_SIZE,
+                     MIB, PAGE83_GUID, PARAMS_HAS_PARENT, PARAMS_LEAVE_BLOCKS_ALLOCATED, PAYLOAD_FULLY_PRESENT,
+                     PAYLOAD_PARTIALLY_PRESENT, PHYSICAL_SECTOR_SIZE_GUID, REGION_REQUIRED, REGION_TABLE_OFFSETS,
+                     REGION_TABLE_SIZE, VIRTUAL_DISK_SIZE_GUID, Header, LogEntryHeader, MetadataTableEntry,
+                     MetadataTableHeader, RegionTableEntry, RegionTableHeader)
 
 NAME = "VHDX"
 SUFFIXES = (".vhdx",)

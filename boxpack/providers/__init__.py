@@ -13,8 +13,10 @@ from .virtualbox import VirtualBox
 from .vmware_desktop import VmwareDesktop
 
 PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV, Qemu)}
+DEFAULT = Libvirt.NAME  # what a bare disk is packed for without --provider and booted as by boxpack test
+V1_BOX = VirtualBox.NAME  # a box without metadata.json is Vagrant's V1 box, VirtualBox's (box_collection.rb, v1_box?)
 
-__all__ = ["Disk", "Job", "Option", "PROVIDERS", "Provider", "options"]
+__all__ = ["DEFAULT", "Disk", "Job", "Option", "PROVIDERS", "Provider", "V1_BOX", "options"]
 
 
 def options() -> list[Option]:

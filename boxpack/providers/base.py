@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import ovf
 from ..archive import Member
+from ..descriptors import ovf
 from ..disk import Source
 from ..errors import BadInput, BadOption
 from ..report import Report
@@ -106,6 +106,7 @@ class Provider:
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
     MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile (fnmatch patterns)
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
+    TEST_DEVICES: ClassVar[tuple[str, str]]  # the disk bus and NIC its consumer gives the VM, as boxpack test boots it
 
     def __init__(self, job: Job) -> None:
         self.job = job

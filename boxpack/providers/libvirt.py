@@ -63,6 +63,7 @@ def disk_name(index: int) -> str:
 
 class Libvirt(Provider):
     NAME = "libvirt"
+    TEST_DEVICES = ("virtio", "virtio-net-pci")  # vagrant-libvirt's disk_bus and nic_model_type defaults
     DISK_FORMAT = "qcow2"
     OPTIONS = (
         Option(

@@ -42,6 +42,7 @@ EFI = """\
 
 class Qemu(Libvirt):
     NAME = "qemu"
+    TEST_DEVICES = ("virtio", "virtio-net-pci")  # vagrant-qemu's drive_interface and net_device defaults
 
     def settings(self) -> str:
         lines = ["  config.vm.provider :qemu do |qe|\n"]

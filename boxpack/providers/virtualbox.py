@@ -11,8 +11,8 @@ import functools
 import re
 import uuid
 
-from .. import ovf
 from ..archive import Member
+from ..descriptors import ovf
 from ..disk import SECTOR
 from ..errors import BoxpackError, InternalError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
@@ -48,6 +48,7 @@ def _check_mac(mac: str) -> str | None:
 
 class VirtualBox(Provider):
     NAME = "virtualbox"
+    TEST_DEVICES = ("sata", "e1000")  # the AHCI controller and the Intel PRO/1000 of the box's OVF
     DISK_FORMAT = "vmdk streamOptimized"
     MEMBERS = ("box.ovf", "box-disk[0-9][0-9][0-9].vmdk", "box.vmdk")
     TEXTS = ("box.ovf",)

@@ -22,10 +22,10 @@ import functools
 from typing import Any
 
 from ..archive import Member
+from ..descriptors.vmx import disk_files, dumps, parse_vmx
 from ..formats.vmdk import SparseLayout
 from ..metadata import metadata_json
 from ..report import Report
-from ..vmx import disk_files, parse_vmx
 from .base import HARDWARE, Provider, vm_name
 
 HARDWARE_VERSION = {"amd64": "19", "arm64": "20"}
@@ -44,10 +44,10 @@ GUEST_OS = {
 LINUX_64 = ("other5xlinux-64", "arm-other5xlinux-64")
 LINUX_32 = ("otherlinux", "arm-other5xlinux-64")
 
-PCIE_ROOT_PORTS = "".join(
-    f'pciBridge{n}.present = "TRUE"\npciBridge{n}.virtualDev = "pcieRootPort"\npciBridge{n}.functions = "8"\n'
-    for n in (4, 5, 6, 7)
-)
+PCIE_ROOT_PORTS = [
+    (f"pciBridge{n}.{key}", value) for n in (4, 5, 6, 7)
+    for key, value in (("present", "TRUE"), ("virtualDev", "pcieRootPort"), ("functions", "8"))
+]
 
 
 def guest_os(os_type: str, arm: bool) -> str:
@@ -57,6 +57,7 @@ def guest_os(os_type: str, arm: bool) -> str:
 
 class VmwareDesktop(Provider):
     NAME = "vmware_desktop"
+    TEST_DEVICES = ("sata", "e1000e")  # sata0 and ethernet0.virtualDev of the box's .vmx
     DISK_FORMAT = "vmdk monolithicSparse"
     OPTIONS = HARDWARE
     TEXTS = (".vmx",)
@@ -69,32 +70,32 @@ class VmwareDesktop(Provider):
 
     def vmx(self, disk_files: list[str]) -> bytes:
         s, arm = self.job.settings, self._arm()
-        lines = [
-            '.encoding = "UTF-8"',
-            'config.version = "8"',
-            f'virtualHW.version = "{HARDWARE_VERSION["arm64" if arm else "amd64"]}"',
-            f'displayName = "{vm_name(self.job)}"',
-            f'guestOS = "{guest_os(s["os_type"], arm)}"',
+        settings = [
+            (".encoding", "UTF-8"),
+            ("config.version", "8"),
+            ("virtualHW.version", HARDWARE_VERSION["arm64" if arm else "amd64"]),
+            ("displayName", vm_name(self.job)),
+            ("guestOS", guest_os(s["os_type"], arm)),
         ]
         if arm or self.job.firmware == "efi":
-            lines.append('firmware = "efi"')
-        lines += [
-            f'numvcpus = "{s["cpus"]}"',
-            f'memsize = "{s["memory"]}"',
-            'pciBridge0.present = "TRUE"',
-            PCIE_ROOT_PORTS.rstrip("\n"),
-            'sata0.present = "TRUE"',
-            *(line for unit, f in enumerate(disk_files)
-              for line in (f'sata0:{unit}.present = "TRUE"', f'sata0:{unit}.fileName = "{f}"')),
-            'ethernet0.present = "TRUE"',
-            'ethernet0.virtualDev = "e1000e"',
-            'ethernet0.connectionType = "nat"',
-            'ethernet0.addressType = "generated"',
-            'usb.present = "TRUE"',
+            settings.append(("firmware", "efi"))
+        settings += [
+            ("numvcpus", str(s["cpus"])),
+            ("memsize", str(s["memory"])),
+            ("pciBridge0.present", "TRUE"),
+            *PCIE_ROOT_PORTS,
+            ("sata0.present", "TRUE"),
+            *(pair for unit, f in enumerate(disk_files)
+              for pair in ((f"sata0:{unit}.present", "TRUE"), (f"sata0:{unit}.fileName", f))),
+            ("ethernet0.present", "TRUE"),
+            ("ethernet0.virtualDev", "e1000e"),
+            ("ethernet0.connectionType", "nat"),
+            ("ethernet0.addressType", "generated"),
+            ("usb.present", "TRUE"),
         ]
         if arm:
-            lines.append('usb_xhci.present = "TRUE"')
-        return ("\n".join(lines) + "\n").encode()
+            settings.append(("usb_xhci.present", "TRUE"))
+        return dumps(settings)
 
     def members(self) -> list[Member]:
         job = self.job

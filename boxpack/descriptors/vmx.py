@@ -1,4 +1,5 @@
 """VMware's .vmx: `key = "value"` lines, keys case-insensitive, quotes optional; which files are the VM's disks.
+Read as VMware and Packer read it, written as VMware writes it (every value quoted).
 
 A disk is a device with a fileName whose deviceType is not a CD-ROM; devices
 are named <bus><controller>:<unit> (sata0:0, scsi0:1, nvme0:0, ide0:0).
@@ -38,3 +39,13 @@ def disk_files(settings: dict[str, str]) -> list[str]:
         if m and "cdrom" not in settings.get(key.removesuffix("filename") + "devicetype", "disk"):
             found.append(((m.group(1), int(m.group(2)), int(m.group(3))), path))
     return [path for _, path in sorted(found)]
+
+
+def dumps(settings: list[tuple[str, str]]) -> bytes:
+    """The .vmx of settings, in their order: `key = "value"`, as VMware writes a new VM's."""
+    return "".join(f'{key} = "{value}"\n' for key, value in settings).encode()
+
+
+def member_disk_files(data: bytes) -> list[str]:
+    """The disks a box's .vmx attaches, as paths in the box."""
+    return [p.removeprefix("./") for p in disk_files(parse_vmx(data.decode("utf-8", "replace"))[0])]

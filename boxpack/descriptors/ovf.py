@@ -17,8 +17,8 @@ from typing import Any
 
 from lxml import etree
 
-from .errors import BadInput, BoxpackError
-from .findings import Findings
+from ..errors import BadInput, BoxpackError
+from ..findings import Findings
 
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"

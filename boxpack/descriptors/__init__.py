@@ -1,0 +1,23 @@
+"""The VM descriptors boxes carry, one module each, read and written: OVF (ovf.py), VMware's .vmx (vmx.py),
+Hyper-V's VM XML (hyperv_xml.py), and the disk list vagrant-libvirt reads from metadata.json (libvirt.py),
+as dissect.hypervisor keeps its descriptor/ package.
+
+DISK_LISTS tells the box reader which members name a box's disks in the order its consumer attaches them:
+after metadata.json's list, the first of these a box holds gives the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import ovf, vmx
+
+DISK_LISTS: tuple[tuple[Callable[[str], bool], Callable[[bytes], list[str]]], ...] = (
+    (lambda member: member == "box.ovf", ovf.disk_files),
+    (lambda member: member.endswith(".vmx"), vmx.member_disk_files),
+)
+
+
+def names_disks(member: str) -> bool:
+    """Whether the box member at this path is a descriptor that names the box's disks."""
+    return any(matches(member) for matches, _ in DISK_LISTS)
