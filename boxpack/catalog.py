@@ -34,9 +34,9 @@ from urllib.parse import urlparse
 
 import jsonschema
 
-from . import tempfiles
 from .errors import BadInput, BadOption, InternalError, OutputFailed
 from .metadata import load_schema
+from .output import tempfiles
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
@@ -333,7 +333,7 @@ def add_box(
     provider and architecture come from the box's metadata.json unless given;
     the checksum is computed from the file unless given.
     """
-    from .box import read_metadata, text
+    from .sources.box import read_metadata, text
 
     box = Path(box)
     if provider is None or architecture is None:

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog, download
-from .box import text
+from . import catalog
 from .catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
 from .errors import BadInput, BadOption, BoxpackError, InternalError
+from .output.targets import open_target
+from .output.targets.base import BOX_FILE, CATALOG_LIMIT, Store
 from .publish import Discard, Publisher, entry
-from .targets import open_target
-from .targets.base import BOX_FILE, CATALOG_LIMIT, Store
+from .sources import http as download
+from .sources.box import text
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3

@@ -19,13 +19,13 @@ import deflate
 
 from . import accel
 from .catalog import CHECKSUM_TYPES
-from .compress import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
 from .errors import BadInput, BadOption
-from .output import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
-                     write_text_atomically)
+from .output.gzip import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
+from .output.write import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
+                           write_text_atomically)
 from .partitions import read_partition_table
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
-from .sources import open_source
+from .sources.open import open_source
 from .vagrantfile import ruby_available, ruby_syntax
 
 log = logging.getLogger("boxpack")

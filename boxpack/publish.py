@@ -3,7 +3,7 @@
 The order of writes keeps every catalog true (it never names a missing, partial or wrong box),
 whatever is killed when, and whoever else publishes at the same time:
 
-1. each box goes to its key (targets/base.py has the layout) as a multipart upload or a temporary
+1. each box goes to its key (output/targets/base.py has the layout) as a multipart upload or a temporary
    file: nothing is visible yet;
 2. the key is claimed by writing its checksum file only if there is none (If-None-Match: * on S3,
    a hard link in a directory). A checksum file naming another box means the key holds another box:
@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog
-from .box import read_metadata, text
 from .catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
 from .errors import BadInput, BadOption, BoxpackError, OutputFailed
-from .targets import open_target
-from .targets.base import BOX_FILE, Store, Upload, box_key, url
-from .targets.directory import CATALOG_FILE
+from .output.targets import open_target
+from .output.targets.base import BOX_FILE, Store, Upload, box_key, url
+from .output.targets.directory import CATALOG_FILE
+from .sources.box import read_metadata, text
 
 CHUNK = 1024 * 1024
 SIDECAR_LIMIT = 4096

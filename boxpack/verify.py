@@ -20,11 +20,8 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from . import box as boxfile
 from . import catalog as catalog_mod
 from . import vagrantfile
-from .bytesource import FileBytes, Reopen, StreamBytes
-from .compressed import CompressedRawDisk, peek
 from .descriptors.libvirt import disk_files as metadata_disks
 from .errors import BadOption, BoxpackError
 from .formats import HEAD, RAW, TAIL, detect
@@ -32,7 +29,10 @@ from .metadata import validate
 from .partitions import PartitionTable, read_partition_table
 from .providers import PROVIDERS, V1_BOX
 from .report import Report
-from .sources import open_source
+from .sources import box as boxfile
+from .sources.bytesource import FileBytes, Reopen, StreamBytes
+from .sources.compressed_disk import CompressedRawDisk, peek
+from .sources.open import open_source
 
 TEXT_LIMIT = 4 * 1024 * 1024  # metadata.json, Vagrantfile and box.ovf larger than this are not read
 OLD_BSDTAR_LIMIT = 8 * 1024**3

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import extract, run_boxpack
 
-from boxpack.archive import Member, tar_header, tar_stream
-from boxpack.compress import CHUNK, DigestWriter, ParallelGzip
+from boxpack.member import Member
+from boxpack.output.gzip import CHUNK, DigestWriter, ParallelGzip
+from boxpack.output.tar import tar_header, tar_stream
 
 
 def _gzip_bytes(data: bytes, threads: int, level: int = 6, fast: bool = False, stored: range = range(0)) -> bytes:

@@ -9,11 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from boxpack.metadata import validate
 from conftest import MIB, make_disk, run_boxpack
 
 from boxpack import boottest
+from boxpack.metadata import validate
 
 
 def _cmd(provider: str, arch: str = "amd64", firmware: str | None = None, accel: str = "tcg") -> list[str]:

@@ -101,7 +101,7 @@ def test_memory_stays_flat_for_a_large_sparse_compressed_disk(tmp_path: Path) ->
     (valid zstd, as `cat` makes them), packed for every provider: the Python heap's peak as for 64 MiB (a
     cluster map would add 1 MiB per 16 GiB, a buffered disk far more, and writers that held the scan's
     views of scattered clusters 256 MiB), and the process's own RSS peak (VmHWM) under 150 MiB."""
-    from boxpack.zstd import zstd
+    from boxpack.sources.zstd import zstd
 
     # Each 64 MiB frame holds 64 KiB of data: the image inflates about 1000 times, as a mostly empty real disk
     # does (more is refused as a bomb).

@@ -403,7 +403,7 @@ def test_fuzzed_inputs_stay_bounded(tmp_path: Path) -> None:
     for fmt, opts in (("qcow2", ()), ("vmdk", ("-o", "subformat=streamOptimized")), ("vmdk", ()), ("vpc", ()), ("vhdx", ()), ("vdi", ())):
         name = f"disk-{len(list(seeds.iterdir()))}.{fmt}"
         subprocess.run(["qemu-img", "convert", "-O", fmt, *opts, str(disk), str(seeds / name)], check=True)
-    from boxpack.zstd import zstd
+    from boxpack.sources.zstd import zstd
 
     (seeds / "disk.raw.zst").write_bytes(zstd.compress(disk.read_bytes()))
     (seeds / "disk.raw.xz").write_bytes(lzma.compress(disk.read_bytes(), preset=0) + bytes(4))

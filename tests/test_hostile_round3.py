@@ -19,7 +19,7 @@ import pytest
 from conftest import MIB, make_disk, qemu_compare, run_boxpack, write_box
 from test_hostile import _one_line_error, _peak_mib, _verify
 
-from boxpack.zstd import zstd
+from boxpack.sources.zstd import zstd
 
 
 @pytest.fixture(scope="module")

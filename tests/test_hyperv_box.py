@@ -9,7 +9,8 @@ from pathlib import Path
 
 import disks
 import pytest
-from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack, verify_codes, write_box
+from conftest import (MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack,
+                      verify_codes, write_box)
 from dissect.hypervisor.disk.vhdx import VHDX
 
 from boxpack.providers.hyperv import read_vm_xml

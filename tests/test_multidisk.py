@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import GIB, MIB, box_members, extract, make_disk, qemu_check, qemu_compare, run_boxpack, verify_codes, write_box
+from conftest import (GIB, MIB, box_members, extract, make_disk, qemu_check, qemu_compare, run_boxpack, verify_codes,
+                      write_box)
 from lxml import etree
 
-from boxpack.metadata import validate
 from boxpack.descriptors.vmx import disk_files, parse_vmx
+from boxpack.metadata import validate
 
 # Each provider's disk members, in order, and their format for qemu-img.
 DISKS = {

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import MIB, extract, make_disk, qemu_compare, run_boxpack
 
-from boxpack.bytesource import StreamBytes
 from boxpack.errors import BoxpackError
+from boxpack.sources.bytesource import StreamBytes
 
 DISK_IN_BOX = {"libvirt": ("box.img", "qcow2"), "virtualbox": ("box-disk001.vmdk", "vmdk")}
 
@@ -252,7 +252,7 @@ def test_output_directory_ending_in_a_slash_is_created(tmp_path: Path, raw: Path
 def test_a_box_source_is_decompressed_at_most_twice(tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once to find, open and scan the disk (and read what follows it), once more for the qcow2 writer's data."""
     import boxpack
-    from boxpack import box as boxfile
+    from boxpack.sources import box as boxfile
 
     src = tmp_path / "src-virtualbox.box"
     run_boxpack(raw, "--provider", "virtualbox", "-o", src)

@@ -10,7 +10,8 @@ from pathlib import Path
 import disks
 import pytest
 import pyvmdk
-from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack, verify_codes, write_box
+from conftest import (MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack,
+                      verify_codes, write_box)
 
 from boxpack.descriptors.vmx import parse_vmx
 

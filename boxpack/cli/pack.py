@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 from .. import __version__, catalog, mkosi, publish
 from ..catalog import CHECKSUM_TYPES
-from ..compress import DEFAULT_LEVEL
 from ..errors import BadOption, BoxpackError
-from ..output import COMPRESSIONS
+from ..output.gzip import DEFAULT_LEVEL
+from ..output.write import COMPRESSIONS
 from ..packing import FIRMWARES, PackOptions, pack
 from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from ..bytesource import ByteSource
-from ..disk import CLUSTER, Reader
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
+from ..sources.bytesource import ByteSource
+from ..sources.disk import CLUSTER, Reader
 
 HEAD = 4096  # bytes at the start of a file that every probe may look at
 TAIL = 1024  # and at its end (VHD's footer, DMG's koly block); empty when reading a stream

@@ -20,10 +20,10 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 
-from ..bytesource import ByteSource, read_table, tables_ahead
-from ..disk import CLUSTER, Source, data_runs
 from ..errors import BadInput
 from ..findings import Findings
+from ..sources.bytesource import ByteSource, read_table, tables_ahead
+from ..sources.disk import CLUSTER, Source, data_runs
 from .c_qcow2 import (INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, INCOMPAT_KNOWN,
                       L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, MAGIC,
                       MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, OFLAG_COMPRESSED,

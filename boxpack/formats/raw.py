@@ -13,9 +13,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..bytesource import ByteSource
-from ..disk import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
 from ..errors import BadInput
+from ..sources.bytesource import ByteSource
+from ..sources.disk import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
 
 _SCAN_CHUNK = 4 * 1024 * 1024
 

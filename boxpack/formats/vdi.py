@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..bytesource import ByteSource, table_chunks
-from ..disk import SECTOR
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
+from ..sources.bytesource import ByteSource, table_chunks
+from ..sources.disk import SECTOR
 from .base import block_pieces, check_blocks
 from .c_vdi import (BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO,
                     VERSION_1_1, Header)

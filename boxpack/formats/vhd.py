@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..bytesource import ByteSource, table_chunks
-from ..disk import SECTOR
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
+from ..sources.bytesource import ByteSource, table_chunks
+from ..sources.disk import SECTOR
 from .base import block_pieces, check_blocks
 from .c_vhd import (CHECKSUM_OFFSET, DISK_DIFFERENCING, DISK_DYNAMIC, DISK_FIXED, DYNAMIC_COOKIE, FOOTER_COOKIE,
                     FOOTER_SIZE, UNALLOCATED, DynamicHeader, Footer)

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 
 import crc32c
 
-from ..bytesource import ByteSource, table_chunks
-from ..disk import CLUSTER, Source, rescan
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
+from ..sources.bytesource import ByteSource, table_chunks
+from ..sources.disk import CLUSTER, Source, rescan
 from .base import block_pieces, check_blocks
 from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
                      HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,

@@ -28,11 +28,11 @@ from typing import Any, BinaryIO
 
 import deflate
 
-from ..bytesource import ByteSource, read_table, tables_ahead
-from ..disk import CLUSTER, Source, data_runs
 from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
 from ..ordered import OrderedPool
+from ..sources.bytesource import ByteSource, read_table, tables_ahead
+from ..sources.disk import CLUSTER, Source, data_runs
 from .c_vmdk import (COMPRESS_DEFLATE, DESCRIPTOR_MAGIC, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST,
                      FLAG_REDUNDANT_GT, GD_AT_END, MAGIC, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT,
                      MARKER_PROGRESS, NEWLINE_TEST, SECTOR, GrainMarker, MetadataMarker, SparseExtentHeader)

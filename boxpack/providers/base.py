@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..archive import Member
 from ..descriptors import ovf
-from ..disk import Source
 from ..errors import BadInput, BadOption
+from ..member import Member
 from ..report import Report
+from ..sources.disk import Source
 
 
 @dataclass(frozen=True)

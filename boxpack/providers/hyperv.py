@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import uuid
 
-from ..archive import Member
 from ..descriptors.hyperv_xml import read_vm_xml, write_vm_xml
 from ..errors import BoxpackError
 from ..formats.vhdx import DEFAULT_BLOCK, MAX_VIRTUAL_SIZE, VhdxLayout
+from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
 from .base import HARDWARE, Option, Provider, vm_name

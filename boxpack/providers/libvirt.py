@@ -21,8 +21,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..archive import Member
 from ..formats.qcow2 import COMPAT_VERSIONS, Qcow2Layout
+from ..member import Member
 from ..metadata import GIB, metadata_json, virtual_size_gib
 from ..report import Report
 from .base import Option, Provider

@@ -11,13 +11,13 @@ import functools
 import re
 import uuid
 
-from ..archive import Member
 from ..descriptors import ovf
-from ..disk import SECTOR
 from ..errors import BoxpackError, InternalError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
+from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
+from ..sources.disk import SECTOR
 from .base import HARDWARE, Job, Option, Provider, vm_name
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..archive import Member
 from ..descriptors.vmx import disk_files, dumps, parse_vmx
 from ..formats.vmdk import SparseLayout
+from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
 from .base import HARDWARE, Provider, vm_name

@@ -36,8 +36,8 @@ from typing import Any, BinaryIO, Protocol
 
 import deflate
 
-from .accel import isal_zlib
-from .ordered import OrderedPool
+from ..accel import isal_zlib
+from ..ordered import OrderedPool
 
 CHUNK = 1024 * 1024
 LEVELS = range(1, 13)  # libdeflate's levels

@@ -29,8 +29,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__
-from .errors import BadInput, BoxpackError
+from .. import __version__
+from ..errors import BadInput, BoxpackError
 
 USER_AGENT = f"boxpack/{__version__}"
 CHUNK = 1024 * 1024

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import OutputFailed
+from ..errors import OutputFailed
 
 PREFIX = ".boxpack-"
 SUFFIXES = (".part", ".tmp")

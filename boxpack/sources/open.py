@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import BadInput
+from ..formats import HEAD, RAW, TAIL, detect
+from ..formats.raw import RawDisk
 from . import box
 from .bytesource import FileBytes
-from .compressed import CompressedRawDisk, peek
+from .compressed_disk import CompressedRawDisk, peek
 from .disk import ImageSource, Source
-from .errors import BadInput
-from .formats import HEAD, RAW, TAIL, detect
-from .formats.raw import RawDisk
 
 
 def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:

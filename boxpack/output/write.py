@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import BadOption, BoxpackError, OutputFailed
+from ..member import Member
 from . import tempfiles
-from .archive import Member, source_date_epoch, tar_stream
-from .compress import DigestWriter, ParallelGzip
-from .errors import BadOption, BoxpackError, OutputFailed
+from .gzip import DigestWriter, ParallelGzip
+from .tar import source_date_epoch, tar_stream
 
 Output = str | os.PathLike[str] | BinaryIO | Callable[[str, str | None], BinaryIO] | None
 Target = Path | BinaryIO

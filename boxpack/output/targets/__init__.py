@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BadOption, OutputFailed
+from ...errors import BadOption, OutputFailed
 from .base import Store
 
 

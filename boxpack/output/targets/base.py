@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 from urllib.parse import quote
 
-from ..catalog import Catalog
-from ..errors import BadInput
+from ...catalog import Catalog
+from ...errors import BadInput
 
 BOX_FILE = "vagrant.box"
 API_PREFIX = "api/v2/vagrant"

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import catalog, tempfiles
-from ..catalog import Catalog
-from ..errors import OutputFailed
+from ... import catalog
+from ...catalog import Catalog
+from ...errors import OutputFailed
+from .. import tempfiles
 from .base import Stat
 
 CATALOG_FILE = "catalog.json"

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, Self
 
-from .errors import BadInput
-from .ordered import in_order
+from ..errors import BadInput
+from ..ordered import in_order
 
 SECTOR = 512
 CLUSTER = 64 * 1024

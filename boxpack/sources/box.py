@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from . import accel
+from .. import accel
+from ..descriptors import DISK_LISTS, names_disks
+from ..descriptors.libvirt import disk_files as metadata_disks
+from ..errors import BadInput, InternalError
+from ..formats import FORMATS, HEAD, RAW, detect
+from ..metadata import json_object
+from ..report import Report
 from .bytesource import Reopen, StreamBytes
-from .descriptors import DISK_LISTS, names_disks
-from .descriptors.libvirt import disk_files as metadata_disks
 from .disk import ImageSource, Reader
-from .errors import BadInput, InternalError
-from .formats import FORMATS, HEAD, RAW, detect
-from .metadata import json_object
-from .report import Report
 from .zstd import zstd
 
 METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one

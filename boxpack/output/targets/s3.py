@@ -30,9 +30,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .. import catalog
-from ..catalog import Catalog
-from ..errors import BadOption, BoxpackError, CannotRun, InternalError, OutputFailed
+from ... import catalog
+from ...catalog import Catalog
+from ...errors import BadOption, BoxpackError, CannotRun, InternalError, OutputFailed
 from .base import API_PREFIX, BOX_CACHE, CATALOG_CACHE, CATALOG_LIMIT, Stat
 
 MIB = 1024 * 1024

@@ -10,8 +10,8 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Protocol, TypeVar
 
-from . import accel
-from .errors import BadInput
+from .. import accel
+from ..errors import BadInput
 
 _STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, *accel.ERRORS)
 

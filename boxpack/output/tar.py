@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
-from .errors import BadInput, BadOption
+from ..errors import BadInput, BadOption
+from ..member import Member
 
 BLOCK = 512
 #: 1980-01-01, the mtime used when SOURCE_DATE_EPOCH is not set.
@@ -32,23 +32,6 @@ def source_date_epoch() -> int:
     if epoch < 0:
         raise BadOption(f"SOURCE_DATE_EPOCH={value!r} is negative")
     return epoch
-
-
-@dataclass
-class Member:
-    """One file of the box: its name, exact size, and a callable that yields its bytes.
-
-    stored marks content that is already compressed, which the box's gzip stores as it is.
-    """
-
-    name: str
-    size: int
-    chunks: Callable[[], Iterable[bytes]]
-    stored: bool = False
-
-    @classmethod
-    def from_bytes(cls, name: str, data: bytes) -> Member:
-        return cls(name, len(data), lambda: (data,))
 
 
 def tar_header(name: str, size: int, mtime: int) -> bytes:
