@@ -7,7 +7,6 @@ import fnmatch
 import hashlib
 import logging
 import os
-import re
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -17,21 +16,18 @@ from typing import Any
 
 import deflate
 
-from . import accel
-from .catalog import CHECKSUM_TYPES
 from .errors import BadInput, BadOption
-from .output.gzip import DEFAULT_LEVEL, LEVELS, ParallelGzip, default_threads, zlib_compressor
-from .output.write import (COMPRESSIONS, Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
+from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, zlib_compressor
+from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                            write_text_atomically)
 from .partitions import read_partition_table
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
+from .settings import SETTINGS, problem
 from .sources.open import open_source
 from .vagrantfile import ruby_available, ruby_syntax
 
 log = logging.getLogger("boxpack")
 
-FIRMWARES = ("bios", "efi")
-ARCHITECTURE = re.compile(r"[a-z0-9_]+")
 
 
 @dataclass
@@ -71,30 +67,17 @@ class PackOptions:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        """Raise BoxpackError for the first option that cannot work, before any disk is read."""
+        """Raise BadOption for the first option that cannot work, before any disk is read."""
         if not self.providers:
             raise BadOption(f"no provider given; use --provider ({', '.join(PROVIDERS)})")
-        for p in self.providers:
-            if p not in PROVIDERS:
-                raise BadOption(f"unknown provider {p!r}; choose from {', '.join(PROVIDERS)}")
-        if self.compression not in COMPRESSIONS:
-            raise BadOption(f"unknown compression {self.compression!r}; choose from {', '.join(COMPRESSIONS)}")
-        if self.level not in LEVELS:
-            raise BadOption(f"compression level {self.level} is out of range {LEVELS.start}..{LEVELS.stop - 1}")
-        if self.fast and not accel.available():
-            raise BadOption("--fast needs the isal package (ISA-L), which has wheels for x86-64 and aarch64 only")
-        if self.threads is not None and self.threads < 1:
-            raise BadOption("--threads must be at least 1")
-        if self.checksum_type not in CHECKSUM_TYPES:
-            raise BadOption(f"unknown checksum type {self.checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
+        for setting in SETTINGS:
+            wrong = problem(setting, getattr(self, setting.name))
+            if wrong:
+                raise BadOption(wrong)
         if self.checksum_file and callable(self.output):
             raise BadOption("boxes streamed into uploads get their checksum files on the target; drop --checksum-file")
         if self.checksum_file is True and is_stream(self.output):
             raise BadOption("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
-        if self.firmware is not None and self.firmware not in FIRMWARES:
-            raise BadOption(f"unknown firmware {self.firmware!r}; choose from {', '.join(FIRMWARES)}")
-        if self.architecture is not None and not ARCHITECTURE.fullmatch(self.architecture):
-            raise BadOption(f"--architecture {self.architecture!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)")
         for p in self.providers:
             PROVIDERS[p].check_settings(self.settings)
 

@@ -4,6 +4,7 @@ test steps after it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -11,13 +12,11 @@ import sys
 from urllib.parse import quote
 
 from .. import __version__, catalog, mkosi, publish
-from ..catalog import CHECKSUM_TYPES
 from ..errors import BadOption, BoxpackError
-from ..output.gzip import DEFAULT_LEVEL
-from ..output.write import COMPRESSIONS
-from ..packing import FIRMWARES, PackOptions, pack
+from ..packing import PackOptions, pack
 from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options
+from ..settings import SETTINGS, add_arguments
 from .common import Parser, PrintCompletion, PrintMan, option, target_options
 from .publish import ACTIONS, print_catalog, say_published
 from .publish import options as publish_options
@@ -70,49 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "it and write them beside it, with the architecture from $ARCHITECTURE and the catalog version from "
         "$IMAGE_VERSION; no SOURCE",
     )
-    p.add_argument(
-        "--provider",
-        action="append",
-        choices=list(PROVIDERS),
-        required=True,
-        help="box provider; repeat for several boxes from one read of the disk",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="PATH",
-        help="output box file, a directory for several providers, or - for stdout (default: ./<stem>-<provider>.box)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="box compression (default: gzip)")
-    p.add_argument(
-        "--level",
-        type=int,
-        default=DEFAULT_LEVEL,
-        help=f"gzip level 1-12 (libdeflate; default {DEFAULT_LEVEL}, a little smaller than gzip -6)",
-    )
-    p.add_argument(
-        "--fast",
-        action="store_true",
-        help="fastest gzip (ISA-L): about twice as fast as --level 1, boxes about 12%% larger than gzip -6",
-    )
-    p.add_argument("--threads", type=int, metavar="N", help="compression threads (default: all cores)")
-    p.add_argument("--vagrantfile", metavar="FILE", help="use this Vagrantfile instead of the provider's default")
-    p.add_argument(
-        "--include", metavar="FILE", action="append", default=[], help="add FILE to the box (repeatable)"
-    )
-    option(
-        p,
-        "--architecture",
-        "--arch",
-        metavar="ARCH",
-        help="box architecture, Vagrant's name (amd64, arm64, i386, ...); default: from the GPT root partition type",
-    )
-    p.add_argument(
-        "--firmware",
-        choices=FIRMWARES,
-        help="firmware the box starts the VM with; default: efi for a disk that only boots with UEFI, else bios",
-    )
+    defaults = {f.name: f.default for f in dataclasses.fields(PackOptions)}
+    add_arguments(p, "", defaults, option)
     by_owners: dict[tuple[str, ...], list] = {}
     for o in options():  # each option once, in a group naming the providers that read it
         by_owners.setdefault(tuple(n for n, p in PROVIDERS.items() if o in p.OPTIONS), []).append(o)
@@ -132,17 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "> /etc/bash_completion.d/boxpack)")
     p.add_argument("--print-man", nargs=0, action=PrintMan, help="print boxpack's man page (roff) and exit")
     sums = p.add_argument_group("checksums and catalog")
-    sums.add_argument(
-        "--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256", help="digest computed while writing (default: sha256)"
-    )
-    sums.add_argument(
-        "--checksum-file",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="PATH",
-        help="write <box>.<checksum-type> beside each box (sha256sum format), or all lines to PATH (needed with -o -)",
-    )
+    add_arguments(sums, sums.title or "", defaults, option)
     sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
     sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
     sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
@@ -238,24 +186,10 @@ def run(argv: list[str]) -> int:
     try:
         name = _source(args)
         _check_catalog_args(args)
-        output = sys.stdout.buffer if args.output == "-" else args.output
-        options_ = PackOptions(
-            providers=args.provider,
-            output=output,
-            force=args.force,
-            compression=args.compression,
-            level=args.level,
-            fast=args.fast,
-            threads=args.threads,
-            vagrantfile=args.vagrantfile,
-            include=args.include,
-            architecture=args.architecture,
-            firmware=args.firmware,
-            checksum_type=args.checksum_type,
-            checksum_file=args.checksum_file,
-            name=name,
-            settings={o.name: getattr(args, o.name) for o in options()},
-        )
+        core = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+        if args.output == "-":
+            core["output"] = sys.stdout.buffer
+        options_ = PackOptions(**core, name=name, settings={o.name: getattr(args, o.name) for o in options()})
         if args.publish:
             _, published = publish.pack_and_publish(args.disk, options_, publish_options(args, args.publish), progress,
                                                     on_box=results.append)

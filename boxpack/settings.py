@@ -1,0 +1,156 @@
+"""The core options of `boxpack SOURCE...`, written once: each PackOptions field's flag, help, values and check.
+
+The command line's arguments, PackOptions.check(), schemas/pack-options.schema.json (for image builders
+that call the library, such as an osbuild stage) and the README's option table all follow this table, as
+mkosi's ConfigSetting table makes mkosi's (mkosi/config.py). The providers' own options are their Option
+rows (providers/base.py); the defaults are PackOptions' own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import accel
+from .catalog import CHECKSUM_TYPES
+from .output.gzip import DEFAULT_LEVEL, LEVELS
+from .output.write import COMPRESSIONS
+from .providers import PROVIDERS
+
+FIRMWARES = ("bios", "efi")
+ARCHITECTURE = re.compile(r"[a-z0-9_]+")
+
+
+def _level(level: int) -> str | None:
+    return None if level in LEVELS else f"compression level {level} is out of range {LEVELS.start}..{LEVELS.stop - 1}"
+
+
+def _threads(threads: int | None) -> str | None:
+    return None if threads is None or threads >= 1 else "--threads must be at least 1"
+
+
+def _fast(fast: bool) -> str | None:
+    if fast and not accel.available():
+        return "--fast needs the isal package (ISA-L), which has wheels for x86-64 and aarch64 only"
+    return None
+
+
+def _architecture(arch: str | None) -> str | None:
+    if arch is None or ARCHITECTURE.fullmatch(arch):
+        return None
+    return f"--architecture {arch!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the PackOptions field
+    flag: str
+    help: str
+    kind: str = "value"  # "value"; "switch" (--flag alone); "list" (repeatable); "optional" (--flag or --flag VALUE)
+    type: type = str
+    choices: Sequence[str] | None = None
+    metavar: str | None = None
+    old: str | None = None  # an older spelling that still parses, hidden from --help
+    noun: str = ""  # what a value is, for "unknown <noun> 'x'; choose from ..."
+    short: str | None = None  # a one-letter flag
+    required: bool = False  # on the command line (the library has a default)
+    group: str = ""  # the --help section it is listed in, after the general ones
+    check: Callable[[Any], str | None] | None = None  # what is wrong with a value, None when it can work
+
+
+SETTINGS = (
+    Setting("providers", "--provider", "box provider; repeat for several boxes from one read of the disk", kind="list",
+            choices=tuple(PROVIDERS), noun="provider", required=True),
+    Setting("output", "--output", "output box file, a directory for several providers, or - for stdout (default: "
+            "./<stem>-<provider>.box)", metavar="PATH", short="-o"),
+    Setting("force", "--force", "overwrite an existing output file", kind="switch"),
+    Setting("compression", "--compression", "box compression (default: gzip)", choices=COMPRESSIONS, noun="compression"),
+    Setting("level", "--level", f"gzip level 1-12 (libdeflate; default {DEFAULT_LEVEL}, a little smaller than gzip -6)",
+            type=int, metavar="N", check=_level),
+    Setting("fast", "--fast", "fastest gzip (ISA-L): about twice as fast as --level 1, boxes about 12%% larger than "
+            "gzip -6", kind="switch", check=_fast),
+    Setting("threads", "--threads", "compression threads (default: all cores)", type=int, metavar="N", check=_threads),
+    Setting("vagrantfile", "--vagrantfile", "use this Vagrantfile instead of the provider's default", metavar="FILE"),
+    Setting("include", "--include", "add FILE to the box (repeatable)", kind="list", metavar="FILE"),
+    Setting("architecture", "--architecture", "box architecture, Vagrant's name (amd64, arm64, i386, ...); default: "
+            "from the GPT root partition type", metavar="ARCH", old="--arch", check=_architecture),
+    Setting("firmware", "--firmware", "firmware the box starts the VM with; default: efi for a disk that only boots "
+            "with UEFI, else bios", choices=FIRMWARES, noun="firmware"),
+    Setting("checksum_type", "--checksum-type", "digest computed while writing (default: sha256)",
+            choices=tuple(CHECKSUM_TYPES), noun="checksum type", group="checksums and catalog"),
+    Setting("checksum_file", "--checksum-file", "write <box>.<checksum-type> beside each box (sha256sum format), or "
+            "all lines to PATH (needed with -o -)", kind="optional", metavar="PATH", group="checksums and catalog"),
+)
+
+
+def add_arguments(where: argparse._ActionsContainer, group: str, defaults: dict[str, Any],
+                  option: Callable[..., None]) -> None:
+    """The settings of one --help group ("" the general options) as argparse arguments, with the library's
+    defaults; option(container, flag, old, **kw) adds one with a hidden older spelling."""
+    for s in SETTINGS:
+        if s.group != group:
+            continue
+        kw: dict[str, Any] = {"dest": s.name, "help": s.help}
+        if s.kind == "switch":
+            kw["action"] = "store_true"
+        elif s.kind == "list":
+            kw.update(action="append", choices=s.choices, metavar=s.metavar, required=s.required)
+            if not s.required:
+                kw["default"] = []
+        elif s.kind == "optional":
+            kw.update(nargs="?", const=True, default=False, metavar=s.metavar)
+        else:
+            kw.update(type=s.type, choices=s.choices, metavar=s.metavar, default=defaults[s.name])
+        if s.old:
+            option(where, s.flag, s.old, **kw)
+        else:
+            where.add_argument(*([s.short] if s.short else []), s.flag, **kw)
+
+
+def problem(setting: Setting, value: Any) -> str | None:
+    """What is wrong with value for setting, in one line; None when it can work."""
+    values = value if setting.kind == "list" else [value]
+    if setting.choices is not None:
+        for v in values:
+            if v is not None and v not in setting.choices:
+                return f"unknown {setting.noun} {v!r}; choose from {', '.join(setting.choices)}"
+    return setting.check(value) if setting.check else None
+
+
+def schema(provider_options: Sequence[Any]) -> dict[str, Any]:
+    """schemas/pack-options.schema.json: PackOptions as JSON, the providers' options under settings."""
+    def one(kind: str, type_: type, choices: Sequence[str] | None) -> dict[str, Any]:
+        item: dict[str, Any] = {"type": "integer" if type_ is int else "string"}
+        if choices is not None:
+            item["enum"] = list(choices)
+        if kind == "switch":
+            return {"type": "boolean"}
+        if kind == "list":
+            return {"type": "array", "items": item}
+        if kind == "optional":
+            return {"type": ["boolean", "string"]}
+        return item
+
+    properties = {s.name: {**one(s.kind, s.type, s.choices), "description": f"{s.flag}: {s.help.replace('%%', '%')}"}
+                  for s in SETTINGS}
+    properties["name"] = {"type": "string", "description": "the name the boxes and VMs are called after"}
+    properties["settings"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "the providers' own options, by name",
+        "properties": {o.name: {**one("value", o.type, o.choices), "description": f"{o.flag}: {o.help}"}
+                       for o in provider_options},
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://boxpack.invalid/schemas/pack-options.schema.json",
+        "title": "boxpack.PackOptions",
+        "description": "The options of boxpack.pack() (and of `boxpack SOURCE...`), for a caller that keeps them as "
+                       "JSON: boxpack.PackOptions(**document). Made from boxpack/settings.py; missing keys take their defaults.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
