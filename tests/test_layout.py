@@ -130,3 +130,11 @@ def test_no_stage_imports_a_later_one() -> None:
     for path in PACKAGE.rglob("*.py"):
         if not _module(path).startswith(("boxpack.cli", "boxpack.__main__")):  # python -m boxpack runs the command
             assert not {i for i in _imports(path) if i.startswith("boxpack.cli")}, path
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pip install . (the README's lines, and CI) ships only the packages pyproject.toml lists."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert listed == {_module(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
