@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from ..sources.bytesource import ByteSource
 from ..sources.disk import CLUSTER, Reader
+
+R = TypeVar("R")
 
 HEAD = 4096  # bytes at the start of a file that every probe may look at
 TAIL = 1024  # and at its end (VHD's footer, DMG's koly block); empty when reading a stream
@@ -57,6 +60,17 @@ def _distinct(blocks: Iterable[tuple[int, int]], name: str) -> Iterator[tuple[in
             raise BadInput(f"{name}: block {index} is stored at byte {host}, where another block is: the map is corrupt")
         seen.add(host)
         yield index, host
+
+
+def open_for_check(reader_class: Callable[[ByteSource, str], R], data: ByteSource, name: str, code: str,
+                   findings: Findings) -> R | None:
+    """A checker's opening: the format's reader, whose constructor applies the header rules, or None with
+    the first broken rule as an error finding under code (a checker reports, never raises)."""
+    try:
+        return reader_class(data, name)
+    except BoxpackError as e:
+        findings.add(code, "error", str(e))
+        return None
 
 
 def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findings) -> int:

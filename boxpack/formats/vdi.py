@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..errors import BadInput, BoxpackError
+from ..errors import BadInput
 from ..findings import Findings
 from ..sources.bytesource import ByteSource, table_chunks
 from ..sources.disk import SECTOR
-from .base import block_pieces, check_blocks
+from .base import block_pieces, check_blocks, open_for_check
 from .c_vdi import (BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO,
                     VERSION_1_1, Header)
 
@@ -76,10 +76,8 @@ class VdiReader:
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """The header rules qemu and VirtualBox apply, and every block map entry inside the image and the file."""
     findings = Findings()
-    try:
-        reader = VdiReader(data, name)
-    except BoxpackError as e:
-        findings.add("vdi-header", "error", str(e))
+    reader = open_for_check(VdiReader, data, name, "vdi-header", findings)
+    if reader is None:
         return {"format": "VDI"}, findings
     allocated = check_blocks(reader, data, name, "vdi-block-map", findings)
     return {"format": reader.format, "virtual_size": reader.size, "block_size": reader.block_size,

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..errors import BadInput, BoxpackError
+from ..errors import BadInput
 from ..findings import Findings
 from ..sources.bytesource import ByteSource, table_chunks
 from ..sources.disk import SECTOR
-from .base import block_pieces, check_blocks
+from .base import block_pieces, check_blocks, open_for_check
 from .c_vhd import (CHECKSUM_OFFSET, DISK_DIFFERENCING, DISK_DYNAMIC, DISK_FIXED, DYNAMIC_COOKIE, FOOTER_COOKIE,
                     FOOTER_SIZE, UNALLOCATED, DynamicHeader, Footer)
 
@@ -116,10 +116,8 @@ class VhdReader:
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """The footer and header checksums, and every BAT entry inside the file."""
     findings = Findings()
-    try:
-        reader = VhdReader(data, name)
-    except BoxpackError as e:
-        findings.add("vhd-header", "error", str(e))
+    reader = open_for_check(VhdReader, data, name, "vhd-header", findings)
+    if reader is None:
         return {"format": "VHD"}, findings
     facts = {"format": reader.format, "virtual_size": reader.size, "creator": reader.creator, "file_size": data.size}
     if reader.variant == "dynamic":

@@ -23,11 +23,11 @@ from collections.abc import Iterator
 
 import crc32c
 
-from ..errors import BadInput, BoxpackError
+from ..errors import BadInput
 from ..findings import Findings
 from ..sources.bytesource import ByteSource, table_chunks
 from ..sources.disk import CLUSTER, Source, rescan
-from .base import block_pieces, check_blocks
+from .base import block_pieces, check_blocks, open_for_check
 from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
                      HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,
                      MAX_REGION_ENTRIES, MAX_SECTORS_PER_BLOCK, METADATA_GUID, METADATA_REQUIRED, METADATA_TABLE_SIZE,
@@ -304,10 +304,8 @@ class VhdxLayout:
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """Headers, region table, metadata, log and every BAT entry inside the file."""
     findings = Findings()
-    try:
-        reader = VhdxReader(data, name)
-    except BoxpackError as e:
-        findings.add("vhdx-header", "error", str(e))
+    reader = open_for_check(VhdxReader, data, name, "vhdx-header", findings)
+    if reader is None:
         return {"format": "VHDX"}, findings
     allocated = check_blocks(reader, data, name, "vhdx-bat", findings)
     return {"format": reader.format, "virtual_size": reader.size, "block_size": reader.block_size,

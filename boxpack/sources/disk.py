@@ -6,7 +6,7 @@ need (the data map from one scan, the data from the same or a second scan), so
 a disk inside a .tar.gz box is read straight from the archive.
 
 Raw disks (formats/raw.py) find their holes with SEEK_DATA/SEEK_HOLE. Image
-formats (formats/qcow2.py, formats/vmdk.py) give a Reader whose allocated
+formats (formats/qcow2.py, formats/vmdk/) give a Reader whose allocated
 units ImageSource cuts into 64 KiB clusters (dropping all-zero ones), with
 compressed units inflated on a thread pool, in order.
 """
