@@ -210,7 +210,7 @@ def pack(
         job = Job(
             disks=disks,
             name=stem,
-            firmware=o.firmware or "bios",
+            firmware=o.firmware,
             compress=zlib_compressor(o.level, o.fast),
             threads=threads,
             settings=settings,
@@ -223,7 +223,7 @@ def pack(
         stack.callback(_close_all, writers)
         for name in providers:
             writers.append(PROVIDERS[name](job))
-        firmware_reason = _scan(job, writers, o, progress, stack)
+        firmware, firmware_reason = _scan(job, writers, o, progress, stack)
         for writer, target in zip(writers, where):
             if opener:  # the architecture is known now, after the scan
                 target = opener(writer.NAME, job.architecture)
@@ -240,7 +240,7 @@ def pack(
                 progress.finish()
             results.append(
                 BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                          time.monotonic() - started, job.firmware, firmware_reason, job.architecture,
+                          time.monotonic() - started, firmware, firmware_reason, job.architecture,
                           [(writer.DISK_FORMAT, d.source.size) for d in job.disks])
             )
             if on_box:
@@ -250,9 +250,9 @@ def pack(
     return results
 
 
-def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> str:
+def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> tuple[str, str]:
     """Read each disk once for every provider, in order (a box's other disks join after its first);
-    then firmware and architecture from the boot disk. Returns why the firmware is what it is."""
+    then firmware and architecture from the boot disk. Returns the firmware and why it is that."""
     i = 0
     while i < len(job.disks):
         disk = job.disks[i]
@@ -282,9 +282,9 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
     boot = job.disk
     table = read_partition_table(boot)
     detected, reason = table.firmware()
-    job.firmware = o.firmware or detected
+    job.firmware = firmware = o.firmware or detected
     job.architecture = o.architecture or boot.architecture or table.architecture()
-    return "as asked" if o.firmware else f"detected: {reason}"
+    return firmware, "as asked" if o.firmware else f"detected: {reason}"
 
 
 def _close_all(writers: list[Provider]) -> None:

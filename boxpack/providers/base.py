@@ -74,11 +74,11 @@ class Job:
 
     disks: list[Disk]
     name: str  # the box's base name, from the source file: VM names default to it
-    firmware: str  # "bios" or "efi"
     compress: Callable[[bytes], bytes | bytearray]  # zlib-wraps one buffer with the box's engine and level
     threads: int
     settings: dict[str, Any]  # provider options by name (Option.name), defaults filled in
-    architecture: str | None = None
+    firmware: str | None = None  # "bios" or "efi", as asked, else known once the scan has read the partition table
+    architecture: str | None = None  # as asked, else from the source or the partition table after the scan
     vagrantfile: bytes | None = None  # the user's own, replacing the default
     include: list[Path] = field(default_factory=list)
     spool_dir: Path | None = None  # where a provider may put a temporary file
