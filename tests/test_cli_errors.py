@@ -79,6 +79,7 @@ def test_one_exit_status_table_in_help_readme_and_errors() -> None:
 
     for verb in ["", *VERBS]:
         out = run_boxpack(*([verb] if verb else []), "--help").stdout.decode()
+        assert max(map(len, out.splitlines())) <= 125, verb  # an example's line break lost (a bare backslash) shows here
         table = out[out.index("exit status:\n"):]
         assert [int(line.split()[0]) for line in table.splitlines()[1:] if line[2:3].isdigit()] == [c for c, _ in EXIT_CODES], verb
     readme = (ROOT / "README.md").read_text()

@@ -50,8 +50,8 @@ class Parser(argparse.ArgumentParser):
     """Every verb's parser: errors in one line, and the exit-status table after the epilog."""
 
     def __init__(self, *, description: str | None = None, epilog: str = "", **kw: Any) -> None:
-        if description and "formatter_class" not in kw:  # the table keeps its layout; a plain description is wrapped here
-            description = textwrap.fill(description, 79)
+        if description:  # the raw formatter keeps the tables' layout, so long lines are wrapped here
+            description = "\n".join(textwrap.fill(line, 79) for line in description.split("\n"))
         super().__init__(description=description, epilog=(epilog.rstrip("\n") + "\n\n" if epilog else "") + EXIT_STATUS,
                          **{"formatter_class": argparse.RawDescriptionHelpFormatter, **kw})
 

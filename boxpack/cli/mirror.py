@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EPILOG = """examples:
-  boxpack mirror bento/ubuntu-24.04 --versions latest --to s3://my-boxes/vagrant \
+  boxpack mirror bento/ubuntu-24.04 --versions latest --to s3://my-boxes/vagrant \\
       --base-url https://my-boxes.s3.eu-west-1.amazonaws.com/vagrant
   boxpack mirror --from-file our-boxes.txt --to /srv/boxes --base-url https://boxes.example.org --jobs 4
   boxpack mirror https://boxes.example.org/org/debian --to s3://new-home/vagrant --base-url https://cdn.example.org/vagrant

@@ -17,7 +17,7 @@ from ..packing import PackOptions, pack
 from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options
 from ..settings import SETTINGS, add_arguments
-from .common import Parser, PrintCompletion, PrintMan, option, target_options
+from .common import VERBS, Parser, PrintCompletion, PrintMan, option, target_options
 from .publish import ACTIONS, print_catalog, say_published
 from .publish import options as publish_options
 
@@ -26,7 +26,7 @@ examples:
   boxpack disk.img --provider libvirt              writes disk-libvirt.box
   boxpack disk.img --provider libvirt --catalog boxes.json --name org/disk --box-version 1.0.0 \\
       --base-url https://example.org/boxes/     also records it in a catalog for `vagrant box add`
-  boxpack disk.img --provider libvirt --provider virtualbox --publish s3://bucket/boxes --name org/disk \
+  boxpack disk.img --provider libvirt --provider virtualbox --publish s3://bucket/boxes --name org/disk \\
       --box-version 1.0.0 --base-url https://bucket.example.org/boxes    uploads both, then the catalog
   boxpack disk.img --provider libvirt --provider virtualbox -o boxes/
   boxpack root.img data.qcow2 --provider libvirt    one box, two disks (root.img boots)
@@ -38,15 +38,18 @@ temporary file next to the output box (in $TMPDIR with -o -) and then copied
 into the box.
 
 The box is written under a temporary name next to its final path and renamed
-when complete. `boxpack publish --help` puts boxes online; `boxpack catalog --help`
-manages catalogs; `boxpack inspect` and `boxpack verify` read any box. Reproducible: the same disk and SOURCE_DATE_EPOCH give the same
-bytes (the tar mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
+when complete. `boxpack publish --help` puts boxes online; `boxpack catalog
+--help` manages catalogs; `boxpack inspect` and `boxpack verify` read any box.
+Reproducible: the same disk and SOURCE_DATE_EPOCH give the same bytes (the tar
+mtime is SOURCE_DATE_EPOCH, else 1980-01-01).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="boxpack",
+        usage="%(prog)s SOURCE... --provider PROVIDER [options]\n"
+              f"       %(prog)s {{{','.join(VERBS)}}} ...  (each with --help)",
         description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
         + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack publish, "
         "boxpack mirror, boxpack catalog, boxpack inspect, boxpack verify, boxpack test (each with --help).",

@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EPILOG = """examples:
-  boxpack publish debian-libvirt.box debian-virtualbox.box --to s3://boxes-bucket/vagrant --name org/debian \
+  boxpack publish debian-libvirt.box debian-virtualbox.box --to s3://boxes-bucket/vagrant --name org/debian \\
       --box-version 1.2.0 --base-url https://boxes-bucket.s3.eu-west-1.amazonaws.com/vagrant
-  boxpack publish debian-libvirt.box --to /srv/www/boxes --name org/debian --box-version 1.2.0 \
+  boxpack publish debian-libvirt.box --to /srv/www/boxes --name org/debian --box-version 1.2.0 \\
       --base-url https://boxes.example.org
   VAGRANT_SERVER_URL=https://boxes.example.org vagrant box add org/debian
 
