@@ -11,7 +11,7 @@ __all__ = ["BoxResult", *ERRORS, "PackOptions", "TestOptions", "TestResult", "pa
 __version__ = "0.1.0"
 
 _WHERE = {"BoxResult": "packing", "PackOptions": "packing", "pack": "packing", **dict.fromkeys(ERRORS, "errors"),
-          "TestOptions": "boottest", "TestResult": "boottest", "test": "boottest"}
+          "TestOptions": "inspect.boottest", "TestResult": "inspect.boottest", "test": "inspect.boottest"}
 
 
 def __getattr__(name: str) -> Any:

@@ -202,7 +202,7 @@ class _Tee:
         self._thread.start()
 
     def _run(self, label: str) -> None:
-        from .verify import examine
+        from .inspect.verify import examine
 
         try:
             self.report = examine(label, stream=_QueueReader(self._queue))  # type: ignore[arg-type]

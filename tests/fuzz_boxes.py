@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import boxpack
-from boxpack import mkosi, verify
+from boxpack import mkosi
+from boxpack.inspect import render, verify
 
 CASE_SECONDS = 60
 EXTREMES = [0, 1, 0x7F, 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 1 << 32, 1 << 40, (1 << 63) - 1, (1 << 64) - 1]
@@ -178,7 +179,7 @@ def run(seed_dir: Path, examples: int) -> None:
         for disks in (False, True):
             report = verify.examine(str(path), disks=disks)
             assert report.exit_code in (0, 1, 2)
-            verify.render_inspect(report)
+            render.render_inspect(report)
             report.to_json()
         try:
             boxpack.pack(path, boxpack.PackOptions(["libvirt", "virtualbox", "vmware_desktop", "hyperv"], f"{work}/out/", force=True, threads=1))

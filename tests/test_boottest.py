@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MIB, make_disk, run_boxpack
 
-from boxpack import boottest
+from boxpack.inspect import boottest
 from boxpack.metadata import validate
 
 

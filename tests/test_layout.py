@@ -105,7 +105,7 @@ def test_each_provider_name_is_known_only_to_its_own_modules() -> None:
 # The stages, in the order the bytes travel; a module may import only from its own stage and those below.
 # sources/ holds both ends of reading: byte access and the Source interface (below formats/, which read
 # through them), and open.py, box.py and compressed_disk.py, which choose a format (above it).
-LATER = ("boxpack.cli", "boxpack.verify", "boxpack.boottest", "boxpack.packing", "boxpack.publish", "boxpack.mirror")
+LATER = ("boxpack.cli", "boxpack.inspect", "boxpack.packing", "boxpack.publish", "boxpack.mirror")
 READING = ("boxpack.sources.open", "boxpack.sources.box", "boxpack.sources.compressed_disk")
 LOWER = {
     "boxpack.sources.bytesource": {*LATER, *READING, "boxpack.formats", "boxpack.descriptors", "boxpack.providers",

@@ -17,7 +17,7 @@ from conftest import MIB, extract, make_disk, run_boxpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boxpack import verify
+from boxpack.inspect import verify
 from boxpack.descriptors import ovf
 
 VMDK = "box-disk001.vmdk"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import verify as verifying
+from ..inspect import verify as verifying
+from ..inspect.render import render_inspect, render_verify
 from ..errors import BadInput, BoxpackError, OutputFailed
 from .common import Parser
 
@@ -55,7 +56,7 @@ def _examine(action: str, argv: list[str]) -> int:
         if args.json:
             print(report.to_json(strict))
         else:
-            sys.stdout.write(verifying.render_inspect(report) if action == "inspect" else verifying.render_verify(report))
+            sys.stdout.write(render_inspect(report) if action == "inspect" else render_verify(report))
         sys.stdout.flush()
     except OSError as e:
         print(f"boxpack: error: cannot write the report: {e.strerror}", file=sys.stderr)

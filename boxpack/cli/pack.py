@@ -227,7 +227,8 @@ def run(argv: list[str]) -> int:
         return 130
     failed = 0
     if args.verify:
-        from ..verify import examine, render_verify
+        from ..inspect.render import render_verify
+        from ..inspect.verify import examine
 
         for r in results:
             if r.path is None:
@@ -237,7 +238,7 @@ def run(argv: list[str]) -> int:
                 sys.stderr.write(render_verify(report))
                 failed = 1
     if args.test:
-        from ..boottest import TestOptions
+        from ..inspect.boottest import TestOptions
         from .test import run_test
 
         for r in results:

@@ -7,8 +7,8 @@ import dataclasses
 import json
 import sys
 
-from .. import boottest
-from ..verify import printable
+from ..inspect import boottest
+from ..inspect.render import printable
 from .common import Parser
 
 

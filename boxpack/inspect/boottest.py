@@ -25,12 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadOption, BoxpackError, CannotRun, OutputFailed
-from .partitions import read_partition_table
-from .providers import DEFAULT, PROVIDERS
-from .sources import box as boxfile
-from .sources.disk import CLUSTER
-from .sources.open import open_source
+from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
+from ..partitions import read_partition_table
+from ..providers import DEFAULT, PROVIDERS
+from ..sources import box as boxfile
+from ..sources.disk import CLUSTER
+from ..sources.open import open_source
 
 SSH_USER = "vagrant"
 # Vagrant's insecure private key: what Vagrant copies to ~/.vagrant.d, and where packages install it.
