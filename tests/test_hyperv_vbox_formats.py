@@ -163,8 +163,8 @@ def test_memory_is_flat_for_a_2_tib_vhdx(tmp_path: Path) -> None:
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-sample-images"
 CONVERTED = ["hyperv2012r2-dynamic.vhd", "virtualpc-dynamic.vhd", "d2v-zerofilled.vhd", "test-disk2vhd.vhdx",
-             "iotest-dynamic-1G.vhdx", "iotest-version3.vmdk"]
-REFUSED = {"iotest-dirtylog-10G-4M.vhdx": "VHDX log", "parallels-v1": "Parallels", "parallels-v2": "Parallels",
+             "iotest-dynamic-1G.vhdx", "iotest-version3.vmdk", "parallels-v1", "parallels-v2"]
+REFUSED = {"iotest-dirtylog-10G-4M.vhdx": "VHDX log",
            "empty.bochs": "bochs", "simple-pattern.cloop": "cloop", "simple-dmg.dmg": "DMG"}
 
 

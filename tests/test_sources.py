@@ -184,7 +184,6 @@ def test_multi_extent_vmdk_is_refused(tmp_path: Path, raw: Path) -> None:
 
 QEMU_CONTAINERS = {
     "qed": (("qed",), "QED"),
-    "parallels": (("parallels",), "Parallels"),
 }
 
 

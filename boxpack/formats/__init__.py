@@ -7,7 +7,7 @@ and a line in FORMATS.
 
 from __future__ import annotations
 
-from . import qcow2, vdi, vhd, vhdx, vmdk
+from . import parallels, qcow2, vdi, vhd, vhdx, vmdk
 from .base import HEAD, TAIL, Format
 from .foreign import FORMATS as FOREIGN
 from .raw import RawReader
@@ -17,11 +17,12 @@ VMDK = Format("vmdk", vmdk.probe, vmdk.VmdkReader, vmdk.check, vmdk.SUFFIXES)
 VHD = Format("VHD", vhd.probe, vhd.VhdReader, vhd.check, vhd.SUFFIXES)
 VHDX = Format("VHDX", vhdx.probe, vhdx.VhdxReader, vhdx.check, vhdx.SUFFIXES)
 VDI = Format("VDI", vdi.probe, vdi.VdiReader, vdi.check, vdi.SUFFIXES)
+PARALLELS = Format(parallels.NAME, parallels.probe, parallels.ParallelsReader, parallels.check, parallels.SUFFIXES)
 RAW = Format("raw", lambda head, tail: True, RawReader, None, (".raw", ".img"))
 
-FORMATS: tuple[Format, ...] = (QCOW2, VMDK, VHDX, VDI, VHD, *FOREIGN)
+FORMATS: tuple[Format, ...] = (QCOW2, VMDK, VHDX, VDI, VHD, PARALLELS, *FOREIGN)
 
-__all__ = ["FORMATS", "HEAD", "QCOW2", "RAW", "TAIL", "VDI", "VHD", "VHDX", "VMDK", "Format", "detect"]
+__all__ = ["FORMATS", "HEAD", "PARALLELS", "QCOW2", "RAW", "TAIL", "VDI", "VHD", "VHDX", "VMDK", "Format", "detect"]
 
 
 def detect(head: bytes, tail: bytes = b"") -> Format:

@@ -13,7 +13,7 @@ from typing import TypeVar
 from ..errors import BadInput, BoxpackError
 from ..findings import Findings
 from ..sources.bytesource import ByteSource
-from ..sources.disk import CLUSTER, Reader
+from ..sources.disk import CLUSTER, Reader, Source, rescan
 
 R = TypeVar("R")
 
@@ -85,3 +85,21 @@ def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findi
     except BoxpackError as e:
         findings.add(code, "error", str(e))
     return allocated
+
+
+def stored_blocks(disk: Source, clusters: Iterable[int], per_block: int) -> Iterator[bytes | memoryview]:
+    """The data of every block that holds any, whole and in guest order, from a second scan of the disk: the
+    data area of the block-mapped writers (VHDX, Parallels), whose map gives each such block the next place."""
+    block, filled = -1, 0
+    for idx, data in rescan(disk, clusters):
+        b, slot = divmod(idx, per_block)
+        if b != block:
+            if block >= 0:
+                yield bytes((per_block - filled) * CLUSTER)
+            block, filled = b, 0
+        if slot > filled:
+            yield bytes((slot - filled) * CLUSTER)
+        yield data
+        filled = slot + 1
+    if block >= 0:
+        yield bytes((per_block - filled) * CLUSTER)

@@ -1,9 +1,8 @@
 """Disk formats boxpack recognises but cannot read yet: refused by name, never packed as raw.
 
-Packing a Parallels image as if it were a raw disk makes a box whose disk
+Packing a QED image as if it were a raw disk makes a box whose disk
 is the container's bytes: a wrong box, made silently. Each probe is the magic
-the format's own reader checks (qemu block/parallels.c parallels_probe,
-qed.c bdrv_qed_probe, crypto.c (LUKS), dmg.c dmg_probe, vmdk.c (COWD,
+the format's own reader checks (qemu block/qed.c bdrv_qed_probe, crypto.c (LUKS), dmg.c dmg_probe, vmdk.c (COWD,
 seSparse), bochs.c bochs_probe, cloop.c cloop_probe); ASIF's from its reverse-engineered header
 (huven/asif-format README: 'shdw', then version 1, big-endian).
 """
@@ -20,12 +19,6 @@ SESPARSE = ("qemu-img reads it only through the VM's .vmdk descriptor that names
 
 
 FORMATS = (
-    Format(
-        "Parallels",
-        lambda h, t: h[:16] in (b"WithoutFreeSpace", b"WithouFreSpacExt"),
-        suffixes=(".hdd", ".hds"),
-        refusal=CONVERT,
-    ),
     Format("QED", lambda h, t: h[:4] == b"QED\0", suffixes=(".qed",), refusal=CONVERT),
     Format("LUKS (encrypted)", lambda h, t: h[:6] == b"LUKS\xba\xbe", refusal="a box cannot carry an encrypted disk; decrypt it first"),
     Format("DMG (Apple)", lambda h, t: t[-512:-508] == b"koly", suffixes=(".dmg",), refusal=CONVERT),

@@ -26,8 +26,8 @@ import crc32c
 from ..errors import BadInput
 from ..findings import Findings
 from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import CLUSTER, Source, rescan
-from .base import block_pieces, check_blocks, open_for_check
+from ..sources.disk import CLUSTER, Source
+from .base import block_pieces, check_blocks, open_for_check, stored_blocks
 from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
                      HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,
                      MAX_REGION_ENTRIES, MAX_SECTORS_PER_BLOCK, METADATA_GUID, METADATA_REQUIRED, METADATA_TABLE_SIZE,
@@ -286,20 +286,7 @@ class VhdxLayout:
         yield bytes(LOG_LENGTH)
         yield self._metadata()
         yield from self._bat()
-        block, filled = -1, 0
-        for idx, data in rescan(disk, self.clusters):
-            b, slot = divmod(idx, self.per_block)
-            if b != block:
-                if block >= 0:
-                    yield bytes((self.per_block - filled) * CLUSTER)
-                block, filled = b, 0
-            if slot > filled:
-                yield bytes((slot - filled) * CLUSTER)
-            yield data
-            filled = slot + 1
-        if block >= 0:
-            yield bytes((self.per_block - filled) * CLUSTER)
-
+        yield from stored_blocks(disk, self.clusters, self.per_block)
 
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """Headers, region table, metadata, log and every BAT entry inside the file."""
