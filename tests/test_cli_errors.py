@@ -62,7 +62,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_one_line(tmp_path: Path, sample_disk: Path) -> None:
-    proc = run_boxpack(sample_disk, "--provider", "parallels", check=False)
+    proc = run_boxpack(sample_disk, "--provider", "hyper-v", check=False)
     assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
     _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--level", "13", "-o", tmp_path / "a.box", check=False), "out of range", 2)
     _fails(run_boxpack(sample_disk, "--provider", "libvirt", "--include", tmp_path / "no", "-o", tmp_path / "a.box", check=False), "not found", 2)

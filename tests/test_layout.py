@@ -83,6 +83,7 @@ PROVIDER_MODULES = {
     "virtualbox": {"providers/virtualbox.py"},
     "vmware_desktop": {"providers/vmware_desktop.py"},
     "hyperv": {"providers/hyperv.py"},
+    "parallels": {"providers/parallels.py"},
 }
 
 

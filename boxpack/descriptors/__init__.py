@@ -1,5 +1,5 @@
 """The VM descriptors boxes carry, one module each, read and written: OVF (ovf.py), VMware's .vmx (vmx.py),
-Hyper-V's VM XML (hyperv_xml.py), and the disk list vagrant-libvirt reads from metadata.json (libvirt.py),
+Hyper-V's VM XML (hyperv_xml.py), Parallels' config.pvs (pvs.py) and DiskDescriptor.xml (parallels_disk.py), and the disk list vagrant-libvirt reads from metadata.json (libvirt.py),
 as dissect.hypervisor keeps its descriptor/ package.
 
 DISK_LISTS tells the box reader which members name a box's disks in the order its consumer attaches them:
@@ -8,13 +8,15 @@ after metadata.json's list, the first of these a box holds gives the order.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 
-from . import ovf, vmx
+from . import ovf, parallels_disk, vmx
 
-DISK_LISTS: tuple[tuple[Callable[[str], bool], Callable[[bytes], list[str]]], ...] = (
-    (lambda member: member == "box.ovf", ovf.disk_files),
-    (lambda member: member.endswith(".vmx"), vmx.member_disk_files),
+DISK_LISTS: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], list[str]]], ...] = (
+    (lambda member: member == "box.ovf", lambda member, data: ovf.disk_files(data)),
+    (lambda member: member.endswith(".vmx"), lambda member, data: vmx.member_disk_files(data)),
+    (lambda member: posixpath.basename(member) == parallels_disk.NAME, parallels_disk.member_disk_files),
 )
 
 

@@ -1,7 +1,8 @@
 """`boxpack test`: boot a box in QEMU and check what `vagrant up` needs of it, before it is published.
 
 The box's disk is written to a sparse raw file (whatever its format, read
-through the same sources as packing), never modifying the box, and booted
+through the same sources as packing), or, for a provider whose format QEMU
+reads itself (Parallels), copied out as it is; never modifying the box; booted
 with qemu-system-<arch>: KVM where it can run a guest, TCG elsewhere; the
 box's firmware (SeaBIOS, or OVMF/AAVMF for a UEFI disk); the disk bus and NIC
 the provider gives the VM; user-mode networking with SSH forwarded on
@@ -137,7 +138,7 @@ def devices(provider: str) -> tuple[str, str]:
 
 
 def qemu_command(image: Path, arch: str, provider: str, firmware_file: str | None, accelerator: str, port: int,
-                 work: Path, options: TestOptions) -> list[str]:
+                 work: Path, options: TestOptions, image_format: str = "raw") -> list[str]:
     """The QEMU command line that boots the box's disk as its provider would; console and QMP socket in work."""
     binary = QEMU.get(arch)
     if binary is None:
@@ -152,7 +153,7 @@ def qemu_command(image: Path, arch: str, provider: str, firmware_file: str | Non
         cmd += ["-cpu", "host"]
     if firmware_file:
         cmd += ["-bios", firmware_file]
-    drive = f"file={image},format=raw,if=none,id=disk0,snapshot=on"
+    drive = f"file={image},format={image_format},if=none,id=disk0,snapshot=on"
     if bus == "virtio":
         cmd += ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
     else:
@@ -307,9 +308,13 @@ def _prepare(
     result.provider = str(meta.get("provider", DEFAULT))
     devices(result.provider)  # before the disk is extracted
     say("extracting the disk ...")
-    image = work / "disk.raw"
+    image_format = PROVIDERS[result.provider].TEST_FORMAT or "raw"
+    image = work / f"disk.{image_format}"
+    if image_format != "raw":  # the box's own file, as its provider's format
+        boxfile.copy_disk(path, image)
     with open_source(path, 2) as source:
-        _extract(source, image)
+        if image_format == "raw":
+            _extract(source, image)
         table = read_partition_table(source)
         arch = boxfile.text(meta, "architecture") or source.architecture or table.architecture() or "amd64"
     result.architecture = str(arch)
@@ -323,7 +328,7 @@ def _prepare(
     port = _free_port()
 
     def command(accelerator: str) -> list[str]:
-        return qemu_command(image, result.architecture, result.provider, firmware_file, accelerator, port, work, o)
+        return qemu_command(image, result.architecture, result.provider, firmware_file, accelerator, port, work, o, image_format)
 
     return command, port, key
 

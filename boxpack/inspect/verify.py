@@ -22,6 +22,7 @@ from typing import BinaryIO
 from .. import catalog as catalog_mod
 from .. import vagrantfile
 from ..descriptors.libvirt import disk_files as metadata_disks
+from ..descriptors.parallels_disk import is_marker
 from ..errors import BadOption, BoxpackError
 from ..formats import HEAD, RAW, TAIL, detect
 from ..metadata import validate
@@ -198,7 +199,7 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
                 with contextlib.suppress(BoxpackError):
                     named = set(metadata_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
             continue
-        if norm.lower().endswith(boxfile.DISK_SUFFIXES) or norm in named:
+        if (norm.lower().endswith(boxfile.DISK_SUFFIXES) and not is_marker(norm)) or norm in named:
             if len(report.disks) < Report.MAX_DISKS:
                 reopen = boxfile.reopener(box, norm, ordinal, m.size) if box is not None else None
                 _examine_member(tar, m, norm, report, threads, reopen)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from .base import Disk, Job, Option, Provider
 from .hyperv import HyperV
 from .libvirt import Libvirt
+from .parallels import Parallels
 from .qemu import Qemu
 from .virtualbox import VirtualBox
 from .vmware_desktop import VmwareDesktop
 
-PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV, Qemu)}
+PROVIDERS: dict[str, type[Provider]] = {p.NAME: p for p in (Libvirt, VirtualBox, VmwareDesktop, HyperV, Qemu, Parallels)}
 DEFAULT = Libvirt.NAME  # what a bare disk is packed for without --provider and booted as by boxpack test
 V1_BOX = VirtualBox.NAME  # a box without metadata.json is Vagrant's V1 box, VirtualBox's (box_collection.rb, v1_box?)
 

@@ -107,6 +107,7 @@ class Provider:
     MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile (fnmatch patterns)
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
     TEST_DEVICES: ClassVar[tuple[str, str]]  # the disk bus and NIC its consumer gives the VM, as boxpack test boots it
+    TEST_FORMAT: ClassVar[str | None] = None  # QEMU's driver for the box's own disk, when boxpack test boots that file
 
     def __init__(self, job: Job) -> None:
         self.job = job

@@ -15,6 +15,7 @@ import gzip
 import io
 import lzma
 import os
+import shutil
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import IO, Any
 from .. import accel
 from ..descriptors import DISK_LISTS, names_disks
 from ..descriptors.libvirt import disk_files as metadata_disks
+from ..descriptors.parallels_disk import is_marker
 from ..errors import BadInput, InternalError
 from ..formats import FORMATS, HEAD, RAW, detect
 from ..metadata import json_object
@@ -333,7 +335,7 @@ class _BoxPass:
             return
         for i, (matches, disk_files) in enumerate(DISK_LISTS):
             if matches(name) and i not in self.listed:
-                self.listed[i] = disk_files(member_file(self.tar, m).read())
+                self.listed[i] = disk_files(name, member_file(self.tar, m).read())
 
     def disks(self) -> list[str] | None:
         """The disks in the order the box's consumer attaches them, when the box says; else None. A list
@@ -357,7 +359,7 @@ class _BoxPass:
                 self._note(m, name)
                 continue
             wanted = self.disks()
-            if (wanted and name == wanted[0]) or (wanted is None and name.lower().endswith(DISK_SUFFIXES)):
+            if (wanted and name == wanted[0]) or (wanted is None and name.lower().endswith(DISK_SUFFIXES) and not is_marker(name)):
                 return ordinal, m
         raise BadInput(f"{self.box}: holds no disk image ({', '.join(DISK_SUFFIXES)})")
 
@@ -394,6 +396,21 @@ def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
     if fmt.reader is None:
         raise BadInput(f"{where}: is a {fmt.name} disk, which boxpack cannot read yet; {fmt.refusal}")
     return fmt.reader(data, where)
+
+
+def copy_disk(box: Path, dest: Path) -> str:
+    """Copy the box's first disk member to dest as it is, for a reader that reads its format itself
+    (boxpack test boots a Parallels image through QEMU's own driver); returns the member's name."""
+    first = _BoxPass(box)
+    try:
+        _, member = first.find_disk()
+        with open(dest, "wb") as f:
+            shutil.copyfileobj(member_file(first.tar, member), f, CHUNK)
+        return member.name.removeprefix("./")
+    except ARCHIVE_ERRORS as e:
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
+    finally:
+        first.tar.close()
 
 
 def box_source(box: Path, threads: int) -> ImageSource:

@@ -1,7 +1,7 @@
 """open_source(): the right Source for any input, told by its bytes, not its name.
 
 A box archive is read by box.py; a disk image through its format's reader
-(formats/); a format boxpack recognises but cannot read is refused by name;
+(formats/), a Parallels disk directory through the image its descriptor names; a format boxpack recognises but cannot read is refused by name;
 a compressed file holds either a tar (a box, or a raw disk in a tar as GCE
 ships it) or a raw disk; anything else is a raw disk.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..descriptors import parallels_disk
 from ..errors import BadInput
 from ..formats import HEAD, RAW, TAIL, detect
 from ..formats.raw import RawDisk
@@ -19,8 +20,12 @@ from .bytesource import FileBytes
 from .compressed_disk import CompressedRawDisk, peek
 from .disk import ImageSource, Source
 
+DESCRIPTOR_LIMIT = 1024 * 1024
+
 
 def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, parallels_disk.NAME)):
+        path = _parallels_image(Path(path))
     disk = RawDisk(path)
     try:
         head = disk.read(0, HEAD)
@@ -41,6 +46,20 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
     except BaseException:
         disk.close()
         raise
+
+
+def _parallels_image(directory: Path) -> Path:
+    """The image a Parallels disk directory (<disk>.hdd/) runs from, as its DiskDescriptor.xml names it."""
+    descriptor = directory / parallels_disk.NAME
+    try:
+        if descriptor.stat().st_size > DESCRIPTOR_LIMIT:
+            raise BadInput(f"{descriptor}: {descriptor.stat().st_size} bytes is not a disk descriptor")
+        _, file = parallels_disk.read(descriptor.read_bytes()).top_image()
+    except BadInput as e:
+        raise BadInput(f"{descriptor}: {e}") from None
+    except OSError as e:
+        raise BadInput(f"{descriptor}: cannot be read ({e.strerror})") from None
+    return directory / parallels_disk.member_path(parallels_disk.NAME, file)
 
 
 def _compressed(path: Path, kind: str, threads: int) -> Source:

@@ -1,0 +1,150 @@
+"""DiskDescriptor.xml, the file that makes a directory `<disk>.hdd/` a Parallels disk: read and written.
+
+References: qemu docs/interop/prl-xml.rst (the elements, the geometry rule,
+the default top GUID); dissect.hypervisor disk/hdd.py (how a reader opens the
+images through it). The elements Parallels Desktop writes beyond the
+specification (sector sizes, UID, Name, CompatLevel) are written as it
+writes them (AlmaLinux/cloud-images tools/raw-to-vagrant-parallels.sh).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from ..errors import BadInput
+from ..formats.c_parallels import DEFAULT_TOP_GUID
+
+NAME = "DiskDescriptor.xml"
+ROOT_PARENT = "{00000000-0000-0000-0000-000000000000}"
+
+
+def image_name(disk: str) -> str:
+    """The image file Parallels Desktop names for the disk directory `disk` (harddisk.hdd): it finds a base
+    image only under the default top GUID (AlmaLinux's script, comment on the file name)."""
+    return f"{disk}.0.{DEFAULT_TOP_GUID}.hds"
+
+
+def _add(parent: etree._Element, name: str, text: str | int | None = None) -> etree._Element:
+    el = etree.SubElement(parent, name)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def write(disk: str, sectors: int, cylinders: int, heads: int, per_track: int, cluster_sectors: int, uid: str) -> bytes:
+    """The descriptor of one expanding image, no snapshots, as Parallels Desktop writes a new disk's."""
+    root = etree.Element("Parallels_disk_image", Version="1.0")
+    params = _add(root, "Disk_Parameters")
+    for name, value in (("Disk_size", sectors), ("Cylinders", cylinders), ("PhysicalSectorSize", 4096),
+                        ("LogicSectorSize", 512), ("Heads", heads), ("Sectors", per_track), ("Padding", 0)):
+        _add(params, name, value)
+    encryption = _add(params, "Encryption")
+    _add(encryption, "Engine", ROOT_PARENT)
+    _add(encryption, "Data", "")
+    _add(params, "UID", uid)
+    _add(params, "Name", disk.removesuffix(".hdd"))
+    misc = _add(params, "Miscellaneous")
+    _add(misc, "CompatLevel", "level2")
+    _add(misc, "Bootable", 1)
+    _add(misc, "SuspendState", 0)
+    storage = _add(_add(root, "StorageData"), "Storage")
+    _add(storage, "Start", 0)
+    _add(storage, "End", sectors)
+    _add(storage, "Blocksize", cluster_sectors)
+    image = _add(storage, "Image")
+    _add(image, "GUID", DEFAULT_TOP_GUID)
+    _add(image, "Type", "Compressed")
+    _add(image, "File", image_name(disk))
+    shot = _add(_add(root, "Snapshots"), "Shot")
+    _add(shot, "GUID", DEFAULT_TOP_GUID)
+    _add(shot, "ParentGUID", ROOT_PARENT)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+@dataclass
+class Storage:
+    start: int
+    end: int
+    blocksize: int
+    images: dict[str, tuple[str, str]]  # GUID (lower case) -> (Type, File)
+
+
+@dataclass
+class Descriptor:
+    """What prl-xml.rst says a reader must take from the file."""
+
+    size: int  # sectors
+    cylinders: int
+    heads: int
+    sectors: int
+    padding: int
+    storages: list[Storage] = field(default_factory=list)
+    parents: dict[str, str] = field(default_factory=dict)  # Shot GUID -> ParentGUID, lower case
+    top: str = DEFAULT_TOP_GUID
+
+    def top_image(self) -> tuple[str, str]:
+        """(Type, File) of the image a VM runs from, for a disk of one storage and no snapshots: what boxpack
+        reads. Snapshot chains and split disks are refused by name."""
+        if len(self.storages) != 1:
+            raise BadInput(f"a split Parallels disk ({len(self.storages)} storages); merge it with prl_disk_tool first")
+        parent = self.parents.get(self.top)
+        if parent is None or self.top not in self.storages[0].images:
+            raise BadInput(f"its top image {self.top} is not among its images and snapshots")
+        if parent != ROOT_PARENT:
+            raise BadInput("a Parallels disk with snapshots, whose data is spread over several images; delete or "
+                           "merge the snapshots in Parallels first")
+        return self.storages[0].images[self.top]
+
+
+def _int(el: etree._Element | None, path: str) -> int:
+    text = el.findtext(path) if el is not None else None
+    try:
+        return int(text or "")
+    except ValueError:
+        raise BadInput(f"{path} is not a number ({text!r})") from None
+
+
+def read(xml: bytes) -> Descriptor:
+    """The descriptor, or BadInput naming what is missing."""
+    try:
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
+    except etree.XMLSyntaxError as e:
+        raise BadInput(f"not XML ({e})") from None
+    if root.tag != "Parallels_disk_image":
+        raise BadInput(f"its root element is <{root.tag}>, not <Parallels_disk_image>")
+    params = root.find("Disk_Parameters")
+    d = Descriptor(_int(params, "Disk_size"), _int(params, "Cylinders"), _int(params, "Heads"), _int(params, "Sectors"),
+                   _int(params, "Padding"))
+    for s in root.iterfind("StorageData/Storage"):
+        images = {(i.findtext("GUID") or "").lower(): (i.findtext("Type") or "", i.findtext("File") or "")
+                  for i in s.iterfind("Image")}
+        d.storages.append(Storage(_int(s, "Start"), _int(s, "End"), _int(s, "Blocksize"), images))
+    for shot in root.iterfind("Snapshots/Shot"):
+        d.parents[(shot.findtext("GUID") or "").lower()] = (shot.findtext("ParentGUID") or "").lower()
+    d.top = (root.findtext("Snapshots/TopGUID") or DEFAULT_TOP_GUID).lower()
+    return d
+
+
+def is_marker(member: str) -> bool:
+    """Whether a box member is the empty file Parallels Desktop writes in a disk directory, named like it
+    (harddisk.hdd/harddisk.hdd): not a disk, though its name ends in .hdd."""
+    parts = member.split("/")
+    return len(parts) >= 2 and parts[-1] == parts[-2] and parts[-1].lower().endswith(".hdd")
+
+
+def member_path(descriptor: str, file: str) -> str:
+    """The box member an image's File names: relative to the descriptor's directory; an absolute path (left
+    by a VM that was never exported) is looked for in that directory, as dissect.hypervisor's HDD does."""
+    return posixpath.join(posixpath.dirname(descriptor), posixpath.basename(file) if file.startswith("/") else file)
+
+
+def member_disk_files(member: str, xml: bytes) -> list[str]:
+    """The image a box's DiskDescriptor.xml runs from, as a path in the box. A descriptor that cannot say
+    (snapshots, a split disk, broken XML) refuses the box: guessing by file name could take an overlay."""
+    try:
+        return [member_path(member, read(xml).top_image()[1])]
+    except BadInput as e:
+        raise BadInput(f"{member}: {e}") from None

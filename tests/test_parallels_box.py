@@ -1,0 +1,181 @@
+"""Parallels boxes: the .hds read by qemu-img and dissect.hypervisor, config.pvs as vagrant-parallels reads it,
+DiskDescriptor.xml by prl-xml.rst's rules, and Parallels disks as sources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import disks
+import pytest
+from conftest import (MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack,
+                      verify_codes, write_box)
+from dissect.hypervisor.descriptor.pvs import PVS
+from dissect.hypervisor.disk.hdd import HDD
+
+from boxpack.descriptors import parallels_disk, pvs
+from boxpack.inspect import boottest
+
+HDS = "harddisk.hdd/harddisk.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds"
+
+
+def _pack(raw: Path, tmp: Path, *args: str, name: str = "p.box") -> tuple[Path, Path]:
+    box = tmp / name
+    run_boxpack(raw, "--provider", "parallels", "-o", box, *args)
+    return box, extract(box, tmp / f"x-{name}")
+
+
+def _digest(f, size: int) -> str:
+    h, left = hashlib.sha256(), size
+    while left:
+        data = f.read(min(4 * MIB, left))
+        assert data, "cut short"
+        h.update(data)
+        left -= len(data)
+    return h.hexdigest()
+
+
+@pytest.mark.first_case_quick
+@pytest.mark.parametrize("case", disks.CASES)
+def test_hds_is_identical_for_qemu_and_dissect(tmp_path: Path, case: str) -> None:
+    raw = disks.CASES[case](tmp_path / "src.img")
+    _, d = _pack(raw, tmp_path)
+    [vm] = d.glob("*.pvm")
+    hds = vm / HDS
+    qemu_check(hds, "parallels")
+    qemu_compare(hds, "parallels", raw)
+    size = -(-raw.stat().st_size // (256 * 1024)) * 256 * 1024  # whole 16 x 32 cylinders
+    assert qemu_info(hds)["virtual-size"] == size
+    assert hds.read_bytes()[:16] == b"WithoutFreeSpace"  # Parallels Desktop's own variant, below 2 TiB
+    stream = HDD(vm / "harddisk.hdd").open()  # through DiskDescriptor.xml, as dissect.hypervisor opens a .hdd
+    with open(raw, "rb") as r:
+        assert _digest(stream, raw.stat().st_size) == _digest(r, raw.stat().st_size)
+    assert stream.read(size) == bytes(size - raw.stat().st_size)
+    with open(vm / "config.pvs") as f:
+        assert list(PVS(f).disks()) == ["harddisk.hdd"]
+
+
+def test_a_2_tib_disk_takes_the_64_bit_variant(tmp_path: Path) -> None:
+    """2 TiB is 2^32 sectors, one more than WithoutFreeSpace's 32-bit size holds: WithouFreSpacExt, as qemu-img
+    writes. qemu-img 7.2's compare aborts on Parallels images of 1 TiB and more, its own included
+    (bdrv_co_block_status assertion), so dissect.hypervisor reads the data back, and the image converted
+    to qcow2 by boxpack is compared."""
+    raw = tmp_path / "big.img"
+    end = 2 * 1024**4
+    with open(raw, "wb") as f:
+        f.truncate(end)
+        f.seek(end - 512)
+        f.write(b"\xee" * 512)
+        f.seek(MIB)
+        f.write(b"start" * 100)
+    _, d = _pack(raw, tmp_path)
+    [vm] = d.glob("*.pvm")
+    hds = vm / HDS
+    assert hds.read_bytes()[:16] == b"WithouFreSpacExt"
+    qemu_check(hds, "parallels")
+    assert qemu_info(hds)["virtual-size"] == end
+    stream = HDD(vm / "harddisk.hdd").open()
+    stream.seek(MIB)
+    assert stream.read(500) == b"start" * 100
+    stream.seek(end - 1024)
+    assert stream.read(1024) == bytes(512) + b"\xee" * 512
+    out = tmp_path / "back.box"
+    run_boxpack(hds, "--provider", "libvirt", "-o", out)
+    qemu_compare(extract(out, tmp_path / "back") / "box.img", "qcow2", raw)
+
+
+def test_config_pvs_and_descriptor_as_vagrant_parallels_and_prl_xml_read_them(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, d = _pack(raw, tmp_path, "--cpus", "3", "--memory", "1536", "--vm-name", "debian")
+    assert json.loads((d / "metadata.json").read_text())["provider"] == "parallels"
+    vm = pvs.read((d / "debian.pvm" / "config.pvs").read_bytes())
+    assert (vm.name, vm.cpus, vm.memory_mb, vm.efi) == ("debian", 3, 1536, True)
+    assert pvs.UUID.fullmatch(vm.vm_uuid) and vm.macs[0].startswith("001C42")
+    desc = parallels_disk.read((d / "debian.pvm" / "harddisk.hdd" / "DiskDescriptor.xml").read_bytes())
+    assert desc.cylinders * desc.heads * desc.sectors == desc.size == -(-raw.stat().st_size // (256 * 1024)) * 512
+    assert desc.storages[0].blocksize == 2048 and desc.top_image() == ("Compressed", HDS.split("/")[1])
+    assert (d / "debian.pvm" / "harddisk.hdd" / "harddisk.hdd").stat().st_size == 0  # as Parallels Desktop writes it
+    bios = make_disk.make(tmp_path / "b.img", layout="bios", size=64 * MIB, data=2 * MIB)
+    _, b = _pack(bios, tmp_path, name="b.box")
+    other = pvs.read(next(b.glob("*.pvm")).joinpath("config.pvs").read_bytes())
+    assert not other.efi and other.vm_uuid != vm.vm_uuid  # --preserve-uuid: each box registers as its own VM
+    arm = make_disk.make(tmp_path / "a.img", layout="bios", size=64 * MIB, data=2 * MIB)
+    _, a = _pack(arm, tmp_path, "--architecture", "arm64", name="a.box")
+    assert pvs.read(next(a.glob("*.pvm")).joinpath("config.pvs").read_bytes()).efi  # Apple Silicon boots EFI only
+    assert run_boxpack("verify", box, check=False).returncode == 0
+
+
+def test_same_disk_same_box_bytes(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=4 * MIB)
+    one, _ = _pack(raw, tmp_path, name="1.box")
+    two, _ = _pack(raw, tmp_path, "--threads", "1", name="2.box")
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_verify_catches_what_parallels_would_refuse(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path, "--vm-name", "vm")
+    members = box_members(box)
+    config, descriptor = "vm.pvm/config.pvs", "vm.pvm/harddisk.hdd/DiskDescriptor.xml"
+
+    def codes(name: str, changes: dict[str, bytes | None]) -> set[str]:
+        changed = {**members, **changes}
+        return verify_codes(write_box(tmp_path / name, [(k, v) for k, v in changed.items() if v is not None]))
+
+    pvs_xml, desc_xml = members[config], members[descriptor]
+    uuid = pvs_xml.split(b"<VmUuid>")[1].split(b"</VmUuid>")[0]
+    assert "parallels-pvs" in codes("a.box", {config: pvs_xml.replace(uuid, b"not-a-uuid")})
+    assert "parallels-layout" in codes("b.box", {config: None})
+    assert "parallels-hdd" in codes("c.box", {descriptor: desc_xml.replace(b"<Heads>16</Heads>", b"<Heads>15</Heads>")})
+    assert "parallels-hdd" in codes("d.box", {descriptor: desc_xml.replace(b"<Blocksize>2048</Blocksize>", b"<Blocksize>256</Blocksize>")})
+    assert "parallels-hdd" in codes("e.box", {descriptor: desc_xml.replace(b"<File>harddisk", b"<File>/Users/me/vm.pvm/harddisk.hdd/x")})
+    assert "parallels-hdd" in codes("f.box", {descriptor: None})
+    renamed = {k.replace("vm.pvm/", "vm.vmwarevm/"): v for k, v in members.items()}
+    assert "parallels-layout" in verify_codes(write_box(tmp_path / "g.box", renamed.items()))
+
+
+def test_parallels_boxes_and_disks_convert_to_the_other_providers(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", size=256 * MIB, data=8 * MIB)
+    box, d = _pack(raw, tmp_path)
+    run_boxpack(box, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{tmp_path}/out/")
+    qemu_compare(extract(tmp_path / "out" / "p-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
+    [vm] = d.glob("*.pvm")
+    for source in (vm / "harddisk.hdd", vm / HDS):  # a Parallels disk directory, and its image alone
+        out = tmp_path / f"{source.name}.box"
+        run_boxpack(source, "--provider", "libvirt", "-o", out)
+        qemu_compare(extract(out, tmp_path / f"y-{source.name}") / "box.img", "qcow2", raw)
+
+
+def test_a_parallels_box_with_snapshots_is_refused(tmp_path: Path) -> None:
+    """The top image of a disk with snapshots is an overlay of the others: read alone it would be a wrong disk."""
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path, "--vm-name", "vm")
+    members = box_members(box)
+    descriptor = "vm.pvm/harddisk.hdd/DiskDescriptor.xml"
+    parent = b"{00000000-0000-0000-0000-000000000000}</ParentGUID>"
+    members[descriptor] = members[descriptor].replace(parent, b"{11111111-1111-1111-1111-111111111111}</ParentGUID>")
+    proc = run_boxpack(write_box(tmp_path / "s.box", members.items()), "--provider", "libvirt", "-o", tmp_path / "o.box", check=False)
+    assert proc.returncode == 1 and "snapshots" in proc.stderr.decode() and proc.stderr.decode().count("\n") == 1
+    assert not (tmp_path / "o.box").exists()
+
+
+def test_qemu_made_parallels_images_are_sources(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=4 * MIB)
+    image = tmp_path / "q.hds"
+    subprocess.run(["qemu-img", "convert", "-O", "parallels", str(raw), str(image)], check=True)
+    out = tmp_path / "q.box"
+    run_boxpack(image, "--provider", "vmware_desktop", "-o", out)
+    [vmdk] = extract(out, tmp_path / "v").glob("*.vmdk")
+    qemu_compare(vmdk, "vmdk", raw)
+    report = json.loads(run_boxpack("inspect", image, "--json").stdout)
+    assert report["disks"][0]["format"] == "Parallels expanding (WithouFreSpacExt)"
+
+
+def test_boxpack_test_boots_the_hds_itself() -> None:
+    cmd = boottest.qemu_command(Path("/w/disk.parallels"), "amd64", "parallels", None, "tcg", 2222, Path("/w"),
+                                boottest.TestOptions(), "parallels")
+    drive = cmd[cmd.index("-drive") + 1]
+    assert drive.startswith("file=/w/disk.parallels,format=parallels,") and "ide-hd,drive=disk0,bus=ahci0.0" in cmd
+    assert "virtio-net-pci,netdev=net0" in cmd
