@@ -16,7 +16,8 @@ from boxpack.metadata import validate
 
 
 def _cmd(provider: str, arch: str = "amd64", firmware: str | None = None, accel: str = "tcg") -> list[str]:
-    return boottest.qemu_command(Path("/d.raw"), arch, provider, firmware, accel, 2222, Path("/w"), boottest.TestOptions())
+    vm = boottest.provider_class(provider).test_vm({})
+    return boottest.qemu_command(Path("/d.raw"), arch, vm, firmware, accel, 2222, Path("/w"), boottest.TestOptions())
 
 
 def test_disk_bus_and_nic_follow_the_provider() -> None:
@@ -48,18 +49,19 @@ def test_missing_firmware_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert boottest.find_firmware("amd64", "bios") is None
 
 
+@pytest.mark.parametrize("provider", ["virtualbox", "parallels", "utm"])  # a raw copy; the .hds; config.plist
 @pytest.mark.parametrize("layout,firmware", [("efi", "efi"), ("bios", "bios")])
-def test_cannot_run_without_qemu_exits_4_naming_it(tmp_path: Path, layout: str, firmware: str) -> None:
+def test_cannot_run_without_qemu_exits_4_naming_it(tmp_path: Path, layout: str, firmware: str, provider: str) -> None:
     disk = make_disk.make(tmp_path / "d.img", layout=layout, size=64 * MIB, data=2 * MIB)
     box = tmp_path / "d.box"
-    run_boxpack(disk, "--provider", "virtualbox", "-o", box)
+    run_boxpack(disk, "--provider", provider, "-o", box)
     key = tmp_path / "key"
     key.write_text("not a real key\n")
     proc = run_boxpack("test", box, "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     result = json.loads(proc.stdout)
     validate(result, "test-result.schema.json", "boxpack test --json")
     assert proc.returncode == 4 and result["exit_code"] == 4
-    assert result["firmware"] == firmware and result["provider"] == "virtualbox"
+    assert result["firmware"] == firmware and result["provider"] == provider
     assert "qemu-system-x86_64 is not installed" in result["error"]
     human = run_boxpack("test", box, "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     assert human.returncode == 4 and human.stderr.decode().count("\n") == 1 and "apt install qemu-system-x86" in human.stderr.decode()
@@ -91,7 +93,8 @@ def test_a_guest_that_reads_nothing_of_its_disk_is_a_kvm_that_cannot_run_it(tmp_
             f.write(boot_sector)
             f.seek(510)
             f.write(b"\x55\xaa")
-    cmd = boottest.qemu_command(image, "amd64", "libvirt", None, "tcg", 2222, tmp_path, boottest.TestOptions(memory=64))
+    vm = boottest.provider_class("libvirt").test_vm({})
+    cmd = boottest.qemu_command(image, "amd64", vm, None, "tcg", 2222, tmp_path, boottest.TestOptions(memory=64))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert boottest._kvm_stalls(proc, tmp_path / "qmp.sock", seconds=8) is stalls

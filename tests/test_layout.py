@@ -84,6 +84,7 @@ PROVIDER_MODULES = {
     "vmware_desktop": {"providers/vmware_desktop.py"},
     "hyperv": {"providers/hyperv.py"},
     "parallels": {"providers/parallels.py"},
+    "utm": {"providers/utm.py"},
 }
 
 

@@ -27,10 +27,10 @@ def _pack(raw: Path, tmp: Path, *args: str, name: str = "p.box") -> tuple[Path, 
     return box, extract(box, tmp / f"x-{name}")
 
 
-def _digest(f, size: int) -> str:
+def _digest(f, size: int, chunk: int = 4 * MIB) -> str:
     h, left = hashlib.sha256(), size
     while left:
-        data = f.read(min(4 * MIB, left))
+        data = f.read(min(chunk, left))
         assert data, "cut short"
         h.update(data)
         left -= len(data)
@@ -51,7 +51,9 @@ def test_hds_is_identical_for_qemu_and_dissect(tmp_path: Path, case: str) -> Non
     assert hds.read_bytes()[:16] == b"WithoutFreeSpace"  # Parallels Desktop's own variant, below 2 TiB
     stream = HDD(vm / "harddisk.hdd").open()  # through DiskDescriptor.xml, as dissect.hypervisor opens a .hdd
     with open(raw, "rb") as r:
-        assert _digest(stream, raw.stat().st_size) == _digest(r, raw.stat().st_size)
+        # One cluster per read: dissect.hypervisor 3.21's HDS._iter_runs joins a run of unallocated clusters to
+        # an allocated one whose file offset happens to equal the run's length, and reads zeros for it.
+        assert _digest(stream, raw.stat().st_size, MIB) == _digest(r, raw.stat().st_size)
     assert stream.read(size) == bytes(size - raw.stat().st_size)
     with open(vm / "config.pvs") as f:
         assert list(PVS(f).disks()) == ["harddisk.hdd"]
@@ -174,8 +176,8 @@ def test_qemu_made_parallels_images_are_sources(tmp_path: Path) -> None:
 
 
 def test_boxpack_test_boots_the_hds_itself() -> None:
-    cmd = boottest.qemu_command(Path("/w/disk.parallels"), "amd64", "parallels", None, "tcg", 2222, Path("/w"),
-                                boottest.TestOptions(), "parallels")
+    vm = boottest.provider_class("parallels").test_vm({})
+    cmd = boottest.qemu_command(Path("/w/disk.parallels"), "amd64", vm, None, "tcg", 2222, Path("/w"), boottest.TestOptions())
     drive = cmd[cmd.index("-drive") + 1]
     assert drive.startswith("file=/w/disk.parallels,format=parallels,") and "ide-hd,drive=disk0,bus=ahci0.0" in cmd
     assert "virtio-net-pci,netdev=net0" in cmd

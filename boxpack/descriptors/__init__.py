@@ -1,5 +1,6 @@
 """The VM descriptors boxes carry, one module each, read and written: OVF (ovf.py), VMware's .vmx (vmx.py),
-Hyper-V's VM XML (hyperv_xml.py), Parallels' config.pvs (pvs.py) and DiskDescriptor.xml (parallels_disk.py), and the disk list vagrant-libvirt reads from metadata.json (libvirt.py),
+Hyper-V's VM XML (hyperv_xml.py), Parallels' config.pvs (pvs.py) and DiskDescriptor.xml (parallels_disk.py),
+UTM's config.plist (utm_plist.py), and the disk list vagrant-libvirt reads from metadata.json (libvirt.py),
 as dissect.hypervisor keeps its descriptor/ package.
 
 DISK_LISTS tells the box reader which members name a box's disks in the order its consumer attaches them:
@@ -11,12 +12,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
-from . import ovf, parallels_disk, vmx
+from . import ovf, parallels_disk, utm_plist, vmx
 
 DISK_LISTS: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], list[str]]], ...] = (
     (lambda member: member == "box.ovf", lambda member, data: ovf.disk_files(data)),
     (lambda member: member.endswith(".vmx"), lambda member, data: vmx.member_disk_files(data)),
     (lambda member: posixpath.basename(member) == parallels_disk.NAME, parallels_disk.member_disk_files),
+    (lambda member: member.endswith(".utm/" + utm_plist.NAME), utm_plist.member_disk_files),
 )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..partitions import read_partition_table
-from ..providers import DEFAULT, PROVIDERS
+from ..providers import DEFAULT, PROVIDERS, Provider, TestVm
 from ..sources import box as boxfile
 from ..sources.disk import CLUSTER
 from ..sources.open import open_source
@@ -48,6 +48,15 @@ OVMF = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/O
         "/usr/share/edk2/x64/OVMF.fd", "/usr/share/edk2-ovmf/x64/OVMF.fd")
 AAVMF = ("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/edk2/aarch64/QEMU_EFI.fd",
          "/usr/share/edk2/aarch64/QEMU_CODE.fd")
+# UEFI as code and a variable store apart, for a VM whose consumer gives it pflash (UTM copies its
+# edk2 variable template beside the VM: Services/UTMQemuVirtualMachine.swift, qemuEnsureEfiVarsAvailable).
+PFLASH = {
+    "amd64": (("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+              ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+              ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd")),
+    "arm64": (("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
+              ("/usr/share/edk2/aarch64/QEMU_CODE.fd", "/usr/share/edk2/aarch64/QEMU_VARS.fd")),
+}
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 # Under a KVM that runs the guest, its boot loader has read its kernel (MiBs) within KVM_PROBE seconds,
 # after a menu countdown of the usual 0-5 s. Where kvm-pvm runs the host (measured here), GRUB reads
@@ -117,6 +126,16 @@ def find_firmware(arch: str, firmware: str) -> str | None:
     return found
 
 
+def find_pflash(arch: str) -> tuple[str, str]:
+    """(code, variable template) of the UEFI firmware for arch, as two files."""
+    found = next((pair for pair in PFLASH.get(arch, ()) if all(os.path.isfile(f) for f in pair)), None)
+    if found is None:
+        package = "qemu-efi-aarch64" if arch == "arm64" else "ovmf"
+        raise CannotRun(f"this box boots with UEFI from pflash, but no firmware code and variables files were found "
+                        f"(Debian: apt install {package})")
+    return found
+
+
 def kvm_usable(arch: str) -> bool:
     """KVM when /dev/kvm opens and the host's CPU can run this architecture's guests; TCG otherwise."""
     host = os.uname().machine
@@ -130,35 +149,49 @@ def kvm_usable(arch: str) -> bool:
     return True
 
 
-def devices(provider: str) -> tuple[str, str]:
-    """The disk bus and NIC the provider's consumer gives the VM, as QEMU devices."""
+def provider_class(provider: str) -> type[Provider]:
+    """The provider whose consumer's VM boxpack test imitates."""
     if provider not in PROVIDERS:
         raise CannotRun(f"a {provider!r} box: boxpack test knows the VMs that {', '.join(PROVIDERS)} give their guests")
-    return PROVIDERS[provider].TEST_DEVICES
+    return PROVIDERS[provider]
 
 
-def qemu_command(image: Path, arch: str, provider: str, firmware_file: str | None, accelerator: str, port: int,
-                 work: Path, options: TestOptions, image_format: str = "raw") -> list[str]:
-    """The QEMU command line that boots the box's disk as its provider would; console and QMP socket in work."""
+BUSES = {
+    "virtio": ["-device", "virtio-blk-pci,drive=disk0"],
+    "sata": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"],
+    "nvme": ["-device", "nvme,drive=disk0,serial=disk0"],
+    "ide": ["-device", "ide-hd,drive=disk0,bus=ide.0"],
+    "scsi": ["-device", "lsi53c895a,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0"],
+}
+
+
+def qemu_command(image: Path, arch: str, vm: TestVm, firmware: str | tuple[str, str] | None, accelerator: str,
+                 port: int, work: Path, options: TestOptions) -> list[str]:
+    """The QEMU command line that boots the box's disk as its provider would; console and QMP socket in work.
+    firmware: a unified UEFI image (-bios), (code, variables) for pflash, or None for SeaBIOS."""
     binary = QEMU.get(arch)
     if binary is None:
         raise CannotRun(f"architecture {arch!r}: boxpack test boots amd64 and arm64 boxes")
-    bus, nic = devices(provider)
     cmd = [binary, "-accel", accelerator, "-m", str(options.memory), "-smp", str(options.cpus),
            "-display", "none", "-monitor", "none", "-serial", f"file:{work / 'serial.log'}", "-no-reboot",
            "-qmp", f"unix:{work / 'qmp.sock'},server=on,wait=off"]
-    if arch == "arm64":
-        cmd += ["-M", "virt", "-cpu", "host" if accelerator == "kvm" else "max"]
-    elif accelerator == "kvm":
+    machine = vm.machine or ("virt" if arch == "arm64" else None)
+    if machine:
+        cmd += ["-M", machine]
+    if accelerator == "kvm":
         cmd += ["-cpu", "host"]
-    if firmware_file:
-        cmd += ["-bios", firmware_file]
-    drive = f"file={image},format={image_format},if=none,id=disk0,snapshot=on"
-    if bus == "virtio":
-        cmd += ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
-    else:
-        cmd += ["-drive", drive, "-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"]
-    cmd += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", f"{nic},netdev=net0"]
+    elif vm.cpu or arch == "arm64":
+        cmd += ["-cpu", vm.cpu or "max"]
+    if isinstance(firmware, tuple):
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,file={firmware[0]},readonly=on",
+                "-drive", f"if=pflash,format=raw,unit=1,file={firmware[1]}"]
+    elif firmware:
+        cmd += ["-bios", firmware]
+    cmd += ["-drive", f"file={image},format={vm.image_format},if=none,id=disk0,snapshot=on", *BUSES[vm.bus]]
+    for i, nic in enumerate(vm.nics):
+        subnet = vm.subnets[i] if i < len(vm.subnets) else None
+        options = (f",net={subnet}" if subnet else "") + (f",hostfwd=tcp:127.0.0.1:{port}-:22" if i == vm.forward else "")
+        cmd += ["-netdev", f"user,id=net{i}{options}", "-device", f"{nic},netdev=net{i}"]
     return cmd
 
 
@@ -306,20 +339,29 @@ def _prepare(
     except BoxpackError:
         meta = {}
     result.provider = str(meta.get("provider", DEFAULT))
-    devices(result.provider)  # before the disk is extracted
+    provider = provider_class(result.provider)  # before the disk is extracted
+    vm = provider.test_vm(boxfile.read_members(path, provider.TEST_TEXTS) if provider.TEST_TEXTS else {})
     say("extracting the disk ...")
-    image_format = PROVIDERS[result.provider].TEST_FORMAT or "raw"
-    image = work / f"disk.{image_format}"
-    if image_format != "raw":  # the box's own file, as its provider's format
+    image = work / f"disk.{vm.image_format}"
+    if vm.image_format != "raw":  # the box's own file, read by QEMU's driver for its format
         boxfile.copy_disk(path, image)
-    with open_source(path, 2) as source:
-        if image_format == "raw":
+    with open_source(path if vm.image_format == "raw" else image, 2) as source:
+        if vm.image_format == "raw":
             _extract(source, image)
+        else:  # a source reads its partition table once scanned: the copy, a local file, is quick to scan
+            for _ in source.scan():
+                pass
         table = read_partition_table(source)
         arch = boxfile.text(meta, "architecture") or source.architecture or table.architecture() or "amd64"
-    result.architecture = str(arch)
-    result.firmware = table.firmware()[0]
-    firmware_file = find_firmware(result.architecture, result.firmware)
+    result.architecture = str(vm.architecture or arch)
+    result.firmware = vm.firmware or table.firmware()[0]
+    firmware: str | tuple[str, str] | None = None
+    template = None
+    if vm.pflash and (result.firmware == "efi" or result.architecture == "arm64"):
+        code, template = find_pflash(result.architecture)
+        firmware = (code, str(work / "efi_vars.fd"))
+    else:
+        firmware = find_firmware(result.architecture, result.firmware)
     if shutil.which(QEMU.get(result.architecture, "qemu-system-x86_64")) is None:
         raise CannotRun(f"{QEMU.get(result.architecture)} is not installed (Debian: apt install qemu-system-{'arm' if result.architecture == 'arm64' else 'x86'})")
     if shutil.which("ssh") is None:
@@ -328,7 +370,9 @@ def _prepare(
     port = _free_port()
 
     def command(accelerator: str) -> list[str]:
-        return qemu_command(image, result.architecture, result.provider, firmware_file, accelerator, port, work, o, image_format)
+        if template:  # a fresh variable store for each start: a KVM run given up on may have written to it
+            shutil.copyfile(template, work / "efi_vars.fd")
+        return qemu_command(image, result.architecture, vm, firmware, accelerator, port, work, o)
 
     return command, port, key
 

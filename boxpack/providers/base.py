@@ -59,6 +59,22 @@ def vm_name(job: Job) -> str:
     return job.settings.get("vm_name") or re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-") or "boxpack"
 
 
+@dataclass(frozen=True)
+class TestVm:
+    """The VM `boxpack test` boots a box's disk in, as the provider's consumer would set it up."""
+
+    bus: str  # "virtio", "sata", "nvme", "ide" or "scsi"
+    nics: tuple[str, ...]  # QEMU NIC devices, in order
+    subnets: tuple[str | None, ...] = ()  # each NIC's user-mode network, where not QEMU's 10.0.2.0/24
+    forward: int = 0  # the NIC that SSH is forwarded through, as Vagrant connects
+    machine: str | None = None  # QEMU's -machine, when not the architecture's default (pc, virt)
+    cpu: str | None = None  # QEMU's -cpu under TCG, when the consumer names one
+    pflash: bool = False  # UEFI as read-only code plus a copy of the variable template, rather than -bios
+    image_format: str = "raw"  # QEMU's driver for the disk file booted
+    architecture: str | None = None  # when the consumer's configuration says, rather than the disk
+    firmware: str | None = None  # "efi" or "bios", when the consumer's configuration says, rather than the disk
+
+
 @dataclass
 class Disk:
     """One disk of the box, as the scan found it."""
@@ -144,6 +160,14 @@ class Provider:
     def include_members(self) -> list[Member]:
         """The user's extra files, by their base name, streamed when the archive is written."""
         return [Member(p.name, p.stat().st_size, functools.partial(_file_chunks, p)) for p in self.job.include]
+
+    TEST_TEXTS: ClassVar[tuple[str, ...]] = ()  # members test_vm() reads
+
+    @classmethod
+    def test_vm(cls, texts: dict[str, bytes]) -> TestVm:
+        """The VM boxpack test boots (texts: the members named in TEST_TEXTS that the box holds)."""
+        bus, nic = cls.TEST_DEVICES
+        return TestVm(bus, (nic,), image_format=cls.TEST_FORMAT or "raw")
 
     @classmethod
     def check_disks(cls, count: int) -> None:

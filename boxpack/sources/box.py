@@ -398,6 +398,22 @@ def _reader(data: StreamBytes, member: str, box: Path) -> Reader:
     return fmt.reader(data, where)
 
 
+def read_members(box: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The small members of those names that the box holds, in one pass that stops once all are read."""
+    found: dict[str, bytes] = {}
+    try:
+        with open_tar(box) as tar:
+            for _, m in members(tar, box):
+                name = m.name.removeprefix("./")
+                if name in names and m.isfile() and m.size <= METADATA_LIMIT:
+                    found[name] = member_file(tar, m).read()
+                    if len(found) == len(names):
+                        break
+    except ARCHIVE_ERRORS as e:
+        raise BadInput(f"{box}: not a readable box archive ({e})") from None
+    return found
+
+
 def copy_disk(box: Path, dest: Path) -> str:
     """Copy the box's first disk member to dest as it is, for a reader that reads its format itself
     (boxpack test boots a Parallels image through QEMU's own driver); returns the member's name."""

@@ -1,0 +1,132 @@
+"""UTM's config.plist for its QEMU backend: written as UTM writes it, checked as UTM decodes it.
+
+UTM (utmapp/UTM, Configuration/) decodes the file with Swift's
+PropertyListDecoder into UTMQemuConfiguration; a key read with `decode`
+rather than `decodeIfPresent` that is missing or of the wrong type makes the
+whole VM fail to load. REQUIRED lists those keys, section by section, with
+the file and initializer they come from. ConfigurationVersion must be 4
+(UTMConfiguration.swift: oldestVersion and currentVersion are both 4).
+"""
+
+from __future__ import annotations
+
+import plistlib
+import posixpath
+import uuid as uuidlib
+from typing import Any
+
+from ..errors import BadInput
+
+NAME = "config.plist"
+BACKEND = "QEMU"
+VERSION = 4
+
+# section -> {key: type} of what UTM's init(from:) decodes unconditionally.
+REQUIRED: dict[str, dict[str, type]] = {
+    # UTMConfigurationInfo.swift, init(from:) (Icon only when IconCustom is true)
+    "Information": {"Name": str, "IconCustom": bool, "UUID": str},
+    # UTMQemuConfigurationSystem.swift, init(from:)
+    "System": {"Architecture": str, "Target": str, "CPU": str, "CPUFlagsAdd": list, "CPUFlagsRemove": list,
+               "CPUCount": int, "ForceMulticore": bool, "MemorySize": int, "JITCacheSize": int},
+    # UTMQemuConfigurationQEMU.swift, init(from:) (TSO and MachinePropertyOverride are optional)
+    "QEMU": {"DebugLog": bool, "UEFIBoot": bool, "RNGDevice": bool, "BalloonDevice": bool, "TPMDevice": bool,
+             "Hypervisor": bool, "RTCLocalTime": bool, "PS2Controller": bool, "AdditionalArguments": list},
+    # UTMQemuConfigurationInput.swift
+    "Input": {"UsbBusSupport": str, "UsbSharing": bool, "MaximumUsbShare": int},
+    # UTMQemuConfigurationSharing.swift
+    "Sharing": {"DirectoryShareMode": str, "DirectoryShareReadOnly": bool, "ClipboardSharing": bool},
+}
+# list section -> {key: type} of each entry (UTMQemuConfiguration.swift decodes all five lists).
+REQUIRED_ENTRIES: dict[str, dict[str, type]] = {
+    "Display": {"Hardware": str, "DynamicResolution": bool, "UpscalingFilter": str, "DownscalingFilter": str,
+                "NativeResolution": bool},  # UTMQemuConfigurationDisplay.swift
+    "Drive": {"ImageType": str, "Interface": str, "Identifier": str},  # UTMQemuConfigurationDrive.swift
+    "Network": {"Mode": str, "Hardware": str, "MacAddress": str, "IsolateFromHost": bool, "PortForward": list},
+    "Serial": {"Mode": str, "Target": str},  # UTMQemuConfigurationSerial.swift
+    "Sound": {"Hardware": str},  # UTMQemuConfigurationSound.swift
+}
+
+
+def write(name: str, vm_uuid: str, architecture: str, target: str, cpus: int, memory_mb: int, uefi: bool,
+          display: str, disks: list[tuple[str, str]], nics: list[tuple[str, str, str]]) -> bytes:
+    """The XML plist UTM saves for a QEMU VM. disks: (image file in Data/, identifier); nics: (mode, device,
+    MAC). Every value UTM decodes unconditionally is written, with UTM's defaults for a new Linux VM."""
+    config: dict[str, Any] = {
+        "Backend": BACKEND,
+        "ConfigurationVersion": VERSION,
+        "Information": {"Name": name, "IconCustom": False, "Icon": "linux", "UUID": vm_uuid},
+        "System": {"Architecture": architecture, "Target": target, "CPU": "default", "CPUFlagsAdd": [], "CPUFlagsRemove": [],
+                   "CPUCount": cpus, "ForceMulticore": False, "MemorySize": memory_mb, "JITCacheSize": 0},
+        "QEMU": {"DebugLog": False, "UEFIBoot": uefi, "RNGDevice": True, "BalloonDevice": False, "TPMDevice": False,
+                 "Hypervisor": True, "TSO": False, "RTCLocalTime": False, "PS2Controller": False, "AdditionalArguments": []},
+        "Input": {"UsbBusSupport": "3.0", "UsbSharing": False, "MaximumUsbShare": 3},
+        "Sharing": {"DirectoryShareMode": "None", "DirectoryShareReadOnly": False, "ClipboardSharing": False},
+        "Display": [{"Hardware": display, "DynamicResolution": True, "UpscalingFilter": "Nearest",
+                     "DownscalingFilter": "Linear", "NativeResolution": False}],
+        "Drive": [{"ImageName": image, "ImageType": "Disk", "Interface": "VirtIO", "InterfaceVersion": 1,
+                   "Identifier": ident, "ReadOnly": False} for image, ident in disks],
+        "Network": [{"Mode": mode, "Hardware": device, "MacAddress": mac, "IsolateFromHost": False, "PortForward": []}
+                    for mode, device, mac in nics],
+        "Serial": [],
+        "Sound": [],
+    }
+    return plistlib.dumps(config, fmt=plistlib.FMT_XML, sort_keys=True)
+
+
+def read(data: bytes) -> dict[str, Any]:
+    """The plist as a dictionary (XML or binary, as PropertyListDecoder takes both)."""
+    try:
+        config = plistlib.loads(data)
+    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError) as e:
+        raise BadInput(f"not a property list ({e})") from None
+    if not isinstance(config, dict):
+        raise BadInput("its root is not a dictionary")
+    return config
+
+
+def _typed(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def problems(config: dict[str, Any]) -> list[str]:
+    """Why UTM would fail to load this QEMU configuration: each key it decodes that is missing or mistyped."""
+    found = []
+    if config.get("Backend") != BACKEND:  # UTMConfiguration.swift: UTMBackend is "QEMU", "Apple" or "Unknown", case and all
+        found.append(f"Backend is {config.get('Backend')!r}, not 'QEMU'")
+    if config.get("ConfigurationVersion") != VERSION:
+        found.append(f"ConfigurationVersion is {config.get('ConfigurationVersion')!r}; UTM loads version {VERSION} only")
+    for section, keys in REQUIRED.items():
+        values = config.get(section)
+        if not isinstance(values, dict):
+            found.append(f"{section} is missing")
+            continue
+        found += [f"{section}/{k} is missing or not {t.__name__}" for k, t in keys.items() if not _typed(values.get(k), t)]
+    for section, keys in REQUIRED_ENTRIES.items():
+        entries = config.get(section)
+        if not isinstance(entries, list):
+            found.append(f"{section} is missing (an empty list is allowed)")
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                found.append(f"{section}[{i}] is not a dictionary")
+                continue
+            found += [f"{section}[{i}]/{k} is missing or not {t.__name__}" for k, t in keys.items() if not _typed(entry.get(k), t)]
+    info = config.get("Information")
+    if isinstance(info, dict) and isinstance(info.get("UUID"), str):
+        try:
+            uuidlib.UUID(info["UUID"])
+        except ValueError:
+            found.append(f"Information/UUID {info['UUID']!r} is not a UUID")
+    return found
+
+
+def member_disk_files(member: str, data: bytes) -> list[str]:
+    """The disk drives' images a box's <vm>.utm/config.plist names, in order, as paths in the box (UTM keeps
+    them in the bundle's Data/: UTMConfiguration.swift, dataDirectoryName); none when it cannot say."""
+    try:
+        drives = read(data).get("Drive")
+    except BadInput:
+        return []
+    data_dir = posixpath.join(posixpath.dirname(member), "Data")
+    return [posixpath.join(data_dir, d["ImageName"]) for d in drives or [] if isinstance(d, dict)
+            and d.get("ImageType") == "Disk" and isinstance(d.get("ImageName"), str)] if isinstance(drives, list) else []

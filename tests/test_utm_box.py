@@ -1,0 +1,113 @@
+"""UTM boxes: config.plist as UTM's decoder reads it, the layout vagrant_utm imports, the qcow2 qemu-img reads,
+and the VM boxpack test makes of config.plist as UTM would."""
+
+from __future__ import annotations
+
+import plistlib
+from pathlib import Path
+
+import disks
+import pytest
+from conftest import MIB, box_members, extract, make_disk, qemu_check, qemu_compare, run_boxpack, verify_codes, write_box
+
+from boxpack.descriptors import utm_plist
+from boxpack.inspect import boottest
+
+CONFIG = "box.utm/config.plist"
+
+
+def _pack(raw: Path, tmp: Path, *args: str, name: str = "u.box") -> tuple[Path, Path]:
+    box = tmp / name
+    run_boxpack(raw, "--provider", "utm", "-o", box, *args)
+    return box, extract(box, tmp / f"x-{name}")
+
+
+def _config(d: Path) -> dict:
+    return plistlib.loads((d / CONFIG).read_bytes())
+
+
+@pytest.mark.first_case_quick
+@pytest.mark.parametrize("case", disks.CASES)
+def test_the_drive_is_the_disk_for_qemu_img(tmp_path: Path, case: str) -> None:
+    raw = disks.CASES[case](tmp_path / "src.img")
+    _, d = _pack(raw, tmp_path)
+    [drive] = _config(d)["Drive"]
+    image = d / "box.utm" / "Data" / drive["ImageName"]
+    assert drive["ImageName"] == f"{drive['Identifier']}.qcow2"  # as UTM names a new drive's image
+    qemu_check(image, "qcow2")
+    qemu_compare(image, "qcow2", raw)
+
+
+@pytest.mark.parametrize("layout,arch,machine,uefi", [("bios", None, ("x86_64", "q35"), False),
+                                                      ("efi", None, ("x86_64", "q35"), True),
+                                                      ("bios", "arm64", ("aarch64", "virt"), True)])
+def test_config_plist_holds_what_utm_decodes(tmp_path: Path, layout: str, arch: str | None, machine: tuple, uefi: bool) -> None:
+    raw = make_disk.make(tmp_path / "d.img", layout=layout, size=64 * MIB, data=2 * MIB)
+    box, d = _pack(raw, tmp_path, "--cpus", "3", "--memory", "1536", "--vm-name", "debian", *(["--architecture", arch] if arch else []))
+    config = _config(d)
+    assert utm_plist.problems(config) == []
+    assert (config["Backend"], config["ConfigurationVersion"]) == ("QEMU", 4)
+    assert (config["System"]["Architecture"], config["System"]["Target"]) == machine
+    assert (config["System"]["CPUCount"], config["System"]["MemorySize"], config["QEMU"]["UEFIBoot"]) == (3, 1536, uefi)
+    assert config["Information"]["Name"] == "debian"
+    assert [n["Mode"] for n in config["Network"]] == ["Shared", "Emulated"]  # vagrant_utm's two adapters
+    assert len({n["MacAddress"] for n in config["Network"]}) == 2
+    assert sorted(p.name for p in (d / "box.utm").iterdir()) == ["Data", "config.plist"]  # UTM makes efi_vars.fd itself
+    assert run_boxpack("verify", box, check=False).returncode == 0
+
+
+def test_same_disk_same_box_other_disk_other_vm(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=4 * MIB)
+    one, a = _pack(raw, tmp_path, name="1.box")
+    two, _ = _pack(raw, tmp_path, "--threads", "1", name="2.box")
+    assert one.read_bytes() == two.read_bytes()
+    other = make_disk.make(tmp_path / "o.img", size=64 * MIB, data=5 * MIB)
+    _, b = _pack(other, tmp_path, name="3.box")
+    assert _config(a)["Information"]["UUID"] != _config(b)["Information"]["UUID"]
+
+
+def test_verify_catches_what_utm_and_vagrant_utm_would_refuse(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path)
+    members = box_members(box)
+    config = plistlib.loads(members[CONFIG])
+
+    def codes(name: str, change) -> set[str]:
+        changed = plistlib.loads(members[CONFIG])
+        change(changed)
+        return verify_codes(write_box(tmp_path / name, {**members, CONFIG: plistlib.dumps(changed)}.items()))
+
+    assert "utm-plist" in codes("a.box", lambda c: c["Information"].pop("UUID"))
+    assert "utm-plist" in codes("b.box", lambda c: c["System"].update(CPUCount="2"))
+    assert "utm-plist" in codes("c.box", lambda c: c.update(Backend="qemu"))  # UTMBackend's raw value is "QEMU"
+    assert "utm-plist" in codes("d.box", lambda c: c.update(ConfigurationVersion=5))
+    assert "utm-network" in codes("e.box", lambda c: c["Network"].reverse())
+    assert "utm-drive" in codes("f.box", lambda c: c["Drive"][0].update(ImageName="other.qcow2"))
+    assert "utm-firmware" in codes("g.box", lambda c: (c["System"].update(Architecture="aarch64", Target="virt"),
+                                                       c["QEMU"].update(UEFIBoot=False)))
+    assert "utm-plist" not in codes("h.box", lambda c: c["QEMU"].pop("TSO"))  # decodeIfPresent: optional
+    binary = {**members, CONFIG: plistlib.dumps(config, fmt=plistlib.FMT_BINARY)}  # PropertyListDecoder reads both
+    assert verify_codes(write_box(tmp_path / "i.box", binary.items())) == set()
+    assert "utm-layout" in verify_codes(write_box(tmp_path / "j.box", [(k, v) for k, v in members.items() if k != CONFIG]))
+
+
+def test_utm_boxes_convert_to_the_other_providers(tmp_path: Path) -> None:
+    raw = make_disk.make(tmp_path / "d.img", size=256 * MIB, data=8 * MIB)
+    box, _ = _pack(raw, tmp_path)
+    run_boxpack(box, "--provider", "libvirt", "--provider", "parallels", "-o", f"{tmp_path}/out/")
+    qemu_compare(extract(tmp_path / "out" / "u-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_boxpack_test_boots_the_vm_config_plist_describes(tmp_path: Path, arch: str) -> None:
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, d = _pack(raw, tmp_path, "--architecture", arch)
+    vm = boottest.provider_class("utm").test_vm({CONFIG: (d / CONFIG).read_bytes()})
+    assert (vm.architecture, vm.firmware, vm.pflash, vm.image_format, vm.bus) == (arch, "efi", True, "qcow2", "virtio")
+    cmd = " ".join(boottest.qemu_command(Path("/w/disk.qcow2"), arch, vm, ("/c.fd", "/w/efi_vars.fd"), "tcg", 2222,
+                                         Path("/w"), boottest.TestOptions()))
+    machine = "-M q35,vmport=off,hpet=off" if arch == "amd64" else "-M virt,virtualization=on -cpu cortex-a72"
+    assert machine in cmd and "if=pflash,format=raw,unit=0,file=/c.fd,readonly=on" in cmd
+    assert "-netdev user,id=net0,net=192.168.64.0/24 -device virtio-net-pci,netdev=net0" in cmd  # Shared: vmnet's LAN
+    assert "-netdev user,id=net1,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net1" in cmd  # Emulated VLAN
+    assert "file=/w/disk.qcow2,format=qcow2" in cmd and "virtio-blk-pci,drive=disk0" in cmd
