@@ -190,8 +190,8 @@ def qemu_command(image: Path, arch: str, vm: TestVm, firmware: str | tuple[str, 
     cmd += ["-drive", f"file={image},format={vm.image_format},if=none,id=disk0,snapshot=on", *BUSES[vm.bus]]
     for i, nic in enumerate(vm.nics):
         subnet = vm.subnets[i] if i < len(vm.subnets) else None
-        options = (f",net={subnet}" if subnet else "") + (f",hostfwd=tcp:127.0.0.1:{port}-:22" if i == vm.forward else "")
-        cmd += ["-netdev", f"user,id=net{i}{options}", "-device", f"{nic},netdev=net{i}"]
+        netdev = (f",net={subnet}" if subnet else "") + (f",hostfwd=tcp:127.0.0.1:{port}-:22" if i == vm.forward else "")
+        cmd += ["-netdev", f"user,id=net{i}{netdev}", "-device", f"{nic},netdev=net{i}"]
     return cmd
 
 
