@@ -73,15 +73,23 @@ def open_for_check(reader_class: Callable[[ByteSource, str], R], data: ByteSourc
         return None
 
 
-def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findings) -> int:
-    """Every allocated block of a block-mapped disk (VHD, VHDX, VDI) inside the file; returns how many there are.
-    reader offers allocated(), block_size and size; a map that cannot be read is a finding too."""
-    allocated = 0
+def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findings,
+                 rule: Callable[[int, int], str | None] | None = None) -> int:
+    """Every allocated block of a block-mapped disk (VHD, VHDX, VDI, Parallels) inside the file; returns how many
+    there are. reader offers allocated(), block_size and size; a map that cannot be read is a finding too. rule:
+    the format's own placement rule, (index, byte offset) -> what is wrong, reported for the first 3 blocks
+    that break it, in the same walk of the map."""
+    allocated = broken = 0
     try:
         for index, host in _distinct(reader.allocated(), name):
             allocated += 1
             if host + min(reader.block_size, reader.size - index * reader.block_size) > data.size:
                 findings.add(code, "error", f"{name}: block {index} at byte {host} is past the end of the file")
+            problem = rule(index, host) if rule else None
+            if problem:
+                broken += 1
+                if broken <= 3:
+                    findings.add(code, "error", f"{name}: {problem}")
     except BoxpackError as e:
         findings.add(code, "error", str(e))
     return allocated

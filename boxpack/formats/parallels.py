@@ -101,23 +101,15 @@ def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings
                      "clusters written last (qemu-img check -r all -f parallels repairs it)")
     if reader.ext and h.data_off * SECTOR % reader.block_size:
         findings.add("parallels-header", "error", f"{name}: a WithouFreSpacExt image's data offset must be cluster-aligned")
-    misplaced = 0
-    for index, host in _checked(reader.allocated(), reader, findings, name):
+
+    def in_data_area(index: int, host: int) -> str | None:
         if host < reader.data_offset or (host - reader.data_offset) % reader.block_size:
-            misplaced += 1
-            if misplaced <= 3:
-                findings.add("parallels-bat", "error", f"{name}: cluster {index} at byte {host} is not a cluster of the data area")
-    allocated = check_blocks(reader, data, name, "parallels-bat", findings)
+            return f"cluster {index} at byte {host} is not a cluster of the data area"
+        return None
+
+    allocated = check_blocks(reader, data, name, "parallels-bat", findings, in_data_area)
     return {"format": reader.format, "virtual_size": reader.size, "cluster_size": reader.block_size,
             "heads": h.heads, "cylinders": h.cylinders, "allocated_blocks": allocated, "file_size": data.size}, findings
-
-
-def _checked(entries: Iterator[tuple[int, int]], reader: ParallelsReader, findings: Findings,
-             name: str) -> Iterator[tuple[int, int]]:
-    try:
-        yield from entries
-    except BadInput as e:
-        findings.add("parallels-bat", "error", str(e))
 
 
 # --- writing -------------------------------------------------------------------------------
