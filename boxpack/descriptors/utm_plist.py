@@ -127,6 +127,8 @@ def member_disk_files(member: str, data: bytes) -> list[str]:
         drives = read(data).get("Drive")
     except BadInput:
         return []
+    if not isinstance(drives, list):
+        return []
     data_dir = posixpath.join(posixpath.dirname(member), "Data")
-    return [posixpath.join(data_dir, d["ImageName"]) for d in drives or [] if isinstance(d, dict)
-            and d.get("ImageType") == "Disk" and isinstance(d.get("ImageName"), str)] if isinstance(drives, list) else []
+    return [posixpath.join(data_dir, d["ImageName"]) for d in drives
+            if isinstance(d, dict) and d.get("ImageType") == "Disk" and isinstance(d.get("ImageName"), str)]

@@ -118,9 +118,9 @@ class Utm(Provider):
         subnets = tuple(n.get("VlanGuestAddress") if n["Mode"] == EMULATED else f"192.168.{64 + i}.0/24"
                         for i, n in enumerate(networks))
         properties = ["vmport=off", "hpet=off"] if architecture == "amd64" else ["virtualization=on"]
-        cpu = None if system["CPU"] != "default" else ("cortex-a72" if architecture == "arm64" else None)
+        cpu = system["CPU"] if system["CPU"] != "default" else ("cortex-a72" if architecture == "arm64" else None)
         return TestVm(BUSES[disks[0]["Interface"]], tuple(n["Hardware"] for n in networks), subnets, forward,
-                      ",".join([system["Target"], *properties]), cpu if system["CPU"] == "default" else system["CPU"],
+                      ",".join([system["Target"], *properties]), cpu,
                       pflash=True, image_format="qcow2", architecture=architecture,
                       firmware="efi" if qemu["UEFIBoot"] else "bios")
 
