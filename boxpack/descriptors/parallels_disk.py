@@ -16,6 +16,7 @@ from lxml import etree
 
 from ..errors import BadInput
 from ..formats.c_parallels import DEFAULT_TOP_GUID
+from .xmltree import add, parse
 
 NAME = "DiskDescriptor.xml"
 ROOT_PARENT = "{00000000-0000-0000-0000-000000000000}"
@@ -27,40 +28,34 @@ def image_name(disk: str) -> str:
     return f"{disk}.0.{DEFAULT_TOP_GUID}.hds"
 
 
-def _add(parent: etree._Element, name: str, text: str | int | None = None) -> etree._Element:
-    el = etree.SubElement(parent, name)
-    if text is not None:
-        el.text = str(text)
-    return el
-
 
 def write(disk: str, sectors: int, cylinders: int, heads: int, per_track: int, cluster_sectors: int, uid: str) -> bytes:
     """The descriptor of one expanding image, no snapshots, as Parallels Desktop writes a new disk's."""
     root = etree.Element("Parallels_disk_image", Version="1.0")
-    params = _add(root, "Disk_Parameters")
+    params = add(root, "Disk_Parameters")
     for name, value in (("Disk_size", sectors), ("Cylinders", cylinders), ("PhysicalSectorSize", 4096),
                         ("LogicSectorSize", 512), ("Heads", heads), ("Sectors", per_track), ("Padding", 0)):
-        _add(params, name, value)
-    encryption = _add(params, "Encryption")
-    _add(encryption, "Engine", ROOT_PARENT)
-    _add(encryption, "Data", "")
-    _add(params, "UID", uid)
-    _add(params, "Name", disk.removesuffix(".hdd"))
-    misc = _add(params, "Miscellaneous")
-    _add(misc, "CompatLevel", "level2")
-    _add(misc, "Bootable", 1)
-    _add(misc, "SuspendState", 0)
-    storage = _add(_add(root, "StorageData"), "Storage")
-    _add(storage, "Start", 0)
-    _add(storage, "End", sectors)
-    _add(storage, "Blocksize", cluster_sectors)
-    image = _add(storage, "Image")
-    _add(image, "GUID", DEFAULT_TOP_GUID)
-    _add(image, "Type", "Compressed")
-    _add(image, "File", image_name(disk))
-    shot = _add(_add(root, "Snapshots"), "Shot")
-    _add(shot, "GUID", DEFAULT_TOP_GUID)
-    _add(shot, "ParentGUID", ROOT_PARENT)
+        add(params, name, value)
+    encryption = add(params, "Encryption")
+    add(encryption, "Engine", ROOT_PARENT)
+    add(encryption, "Data", "")
+    add(params, "UID", uid)
+    add(params, "Name", disk.removesuffix(".hdd"))
+    misc = add(params, "Miscellaneous")
+    add(misc, "CompatLevel", "level2")
+    add(misc, "Bootable", 1)
+    add(misc, "SuspendState", 0)
+    storage = add(add(root, "StorageData"), "Storage")
+    add(storage, "Start", 0)
+    add(storage, "End", sectors)
+    add(storage, "Blocksize", cluster_sectors)
+    image = add(storage, "Image")
+    add(image, "GUID", DEFAULT_TOP_GUID)
+    add(image, "Type", "Compressed")
+    add(image, "File", image_name(disk))
+    shot = add(add(root, "Snapshots"), "Shot")
+    add(shot, "GUID", DEFAULT_TOP_GUID)
+    add(shot, "ParentGUID", ROOT_PARENT)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -109,12 +104,7 @@ def _int(el: etree._Element | None, path: str) -> int:
 
 def read(xml: bytes) -> Descriptor:
     """The descriptor, or BadInput naming what is missing."""
-    try:
-        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
-    except etree.XMLSyntaxError as e:
-        raise BadInput(f"not XML ({e})") from None
-    if root.tag != "Parallels_disk_image":
-        raise BadInput(f"its root element is <{root.tag}>, not <Parallels_disk_image>")
+    root = parse(xml, "Parallels_disk_image")
     params = root.find("Disk_Parameters")
     d = Descriptor(_int(params, "Disk_size"), _int(params, "Cylinders"), _int(params, "Heads"), _int(params, "Sectors"),
                    _int(params, "Padding"))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from ..errors import BadInput
+from .xmltree import add, parse
 
 NAME = "config.pvs"
 UUID = re.compile(r"\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}")
@@ -28,12 +29,6 @@ MAC = re.compile(r"[0-9A-F]{12}")
 SATA, VIRTIO_NET = 2, 3
 LINUX, LINUX_NUMBER = 9, 2317
 
-
-def _add(parent: etree._Element, name: str, text: str | int | None = None, **attributes: str) -> etree._Element:
-    el = etree.SubElement(parent, name, **attributes)
-    if text is not None:
-        el.text = str(text)
-    return el
 
 
 @dataclass
@@ -57,41 +52,41 @@ class Pvs:
 
 def write(vm: Pvs) -> bytes:
     root = etree.Element("ParallelsVirtualMachine", schemaVersion="1.0")
-    ident = _add(root, "Identification")
-    _add(ident, "VmUuid", vm.vm_uuid)
-    _add(ident, "VmType", 0)
-    _add(ident, "SourceVmUuid", vm.vm_uuid)
-    _add(ident, "LinkedVmUuid", "")
-    _add(ident, "LinkedSnapshotUuid", "")
-    _add(ident, "VmName", vm.name)
-    settings = _add(root, "Settings")
-    general = _add(settings, "General")
-    _add(general, "OsType", LINUX)
-    _add(general, "OsNumber", LINUX_NUMBER)
-    bios = _add(_add(settings, "Startup"), "Bios")
-    _add(bios, "EfiEnabled", int(vm.efi))
-    _add(bios, "EfiSecureBoot", 0)
-    hardware = _add(root, "Hardware")
-    cpu = _add(hardware, "Cpu")
-    _add(cpu, "Number", vm.cpus)
-    _add(cpu, "AutoCountEnabled", 0)
-    memory = _add(hardware, "Memory")
-    _add(memory, "RAM", vm.memory_mb)
-    _add(memory, "RamAutoSizeEnabled", 0)
+    ident = add(root, "Identification")
+    add(ident, "VmUuid", vm.vm_uuid)
+    add(ident, "VmType", 0)
+    add(ident, "SourceVmUuid", vm.vm_uuid)
+    add(ident, "LinkedVmUuid", "")
+    add(ident, "LinkedSnapshotUuid", "")
+    add(ident, "VmName", vm.name)
+    settings = add(root, "Settings")
+    general = add(settings, "General")
+    add(general, "OsType", LINUX)
+    add(general, "OsNumber", LINUX_NUMBER)
+    bios = add(add(settings, "Startup"), "Bios")
+    add(bios, "EfiEnabled", int(vm.efi))
+    add(bios, "EfiSecureBoot", 0)
+    hardware = add(root, "Hardware")
+    cpu = add(hardware, "Cpu")
+    add(cpu, "Number", vm.cpus)
+    add(cpu, "AutoCountEnabled", 0)
+    memory = add(hardware, "Memory")
+    add(memory, "RAM", vm.memory_mb)
+    add(memory, "RamAutoSizeEnabled", 0)
     for index, disk in enumerate(vm.disks):
-        hdd = _add(hardware, "Hdd", id=str(index))
+        hdd = add(hardware, "Hdd", id=str(index))
         for name, value in (("Uuid", disk.uuid), ("Index", index), ("Enabled", 1), ("Connected", 1), ("EmulatedType", 1),
                             ("SystemName", disk.system_name), ("UserFriendlyName", disk.system_name), ("Remote", 0),
                             ("InterfaceType", disk.interface), ("StackIndex", index), ("DiskType", 1),
                             ("Size", disk.size_mb), ("SizeOnDisk", 0), ("Passthrough", 0), ("SubType", 0),
                             ("Splitted", 0), ("DiskVersion", 2), ("CompatLevel", "level2")):
-            _add(hdd, name, value)
+            add(hdd, name, value)
     for index, mac in enumerate(vm.macs):
-        nic = _add(hardware, "NetworkAdapter", id=str(index))
+        nic = add(hardware, "NetworkAdapter", id=str(index))
         for name, value in (("Index", index), ("Enabled", 1), ("Connected", 1), ("EmulatedType", 1),
                             ("SystemName", f"eth{index}"), ("UserFriendlyName", f"eth{index}"), ("MAC", mac),
                             ("HostMAC", mac[:6] + "%06X" % (int(mac[6:], 16) ^ 0x800000)), ("AdapterType", VIRTIO_NET)):
-            _add(nic, name, value)
+            add(nic, name, value)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -104,12 +99,7 @@ def _int(el: etree._Element, path: str, default: int = 0) -> int:
 
 def read(xml: bytes) -> Pvs:
     """The fields boxpack and vagrant-parallels use; BadInput when it is not a Parallels VM's config.pvs."""
-    try:
-        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
-    except etree.XMLSyntaxError as e:
-        raise BadInput(f"not XML ({e})") from None
-    if root.tag != "ParallelsVirtualMachine":
-        raise BadInput(f"its root element is <{root.tag}>, not <ParallelsVirtualMachine>")
+    root = parse(xml, "ParallelsVirtualMachine")
     hw = root.find("Hardware")
     vm = Pvs(root.findtext("Identification/VmUuid") or "", root.findtext("Identification/VmName") or "",
              _int(root, "Hardware/Cpu/Number"), _int(root, "Hardware/Memory/RAM"),
