@@ -20,6 +20,7 @@ from .errors import BadInput, BadOption
 from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, zlib_compressor
 from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                            write_text_atomically)
+from .esp import EspProbe, architecture
 from .partitions import read_partition_table
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
 from .settings import SETTINGS, problem
@@ -95,6 +96,7 @@ class BoxResult:
     firmware: str  # "bios" or "efi"
     firmware_reason: str  # "as asked", or "detected: " and what on the disk said so
     architecture: str | None
+    architecture_reason: str  # "as asked", "from the source box's metadata.json", "detected: ..." or "unknown: ..."
     disks: list[tuple[str, int]]  # each disk in the box: its format ("qcow2", "vmdk streamOptimized", ...) and size in bytes
 
 
@@ -223,7 +225,7 @@ def pack(
         stack.callback(_close_all, writers)
         for name in providers:
             writers.append(PROVIDERS[name](job))
-        firmware, firmware_reason = _scan(job, writers, o, progress, stack)
+        firmware, firmware_reason, architecture_reason = _scan(job, writers, o, progress, stack)
         for writer, target in zip(writers, where):
             if opener:  # the architecture is known now, after the scan
                 target = opener(writer.NAME, job.architecture)
@@ -240,7 +242,7 @@ def pack(
                 progress.finish()
             results.append(
                 BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                          time.monotonic() - started, firmware, firmware_reason, job.architecture,
+                          time.monotonic() - started, firmware, firmware_reason, job.architecture, architecture_reason,
                           [(writer.DISK_FORMAT, d.source.size) for d in job.disks])
             )
             if on_box:
@@ -250,9 +252,11 @@ def pack(
     return results
 
 
-def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> tuple[str, str]:
+def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> tuple[str, str, str]:
     """Read each disk once for every provider, in order (a box's other disks join after its first);
-    then firmware and architecture from the boot disk. Returns the firmware and why it is that."""
+    then firmware and architecture from the boot disk. Returns the firmware, why it is that, and why the
+    architecture is what it is."""
+    probe = EspProbe()
     i = 0
     while i < len(job.disks):
         disk = job.disks[i]
@@ -265,6 +269,8 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
             crc = deflate.crc32(data, crc)
             for w in writers:
                 w.feed(i, cluster, data)
+            if i == 0:
+                probe.feed(cluster, data)
         if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
             raise BadInput(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
         for w in writers:
@@ -281,10 +287,16 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
     # The partition table is read after the scan: a disk inside a box can only be streamed.
     boot = job.disk
     table = read_partition_table(boot)
-    detected, reason = table.firmware()
-    job.firmware = firmware = o.firmware or detected
-    job.architecture = o.architecture or boot.architecture or table.architecture()
-    return firmware, "as asked" if o.firmware else f"detected: {reason}"
+    fw, reason = table.firmware()
+    job.firmware = firmware = o.firmware or fw
+    arch, why = architecture(table, probe)
+    job.architecture = o.architecture or boot.architecture or arch
+    said = "as asked" if o.architecture else "from the source box's metadata.json" if boot.architecture else None
+    if said and arch and arch != job.architecture:
+        log.warning("%s: the box says architecture %s (%s), but the disk is %s (%s)", boot.path, job.architecture,
+                    "--architecture" if o.architecture else "the source box's metadata.json", arch, why)
+    arch_reason = said or (f"detected: {why}" if arch else f"unknown: {why}")
+    return firmware, "as asked" if o.firmware else f"detected: {reason}", arch_reason
 
 
 def _close_all(writers: list[Provider]) -> None:

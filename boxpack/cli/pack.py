@@ -261,7 +261,7 @@ def run(argv: list[str]) -> int:
             action = f", {ACTIONS[b.action]}" if b and b.action != "uploaded" else ""
             print(
                 f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware} ({r.firmware_reason}), "
-                f"arch {r.architecture or 'unknown'}, {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
+                f"arch {r.architecture or 'unknown'} ({r.architecture_reason}), {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
                 file=sys.stderr,
             )
         if published:
@@ -275,6 +275,7 @@ def result_json(r) -> dict:
         "path": str(r.path) if r.path else None,
         "provider": r.provider,
         "architecture": r.architecture,
+        "architecture_reason": r.architecture_reason,
         "size": r.size,
         "checksum_type": r.checksum_type,
         "checksum": r.checksum,

@@ -31,7 +31,7 @@ def render_inspect(r: Report) -> str:
         lines.append("box.ovf: " + ", ".join(f"{k} {v}" for k, v in r.ovf.items()))
     if r.partitions:
         p = r.partitions
-        lines.append(f"partition table: {p['table']}, architecture {p['architecture'] or 'unknown'}, firmware {p['firmware']} ({p['firmware_reason']})")
+        lines.append(f"partition table: {p['table']}, architecture {p['architecture'] or 'unknown'} ({p['architecture_reason']}), firmware {p['firmware']} ({p['firmware_reason']})")
         lines += [f"  {q['number']:>3}  {q['first_lba']:>12}-{q['last_lba']:<12} {q['type']}  {q['name']}" for q in p["partitions"]]
     if r.findings:
         lines.append("findings:")

@@ -26,6 +26,7 @@ from ..descriptors.parallels_disk import is_marker
 from ..errors import BadOption, BoxpackError
 from ..formats import HEAD, RAW, TAIL, detect
 from ..metadata import validate
+from ..esp import EspProbe, architecture, probe_disk
 from ..partitions import PartitionTable, read_partition_table
 from ..providers import PROVIDERS, V1_BOX
 from ..report import Report
@@ -148,6 +149,8 @@ def examine(
         _check_catalog(path, catalog, box_version, entries, {a: h.hexdigest() for a, h in raw.hashes.items()}, report)
     if not report.unreadable:
         _box_rules(report, texts)
+        if not streamed and report.disks:
+            _box_disk(Path(path), report, threads)
     return report
 
 
@@ -314,10 +317,13 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
     try:
         with open_source(path, threads) as src:
             if isinstance(src, CompressedRawDisk):
-                allocated = sum(len(data) for _, data in src.scan())
+                probe, allocated = EspProbe(), 0
+                for cluster, piece in src.scan():
+                    probe.feed(cluster, piece)
+                    allocated += len(piece)
                 report.disks = [{"format": src.format, "virtual_size": src.size, "file_size": src.compressed_size,
                                  "allocated": allocated}]
-                _partitions(report, read_partition_table(src))
+                _partitions(report, read_partition_table(src), probe)
                 return
             report.compression = None
             report.disks = [{"format": src.format, "virtual_size": src.size, "file_size": os.path.getsize(path)}]
@@ -333,8 +339,7 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
                 os.close(fd)
             if fmt is RAW:
                 report.disk["allocated"] = sum(e - s for s, e in src.extents())  # type: ignore[attr-defined]
-            else:
-                next(iter(src.scan()), None)  # cluster 0, for the partition table
+            probe = probe_disk(src.scan())  # to the ESP's end; cluster 0 is the partition table
             table = read_partition_table(src)
     except BoxpackError as e:
         report.unreadable = str(e)
@@ -342,7 +347,26 @@ def _examine_disk(path: Path, report: Report, threads: int) -> None:
     except Exception as e:  # hostile headers
         report.unreadable = f"{path}: unreadable ({type(e).__name__}: {e})"
         return
-    _partitions(report, table)
+    _partitions(report, table, probe)
+
+
+def _box_disk(path: Path, report: Report, threads: int) -> None:
+    """The box's first disk read again, from the start to the end of its ESP's kept part: its partition table
+    and architecture, and whether metadata.json names the same one (Vagrant 2.4 picks a box for a host by it:
+    hashicorp/vagrant#13588, #13615). What is wrong with the disk itself, the walk has reported."""
+    try:
+        with open_source(path, threads) as src:
+            probe = probe_disk(src.scan())
+            table = read_partition_table(src)
+    except Exception:  # noqa: BLE001 - reported by the walk
+        return
+    found, why = _partitions(report, table, probe)
+    said = boxfile.text(report.metadata, "architecture") if report.metadata else None
+    if said and found and said != found:
+        report.add("architecture-mismatch", "warning",
+                   f"metadata.json says architecture {said}, but the disk is {found} ({why}); Vagrant 2.4 would run it on {said} hosts")
+    elif found and not said:
+        report.add("architecture-unnamed", "info", f"metadata.json names no architecture; the disk is {found} ({why})")
 
 
 def _holds_tar(path: Path, kind: str) -> bool:
@@ -354,12 +378,16 @@ def _holds_tar(path: Path, kind: str) -> bool:
         return True
 
 
-def _partitions(report: Report, table: PartitionTable) -> None:
+def _partitions(report: Report, table: PartitionTable, probe: EspProbe) -> tuple[str | None, str]:
+    """Sets report.partitions; returns the architecture and what said so."""
     fw, why = table.firmware()
+    arch, arch_why = architecture(table, probe)
     report.partitions = {
         "table": table.kind,
         "partitions": [{"number": p.number, "type": p.type, "first_lba": p.first_lba, "last_lba": p.last_lba, "name": p.name} for p in table.partitions],
-        "architecture": table.architecture(),
+        "architecture": arch,
+        "architecture_reason": arch_why,
         "firmware": fw,
         "firmware_reason": why,
     }
+    return arch, arch_why

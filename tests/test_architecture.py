@@ -1,0 +1,165 @@
+"""A disk's architecture from its EFI system partition's boot loaders, on ESPs mkfs.vfat and mtools wrote.
+
+The disks have the generic Linux root type, as Debian's installer, kiwi and
+debootstrap scripts give them, so only the ESP says. dissect.fat, an
+independent FAT reader, lists the same directories.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MIB, make_disk, run_boxpack
+
+from boxpack.esp import EspProbe, architecture, probe_disk
+from boxpack.fat import FatVolume
+from boxpack.packing import PackOptions, pack
+from boxpack.partitions import read_partition_table
+from boxpack.sources.open import open_source
+
+pytestmark = pytest.mark.skipif(not (shutil.which("mkfs.vfat") and shutil.which("mcopy")), reason="dosfstools and mtools")
+
+ESP_FIRST = 2048
+SIZE = 160 * MIB
+
+
+def esp_disk(path: Path, files: dict[str, bytes], fat: int = 32, esp_mib: int = 100, cluster_sectors: int = 1,
+             root=make_disk.LINUX_DATA) -> Path:
+    """A GPT disk: an ESP formatted by mkfs.vfat holding files (mtools paths, directories made as needed),
+    then a root partition of the given type with some data."""
+    esp_last = ESP_FIRST + esp_mib * 2048 - 1
+    with open(path, "wb") as f:
+        f.truncate(SIZE)
+        make_disk.write_gpt(f, SIZE, [(make_disk.ESP, ESP_FIRST, esp_last, "esp"), (root, esp_last + 1, SIZE // 512 - 34, "root")])
+        make_disk.fill(f, (esp_last + 1) * 512 + MIB, 2 * MIB, seed=3)
+    subprocess.run(["mkfs.vfat", "-F", str(fat), "-s", str(cluster_sectors), "-n", "ESP", f"--offset={ESP_FIRST}", path,
+                    str(esp_mib * 1024)], check=True, capture_output=True)
+    image = f"{path}@@{ESP_FIRST * 512}"
+    made: set[str] = set()
+    for name, data in files.items():
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in made:
+                subprocess.run(["mmd", "-i", image, f"::/{d}"], check=True, capture_output=True)
+                made.add(d)
+        src = path.parent / "payload"
+        src.write_bytes(data)
+        subprocess.run(["mcopy", "-i", image, src, f"::/{name}"], check=True, capture_output=True)
+    return path
+
+
+def probe_of(path: Path) -> tuple[str | None, str]:
+    with open_source(path) as src:
+        probe = probe_disk(src.scan())
+        return architecture(read_partition_table(src), probe)
+
+
+@pytest.mark.parametrize(("fat", "cluster_sectors", "esp_mib"), [(12, 8, 8), (16, 4, 48), (32, 1, 100), (32, 8, 300)])
+@pytest.mark.parametrize(("loader", "arch"), [("EFI/BOOT/BOOTAA64.EFI", "arm64"), ("EFI/BOOT/BOOTX64.EFI", "amd64"),
+                                             ("EFI/BOOT/BOOTIA32.EFI", "i386"), ("EFI/BOOT/bootriscv64.efi", "riscv64"),
+                                             ("EFI/debian/grubaa64.efi", "arm64"), ("EFI/fedora/shimx64.efi", "amd64")])
+def test_loader_names_the_architecture(tmp_path: Path, fat: int, cluster_sectors: int, esp_mib: int, loader: str, arch: str) -> None:
+    disk = esp_disk(tmp_path / "d.img", {"EFI/BOOT/fallback.txt": b"x", loader: b"MZ" + bytes(5000)}, fat, esp_mib, cluster_sectors)
+    found, why = probe_of(disk)
+    assert found == arch
+    assert loader.rpartition("/")[2].upper() in why.upper() and "EFI system partition" in why
+
+
+def test_directories_spanning_clusters_match_dissect_fat(tmp_path: Path) -> None:
+    """Long names and directories of many 512-byte clusters, listed as dissect.fat lists them."""
+    fatfs = pytest.importorskip("dissect.fat")
+    files = {f"EFI/BOOT/a-rather-long-file-name-{i:03}.conf": b"c" * 700 for i in range(60)}
+    files["EFI/BOOT/BOOTAA64.EFI"] = b"MZ" + bytes(3000)
+    files.update({f"loader/entries/entry-{i}.conf": b"e" for i in range(30)})
+    disk = esp_disk(tmp_path / "d.img", files, 32, 64, 1)
+    with open(disk, "rb") as f:
+        f.seek(ESP_FIRST * 512)
+        (tmp_path / "esp.img").write_bytes(f.read(64 * MIB))  # dissect.fat reads a volume from its byte 0
+    with open(tmp_path / "esp.img", "rb") as f:
+        def read(offset: int, length: int) -> bytes:
+            f.seek(offset)
+            return f.read(length)
+
+        ours = FatVolume(read)
+        theirs = fatfs.FATFS(f)
+        for path in (["EFI"], ["EFI", "BOOT"], ["loader", "entries"]):
+            mine = sorted(e.name for e in ours.listdir(path))
+            assert mine == sorted(e.name for e in theirs.get("/".join(path)).iterdir() if e.name not in (".", "..")), path
+    assert probe_of(disk)[0] == "arm64"
+
+
+def test_root_type_first_and_no_loader_unknown(tmp_path: Path) -> None:
+    disk = esp_disk(tmp_path / "typed.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ"}, root=make_disk.ROOT_X86_64)
+    assert probe_of(disk) == ("amd64", "the GPT root partition's type (Discoverable Partitions Specification)")
+    bare = esp_disk(tmp_path / "bare.img", {"EFI/tools/shell.efi": b"MZ"})
+    assert probe_of(bare)[0] is None
+    mixed = esp_disk(tmp_path / "mixed.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ", "EFI/BOOT/BOOTX64.EFI": b"MZ"})
+    found, why = probe_of(mixed)
+    assert found is None and "arm64 and amd64" in why
+
+
+def test_hostile_esp_names_nothing(tmp_path: Path) -> None:
+    """A FAT whose directory chain loops, and a boot sector with impossible sizes: no architecture, no hang."""
+    disk = esp_disk(tmp_path / "loop.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ"}, 32, 64, 1)
+    with open(disk, "r+b") as f:
+        f.seek(ESP_FIRST * 512)
+        boot = f.read(512)
+        reserved = int.from_bytes(boot[14:16], "little")
+        f.seek(ESP_FIRST * 512 + reserved * 512 + 2 * 4)  # the root directory's cluster (2) points at itself
+        f.write((2).to_bytes(4, "little"))
+    assert probe_of(disk)[0] is None
+    with open(disk, "r+b") as f:
+        f.seek(ESP_FIRST * 512 + 13)
+        f.write(b"\x03")  # 3 sectors per cluster
+    assert probe_of(disk)[0] is None
+
+
+def test_probe_keeps_only_the_esp_start(tmp_path: Path) -> None:
+    disk = esp_disk(tmp_path / "d.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ" + bytes(100 * 1024)}, 32, 100, 1)
+    probe = EspProbe()
+    with open_source(disk) as src:
+        for cluster, data in src.scan():
+            probe.feed(cluster, data)
+    assert probe.kept and all(ESP_FIRST * 512 <= (c + 1) * 65536 and c * 65536 < probe.end for c in probe.kept)
+    assert sum(map(len, probe.kept.values())) <= 16 * MIB
+
+
+def test_pack_inspect_and_verify_say_where_it_came_from(tmp_path: Path) -> None:
+    """pack detects arm64 from the ESP (streamed from a box too); --architecture amd64 against it is a warning
+    from pack and from verify, each naming both."""
+    disk = esp_disk(tmp_path / "arm.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ" + bytes(4096)})
+    (box,) = pack(disk, PackOptions(providers=["libvirt"], output=tmp_path / "arm.box"))
+    assert box.architecture == "arm64"
+    assert box.architecture_reason == "detected: \\EFI\\BOOT\\BOOTAA64.EFI on the EFI system partition"
+    report = json.loads(run_boxpack("inspect", tmp_path / "arm.box", "--json").stdout)
+    assert report["partitions"]["architecture"] == "arm64"
+    assert "BOOTAA64.EFI" in report["partitions"]["architecture_reason"]
+    assert not [f for f in report["findings"] if f["code"].startswith("architecture")]
+    # A box source's metadata carries the architecture; the disk agrees, so no warning.
+    proc = run_boxpack(tmp_path / "arm.box", "--provider", "qemu", "-o", tmp_path / "again.box", text=True)
+    assert "arch arm64 (from the source box's metadata.json)" in proc.stderr and "WARNING" not in proc.stderr.upper()
+
+    proc = run_boxpack(disk, "--provider", "libvirt", "--architecture", "amd64", "-o", tmp_path / "wrong.box", text=True)
+    assert "amd64" in proc.stderr and "arm64" in proc.stderr and "BOOTAA64.EFI" in proc.stderr
+    assert "arch amd64 (as asked)" in proc.stderr
+    proc = run_boxpack("verify", tmp_path / "wrong.box", "--json", check=False)
+    report = json.loads(proc.stdout)
+    (finding,) = [f for f in report["findings"] if f["code"] == "architecture-mismatch"]
+    assert finding["severity"] == "warning" and "amd64" in finding["message"] and "arm64" in finding["message"]
+    text = run_boxpack("inspect", disk, text=True).stdout
+    assert "architecture arm64 (\\EFI\\BOOT\\BOOTAA64.EFI on the EFI system partition)" in text
+
+
+def test_compressed_and_image_disks(tmp_path: Path) -> None:
+    """The probe reads a zstd raw disk and a qcow2 through their scans."""
+    disk = esp_disk(tmp_path / "arm.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ"})
+    subprocess.run(["zstd", "-q", "-k", disk, "-o", tmp_path / "arm.img.zst"], check=True)
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", disk, tmp_path / "arm.qcow2"], check=True)
+    for path in (tmp_path / "arm.img.zst", tmp_path / "arm.qcow2"):
+        report = json.loads(run_boxpack("inspect", path, "--json").stdout)
+        assert report["partitions"]["architecture"] == "arm64", path
