@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
-from conftest import GIB, bsdtar_list, extract, qemu_check, qemu_compare, qemu_info, run_boxpack
+from conftest import GIB, bsdtar_list, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack
 from disks import CASES
 
 from boxpack.metadata import validate
@@ -88,3 +89,27 @@ def test_ruby_parses_default_vagrantfile(tmp_path: Path, sample_disk: Path) -> N
     run_boxpack(sample_disk, "--provider", "libvirt", "-o", box)
     vf = extract(box, tmp_path / "x") / "Vagrantfile"
     subprocess.run([ruby, "-c", str(vf)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(("layout", "arch"), [("bios", "x86-64"), ("efi", "x86-64"), ("efi", "arm64")])
+def test_vagrant_libvirt_validates_the_vagrantfile(tmp_path: Path, layout: str, arch: str) -> None:
+    """vagrant-libvirt's own Config#validate (run by `vagrant validate`) takes every setting the box gives,
+    and an arm64 box describes QEMU's virt machine with AAVMF, never the x86 PC and OVMF."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("vagrant"):
+        pytest.skip("vagrant not installed")
+    disk = make_disk.make(tmp_path / "d.img", layout, size=256 * 1024 * 1024, data=1024 * 1024, arch=arch)
+    run_boxpack(disk, "--provider", "libvirt", "-o", tmp_path / "d.box")
+    text = (extract(tmp_path / "d.box", tmp_path / "x") / "Vagrantfile").read_text()
+    arm = arch == "arm64"
+    assert ('libvirt.machine_type = "virt"' in text and "qemu-efi-aarch64/QEMU_EFI.fd" in text) is arm
+    assert ("OVMF" in text) is (layout == "efi" and not arm)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Vagrantfile").write_text(text.replace('Vagrant.configure("2") do |config|\n',
+                                                      'Vagrant.configure("2") do |config|\n  config.vm.box = "boxpack/test"\n', 1))
+    proc = subprocess.run(["vagrant", "validate"], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "VAGRANT_DEFAULT_PROVIDER": "libvirt", "VAGRANT_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0 and "validated successfully" in proc.stdout, proc.stdout + proc.stderr

@@ -27,15 +27,43 @@ from ..metadata import GIB, metadata_json, virtual_size_gib
 from ..report import Report
 from .base import Option, Provider
 
-# vagrant-libvirt defaults to driver "kvm", which fails on hosts without usable
-# KVM (no VT-x/AMD-V, nested guests); the box picks it at `vagrant up` time.
 SETTINGS = """\
   config.vm.provider :libvirt do |libvirt|
     libvirt.disk_bus = "virtio"
+"""
+# vagrant-libvirt defaults to driver "kvm", which fails on hosts without usable
+# KVM (no VT-x/AMD-V, nested guests); the box picks it at `vagrant up` time.
+X86_DRIVER = """\
     # KVM where this host can run it, plain QEMU (TCG) elsewhere.
     cpuinfo = File.read("/proc/cpuinfo") rescue ""
     kvm = File.exist?("/dev/kvm") && (cpuinfo !~ /^flags\\s*:/ || cpuinfo =~ /\\b(vmx|svm)\\b/)
     libvirt.driver = kvm ? "kvm" : "qemu"
+"""
+# vagrant-libvirt 0.11 describes an x86 PC unless told otherwise: config.rb's finalize! sets features
+# acpi, apic and pae, a PS/2 mouse, cirrus video and cpu_mode host-model, and templates/domain.xml.erb
+# writes them as they are, with <type arch= machine=> only from machine_arch and machine_type. An
+# aarch64 guest (QEMU's virt machine) has none of those devices, and under TCG no host CPU to copy.
+# Its loader is a unified image (Debian's qemu-efi-aarch64; Fedora's and Arch's edk2-aarch64) as a ROM (type 'rom', QEMU's -bios): vagrant-libvirt's `nvram` is the
+# VM's own variable file, not a template, and one path in a box would be shared by all its VMs; the
+# removable-media path the disk boots from needs no stored variable.
+ARM64 = """\
+    # An arm64 guest: QEMU's virt machine, with devices it has.
+    libvirt.machine_type = "virt"
+    libvirt.machine_arch = "aarch64"
+    libvirt.features = ["acpi"]
+    libvirt.input :type => "mouse", :bus => "usb"
+    libvirt.video_type = "virtio"
+    # KVM on an arm64 host that has it; elsewhere QEMU emulates a Cortex-A72 (TCG).
+    kvm = File.exist?("/dev/kvm") && RbConfig::CONFIG["host_cpu"] =~ /\\A(aarch64|arm64)/
+    libvirt.driver = kvm ? "kvm" : "qemu"
+    libvirt.cpu_mode = kvm ? "host-passthrough" : "custom"
+    libvirt.cpu_model = "cortex-a72" unless kvm
+    aavmf = %w[/usr/share/qemu-efi-aarch64/QEMU_EFI.fd /usr/share/edk2/aarch64/QEMU_EFI.fd].find { |f| File.exist?(f) }
+    if aavmf
+      libvirt.loader = aavmf
+    else
+      $stderr.puts "This arm64 box boots with UEFI: install AAVMF (Debian: apt install qemu-efi-aarch64) or set libvirt.loader."
+    end
 """
 
 # vagrant-libvirt passes `loader` alone as a ROM (QEMU -bios), which needs a
@@ -86,7 +114,9 @@ class Libvirt(Provider):
         return meta
 
     def settings(self) -> str:
-        return SETTINGS + (EFI_SETTINGS if self.job.firmware == "efi" else "") + "  end\n"
+        if self.job.architecture == "arm64":  # UEFI whatever the partition table says: arm64 has no BIOS
+            return SETTINGS + ARM64 + "  end\n"
+        return SETTINGS + X86_DRIVER + (EFI_SETTINGS if self.job.firmware == "efi" else "") + "  end\n"
 
     def members(self) -> list[Member]:
         job = self.job
