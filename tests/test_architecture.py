@@ -7,9 +7,11 @@ independent FAT reader, lists the same directories.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,25 @@ def test_compressed_and_image_disks(tmp_path: Path) -> None:
     for path in (tmp_path / "arm.img.zst", tmp_path / "arm.qcow2"):
         report = json.loads(run_boxpack("inspect", path, "--json").stdout)
         assert report["partitions"]["architecture"] == "arm64", path
+
+
+def test_boxpack_test_boots_an_unnamed_arm64_box_as_arm64(tmp_path: Path) -> None:
+    """A box whose metadata.json names no architecture (as older tools write them) is booted for what its ESP says:
+    here, where PATH has no QEMU, the one it asks for is qemu-system-aarch64."""
+    disk = esp_disk(tmp_path / "arm.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ"})
+    pack(disk, PackOptions(providers=["libvirt"], output=tmp_path / "named.box"))
+    with tarfile.open(tmp_path / "named.box") as src, tarfile.open(tmp_path / "unnamed.box", "w:gz") as out:
+        for m in src:
+            data = src.extractfile(m).read()  # type: ignore[union-attr]
+            if m.name == "metadata.json":
+                meta = json.loads(data)
+                del meta["architecture"]
+                data = json.dumps(meta).encode()
+                m.size = len(data)
+            out.addfile(m, io.BytesIO(data))
+    key = tmp_path / "key"
+    key.write_text("not a real key\n")
+    proc = run_boxpack("test", tmp_path / "unnamed.box", "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 4 and result["architecture"] == "arm64", result
+    assert "qemu-system-aarch64 is not installed" in result["error"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
+from ..esp import EspProbe, architecture
 from ..partitions import read_partition_table
 from ..providers import DEFAULT, PROVIDERS, Provider, TestVm
 from ..sources import box as boxfile
@@ -201,12 +202,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _extract(source, path: Path) -> None:
-    """The disk as a sparse raw file: only the clusters that hold data are written."""
+def _extract(source, path: Path, probe: EspProbe) -> None:
+    """The disk as a sparse raw file: only the clusters that hold data are written (and fed to probe)."""
     try:
         with open(path, "wb") as f:
             f.truncate(source.size)
             for cluster, data in source.scan():
+                probe.feed(cluster, data)
                 f.seek(cluster * CLUSTER)
                 f.write(data)
     except OSError as e:  # EFBIG: ext4 holds files of up to 16 TiB; ENOSPC
@@ -345,14 +347,15 @@ def _prepare(
     image = work / f"disk.{vm.image_format}"
     if vm.image_format != "raw":  # the box's own file, read by QEMU's driver for its format
         boxfile.copy_disk(path, image)
+    probe = EspProbe()
     with open_source(path if vm.image_format == "raw" else image, 2) as source:
         if vm.image_format == "raw":
-            _extract(source, image)
+            _extract(source, image, probe)
         else:  # a source reads its partition table once scanned: the copy, a local file, is quick to scan
-            for _ in source.scan():
-                pass
+            for cluster, data in source.scan():
+                probe.feed(cluster, data)
         table = read_partition_table(source)
-        arch = boxfile.text(meta, "architecture") or source.architecture or table.architecture() or "amd64"
+        arch = boxfile.text(meta, "architecture") or source.architecture or architecture(table, probe)[0] or "amd64"
     result.architecture = str(vm.architecture or arch)
     result.firmware = vm.firmware or table.firmware()[0]
     firmware: str | tuple[str, str] | None = None

@@ -43,9 +43,10 @@ X86_DRIVER = """\
 # acpi, apic and pae, a PS/2 mouse, cirrus video and cpu_mode host-model, and templates/domain.xml.erb
 # writes them as they are, with <type arch= machine=> only from machine_arch and machine_type. An
 # aarch64 guest (QEMU's virt machine) has none of those devices, and under TCG no host CPU to copy.
-# Its loader is a unified image (Debian's qemu-efi-aarch64; Fedora's and Arch's edk2-aarch64) as a ROM (type 'rom', QEMU's -bios): vagrant-libvirt's `nvram` is the
-# VM's own variable file, not a template, and one path in a box would be shared by all its VMs; the
-# removable-media path the disk boots from needs no stored variable.
+# Its loader is a unified image (Debian's qemu-efi-aarch64; Fedora's and Arch's edk2-aarch64) as a ROM
+# (type 'rom', QEMU's -bios): vagrant-libvirt's `nvram` is the VM's own variable file, not a template,
+# and one path in a box would be shared by all its VMs; the removable-media path the disk boots from
+# needs no stored variable.
 ARM64 = """\
     # An arm64 guest: QEMU's virt machine, with devices it has.
     libvirt.machine_type = "virt"
