@@ -35,7 +35,7 @@ BootSector = Struct(
 DirEntry = Struct(
     "name" / Bytes(11),  # 8.3, space-padded; 0x00 ends the directory, 0xE5 marks a deleted entry
     "attributes" / Int8ul,
-    "nt_reserved" / Int8ul,
+    "nt_reserved" / Int8ul,  # Windows NT's case flags: LOWER_BASE, LOWER_EXTENSION
     "create_tenths" / Int8ul,
     "create_time" / Int16ul,
     "create_date" / Int16ul,
@@ -64,6 +64,7 @@ ATTR_DIRECTORY = 0x10
 ATTR_VOLUME_ID = 0x08
 ATTR_LONG_NAME = 0x0F  # read-only, hidden, system and volume ID together
 LAST_LONG_ENTRY = 0x40
+LOWER_BASE, LOWER_EXTENSION = 0x08, 0x10
 END_OF_DIRECTORY = 0x00
 DELETED = 0xE5
 # Section 3.5: the type follows from the number of data clusters alone.

@@ -26,6 +26,7 @@ from .partitions import ESP, MBR_EFI_SYSTEM, PartitionTable, read_partition_tabl
 from .sources.disk import CLUSTER, SECTOR, read_head
 
 KEEP = 16 * 1024 * 1024
+MAX_VENDORS = 64  # directories in \EFI listed, so that a hostile one of 65536 costs no more than a real one
 
 # UEFI 2.10 table 3-2's machine names, by the architecture name Vagrant uses.
 ARCH_BY_SUFFIX = {"X64": "amd64", "IA32": "i386", "AA64": "arm64", "ARM": "arm", "RISCV64": "riscv64",
@@ -94,14 +95,14 @@ class EspProbe:
             return []
         try:
             fs = FatVolume(self.read)
-            efi = fs.listdir(["EFI"])
-            found = [f"\\EFI\\BOOT\\{e.name}" for d in efi if d.directory and d.name.upper() == "BOOT"
-                     for e in fs.listdir(["EFI", d.name]) if not e.directory and REMOVABLE.fullmatch(e.name)]
-            for d in efi:
-                if d.directory and d.name.upper() != "BOOT":
-                    with contextlib.suppress(FatError, FileNotFoundError):
-                        found += [f"\\EFI\\{d.name}\\{e.name}" for e in fs.listdir(["EFI", d.name])
-                                  if not e.directory and VENDOR.fullmatch(e.name)]
+            dirs = [d for d in fs.listdir(["EFI"]) if d.directory]
+            boot = next((d for d in dirs if d.name.upper() == "BOOT"), None)
+            found = [f"\\EFI\\{boot.name}\\{e.name}" for e in fs.children(boot)
+                     if not e.directory and REMOVABLE.fullmatch(e.name)] if boot else []
+            for d in [d for d in dirs if d is not boot][:MAX_VENDORS]:
+                with contextlib.suppress(FatError):
+                    found += [f"\\EFI\\{d.name}\\{e.name}" for e in fs.children(d)
+                              if not e.directory and VENDOR.fullmatch(e.name)]
             return found
         except Exception:  # noqa: BLE001 - no \EFI, or an ESP broken or hostile: it names no architecture
             return []

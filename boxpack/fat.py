@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .c_fat import (ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_VOLUME_ID, DELETED, END_OF_DIRECTORY, ENTRY_SIZE,
-                    FAT12_MAX_CLUSTERS, FAT16_MAX_CLUSTERS, FAT32_ENTRY_MASK, LAST_LONG_ENTRY, SIGNATURE, BootSector,
+                    FAT12_MAX_CLUSTERS, FAT16_MAX_CLUSTERS, FAT32_ENTRY_MASK, LAST_LONG_ENTRY, LOWER_BASE, LOWER_EXTENSION, SIGNATURE, BootSector,
                     DirEntry, LongNameEntry)
 
 MAX_DIRECTORY = 65536 * ENTRY_SIZE  # section 6: a directory holds at most 65536 entries
@@ -67,8 +67,11 @@ class FatVolume:
             found = next((e for e in entries if e.directory and e.name.upper() == part.upper()), None)
             if found is None:
                 raise FileNotFoundError(part)
-            entries = self._entries(found.cluster)
+            entries = self.children(found)
         return entries
+
+    def children(self, directory: Entry) -> list[Entry]:
+        return self._entries(directory.cluster)
 
     def _entries(self, cluster: int) -> list[Entry]:
         data = self.read(*self.root) if cluster == 0 and self.bits != 32 else b"".join(self._chain(cluster))
@@ -89,7 +92,7 @@ class FatVolume:
                     parts, checksum = {}, n.checksum
                 parts[n.order & 0x1F] = (n.chars1 + n.chars2 + n.chars3).decode("utf-16-le", "replace")
                 continue
-            name = _short_name(e.name)
+            name = _short_name(e.name, e.nt_reserved)
             if parts and checksum == _checksum(e.name):
                 name = "".join(parts[k] for k in sorted(parts)).split("\0", 1)[0]
             parts, checksum = {}, None
@@ -120,9 +123,13 @@ class FatVolume:
         return pair >> 4 if cluster & 1 else pair & 0xFFF
 
 
-def _short_name(raw: bytes) -> str:
+def _short_name(raw: bytes, case: int) -> str:
+    """NAME.EXT, each part in lower case where the entry's case flags say (as Windows and Linux write a
+    lower-case name that fits 8.3, with no long name)."""
     raw = b"\xe5" + raw[1:] if raw[0] == 0x05 else raw  # 0x05 stands for a first byte of 0xE5
     base, ext = raw[:8].decode("cp437").rstrip(), raw[8:].decode("cp437").rstrip()
+    base = base.lower() if case & LOWER_BASE else base
+    ext = ext.lower() if case & LOWER_EXTENSION else ext
     return f"{base}.{ext}" if ext else base
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MIB, make_disk, run_boxpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from boxpack.esp import EspProbe, architecture, probe_disk
 from boxpack.fat import FatVolume
@@ -187,3 +189,36 @@ def test_boxpack_test_boots_an_unnamed_arm64_box_as_arm64(tmp_path: Path) -> Non
     result = json.loads(proc.stdout)
     assert proc.returncode == 4 and result["architecture"] == "arm64", result
     assert "qemu-system-aarch64 is not installed" in result["error"]
+
+
+@pytest.fixture(scope="module")
+def real_esp(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A FAT16 ESP as mkfs.vfat and mtools write it, with a vendor directory and the removable path."""
+    tmp = tmp_path_factory.mktemp("esp")
+    disk = esp_disk(tmp / "d.img", {"EFI/debian/grubaa64.efi": b"MZ", "EFI/BOOT/BOOTAA64.EFI": b"MZ"}, 16, 16, 1)
+    with open(disk, "rb") as f:
+        f.seek(ESP_FIRST * 512)
+        return f.read(16 * MIB)
+
+
+def _probe_of_volume(volume: bytes) -> EspProbe:
+    probe = EspProbe()
+    probe.end = len(volume)
+    probe.kept = {i: volume[i * 65536 : (i + 1) * 65536] for i in range(len(volume) // 65536)}
+    return probe
+
+
+def test_probe_of_a_real_esp_lists_both(real_esp: bytes) -> None:
+    assert _probe_of_volume(real_esp).loaders() == ["\\EFI\\BOOT\\BOOTAA64.EFI", "\\EFI\\debian\\grubaa64.efi"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 96 * 1024 - 1), st.integers(0, 255)), min_size=1, max_size=24))
+def test_a_mutated_esp_ends_with_a_list(real_esp: bytes, changes: list[tuple[int, int]]) -> None:
+    """Boot sector, FATs and directories with bytes changed (sizes, chains, entries): loaders() returns, naming
+    at most what it found; it never raises or loops."""
+    volume = bytearray(real_esp)
+    for pos, value in changes:
+        volume[pos] = value
+    found = _probe_of_volume(bytes(volume)).loaders()
+    assert isinstance(found, list) and len(found) <= 2 * 65536
