@@ -222,3 +222,11 @@ def test_a_mutated_esp_ends_with_a_list(real_esp: bytes, changes: list[tuple[int
         volume[pos] = value
     found = _probe_of_volume(bytes(volume)).loaders()
     assert isinstance(found, list) and len(found) <= 2 * 65536
+
+
+def test_an_arm64_qemu_box_asks_tcg_for_a_cortex_a72(tmp_path: Path) -> None:
+    disk = esp_disk(tmp_path / "arm.img", {"EFI/BOOT/BOOTAA64.EFI": b"MZ"})
+    pack(disk, PackOptions(providers=["qemu"], output=tmp_path / "q.box"))
+    with tarfile.open(tmp_path / "q.box") as t:
+        text = t.extractfile("Vagrantfile").read().decode()  # type: ignore[union-attr]
+    assert 'qe.arch = "aarch64"' in text and 'qe.machine = "virt,highmem=on,accel=tcg"' in text and 'qe.cpu = "cortex-a72"' in text

@@ -35,7 +35,7 @@ def test_firmware_accelerator_and_architecture() -> None:
     assert efi[efi.index("-accel") + 1] == "kvm" and efi[efi.index("-cpu") + 1] == "host"
     assert "-bios" not in _cmd("libvirt")  # BIOS: QEMU's own SeaBIOS
     arm = _cmd("libvirt", arch="arm64", firmware="/usr/share/AAVMF/AAVMF_CODE.fd")
-    assert arm[0] == "qemu-system-aarch64" and arm[arm.index("-M") + 1] == "virt" and arm[arm.index("-cpu") + 1] == "max"
+    assert arm[0] == "qemu-system-aarch64" and arm[arm.index("-M") + 1] == "virt" and arm[arm.index("-cpu") + 1] == "cortex-a72"
     tcg = _cmd("libvirt", accel="tcg")  # what the fall-back from KVM runs
     assert tcg[tcg.index("-accel") + 1] == "tcg" and "host" not in tcg
     with pytest.raises(boottest.CannotRun, match="boots amd64 and arm64"):
@@ -101,3 +101,17 @@ def test_a_guest_that_reads_nothing_of_its_disk_is_a_kvm_that_cannot_run_it(tmp_
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(("provider", "noted"), [("vmware_desktop", True), ("parallels", True), ("libvirt", False)])
+def test_an_arm64_box_on_sata_is_tested_on_nvme_and_says_so(tmp_path: Path, provider: str, noted: bool) -> None:
+    """AAVMF cannot boot from AHCI: the VM gets NVMe instead, and the result says so."""
+    disk = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB, arch="arm64")
+    run_boxpack(disk, "--provider", provider, "-o", tmp_path / "d.box")
+    key = tmp_path / "key"
+    key.write_text("not a real key\n")
+    proc = run_boxpack("test", tmp_path / "d.box", "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
+    result = json.loads(proc.stdout)
+    validate(result, "test-result.schema.json", "boxpack test --json")
+    assert result["architecture"] == "arm64" and "qemu-system-aarch64 is not installed" in result["error"]
+    assert bool(result["notes"]) is noted and all("on nvme, not sata" in n for n in result["notes"])

@@ -49,6 +49,8 @@ def run_test(box: str, options: boottest.TestOptions, as_json: bool) -> int:
         return result.exit_code
     boot = f"{result.boot_seconds:.0f} s" if result.boot_seconds is not None else "did not come up"
     print(f"{box}: {result.provider} box, {result.architecture}, firmware {result.firmware}, {result.accelerator}, boot {boot}")
+    for note in result.notes:
+        print(f"  note: {note}")
     for c in result.checks:
         print(f"  {'PASS' if c.passed else 'FAIL'}  {c.name}" + (f": {c.detail}" if c.detail and not c.passed else ""))
     if result.console_tail:

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from .libvirt import FIND_OVMF, Libvirt
 
-# Vagrant's architecture names -> QEMU's (qemu-system-<arch>), and vagrant-qemu's machine for it.
-QEMU_ARCH = {"amd64": ("x86_64", "q35"), "arm64": ("aarch64", "virt,highmem=on")}
+# Vagrant's architecture names -> QEMU's (qemu-system-<arch>), vagrant-qemu's machine for it, and the CPU
+# TCG emulates: for aarch64 a Cortex-A72, since `max` adds pointer authentication, slow in software
+# (see inspect/boottest.py, qemu_command).
+QEMU_ARCH = {"amd64": ("x86_64", "q35", "max"), "arm64": ("aarch64", "virt,highmem=on", "cortex-a72")}
 
 NO_KVM = """\
     # Without usable KVM (no VT-x/AMD-V, a nested guest) QEMU must emulate (TCG).
     cpuinfo = File.read("/proc/cpuinfo") rescue ""
     if RUBY_PLATFORM =~ /linux/ && !(File.exist?("/dev/kvm") && (cpuinfo !~ /^flags\\s*:/ || cpuinfo =~ /\\b(vmx|svm)\\b/))
       qe.machine = "%s,accel=tcg"
-      qe.cpu = "max"
+      qe.cpu = "%s"
     end
 """
 
@@ -46,10 +48,10 @@ class Qemu(Libvirt):
 
     def settings(self) -> str:
         lines = ["  config.vm.provider :qemu do |qe|\n"]
-        arch, machine = QEMU_ARCH.get(self.job.architecture or "", (None, None))
+        arch, machine, cpu = QEMU_ARCH.get(self.job.architecture or "", (None, None, None))
         if arch:
             lines.append(f'    qe.arch = "{arch}"\n')
-            lines.append(NO_KVM % machine)
+            lines.append(NO_KVM % (machine, cpu))
         if self.job.firmware == "efi" and arch == "x86_64":
             lines.append(EFI)
         lines.append("  end\n")
