@@ -41,7 +41,9 @@ X86_DRIVER = """\
 """
 # vagrant-libvirt 0.11 describes an x86 PC unless told otherwise: config.rb's finalize! sets features
 # acpi, apic and pae, a PS/2 mouse, cirrus video and cpu_mode host-model, and templates/domain.xml.erb
-# writes them as they are, with <type arch= machine=> only from machine_arch and machine_type. An
+# writes them as they are, with <type arch= machine=> only from machine_arch and machine_type (and libvirt
+# refuses a USB input on a virt machine without a USB controller, which it does not add itself, and ACPI
+# on aarch64 unless the loader is pflash: "ACPI requires UEFI on this architecture"). An
 # aarch64 guest (QEMU's virt machine) has none of those devices, and under TCG no host CPU to copy.
 # Its loader is a unified image (Debian's qemu-efi-aarch64; Fedora's and Arch's edk2-aarch64) as a ROM
 # (type 'rom', QEMU's -bios): vagrant-libvirt's `nvram` is the VM's own variable file, not a template,
@@ -51,7 +53,8 @@ ARM64 = """\
     # An arm64 guest: QEMU's virt machine, with devices it has.
     libvirt.machine_type = "virt"
     libvirt.machine_arch = "aarch64"
-    libvirt.features = ["acpi"]
+    libvirt.features = []  # no ACPI: libvirt refuses it without pflash UEFI, and Linux reads the device tree
+    libvirt.usb_controller :model => "qemu-xhci"  # libvirt gives a virt machine no USB controller of its own
     libvirt.input :type => "mouse", :bus => "usb"
     libvirt.video_type = "virtio"
     # KVM on an arm64 host that has it; elsewhere QEMU emulates a Cortex-A72 (TCG).
