@@ -76,7 +76,7 @@ SETTINGS = (
     Setting("vagrantfile", "--vagrantfile", "use this Vagrantfile instead of the provider's default", metavar="FILE"),
     Setting("include", "--include", "add FILE to the box (repeatable)", kind="list", metavar="FILE"),
     Setting("architecture", "--architecture", "box architecture, Vagrant's name (amd64, arm64, i386, ...); default: "
-            "from the GPT root partition type", metavar="ARCH", old="--arch", check=_architecture),
+            "a source box's, else the GPT root partition type, else the EFI boot loader on the ESP", metavar="ARCH", old="--arch", check=_architecture),
     Setting("firmware", "--firmware", "firmware the box starts the VM with; default: efi for a disk that only boots "
             "with UEFI, else bios", choices=FIRMWARES, noun="firmware"),
     Setting("checksum_type", "--checksum-type", "digest computed while writing (default: sha256)",

@@ -365,8 +365,6 @@ def _box_disk(path: Path, report: Report, threads: int) -> None:
     if said and found and said != found:
         report.add("architecture-mismatch", "warning",
                    f"metadata.json says architecture {said}, but the disk is {found} ({why}); Vagrant 2.4 would run it on {said} hosts")
-    elif found and not said:
-        report.add("architecture-unnamed", "info", f"metadata.json names no architecture; the disk is {found} ({why})")
 
 
 def _holds_tar(path: Path, kind: str) -> bool:
