@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 
 from .fat import FatError, FatVolume
-from .partitions import ESP, MBR_EFI_SYSTEM, PartitionTable, read_partition_table
+from .partitions import PartitionTable, read_partition_table
 from .sources.disk import CLUSTER, SECTOR, read_head
 
 KEEP = 16 * 1024 * 1024
@@ -59,8 +59,7 @@ class EspProbe:
     def feed(self, cluster: int, data: bytes | memoryview) -> None:
         offset = cluster * CLUSTER
         if cluster == 0:
-            table = read_partition_table(_Head(bytes(data)))  # type: ignore[arg-type]
-            esp = next((p for p in table.partitions if p.type in (str(ESP), f"{MBR_EFI_SYSTEM:02x}")), None)
+            esp = read_partition_table(_Head(bytes(data))).esp  # type: ignore[arg-type]
             if esp:
                 self.start = esp.first_lba * SECTOR
                 self.end = min((esp.last_lba + 1) * SECTOR, self.start + KEEP)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .c_fat import (ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_VOLUME_ID, DELETED, END_OF_DIRECTORY, ENTRY_SIZE,
-                    FAT12_MAX_CLUSTERS, FAT16_MAX_CLUSTERS, FAT32_ENTRY_MASK, LAST_LONG_ENTRY, LOWER_BASE, LOWER_EXTENSION, SIGNATURE, BootSector,
-                    DirEntry, LongNameEntry)
+                    FAT12_MAX_CLUSTERS, FAT16_MAX_CLUSTERS, FAT32_ENTRY_MASK, LAST_LONG_ENTRY, LOWER_BASE,
+                    LOWER_EXTENSION, SIGNATURE, BootSector, DirEntry, LongNameEntry)
 
 MAX_DIRECTORY = 65536 * ENTRY_SIZE  # section 6: a directory holds at most 65536 entries
 
@@ -52,7 +52,6 @@ class FatVolume:
         self.bits = 12 if self.clusters <= FAT12_MAX_CLUSTERS else 16 if self.clusters <= FAT16_MAX_CLUSTERS else 32
         if (self.bits == 32) != (b.root_entries == 0):
             raise FatError(f"a FAT{self.bits} volume with {b.root_entries} fixed root directory entries")
-        self.sector = b.bytes_per_sector
         self.cluster_size = b.bytes_per_sector * b.sectors_per_cluster
         self.fat = b.reserved_sectors * b.bytes_per_sector
         self.root = (b.reserved_sectors + b.fat_count * fat_size) * b.bytes_per_sector, root_sectors * b.bytes_per_sector

@@ -17,10 +17,10 @@ from typing import Any
 import deflate
 
 from .errors import BadInput, BadOption
+from .esp import EspProbe, architecture
 from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, zlib_compressor
 from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                            write_text_atomically)
-from .esp import EspProbe, architecture
 from .partitions import read_partition_table
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
 from .settings import SETTINGS, problem

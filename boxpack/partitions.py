@@ -101,8 +101,13 @@ class PartitionTable:
     mbr_boot_code: bool = False
 
     @property
+    def esp(self) -> Partition | None:
+        """The first EFI system partition (GPT type, or MBR type 0xEF)."""
+        return next((p for p in self.partitions if p.type in (str(ESP), f"{MBR_EFI_SYSTEM:02x}")), None)
+
+    @property
     def has_esp(self) -> bool:
-        return any(p.type in (str(ESP), f"{MBR_EFI_SYSTEM:02x}") for p in self.partitions)
+        return self.esp is not None
 
     @property
     def has_bios_boot(self) -> bool:

@@ -24,9 +24,9 @@ from .. import vagrantfile
 from ..descriptors.libvirt import disk_files as metadata_disks
 from ..descriptors.parallels_disk import is_marker
 from ..errors import BadOption, BoxpackError
+from ..esp import EspProbe, architecture, probe_disk
 from ..formats import HEAD, RAW, TAIL, detect
 from ..metadata import validate
-from ..esp import EspProbe, architecture, probe_disk
 from ..partitions import PartitionTable, read_partition_table
 from ..providers import PROVIDERS, V1_BOX
 from ..report import Report
