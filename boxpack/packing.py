@@ -18,7 +18,8 @@ import deflate
 
 from .errors import BadInput, BadOption
 from .esp import EspProbe, architecture
-from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, zlib_compressor
+from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, member_compressor, zlib_compressor
+from .sources.pieces import PieceSpool
 from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                            write_text_atomically)
 from .partitions import read_partition_table
@@ -263,14 +264,23 @@ def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: co
         source = disk.source
         if progress:
             progress.phase("reading disk" if len(job.disks) == 1 else f"reading disk {i + 1}", source.progress_total())
+        readers = sum(w.PIECES for w in writers)
+        if o.compression == "gzip" and readers:  # the data compressed once, for every box (sources/pieces.py)
+            disk.spool = stack.enter_context(contextlib.closing(PieceSpool(
+                member_compressor(o.level, o.fast), job.threads, job.spool_dir, keep=readers > 1 or not source.rereadable)))
+        feed = disk.spool if disk.spool and not source.rereadable else None
         crc = 0
         for cluster, data in source.scan(progress):
             disk.clusters.append(cluster)
             crc = deflate.crc32(data, crc)
             for w in writers:
                 w.feed(i, cluster, data)
+            if feed:
+                feed.feed(cluster, data)
             if i == 0:
                 probe.feed(cluster, data)
+        if feed:
+            feed.finish()
         if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
             raise BadInput(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
         for w in writers:

@@ -248,8 +248,9 @@ def test_output_directory_ending_in_a_slash_is_created(tmp_path: Path, raw: Path
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["src-libvirt.box", "src-virtualbox.box"]
 
 
-def test_a_box_source_is_decompressed_at_most_twice(tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once to find, open and scan the disk (and read what follows it), once more for the qcow2 writer's data."""
+def test_a_box_source_is_decompressed_once(tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once to find, open and scan the disk (and read what follows it): the qcow2 writer's data is the pieces
+    compressed during that scan (sources/pieces.py). Only a box written without gzip reads it again."""
     import boxpack
     from boxpack.sources import box as boxfile
 
@@ -259,10 +260,13 @@ def test_a_box_source_is_decompressed_at_most_twice(tmp_path: Path, raw: Path, m
     real = boxfile.open_tar
     monkeypatch.setattr(boxfile, "open_tar", lambda path: opened.append(path) or real(path))
     boxpack.pack(src, boxpack.PackOptions(["libvirt", "virtualbox"], f"{tmp_path}/out/"))
-    assert len(opened) == 2
+    assert len(opened) == 1
     opened.clear()
     boxpack.pack(src, boxpack.PackOptions(["virtualbox"], tmp_path / "vb.box"))
     assert len(opened) == 1
+    opened.clear()
+    boxpack.pack(src, boxpack.PackOptions(["libvirt"], tmp_path / "plain.box", compression="none"))
+    assert len(opened) == 2
 
 
 def test_a_stream_read_again_takes_at_most_three_passes() -> None:

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import BadInput, BoxpackError
+from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
 from ..sources.bytesource import ByteSource
-from ..sources.disk import CLUSTER, Reader, Source, rescan
+from ..member import Chunk
+from ..sources.pieces import PIECE, Piece
+from ..sources.disk import CLUSTER, Reader
 
 R = TypeVar("R")
 
@@ -95,12 +97,15 @@ def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findi
     return allocated
 
 
-def stored_blocks(disk: Source, clusters: Iterable[int], per_block: int) -> Iterator[bytes | memoryview]:
-    """The data of every block that holds any, whole and in guest order, from a second scan of the disk: the
-    data area of the block-mapped writers (VHDX, Parallels), whose map gives each such block the next place."""
+def stored_blocks(pieces: Iterable[Piece], per_block: int) -> Iterator[Chunk]:
+    """The data of every block that holds any, whole and in guest order: the data area of the block-mapped
+    writers (VHDX, Parallels), whose map gives each such block the next place. A block is a whole number of
+    pieces (sources/pieces.py), so each piece lies inside one block, with zeros where the disk has none."""
+    if per_block % PIECE:
+        raise InternalError(f"internal error: a block of {per_block} clusters is not a whole number of pieces")
     block, filled = -1, 0
-    for idx, data in rescan(disk, clusters):
-        b, slot = divmod(idx, per_block)
+    for first, count, data in pieces:
+        b, slot = divmod(first, per_block)
         if b != block:
             if block >= 0:
                 yield bytes((per_block - filled) * CLUSTER)
@@ -108,6 +113,6 @@ def stored_blocks(disk: Source, clusters: Iterable[int], per_block: int) -> Iter
         if slot > filled:
             yield bytes((slot - filled) * CLUSTER)
         yield data
-        filled = slot + 1
+        filled = slot + count
     if block >= 0:
         yield bytes((per_block - filled) * CLUSTER)

@@ -17,12 +17,14 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..errors import BadInput
 from ..findings import Findings
+from ..member import Chunk
+from ..sources.pieces import Piece
 from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import CLUSTER, SECTOR, Source
+from ..sources.disk import CLUSTER, SECTOR
 from .base import block_pieces, check_blocks, open_for_check, stored_blocks
 from .c_parallels import CLOSED, HEADER_SIZE, IN_USE, MAGIC, MAGIC_EXT, VERSION, Header
 
@@ -166,7 +168,7 @@ class ParallelsLayout:
             raw = piece.tobytes()
             yield head + raw[HEADER_SIZE:] if first == 0 else raw
 
-    def stream(self, disk: Source) -> Iterator[bytes | memoryview]:
-        """The whole image, in order: header and BAT, then each stored cluster from a second scan of the disk."""
+    def stream(self, pieces: Iterable[Piece]) -> Iterator[Chunk]:
+        """The whole image, in order: header and BAT, then each stored cluster, from the disk's pieces."""
         yield from self._bat()
-        yield from stored_blocks(disk, self.clusters, self.per_block)
+        yield from stored_blocks(pieces, self.per_block)

@@ -18,12 +18,14 @@ import heapq
 import sys
 import zlib
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import BadInput
 from ..findings import Findings
+from ..member import Chunk
+from ..sources.pieces import Piece
 from ..sources.bytesource import ByteSource, read_table, tables_ahead
-from ..sources.disk import CLUSTER, Source, data_runs
+from ..sources.disk import CLUSTER
 from .c_qcow2 import (INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, INCOMPAT_KNOWN,
                       L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, MAGIC,
                       MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, OFLAG_COMPRESSED,
@@ -152,10 +154,10 @@ class Qcow2Layout:
         if current >= 0:
             yield _be64(table)
 
-    def stream(self, disk: Source) -> Iterator[bytes]:
-        """The whole image, in order: the tables, then the data clusters from a second scan of the disk."""
+    def stream(self, pieces: Iterable[Piece]) -> Iterator[Chunk]:
+        """The whole image, in order: the tables, then the data clusters, from the disk's pieces."""
         yield from self.metadata()
-        yield from data_runs(disk, self.clusters)
+        yield from (data for _, _, data in pieces)
 
 
 # --- reading -------------------------------------------------------------------------------

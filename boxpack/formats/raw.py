@@ -34,6 +34,7 @@ class RawDisk:
 
     format = "raw"
     architecture: str | None = None
+    rereadable = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -19,14 +19,16 @@ import struct
 import sys
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import crc32c
 
 from ..errors import BadInput
 from ..findings import Findings
+from ..member import Chunk
+from ..sources.pieces import Piece
 from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import CLUSTER, Source
+from ..sources.disk import CLUSTER
 from .base import block_pieces, check_blocks, open_for_check, stored_blocks
 from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
                      HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,
@@ -274,8 +276,8 @@ class VhdxLayout:
                 piece.byteswap()
             yield piece.tobytes()
 
-    def stream(self, disk: Source) -> Iterator[bytes]:
-        """The whole VHDX, in order: metadata, then each stored block from a second scan of the disk."""
+    def stream(self, pieces: Iterable[Piece]) -> Iterator[Chunk]:
+        """The whole VHDX, in order: metadata, then each stored block, from the disk's pieces."""
         creator = b"vhdxfile" + CREATOR.encode("utf-16-le")
         yield creator + bytes(64 * 1024 - len(creator))
         yield self._header(1)
@@ -286,7 +288,7 @@ class VhdxLayout:
         yield bytes(LOG_LENGTH)
         yield self._metadata()
         yield from self._bat()
-        yield from stored_blocks(disk, self.clusters, self.per_block)
+        yield from stored_blocks(pieces, self.per_block)
 
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """Headers, region table, metadata, log and every BAT entry inside the file."""

@@ -17,6 +17,10 @@ which are deflated. Deflate lets stored and compressed blocks follow each
 other in one stream, so a VirtualBox box pays neither a second deflate of its
 grains nor the padding between them.
 
+A disk's data comes as Deflated pieces (sources/pieces.py): gzip members
+compressed once per run for every box that holds the data as it is, copied
+into the stream as they are, between the members of the box's own tables.
+
 Concatenated members are one valid gzip file (RFC 1952 section 2.2): gzip, GNU
 tar, bsdtar (Vagrant's extractor), Go's and Python's readers all read them.
 Piece boundaries depend only on the input, so the output is the same bytes
@@ -37,6 +41,7 @@ from typing import Any, BinaryIO, Protocol
 import deflate
 
 from ..accel import isal_zlib
+from ..member import Chunk, Deflated
 from ..ordered import OrderedPool
 
 CHUNK = 1024 * 1024
@@ -158,6 +163,18 @@ def _isal_piece(data: bytes | bytearray | memoryview, dictionary: bytes | memory
     return out, isal_zlib.crc32(data)
 
 
+def member_compressor(level: int, fast: bool) -> Callable[[bytes | bytearray], bytes]:
+    """A function that makes one piece of disk data a whole gzip member (sources/pieces.py), with the box's engine."""
+    if not fast:
+        return lambda data: bytes(deflate.gzip_compress(data, level))
+
+    def isal_member(data: bytes | bytearray) -> bytes:
+        stream, crc = _isal_piece(data, b"", final=True)
+        return GZIP_HEADER + stream + struct.pack("<II", crc, len(data) & 0xFFFFFFFF)
+
+    return isal_member
+
+
 def zlib_compressor(level: int, fast: bool) -> Callable[[bytes], bytes | bytearray]:
     """A function that zlib-wraps one buffer (VMDK grains), with the engine the box uses."""
     if fast:
@@ -188,9 +205,10 @@ class ParallelGzip:
         self.crc = 0
         self.isize = 0
 
-    def _push(self, work: Callable[[], Any], finish: Callable[[Any], bytes]) -> None:
-        """Compress on the pool; finish turns the result into bytes, in order, as it is written."""
-        for fin, result in self.pool.put(finish, work):
+    def _push(self, work: Callable[[], Any] | bytes, finish: Callable[[Any], bytes], run: bool = True) -> None:
+        """Compress on the pool (or, not run, take bytes made already); finish turns the result into bytes, in
+        order, as it is written."""
+        for fin, result in self.pool.put(finish, work, run):
             self.sink.write(fin(result))
         self.wrote_any = True
 
@@ -234,7 +252,11 @@ class ParallelGzip:
             piece, self.buf = self.buf, bytearray()
             self._piece(piece, final=True)
 
-    def write(self, data: bytes | memoryview, stored: bool = False) -> None:
+    def write(self, data: Chunk, stored: bool = False) -> None:
+        if isinstance(data, Deflated):  # a gzip member made once for every box of the run: copied as it is
+            self._end_mode()
+            self._push(data.member, bytes, run=False)
+            return
         if stored != self.stored:
             self._end_mode()
             self.stored = stored

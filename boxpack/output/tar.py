@@ -13,7 +13,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 
 from ..errors import BadInput, BadOption
-from ..member import Member
+from ..member import Chunk, Member
 
 BLOCK = 512
 #: 1980-01-01, the mtime used when SOURCE_DATE_EPOCH is not set.
@@ -46,7 +46,7 @@ def tar_header(name: str, size: int, mtime: int) -> bytes:
     return info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="strict")
 
 
-def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[tuple[bytes, bool]]:
+def tar_stream(members: Iterable[Member], mtime: int) -> Iterator[tuple[Chunk, bool]]:
     """The tar archive of members, in the order given, as (bytes, stored) pieces."""
     for m in members:
         yield tar_header(m.name, m.size, mtime), False

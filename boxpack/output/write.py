@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BadOption, BoxpackError, OutputFailed
-from ..member import Member
+from ..errors import BadOption, BoxpackError, InternalError, OutputFailed
+from ..member import Deflated, Member
 from . import tempfiles
 from .gzip import DigestWriter, ParallelGzip
 from .tar import source_date_epoch, tar_stream
@@ -125,6 +125,8 @@ def _write_archive(
     digest = DigestWriter(out, checksum)
     if compression == "none":
         for chunk, _ in tar_stream(members, source_date_epoch()):
+            if isinstance(chunk, Deflated):
+                raise InternalError("internal error: a compressed piece in a box written without gzip")
             digest.write(chunk)
             if progress:
                 progress(len(chunk))

@@ -13,14 +13,15 @@ from __future__ import annotations
 import functools
 import re
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..descriptors import ovf
 from ..errors import BadInput, BadOption
-from ..member import Member
+from ..member import Chunk, Member
+from ..sources.pieces import Piece, PieceSpool, raw_pieces
 from ..report import Report
 from ..sources.disk import Source
 
@@ -82,6 +83,12 @@ class Disk:
     source: Source
     clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
     disk_id: bytes = b""  # 32 bytes derived from the disk's content (and place), set after its scan
+    spool: PieceSpool | None = None  # its data compressed by the scan, when the boxes are gzipped
+
+    def pieces(self) -> Iterator[Piece]:
+        """The data, in pieces: gzip members compressed once for every box (the spool), else raw from a second scan."""
+        raw = functools.partial(raw_pieces, self.source, self.clusters)
+        return self.spool.pieces(raw) if self.spool else raw()
 
 
 @dataclass
@@ -116,6 +123,17 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
         while chunk := f.read(1024 * 1024):
             yield chunk
 
+class Layout(Protocol):
+    """A disk format's writer (formats.qcow2.Qcow2Layout, VhdxLayout, ...): the image around the data's pieces."""
+
+    def stream(self, pieces: Iterable[Piece]) -> Iterator[Chunk]: ...
+
+
+def image_chunks(layout: Layout, disk: Disk) -> Callable[[], Iterator[Chunk]]:
+    """What a disk member streams from: the layout's image, made of the disk's pieces when it is written."""
+    return lambda: layout.stream(disk.pieces())
+
+
 class Provider:
     NAME: ClassVar[str]
     DISK_FORMAT: ClassVar[str]  # the format of the disk in the box, as inspect names it
@@ -124,6 +142,7 @@ class Provider:
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
     TEST_DEVICES: ClassVar[tuple[str, str]]  # the disk bus and NIC its consumer gives the VM, as boxpack test boots it
     TEST_FORMAT: ClassVar[str | None] = None  # QEMU's driver for the box's own disk, when boxpack test boots that file
+    PIECES: ClassVar[bool] = True  # its disk holds the data as it is: it writes the run's shared pieces (Disk.pieces)
 
     def __init__(self, job: Job) -> None:
         self.job = job

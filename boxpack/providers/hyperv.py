@@ -20,7 +20,7 @@ from ..formats.vhdx import DEFAULT_BLOCK, MAX_VIRTUAL_SIZE, VhdxLayout
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from .base import HARDWARE, Option, Provider, vm_name
+from .base import HARDWARE, Option, Provider, image_chunks, vm_name
 
 MIB = 1024 * 1024
 CONFIG = "Virtual Machines/box.xml"
@@ -67,7 +67,7 @@ class HyperV(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(CONFIG, self.vm_xml(disk)),
-            Member(disk, layout.image_size, lambda: layout.stream(boot.source)),
+            Member(disk, layout.image_size, image_chunks(layout, boot)),
             *self.include_members(),
         ]
 

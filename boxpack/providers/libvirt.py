@@ -18,14 +18,13 @@ metadata say "qemu", as bento publishes it.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from ..formats.qcow2 import COMPAT_VERSIONS, Qcow2Layout
 from ..member import Member
 from ..metadata import GIB, metadata_json, virtual_size_gib
 from ..report import Report
-from .base import Option, Provider
+from .base import Option, Provider, image_chunks
 
 SETTINGS = """\
   config.vm.provider :libvirt do |libvirt|
@@ -129,7 +128,7 @@ class Libvirt(Provider):
         return [
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(self.settings())),
-            *(Member(disk_name(i), lay.image_size, functools.partial(lay.stream, d.source))
+            *(Member(disk_name(i), lay.image_size, image_chunks(lay, d))
               for i, (lay, d) in enumerate(zip(layouts, job.disks))),
             *self.include_members(),
         ]

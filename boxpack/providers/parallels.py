@@ -28,7 +28,7 @@ from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
 from ..sources.disk import SECTOR
-from .base import HARDWARE, Provider, vm_name
+from .base import HARDWARE, Provider, image_chunks, vm_name
 
 DISK = "harddisk.hdd"
 MIB = 1024 * 1024
@@ -76,7 +76,7 @@ class Parallels(Provider):
             Member.from_bytes(f"{bundle}/{pvs.NAME}", pvs.write(vm)),
             Member.from_bytes(f"{bundle}/{DISK}/{parallels_disk.NAME}", descriptor),
             Member.from_bytes(f"{bundle}/{DISK}/{DISK}", b""),
-            Member(f"{bundle}/{DISK}/{parallels_disk.image_name(DISK)}", layout.image_size, lambda: layout.stream(boot.source)),
+            Member(f"{bundle}/{DISK}/{parallels_disk.image_name(DISK)}", layout.image_size, image_chunks(layout, boot)),
             *self.include_members(),
         ]
 

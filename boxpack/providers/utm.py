@@ -30,7 +30,7 @@ from ..formats.qcow2 import COMPAT_VERSIONS, Qcow2Layout
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from .base import HARDWARE, Provider, TestVm, vm_name
+from .base import HARDWARE, Provider, TestVm, image_chunks, vm_name
 
 BUNDLE = "box.utm"
 CONFIG = f"{BUNDLE}/{utm_plist.NAME}"
@@ -83,7 +83,7 @@ class Utm(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(CONFIG, config),
-            Member(DATA + image, layout.image_size, lambda: layout.stream(boot.source)),
+            Member(DATA + image, layout.image_size, image_chunks(layout, boot)),
             *self.include_members(),
         ]
 

@@ -50,6 +50,7 @@ class VirtualBox(Provider):
     NAME = "virtualbox"
     TEST_DEVICES = ("sata", "e1000")  # the AHCI controller and the Intel PRO/1000 of the box's OVF
     DISK_FORMAT = "vmdk streamOptimized"
+    PIECES = False  # its grains are compressed in 64 KiB, by the VMDK spool
     MEMBERS = ("box.ovf", "box-disk[0-9][0-9][0-9].vmdk", "box.vmdk")
     TEXTS = ("box.ovf",)
     OPTIONS = (

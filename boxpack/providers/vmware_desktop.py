@@ -18,7 +18,6 @@ and no UUID are fixed: VMware generates them per VM.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from ..descriptors.vmx import disk_files, dumps, parse_vmx
@@ -26,7 +25,7 @@ from ..formats.vmdk import SparseLayout
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from .base import HARDWARE, Provider, vm_name
+from .base import HARDWARE, Provider, image_chunks, vm_name
 
 HARDWARE_VERSION = {"amd64": "19", "arm64": "20"}
 
@@ -108,7 +107,7 @@ class VmwareDesktop(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(f"{name}.vmx", self.vmx(files)),
-            *(Member(f, lay.image_size, functools.partial(lay.stream, d.source)) for f, lay, d in zip(files, layouts, job.disks)),
+            *(Member(f, lay.image_size, image_chunks(lay, d)) for f, lay, d in zip(files, layouts, job.disks)),
             *self.include_members(),
         ]
 

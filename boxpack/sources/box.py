@@ -3,9 +3,10 @@
 compression() tells a box archive by its first bytes; read_metadata() finds
 the root metadata.json; box_source() makes the box's disk a source for
 packing, so a libvirt box becomes a VirtualBox box and back without unpacking
-anything. The disk is found, opened and scanned in one pass over the archive;
-a second scan (the qcow2 writer's) streams it again: two decompressions at
-most.
+anything. The disk is found, opened and scanned in one pass over the archive,
+and the boxes made from it take their data from that pass (sources/pieces.py
+spools it compressed): one decompression. Only a box written without gzip
+streams the disk a second time.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class CompressedRawDisk:
     """A raw disk compressed as a whole, streamed through its decompressor on every scan."""
 
     architecture: str | None = None
+    rereadable = False
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path = path

@@ -34,6 +34,7 @@ class Source(Protocol):
     file_size: int
     format: str
     architecture: str | None  # from a box's metadata.json
+    rereadable: bool  # a second scan is only a read of the file (a raw disk), not a second decompression
 
     @property
     def size(self) -> int:
@@ -122,26 +123,6 @@ def rescan(disk: Source, clusters: Iterable[int]) -> Iterator[tuple[int, bytes |
         raise BadInput(f"{disk.path}: the disk changed while it was being packed")
 
 
-def data_runs(disk: Source, clusters: Iterable[int], run: int = 64) -> Iterator[bytearray]:
-    """The second scan's clusters joined in runs of `run` (4 MiB pieces for the compressor), each a new
-    buffer handed over. Copied as they come: a cluster is a view of the 4 MiB the scan read, and holding
-    64 views of a sparse disk's scattered clusters (ext4's block groups) would hold 256 MiB."""
-    piece, pos, n = bytearray(run * CLUSTER), 0, 0
-    for _, data in rescan(disk, clusters):
-        end = pos + len(data)
-        if end > len(piece):
-            piece.extend(bytes(end - len(piece)))
-        piece[pos:end] = data
-        pos, n = end, n + 1
-        if n == run:
-            del piece[pos:]
-            yield piece
-            piece, pos, n = bytearray(run * CLUSTER), 0, 0
-    if n:
-        del piece[pos:]
-        yield piece
-
-
 class ImageSource:
     """A disk in an image format, in a file or in a box: scanned through its Reader.
 
@@ -170,6 +151,7 @@ class ImageSource:
         self.format = reader.format
         self.data_estimate = reader.data_estimate
         self.architecture: str | None = None
+        self.rereadable = False
         self.after_first_scan: Callable[[], None] | None = None
         self.others: Callable[[], list[Source]] = list  # a box's other disks, known after the first scan
         self.head = bytes(CLUSTER)  # cluster 0, filled by the first scan

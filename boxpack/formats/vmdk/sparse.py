@@ -4,9 +4,10 @@ map before a byte is written, then streamed."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from ...sources.disk import Source, data_runs
+from ...member import Chunk
+from ...sources.pieces import Piece
 from ..c_vmdk import SECTOR
 from .common import (DESCRIPTOR_OFFSET, DESCRIPTOR_SECTORS, GRAIN_SECTORS, GT_COVERAGE, GT_SECTORS, GTES_PER_GT,
                      descriptor, header, le32)
@@ -61,12 +62,12 @@ class SparseLayout:
             yield le32(gt)
             t += 1
 
-    def stream(self, disk: Source) -> Iterator[bytes]:
-        """The whole VMDK, in order: metadata, then the grains from a second scan of the disk."""
+    def stream(self, pieces: Iterable[Piece]) -> Iterator[Chunk]:
+        """The whole VMDK, in order: metadata, then the grains, from the disk's pieces."""
         yield header(self.capacity, self.gd_offset, sparse=True, rgd_offset=self.rgd_offset, overhead=self.overhead)
         yield self.descriptor
         yield from self._tables(self.rgd_offset)
         yield from self._tables(self.gd_offset)
         yield bytes((self.overhead - self.gd_offset - self.tables_sectors) * SECTOR)
-        yield from data_runs(disk, self.clusters)
+        yield from (data for _, _, data in pieces)
 
