@@ -12,10 +12,10 @@ from typing import TypeVar
 
 from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
-from ..sources.bytesource import ByteSource
 from ..member import Chunk
-from ..sources.pieces import PIECE, Piece
+from ..sources.bytesource import ByteSource
 from ..sources.disk import CLUSTER, Reader
+from ..sources.pieces import PIECE, Piece
 
 R = TypeVar("R")
 

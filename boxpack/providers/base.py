@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Protocol
 from ..descriptors import ovf
 from ..errors import BadInput, BadOption
 from ..member import Chunk, Member
-from ..sources.pieces import Piece, PieceSpool, raw_pieces
 from ..report import Report
 from ..sources.disk import Source
+from ..sources.pieces import Piece, PieceSpool, raw_pieces
 
 
 @dataclass(frozen=True)

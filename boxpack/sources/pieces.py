@@ -100,11 +100,10 @@ class PieceSpool:
     def __init__(self, compress: Callable[[bytes | bytearray], bytes], threads: int, spool_dir: Path | None,
                  keep: bool = True) -> None:
         self.compress = compress
-        self.threads = threads
         self.spool_dir = spool_dir
         self.keep = keep
         self.file: BinaryIO | None = None
-        self.pool: OrderedPool[tuple[int, int, int], bytes] = OrderedPool(threads, 4 * threads, "pieces")
+        self.pool: OrderedPool[tuple[int, int], bytes] = OrderedPool(threads, 4 * threads, "pieces")
         self.run = _Run()
         self.size = 0
         self.state = "empty"  # "filling", then "full": the pieces are in the file
@@ -139,15 +138,15 @@ class PieceSpool:
             yield self._store(*piece)
         self._full()
 
-    def _queue(self, first: int, count: int, data: bytes | bytearray | Deflated) -> list[tuple[tuple[int, int, int], bytes]]:
+    def _queue(self, first: int, count: int, data: bytes | bytearray | Deflated) -> list[tuple[tuple[int, int], bytes]]:
         if isinstance(data, Deflated):
             raise InternalError("internal error: a compressed piece is compressed again")
-        return self.pool.put((first, count, len(data)), lambda: self.compress(data))
+        if len(data) != count * CLUSTER:
+            raise InternalError(f"internal error: a piece of {count} clusters holds {len(data)} bytes")
+        return self.pool.put((first, count), lambda: self.compress(data))
 
-    def _store(self, tag: tuple[int, int, int], member: bytes) -> Piece:
-        first, count, length = tag
-        if length != count * CLUSTER:
-            raise InternalError(f"internal error: a piece of {count} clusters holds {length} bytes")
+    def _store(self, tag: tuple[int, int], member: bytes) -> Piece:
+        first, count = tag
         if self.keep:
             try:
                 if self.file is None:
@@ -157,7 +156,7 @@ class PieceSpool:
             except OSError as e:
                 raise BadInput(f"{self.spool_dir or tempfile.gettempdir()}: cannot write the spool file: {e.strerror}") from None
             self.size += RECORD.size + len(member)
-        return first, count, Deflated(member, length)
+        return first, count, Deflated(member, count * CLUSTER)
 
     def _full(self) -> None:
         self.pool.close()
@@ -173,7 +172,7 @@ class PieceSpool:
             raise InternalError("internal error: the pieces were not kept for a second box")
         pos = 0
         while pos < self.size:
-            assert self.file is not None
+            assert self.file is not None  # self.size > 0: a piece was written
             first, count, length = RECORD.unpack(_pread(self.file, RECORD.size, pos))
             member = _pread(self.file, length, pos + RECORD.size)
             pos += RECORD.size + length
