@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MIB, make_disk, run_boxpack
+from test_boottest import told_to_install
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -188,7 +189,7 @@ def test_boxpack_test_boots_an_unnamed_arm64_box_as_arm64(tmp_path: Path) -> Non
     proc = run_boxpack("test", tmp_path / "unnamed.box", "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     result = json.loads(proc.stdout)
     assert proc.returncode == 4 and result["architecture"] == "arm64", result
-    assert "qemu-system-aarch64 is not installed" in result["error"]
+    assert "qemu-system-aarch64" in result["error"] and result["error"].endswith(told_to_install("arm64", "efi"))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ the guest (real QEMU, TCG, a boot sector), and what it says when it cannot run."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,6 +43,30 @@ def test_firmware_accelerator_and_architecture() -> None:
         _cmd("libvirt", arch="riscv64")
 
 
+def told_to_install(arch: str, firmware: str, pflash: bool = False) -> str:
+    """What a user of this machine is told to install to boot a box where PATH holds no program: QEMU and ssh
+    always, the UEFI firmware only where this machine lacks it."""
+    packages = [boottest.QEMU_PACKAGE[arch]]
+    if firmware == "efi" or arch == "arm64":
+        files = boottest.PFLASH[arch] if pflash else [(f,) for f in (boottest.AAVMF if arch == "arm64" else boottest.OVMF)]
+        if not any(all(os.path.isfile(f) for f in pair) for pair in files):
+            packages.append("qemu-efi-aarch64" if arch == "arm64" else "ovmf")
+    return f"are not installed (Debian: apt install {' '.join(packages)} openssh-client)"
+
+
+def test_everything_missing_is_named_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No QEMU, no firmware, no ssh, no key: one line says all four and every package that brings them."""
+    disk = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB, arch="arm64")
+    run_boxpack(disk, "--provider", "libvirt", "-o", tmp_path / "d.box")
+    monkeypatch.setattr(boottest, "AAVMF", ("/nonexistent/QEMU_EFI.fd",))
+    monkeypatch.setattr(boottest, "KEY_CANDIDATES", ("/nonexistent/vagrant",))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = boottest.test(tmp_path / "d.box")
+    assert result.exit_code == 4 and result.error == (
+        "Vagrant's insecure key, qemu-system-aarch64, the AAVMF firmware this UEFI box boots with and ssh are not "
+        "installed (Debian: apt install vagrant qemu-system-arm qemu-efi-aarch64 openssh-client; or give --ssh-key FILE)")
+
+
 def test_missing_firmware_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(boottest, "OVMF", ("/nonexistent/OVMF.fd",))
     with pytest.raises(boottest.CannotRun, match="apt install ovmf"):
@@ -62,7 +87,7 @@ def test_cannot_run_without_qemu_exits_4_naming_it(tmp_path: Path, layout: str, 
     validate(result, "test-result.schema.json", "boxpack test --json")
     assert proc.returncode == 4 and result["exit_code"] == 4
     assert result["firmware"] == firmware and result["provider"] == provider
-    assert "qemu-system-x86_64 is not installed" in result["error"]
+    assert "qemu-system-x86_64" in result["error"] and result["error"].endswith(told_to_install("amd64", firmware, provider == "utm"))
     human = run_boxpack("test", box, "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     assert human.returncode == 4 and human.stderr.decode().count("\n") == 1 and "apt install qemu-system-x86" in human.stderr.decode()
 
@@ -113,5 +138,6 @@ def test_an_arm64_box_on_sata_is_tested_on_nvme_and_says_so(tmp_path: Path, prov
     proc = run_boxpack("test", tmp_path / "d.box", "--json", "--ssh-key", key, env={"PATH": str(tmp_path)}, check=False)
     result = json.loads(proc.stdout)
     validate(result, "test-result.schema.json", "boxpack test --json")
-    assert result["architecture"] == "arm64" and "qemu-system-aarch64 is not installed" in result["error"]
+    assert result["architecture"] == "arm64" and "qemu-system-aarch64" in result["error"]
+    assert result["error"].endswith(told_to_install("arm64", "efi"))
     assert bool(result["notes"]) is noted and all("on nvme, not sata" in n for n in result["notes"])

@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Boot a box in QEMU (KVM where it can, TCG elsewhere) with the firmware, disk bus and NIC its "
         "provider gives the VM, and check what `vagrant up` needs: SSH as vagrant with Vagrant's insecure key, "
         "passwordless sudo, then --command. Exit 0 when every check passes, 1 when one fails or the box does not "
-        "come up in time, 4 when the test cannot run here (2 for a bad option). Needs qemu-system-x86_64 (or -aarch64), OVMF for UEFI "
-        "boxes, and ssh.",
+        "come up in time, 4 when the test cannot run here (2 for a bad option). Needs qemu-system-x86_64 (or "
+        "-aarch64), OVMF for UEFI boxes (AAVMF for arm64), ssh and Vagrant's insecure key; one line names all that "
+        "is missing.",
     )
     p.add_argument("box", metavar="BOX", help="a box file (or a disk image)")
     p.add_argument("--timeout", type=int, default=600, metavar="SECONDS", help="for the boot and the checks (default: 600)")

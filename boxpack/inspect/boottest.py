@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..esp import EspProbe, architecture
@@ -60,11 +61,14 @@ PFLASH = {
               ("/usr/share/edk2/aarch64/QEMU_CODE.fd", "/usr/share/edk2/aarch64/QEMU_VARS.fd")),
 }
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+QEMU_PACKAGE = {"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"}
 # Under a KVM that runs the guest, its boot loader has read its kernel (MiBs) within KVM_PROBE seconds,
 # after a menu countdown of the usual 0-5 s. Where kvm-pvm runs the host (measured here), GRUB reads
 # 136 KiB (its core and modules) and the vCPU then fails on every instruction, for ever.
 KVM_PROBE = 20
 KVM_PROGRESS = 2**20
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -105,6 +109,22 @@ class TestResult:
         return 0 if self.checks and all(c.passed for c in self.checks) else 1
 
 
+class Missing(CannotRun):
+    """What this machine lacks for a boot test: each thing with the Debian package that brings it, so that one
+    line names everything to install rather than one thing per run."""
+
+    def __init__(self, *needs: tuple[str, str]) -> None:
+        self.needs = needs
+        whats = [what for what, _ in needs]
+        listed = whats[0] if len(whats) == 1 else ", ".join(whats[:-1]) + " and " + whats[-1]
+        packages = " ".join(dict.fromkeys(package for _, package in needs))
+        hint = "; or give --ssh-key FILE" if any(what == INSECURE_KEY for what in whats) else ""
+        super().__init__(f"{listed} {'is' if len(needs) == 1 else 'are'} not installed (Debian: apt install {packages}{hint})")
+
+
+INSECURE_KEY = "Vagrant's insecure key"
+
+
 def find_key(given: str | os.PathLike[str] | None) -> Path:
     if given:
         key = Path(given)
@@ -114,18 +134,22 @@ def find_key(given: str | os.PathLike[str] | None) -> Path:
     for pattern in KEY_CANDIDATES:
         for match in sorted(glob.glob(os.path.expanduser(pattern))):
             return Path(match)
-    raise CannotRun("Vagrant's insecure key was not found (install Vagrant, or give --ssh-key FILE)")
+    raise Missing((INSECURE_KEY, "vagrant"))
+
+
+def _uefi(arch: str) -> tuple[str, str]:
+    """(the firmware's name, its Debian package) for arch."""
+    return ("AAVMF", "qemu-efi-aarch64") if arch == "arm64" else ("OVMF", "ovmf")
 
 
 def find_firmware(arch: str, firmware: str) -> str | None:
     """The UEFI firmware file for arch, or None for BIOS (QEMU's SeaBIOS)."""
     if firmware != "efi" and arch != "arm64":
         return None
-    candidates = AAVMF if arch == "arm64" else OVMF
-    found = next((f for f in candidates if os.path.isfile(f)), None)
+    found = next((f for f in (AAVMF if arch == "arm64" else OVMF) if os.path.isfile(f)), None)
     if found is None:
-        package = "qemu-efi-aarch64" if arch == "arm64" else "ovmf"
-        raise CannotRun(f"this box boots with UEFI, but no {'AAVMF' if arch == 'arm64' else 'OVMF'} firmware was found (Debian: apt install {package})")
+        name, package = _uefi(arch)
+        raise Missing((f"the {name} firmware this UEFI box boots with", package))
     return found
 
 
@@ -133,9 +157,15 @@ def find_pflash(arch: str) -> tuple[str, str]:
     """(code, variable template) of the UEFI firmware for arch, as two files."""
     found = next((pair for pair in PFLASH.get(arch, ()) if all(os.path.isfile(f) for f in pair)), None)
     if found is None:
-        package = "qemu-efi-aarch64" if arch == "arm64" else "ovmf"
-        raise CannotRun(f"this box boots with UEFI from pflash, but no firmware code and variables files were found "
-                        f"(Debian: apt install {package})")
+        name, package = _uefi(arch)
+        raise Missing((f"the {name} firmware's code and variables files this box boots from pflash", package))
+    return found
+
+
+def find_program(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise Missing((name, package))
     return found
 
 
@@ -343,11 +373,18 @@ def test(path: str | os.PathLike[str], options: TestOptions | None = None, say: 
 def _prepare(
     path: Path, o: TestOptions, result: TestResult, work: Path, say: Callable[[str], None]
 ) -> tuple[Callable[[str], list[str]], int, Path]:
-    """The disk extracted and the facts found: (the QEMU command for an accelerator, the SSH port, the key)."""
-    # ssh ignores a private key others may read, and packages install Vagrant's mode 0644: use a private copy.
-    key = work / "key"
-    shutil.copyfile(find_key(o.ssh_key), key)
-    key.chmod(0o600)
+    """The disk extracted and the facts found: (the QEMU command for an accelerator, the SSH port, the key).
+    What the machine lacks (QEMU, firmware, ssh, the key) is raised once, all of it in one line."""
+    lacking: list[tuple[str, str]] = []
+
+    def have(find: Callable[[], T]) -> T | None:
+        try:
+            return find()
+        except Missing as e:
+            lacking.extend(e.needs)
+            return None
+
+    key_file = have(lambda: find_key(o.ssh_key))  # a --ssh-key that is not there is a bad option, raised now
     try:
         meta = boxfile.read_metadata(path)
     except BoxpackError:
@@ -370,20 +407,27 @@ def _prepare(
         arch = boxfile.text(meta, "architecture") or source.architecture or architecture(table, probe)[0] or "amd64"
     result.architecture = str(vm.architecture or arch)
     result.firmware = vm.firmware or table.firmware()[0]
+    if result.architecture not in QEMU:
+        raise CannotRun(f"architecture {result.architecture!r}: boxpack test boots {' and '.join(QEMU)} boxes")
     if result.architecture == "arm64" and vm.bus in AAVMF_BUS:
         result.notes.append(f"the disk is on {AAVMF_BUS[vm.bus]}, not {vm.bus}: QEMU's AAVMF cannot boot from {vm.bus}")
         vm = dataclasses.replace(vm, bus=AAVMF_BUS[vm.bus])
+    have(lambda: find_program(QEMU[result.architecture], QEMU_PACKAGE[result.architecture]))
     firmware: str | tuple[str, str] | None = None
     template = None
     if vm.pflash and (result.firmware == "efi" or result.architecture == "arm64"):
-        code, template = find_pflash(result.architecture)
-        firmware = (code, str(work / "efi_vars.fd"))
+        pflash = have(lambda: find_pflash(result.architecture))
+        if pflash:
+            firmware, template = (pflash[0], str(work / "efi_vars.fd")), pflash[1]
     else:
-        firmware = find_firmware(result.architecture, result.firmware)
-    if shutil.which(QEMU.get(result.architecture, "qemu-system-x86_64")) is None:
-        raise CannotRun(f"{QEMU.get(result.architecture)} is not installed (Debian: apt install qemu-system-{'arm' if result.architecture == 'arm64' else 'x86'})")
-    if shutil.which("ssh") is None:
-        raise CannotRun("the ssh client is not installed (Debian: apt install openssh-client)")
+        firmware = have(lambda: find_firmware(result.architecture, result.firmware))
+    have(lambda: find_program("ssh", "openssh-client"))
+    if lacking or key_file is None:
+        raise Missing(*lacking)
+    # ssh ignores a private key others may read, and packages install Vagrant's mode 0644: use a private copy.
+    key = work / "key"
+    shutil.copyfile(key_file, key)
+    key.chmod(0o600)
     result.accelerator = "kvm" if kvm_usable(result.architecture) else "tcg"
     port = _free_port()
 
