@@ -27,14 +27,17 @@ GIB = 1024 * MIB
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test marked first_case_quick runs its first case in the quick tier and the others with -m slow:
-    the quick run checks the behaviour once, the slow one in every format, provider and server."""
-    seen: set[str] = set()
+    the quick run checks the behaviour once, the slow one in every format, provider and server. Marked
+    first_case_quick("vagrant"), its first case for each value of that parameter is quick (each client once)."""
+    seen: set[tuple] = set()
     for item in items:
-        if item.get_closest_marker("first_case_quick"):
-            test = item.nodeid.split("[")[0]
-            if test in seen:
+        marker = item.get_closest_marker("first_case_quick")
+        if marker:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            case = (item.nodeid.split("[")[0], *(params.get(name) for name in marker.args))
+            if case in seen:
                 item.add_marker(pytest.mark.slow)
-            seen.add(test)
+            seen.add(case)
 
 
 def run_boxpack(*args: str | os.PathLike, env: dict | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -117,10 +120,67 @@ def sample_disk(tmp_path: Path) -> Path:
 # --- real servers for publish and mirror: two S3 implementations and nginx (tests/servers.py) ------
 
 def unavailable(what: str, why: str) -> None:
-    """Skip where a real server cannot run here; in CI (.ci/run sets BOXPACK_REQUIRE_SERVERS) fail instead."""
-    if os.environ.get("BOXPACK_REQUIRE_SERVERS"):
+    """Skip where a real server or client cannot run here; in CI (.ci/run sets BOXPACK_REQUIRE_REAL) fail instead."""
+    if os.environ.get("BOXPACK_REQUIRE_REAL"):
         pytest.fail(f"{what} is required in CI but could not start: {why}")
     pytest.skip(f"{what} not available here: {why}")
+
+
+# --- the real clients: Debian's Vagrant 2.3.4, and Vagrant 2.4.9 from its source --------------------
+
+VAGRANTS = ["2.3.4", "2.4.9"]
+
+
+def third_party() -> Path:
+    """Where Vagrant 2.4.9's and the vagrant_cloud gem's sources lie: BOXPACK_THIRD_PARTY, else the project's
+    sibling shared/third-party (.ci/run sets the variable for a clone made elsewhere)."""
+    return Path(os.environ.get("BOXPACK_THIRD_PARTY") or ROOT.parent / "shared" / "third-party")
+
+
+class Vagrant:
+    """A real Vagrant, run as a user runs it, with its own VAGRANT_HOME (2.3.4's and 2.4.9's kept apart)."""
+
+    def __init__(self, version: str, command: list[str]) -> None:
+        self.version, self.command = version, command
+
+    def __call__(self, home: Path, *args: str, server: str | None = None, env: dict[str, str] | None = None,
+                 timeout: int = 300) -> subprocess.CompletedProcess:
+        full = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1",
+                **({"VAGRANT_SERVER_URL": server} if server else {}), **(env or {})}
+        return subprocess.run([*self.command, *args], env=full, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def __repr__(self) -> str:
+        return f"Vagrant {self.version}"
+
+
+@pytest.fixture(scope="session")
+def _vagrant_source(tmp_path_factory) -> Path | str:
+    """Vagrant 2.4.9 unpacked beside the vagrant_cloud 3.1.3 gem, or why it cannot be (see shared/third-party)."""
+    tarballs = [third_party() / "vagrant-2.4.9.tar.gz", third_party() / "vagrant_cloud-3.1.3.tar.gz"]
+    missing = [str(t) for t in tarballs if not t.is_file()]
+    if missing:
+        return f"{', '.join(missing)} not found (set BOXPACK_THIRD_PARTY to the folder that holds them)"
+    if not shutil.which("ruby"):
+        return "ruby is not installed (apt-get install vagrant brings Ruby and the gems 2.4.9 runs on)"
+    where = tmp_path_factory.mktemp("third-party")
+    for tarball in tarballs:
+        subprocess.run(["tar", "-xzf", str(tarball), "-C", str(where)], check=True)
+    return where
+
+
+@pytest.fixture(params=VAGRANTS)
+def vagrant(request) -> Vagrant:
+    """Each real Vagrant in turn: Debian 12's 2.3.4, and 2.4.9 on Debian's Ruby and the gems 2.3.4 brings."""
+    if request.param == "2.3.4":
+        if not shutil.which("vagrant"):
+            unavailable("Vagrant 2.3.4", "not installed (apt-get install vagrant)")
+        return Vagrant("2.3.4", ["vagrant"])
+    source = request.getfixturevalue("_vagrant_source")
+    if isinstance(source, str) or not shutil.which("vagrant"):
+        unavailable("Vagrant 2.4.9", source if isinstance(source, str) else "Debian's vagrant package (its gems) is not installed")
+    return Vagrant("2.4.9", ["ruby", "-I", str(source / "vagrant_cloud-3.1.3" / "lib"), "-I",
+                             str(source / "vagrant-2.4.9" / "lib"), str(source / "vagrant-2.4.9" / "bin" / "vagrant")])
 
 
 @pytest.fixture(scope="session")

@@ -272,6 +272,7 @@ class Nginx:
     url: str
     root: Path
     proc: subprocess.Popen
+    access_log: Path
 
     def stop(self) -> None:
         _stop([self.proc])
@@ -288,7 +289,7 @@ def nginx(workdir: Path, root: Path, server_block: str) -> Nginx:
     log = workdir / "console.log"
     proc = _start(["nginx", "-c", str(conf), "-p", str(workdir)], log)
     _wait_http(f"http://127.0.0.1:{port}/", 30, proc, log)
-    return Nginx(f"http://127.0.0.1:{port}", root, proc)
+    return Nginx(f"http://127.0.0.1:{port}", root, proc, workdir / "access.log")
 
 
 def readme_nginx_block() -> str:

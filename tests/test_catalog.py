@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_boxpack
+from conftest import Vagrant, run_boxpack
 
 from boxpack import catalog
 from boxpack.errors import BoxpackError
@@ -216,14 +216,6 @@ def test_checksum_of_a_streamed_box(tmp_path: Path, sample_disk: Path) -> None:
 
 # --- the real client: Debian's vagrant (2.3.4), installed by .ci/run --------------------------
 
-needs_vagrant = pytest.mark.skipif(not shutil.which("vagrant"), reason="vagrant is not installed")
-
-
-def _vagrant(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
-    return subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture
 def libvirt_box(tmp_path: Path, sample_disk: Path) -> Path:
     box = tmp_path / "sample-libvirt.box"
@@ -231,8 +223,7 @@ def libvirt_box(tmp_path: Path, sample_disk: Path) -> Path:
     return box
 
 
-@needs_vagrant
-def test_vagrant_adds_the_newest_version_from_a_boxpack_catalog(tmp_path: Path, libvirt_box: Path) -> None:
+def test_vagrant_adds_the_newest_version_from_a_boxpack_catalog(tmp_path: Path, libvirt_box: Path, vagrant: Vagrant) -> None:
     cat = tmp_path / "catalog.json"
     for version in ("1.2.0", "1.10.0", "1.9.3"):
         run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--box-version", version,
@@ -240,24 +231,23 @@ def test_vagrant_adds_the_newest_version_from_a_boxpack_catalog(tmp_path: Path, 
     # A second architecture that old Vagrant must not pick: its URL does not exist.
     catalog.update(cat, lambda d: catalog.add(d, name="org/sample", version="1.10.0", provider="libvirt",
                                              url=(tmp_path / "missing-arm64.box").as_uri(), checksum=SHA, architecture="arm64"))
-    proc = _vagrant(tmp_path / "home", "box", "add", str(cat), "--provider", "libvirt")
+    proc = vagrant(tmp_path / "home", "box", "add", str(cat), "--provider", "libvirt")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    listed = _vagrant(tmp_path / "home", "box", "list").stdout
+    listed = vagrant(tmp_path / "home", "box", "list").stdout
     assert "org/sample (libvirt, 1.10.0" in listed, listed
 
 
-@needs_vagrant
-def test_vagrant_refuses_a_wrong_checksum(tmp_path: Path, libvirt_box: Path) -> None:
+def test_vagrant_refuses_a_wrong_checksum(tmp_path: Path, libvirt_box: Path, vagrant: Vagrant) -> None:
     cat = tmp_path / "catalog.json"
     run_boxpack("catalog", "add", cat, "--box", libvirt_box, "--name", "org/sample", "--box-version", "1.0.0",
                 "--url", libvirt_box.as_uri())
     doc = json.loads(cat.read_text())
     doc["versions"][0]["providers"][0]["checksum"] = "0" * 64
     cat.write_text(json.dumps(doc))
-    proc = _vagrant(tmp_path / "home", "box", "add", str(cat), "--provider", "libvirt")
+    proc = vagrant(tmp_path / "home", "box", "add", str(cat), "--provider", "libvirt")
     assert proc.returncode != 0
     assert "checksum" in (proc.stdout + proc.stderr).lower()
-    assert "org/sample" not in _vagrant(tmp_path / "home", "box", "list").stdout
+    assert "org/sample" not in vagrant(tmp_path / "home", "box", "list").stdout
 
 
 def test_json_result_validates_for_every_provider(tmp_path: Path, sample_disk: Path) -> None:

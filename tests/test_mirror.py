@@ -17,9 +17,9 @@ from pathlib import Path
 import make_disk
 import pytest
 import servers
-from conftest import MIB, Target, run_boxpack
+from conftest import MIB, Target, Vagrant, run_boxpack
 from netproxy import Proxy
-from test_publish import assert_catalog_true, vagrant
+from test_publish import assert_catalog_true
 
 from boxpack import catalog
 from boxpack.metadata import validate
@@ -156,8 +156,8 @@ def by_label(report: dict) -> dict[tuple[str, str, str], dict]:
     return {(b["version"], b["provider"], b["architecture"]): b for b in report["boxes"]}
 
 
-@pytest.mark.first_case_quick
-def test_mirror_from_the_hcp_shape_into_each_target(target: Target, hcp: Hcp, tmp_path: Path) -> None:
+@pytest.mark.first_case_quick("vagrant")
+def test_mirror_from_the_hcp_shape_into_each_target(target: Target, hcp: Hcp, tmp_path: Path, vagrant: Vagrant) -> None:
     report, err = run_mirror(target, NAME, "--server", hcp.url, check_rc=1)
     assert ' 429 ' in (hcp.root.parent / "hcp-nginx" / "access.log").read_text()  # it was told to slow down, and did
     boxes = by_label(report)
@@ -184,13 +184,14 @@ def test_mirror_from_the_hcp_shape_into_each_target(target: Target, hcp: Hcp, tm
                 hcp.box(v["version"], p["name"], p["architecture"])
     # The real Vagrant finds the mirrored box by name, and refuses it once changed.
     home = tmp_path / "vagrant.d"
-    added = vagrant(home, target.base_url, "box", "add", NAME, "--provider", "libvirt")
+    added = vagrant(home, "box", "add", NAME, "--provider", "libvirt", server=target.base_url)
     assert added.returncode == 0 and "(v1.1.0)" in added.stdout, added.stdout + added.stderr
     key = f"{NAME}/1.0.0/libvirt/amd64/vagrant.box"
     changed = bytearray(target.read(key))
     changed[len(changed) // 2] ^= 0xFF
     target.write(key, bytes(changed))
-    refused = vagrant(tmp_path / "fresh.d", target.base_url, "box", "add", NAME, "--provider", "libvirt", "--box-version", "1.0.0")
+    refused = vagrant(tmp_path / "fresh.d", "box", "add", NAME, "--provider", "libvirt", "--box-version", "1.0.0",
+                      server=target.base_url)
     assert refused.returncode != 0 and "checksum" in (refused.stdout + refused.stderr).lower()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import make_disk
 import pytest
-from conftest import MIB, ROOT, Target, run_boxpack
+from conftest import MIB, ROOT, Target, Vagrant, run_boxpack
 
 from boxpack import catalog
 from boxpack.metadata import validate
@@ -140,33 +140,30 @@ def test_yank_keeps_the_boxes_unless_asked(target: Target, boxes: dict[str, Path
     assert shown.startswith("org/sample\n")
 
 
-# --- the real client: Vagrant 2.3.4 adds by name through VAGRANT_SERVER_URL ---------------------
+# --- the real clients: Vagrant 2.3.4 and 2.4.9 add by name through VAGRANT_SERVER_URL --------------
 
-def vagrant(home: Path, server: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1",
-           "VAGRANT_SERVER_URL": server}
-    return subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.first_case_quick
-@pytest.mark.skipif(not __import__("shutil").which("vagrant"), reason="vagrant is not installed")
+@pytest.mark.first_case_quick("vagrant")
 def test_vagrant_adds_by_name_refuses_a_changed_box_and_sees_a_new_version(target: Target, boxes: dict[str, Path],
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path, vagrant: Vagrant) -> None:
     publish(target, boxes["libvirt"], "--box-version", "1.0.0")
     home = tmp_path / "vagrant.d"
-    added = vagrant(home, target.base_url, "box", "add", NAME, "--provider", "libvirt")
+    added = vagrant(home, "box", "add", NAME, "--provider", "libvirt", server=target.base_url)
     assert added.returncode == 0, added.stdout + added.stderr
-    assert f"{NAME} (libvirt, 1.0.0" in vagrant(home, target.base_url, "box", "list").stdout
+    assert f"{NAME} (libvirt, 1.0.0" in vagrant(home, "box", "list").stdout
+    if target.kind == "nginx":  # 2.4 asks for the v2 path first (box_add.rb, BoxAdd#call), 2.3 only for ORG/NAME
+        asked = target.server.access_log.read_text()
+        assert (f'"HEAD /api/v2/vagrant/{NAME} ' in asked) is (vagrant.version == "2.4.9") and f'"HEAD /{NAME} ' in asked
     # A second version: `vagrant box outdated --global` finds it through the catalog URL recorded at add time.
     publish(target, boxes["libvirt"], "--box-version", "1.1.0")
-    outdated = vagrant(home, target.base_url, "box", "outdated", "--global")
+    outdated = vagrant(home, "box", "outdated", "--global", server=target.base_url)
     assert "1.1.0" in outdated.stdout and "outdated" in outdated.stdout, outdated.stdout + outdated.stderr
     # The box behind 1.1.0 changed after publishing: Vagrant refuses it on its checksum.
     key = f"{NAME}/1.1.0/libvirt/amd64/vagrant.box"
     data = bytearray(target.read(key))
     data[len(data) // 2] ^= 0xFF
     target.write(key, bytes(data))
-    refused = vagrant(tmp_path / "fresh.d", target.base_url, "box", "add", NAME, "--provider", "libvirt", "--box-version", "1.1.0")
+    refused = vagrant(tmp_path / "fresh.d", "box", "add", NAME, "--provider", "libvirt", "--box-version", "1.1.0",
+                      server=target.base_url)
     assert refused.returncode != 0 and "checksum" in (refused.stdout + refused.stderr).lower(), refused.stdout + refused.stderr
 
 
