@@ -86,6 +86,7 @@ class PublishResult:
     boxes: list[PublishedBox] = field(default_factory=list)
     catalog: Catalog | None = None
     dry_run: bool = False
+    changed: bool = True  # False when the catalog was already as the run left it
 
     def to_json(self) -> dict[str, Any]:
         """As schemas/publish-result.schema.json describes it."""
@@ -262,8 +263,9 @@ def _publisher(options: PublishOptions) -> Publisher:
 
 
 def _result(publisher: Publisher, options: PublishOptions) -> PublishResult:
+    doc = publisher.commit()
     return PublishResult(publisher.store.where, options.name, options.version, publisher.catalog_urls, publisher.boxes,
-                         publisher.commit(), options.dry_run)
+                         doc, options.dry_run, doc != publisher.before)
 
 
 def publish_boxes(

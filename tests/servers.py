@@ -292,6 +292,25 @@ def nginx(workdir: Path, root: Path, server_block: str) -> Nginx:
     return Nginx(f"http://127.0.0.1:{port}", root, proc, workdir / "access.log")
 
 
+def debian_nginx(workdir: Path, root: Path, server_block: str) -> Nginx:
+    """nginx as Debian installs it, in a copy of its /etc/nginx: nginx.conf, the default site in sites-enabled
+    (`listen 80 default_server; server_name _;`) and server_block beside it as sites-enabled/boxes, all on
+    one loopback port; paths, the pid file and the logs moved into workdir."""
+    port = free_port()
+    etc = workdir / "etc-nginx"
+    shutil.copytree("/etc/nginx", etc)  # sites-enabled/default is a symlink: its target is copied
+    (etc / "sites-enabled" / "boxes").write_text(server_block.replace("root /srv/boxes;", f"root {root};"))
+    for path in [etc / "nginx.conf", *(etc / "sites-enabled").iterdir()]:
+        text = path.read_text().replace("/etc/nginx/", f"{etc}/").replace("/var/log/nginx/", f"{workdir}/")
+        text = text.replace("pid /run/nginx.pid;", f"pid {workdir}/nginx.pid;\ndaemon off;").replace("user www-data;", "user root root;")
+        text = text.replace("listen [::]:80 default_server;", "").replace("listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;")
+        path.write_text(text.replace("listen 80;", f"listen 127.0.0.1:{port};"))
+    log = workdir / "console.log"
+    proc = _start(["nginx", "-c", str(etc / "nginx.conf"), "-p", str(workdir)], log)
+    _wait_http(f"http://127.0.0.1:{port}/", 30, proc, log)
+    return Nginx(f"http://127.0.0.1:{port}", root, proc, workdir / "access.log")
+
+
 def readme_nginx_block() -> str:
     """The nginx server block the README recommends for a directory target: the tests run exactly it."""
     text = (ROOT / "README.md").read_text()

@@ -207,6 +207,9 @@ def test_a_rerun_skips_what_is_mirrored_and_sends_only_the_rest(web: Target, hcp
     assert wrong <= hcp.proxy.sent_to_client < wrong + 64 * 1024 < first, (hcp.proxy.sent_to_client, first)
     assert "already mirrored" in err
     assert_catalog_true(web, NAME)
+    planned = run_boxpack("mirror", NAME, "--server", hcp.url, "--to", web.to, "--base-url", web.base_url, "--dry-run",
+                          check=False).stdout.decode()  # a dry run says it the same way
+    assert planned.count("  already mirrored  ") == 4 and "already there" not in planned
 
 
 def test_a_download_cut_midway_continues_with_range(web: Target, hcp: Hcp) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import make_disk
 import pytest
-from conftest import MIB, ROOT, Target, Vagrant, run_boxpack
+from conftest import MIB, ROOT, Target, Vagrant, run_boxpack, unavailable
 
 from boxpack import catalog
 from boxpack.metadata import validate
@@ -101,9 +101,12 @@ def test_layout_headers_and_checksum_files(target: Target, boxes: dict[str, Path
 @pytest.mark.first_case_quick
 def test_republishing_is_refused_unless_forced_and_the_same_box_is_unchanged(target: Target, boxes: dict[str, Path],
                                                                              tmp_path: Path) -> None:
-    publish(target, boxes["libvirt"], "--box-version", "1.0.0")
+    first = publish(target, boxes["libvirt"], "--box-version", "1.0.0").stderr.decode()
+    assert f"vagrant.box: {'uploaded' if target.bucket else 'written'}, " in first and "recorded 1 box(es)" in first
     again = publish(target, boxes["libvirt"], "--box-version", "1.0.0", "--json")
     assert json.loads(again.stdout)["boxes"][0]["action"] == "unchanged"
+    said = again.stderr.decode()  # nothing changed, and it says so
+    assert "vagrant.box: already there" in said and "catalog unchanged: org/sample 1.0.0" in said and "recorded" not in said
     other = tmp_path / "other-libvirt.box"
     run_boxpack(make_disk.make(tmp_path / "other.img", data=2 * MIB), "--provider", "libvirt", "-o", other, "--arch", "amd64")
     refused = publish(target, other, "--box-version", "1.0.0", check=False)
@@ -138,6 +141,8 @@ def test_yank_keeps_the_boxes_unless_asked(target: Target, boxes: dict[str, Path
     assert not any(k.endswith("libvirt/amd64/vagrant.box") for k in target.listing())
     shown = run_boxpack("catalog", "show", location, env=target.env).stdout.decode()
     assert shown.startswith("org/sample\n")
+    # What Vagrant is given, its URL, reads the same (HTTP(S) catalogs are read as mirror reads them).
+    assert run_boxpack("catalog", "show", f"{target.base_url}/{NAME}").stdout.decode() == shown
 
 
 # --- the real clients: Vagrant 2.3.4 and 2.4.9 add by name through VAGRANT_SERVER_URL --------------
@@ -165,6 +170,35 @@ def test_vagrant_adds_by_name_refuses_a_changed_box_and_sees_a_new_version(targe
     refused = vagrant(tmp_path / "fresh.d", "box", "add", NAME, "--provider", "libvirt", "--box-version", "1.1.0",
                       server=target.base_url)
     assert refused.returncode != 0 and "checksum" in (refused.stdout + refused.stderr).lower(), refused.stdout + refused.stderr
+
+
+@pytest.mark.first_case_quick("vagrant")
+def test_the_readme_site_on_stock_debian_answers_its_name_beside_the_default_site(tmp_path: Path, boxes: dict[str, Path],
+                                                                                vagrant: Vagrant) -> None:
+    """The README's server block where its section puts it, /etc/nginx/sites-enabled/boxes beside Debian's default
+    site: asked by its server_name it serves the catalog; by any other name the default site answers (a 404)."""
+    import servers
+
+    if not Path("/etc/nginx/nginx.conf").is_file():
+        unavailable("Debian's nginx", "not installed (apt-get install nginx)")
+    root = tmp_path / "srv"
+    root.mkdir()
+    server = servers.debian_nginx(tmp_path / "nginx", root, servers.readme_nginx_block())
+    try:
+        name = "boxes.example.org"  # the README's server_name
+        base = f"http://{name}:{server.url.rsplit(':', 1)[1]}"
+        run_boxpack("publish", boxes["libvirt"], "--to", root, "--name", NAME, "--box-version", "1.0.0", "--base-url", base)
+        asked = urllib.request.Request(f"{server.url}/{NAME}", method="HEAD", headers={"Host": base.removeprefix("http://")})
+        with urllib.request.urlopen(asked) as r:
+            assert r.headers["Content-Type"] == "application/json"
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"{server.url}/{NAME}")
+        # Vagrant by name: boxes.example.org is reached through this machine's address (curl's proxy variable: no DNS).
+        added = vagrant(tmp_path / "vagrant.d", "box", "add", NAME, "--provider", "libvirt", server=base,
+                        env={"http_proxy": server.url, "no_proxy": ""})
+        assert added.returncode == 0, added.stdout + added.stderr
+    finally:
+        server.stop()
 
 
 # --- concurrent publishers, kills, resumed uploads --------------------------------------------

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .. import catalog, publish
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
+from ..output.targets.base import CATALOG_LIMIT
+from ..sources import http as download
 from .common import Parser, option
 
 
@@ -22,24 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="add a box to a version (creating the catalog or version as needed)")
     add.add_argument("catalog", metavar="CATALOG")
     add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
-    add.add_argument("--name", required=True, metavar="ORG/NAME")
-    add.add_argument("--box-version", required=True, metavar="VERSION")
+    add.add_argument("--name", required=True, metavar="ORG/NAME", help="the box's name, what `vagrant box add` is given")
+    add.add_argument("--box-version", required=True, metavar="VERSION", help="the version to add the box to (X.Y.Z)")
     add.add_argument("--url", required=True, metavar="URL", help="absolute URL the box is served from")
     add.add_argument("--provider", metavar="PROVIDER", help="default: from the box's metadata.json")
     option(add, "--architecture", "--arch", metavar="ARCH", help="default: from the box's metadata.json, else unknown")
     option(add, "--default-architecture", "--default-arch", action="store_true", help="make this the provider's default architecture")
-    add.add_argument("--description", metavar="TEXT")
-    add.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
+    add.add_argument("--description", metavar="TEXT", help="the catalog's description")
+    add.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256",
+                     help="the digest computed from the box (default: sha256)")
     add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")
     add.add_argument("--allow-relative", action="store_true", help="accept a URL without a scheme")
     show = sub.add_parser("show", help="print the catalog as a table")
-    show.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
+    show.add_argument("catalog", metavar="CATALOG",
+                      help="a catalog file, a published one (s3://BUCKET/PREFIX/ORG/NAME), or its http(s):// URL")
     show.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
     rm = sub.add_parser("remove", help="remove a version, or some of its entries (yank a broken box)")
     rm.add_argument("catalog", metavar="CATALOG", help="a catalog file, or a published one: s3://BUCKET/PREFIX/ORG/NAME")
-    rm.add_argument("--box-version", required=True, metavar="VERSION")
-    rm.add_argument("--provider", metavar="PROVIDER")
-    option(rm, "--architecture", "--arch", metavar="ARCH")
+    rm.add_argument("--box-version", required=True, metavar="VERSION", help="the version to take out")
+    rm.add_argument("--provider", metavar="PROVIDER", help="only this provider's entries")
+    option(rm, "--architecture", "--arch", metavar="ARCH", help="only this architecture's entries")
     rm.add_argument("--delete-boxes", action="store_true",
                     help="also delete the removed entries' boxes and checksum files (catalogs boxpack publish wrote), "
                     "after the catalog no longer names them")
@@ -85,6 +90,8 @@ def run(argv: list[str]) -> int:
         elif args.catalog.startswith("s3://"):
             store, name = publish.published_catalog(args.catalog, args.endpoint_url)
             doc = _existing(store.read_catalog(name), args.catalog)
+        elif args.catalog.startswith(("http://", "https://")):  # as Vagrant asks for it: JSON, within its size limit
+            doc = catalog.parse(json.dumps(download.get_json(args.catalog, CATALOG_LIMIT)).encode(), args.catalog)
         else:
             doc = _existing(catalog.load(args.catalog), args.catalog)
         sys.stdout.write(catalog.table(doc))

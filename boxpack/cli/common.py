@@ -66,8 +66,8 @@ def option(p: argparse._ActionsContainer, flag: str, old: str, **kw: Any) -> Non
     p.add_argument(old, **{**kw, "dest": action.dest, "help": argparse.SUPPRESS})
 
 
-def target_options(p: argparse._ActionsContainer) -> None:
+def target_options(p: argparse._ActionsContainer, dry_run: str) -> None:
+    """--endpoint-url and --dry-run, with what a dry run of this verb shows."""
     p.add_argument("--endpoint-url", metavar="URL",
                    help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, the AWS profile's, or AWS)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="read the target and say what would be uploaded and the catalog that would result; write nothing")
+    p.add_argument("--dry-run", action="store_true", help=dry_run)

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "provider would reject")
     p.add_argument("--require-valid", action="store_true", help="with --verify: leave out (and fail) boxes with errors")
     p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
-    target_options(p)
+    target_options(p, "list what would be copied, with each box's size and the total; download and write nothing")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (schemas/mirror-result.schema.json); the lines per box stay on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress and no lines per box")
@@ -133,7 +133,7 @@ def _copy_line(c: mirror.Copy) -> str:
 def _print_plan(result: mirror.MirrorResult) -> None:
     rows = [("NAME", "VERSION", "PROVIDER", "ARCH", "SIZE", "WHAT", "FROM")]
     for c in result.copies:
-        what = {"planned": "copy", "skipped": "already there", "failed": f"fails: {c.error}"}[c.action]
+        what = {"planned": "copy", "skipped": "already mirrored", "failed": f"fails: {c.error}"}[c.action]
         rows.append((c.name, c.version, c.provider, c.architecture, human_size(c.size) if c.size is not None else "?", what, c.source_url))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in rows))

@@ -18,7 +18,7 @@ from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options
 from ..settings import SETTINGS, add_arguments
 from .common import VERBS, Parser, PrintCompletion, PrintMan, option, target_options
-from .publish import ACTIONS, print_catalog, say_published
+from .publish import print_catalog, said, say_published
 from .publish import options as publish_options
 
 EPILOG = """\
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--publish", metavar="TARGET",
                      help="stream each box straight into TARGET (s3://BUCKET/PREFIX or a directory) in the layout "
                      "`vagrant box add ORG/NAME` finds, then update its catalog; needs --name, --box-version, --base-url")
-    target_options(pub)
+    target_options(pub, "read the target and say what would be uploaded and the catalog that would result; write nothing")
     return p
 
 
@@ -246,19 +246,12 @@ def run(argv: list[str]) -> int:
                 failed = failed or run_test(str(r.path), TestOptions(), False)
     if args.catalog and not args.quiet:
         print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
-    if args.json:
-        doc = {"boxes": [result_json(r) for r in results], "exit_code": failed}
-        if published:
-            doc["published"] = published.to_json()
-        print(json.dumps(doc, indent=2))
-    elif published:
-        print_catalog(published)
     boxes = {b.provider: b for b in published.boxes} if published else {}
     if not args.quiet:
         for r in results:
             b = boxes.get(r.provider)
             where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
-            action = f", {ACTIONS[b.action]}" if b and b.action != "uploaded" else ""
+            action = f", {said(b.action, published.target)}" if published and b and b.action != "uploaded" else ""
             print(
                 f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware} ({r.firmware_reason}), "
                 f"arch {r.architecture or 'unknown'} ({r.architecture_reason}), {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
@@ -266,6 +259,13 @@ def run(argv: list[str]) -> int:
             )
         if published:
             say_published(published, boxes=False)
+    if args.json:
+        doc = {"boxes": [result_json(r) for r in results], "exit_code": failed}
+        if published:
+            doc["published"] = published.to_json()
+        print(json.dumps(doc, indent=2))
+    elif published:
+        print_catalog(published)
     return failed
 
 

@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("boxes", metavar="BOX", nargs="+", help="box files; provider and architecture from their metadata.json")
     p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
-    p.add_argument("--name", required=True, metavar="ORG/NAME")
-    p.add_argument("--box-version", required=True, metavar="VERSION")
+    p.add_argument("--name", required=True, metavar="ORG/NAME", help="the box's name, what `vagrant box add` is given")
+    p.add_argument("--box-version", required=True, metavar="VERSION", help="the version the boxes are published as (X.Y.Z)")
     p.add_argument("--base-url", required=True, metavar="URL",
                    help="the public HTTP address of TARGET (bucket endpoint, CDN, web server): the catalog's URLs and "
                    "VAGRANT_SERVER_URL")
@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     option(p, "--default-architecture", "--default-arch", action="store_true",
             help="make these boxes their provider's default architecture (default: amd64 if published, else the first)")
     p.add_argument("--description", metavar="TEXT", help="catalog description")
-    p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256")
+    p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256",
+                   help="the digest recorded in the catalog and the checksum file (default: sha256)")
     p.add_argument("--force", action="store_true", help="replace boxes already published for the same version, provider and architecture")
-    target_options(p)
+    target_options(p, "read the target and say what would be uploaded and the catalog that would result; write nothing")
     p.add_argument("--json", action="store_true", help="print what was published as JSON (schemas/publish-result.schema.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary lines")
     return p
@@ -48,9 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 EPILOG = """examples:
   boxpack publish debian-libvirt.box debian-virtualbox.box --to s3://boxes-bucket/vagrant --name org/debian \\
       --box-version 1.2.0 --base-url https://boxes-bucket.s3.eu-west-1.amazonaws.com/vagrant
-  boxpack publish debian-libvirt.box --to /srv/www/boxes --name org/debian --box-version 1.2.0 \\
+  boxpack publish debian-libvirt.box --to /srv/boxes --name org/debian --box-version 1.2.0 \\
       --base-url https://boxes.example.org
   VAGRANT_SERVER_URL=https://boxes.example.org vagrant box add org/debian
+
+The web server must answer ORG/NAME with the catalog as application/json, or Vagrant takes it for a
+box: the README's "Serving a directory with nginx" has the server block.
 
 A rerun after an interruption reuses the parts the store already holds. `boxpack catalog remove
 s3://BUCKET/PREFIX/ORG/NAME --box-version V` yanks a version (--delete-boxes also deletes its boxes).
@@ -87,17 +91,23 @@ def options(args: argparse.Namespace, target: str) -> publish.PublishOptions:
     )
 
 
-ACTIONS = {"uploaded": "uploaded", "resumed": "uploaded, resuming an interrupted upload", "unchanged": "already there",
-           "planned": "would upload"}
+# What a box's action is called, into a bucket and into a directory (a copy into a directory is not an upload).
+ACTIONS = {"uploaded": ("uploaded", "written"), "resumed": ("uploaded, resuming an interrupted upload", "written"),
+           "unchanged": ("already there", "already there"), "planned": ("would upload", "would write")}
+
+
+def said(action: str, target: str) -> str:
+    return ACTIONS[action][0 if target.startswith("s3://") else 1]
 
 
 def report(result: publish.PublishResult, quiet: bool, as_json: bool) -> None:
+    """What happened to each box and the catalog on stderr, then the catalog (or the JSON) on stdout."""
+    if not quiet:
+        say_published(result)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print_catalog(result)
-    if not quiet:
-        say_published(result)
 
 
 def print_catalog(result: publish.PublishResult) -> None:
@@ -112,8 +122,12 @@ def print_catalog(result: publish.PublishResult) -> None:
 
 def say_published(result: publish.PublishResult, boxes: bool = True) -> None:
     for b in result.boxes if boxes else ():
-        print(f"boxpack: {result.target}: {b.key}: {ACTIONS[b.action]}, {human_size(b.size)}, "
+        print(f"boxpack: {result.target}: {b.key}: {said(b.action, result.target)}, {human_size(b.size)}, "
               f"{b.checksum_type} {b.checksum}", file=sys.stderr)
+    if not result.changed:
+        print(f"boxpack: {result.target}: catalog unchanged: {result.name} {result.version} in {result.catalog_urls[0]}",
+              file=sys.stderr)
+        return
     done = "would record" if result.dry_run else "recorded"
     print(f"boxpack: {result.target}: {done} {len(result.boxes)} box(es) as {result.name} {result.version} in "
           f"{result.catalog_urls[0]}", file=sys.stderr)
