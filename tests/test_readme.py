@@ -209,13 +209,16 @@ def test_the_seaweedfs_recipe_runs_as_written(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(key, None)
-    proc = subprocess.Popen(["unshare", "--net", "--fork", "bash", "-euc", script], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    log = tmp_path / "recipe.log"
+    with open(log, "wb") as out:  # a file, not a pipe: the recipe's server keeps what it inherits open for a while
+        proc = subprocess.Popen(["unshare", "--net", "--fork", "bash", "-euc", script], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
     assert proc.returncode == 0, out
     doc = json.loads((tmp_path / "catalog.json").read_text())  # read anonymously
     assert doc["versions"][0]["providers"][0]["checksum"] == hashlib.sha256(box.read_bytes()).hexdigest(), out
