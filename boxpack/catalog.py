@@ -36,7 +36,7 @@ import jsonschema
 
 from .errors import BadInput, BadOption, InternalError, OutputFailed
 from .metadata import load_schema
-from .output import tempfiles
+from . import files
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
@@ -271,22 +271,8 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def save(path: str | os.PathLike[str], doc: Catalog) -> None:
-    """Validate, then write atomically: a temporary file in the same directory, fsynced, renamed."""
-    path = Path(path)
-    data = dumps(doc)
-    fd, tmp = tempfiles.create(path.parent, ".tmp", "the catalog")
-    try:
-        with os.fdopen(fd, "wb") as f:  # held (locked) until renamed
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Validate, then write atomically (files.py)."""
+    files.write_atomically(Path(path), dumps(doc), "the catalog", replace=True)
 
 
 def update(path: str | os.PathLike[str], change: Callable[[Catalog | None], Catalog]) -> Catalog:

@@ -140,3 +140,14 @@ def test_every_package_is_in_the_wheel() -> None:
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     assert listed == {_module(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
+
+
+def test_files_are_placed_by_one_writer() -> None:
+    """Boxes, checksum files, catalogs and directory-store objects all go through files.py: one policy for
+    fsync, mode and never replacing a file unasked. No other module renames, links or fsyncs."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "files.py" and path.parent == PACKAGE:
+            continue
+        text = path.read_text()
+        for call in ("os.replace(", "os.rename(", "os.link(", "os.fsync(", "mkstemp("):
+            assert call not in text, f"{path.relative_to(PACKAGE)} calls {call}"

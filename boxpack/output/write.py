@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BadOption, BoxpackError, InternalError, OutputFailed
+from .. import files
+from ..errors import BadOption, InternalError, OutputFailed
 from ..member import Deflated, Member
-from . import tempfiles
 from .gzip import DigestWriter, ParallelGzip
 from .tar import source_date_epoch, tar_stream
 
@@ -164,23 +164,17 @@ def write_box(
                 return _write_stream(out, members, compression, gzip, checksum, progress)
         except OSError as e:
             raise OutputFailed(f"{target}: cannot write: {e.strerror}") from None
-    # A short fixed prefix: the temporary name must fit wherever the target's name fits.
-    fd, tmp = tempfiles.create(target.parent, ".part", "the box")
+    box = files.AtomicFile(target, "the box")
     try:
-        with os.fdopen(fd, "wb") as out:  # closed, and so unlocked (tempfiles), only once it is renamed
-            digest = _write_archive(out, members, compression, gzip, checksum, progress)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            if _node_kind(target) is not None and not force:
-                raise OutputFailed(f"{target}: appeared while packing; use --force to overwrite it")
-            os.replace(tmp, target)
+        digest = _write_archive(box.file, members, compression, gzip, checksum, progress)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        box.abort()
         raise OutputFailed(f"{target}: cannot write: {e.strerror}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        box.abort()
         raise
+    if not box.commit(replace=force):
+        raise OutputFailed(f"{target}: appeared while packing; use --force to overwrite it")
     return digest.size, digest.hexdigest()
 
 
@@ -195,19 +189,7 @@ def _write_stream(out: BinaryIO, members, compression, gzip, checksum, progress)
 
 
 def write_text_atomically(path: Path, text: str, what: str, force: bool = True) -> None:
-    """A small file (checksums) via an unpredictable temporary name in its directory: nothing planted there
-    is followed. Without force, a file that is there (or appeared meanwhile) is never replaced."""
-    fd, tmp = tempfiles.create(path.parent, ".tmp", f"the {what}")
-    try:
-        with os.fdopen(fd, "w") as f:  # held (locked) until renamed
-            f.write(text)
-            f.flush()
-            os.chmod(tmp, 0o644)
-            if not tempfiles.place(tmp, path, force):
-                raise OutputFailed(f"{path}: already exists; use --force to overwrite it")
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputFailed(f"{path}: cannot write the {what}: {e.strerror}") from None
-    except BoxpackError:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A small file (checksums), whole or not at all; without force, a file that is there (or appeared
+    meanwhile) is never replaced."""
+    if not files.write_atomically(path, text.encode(), f"the {what}", replace=force):
+        raise OutputFailed(f"{path}: already exists; use --force to overwrite it")

@@ -4,9 +4,8 @@ A catalog cannot be a file at <org>/<box> and the directory of its versions at o
 <org>/<box>/catalog.json, and the web server answers <org>/<box> and api/v2/vagrant/<org>/<box> with
 it as application/json (the README gives the nginx rule, and the tests run that rule).
 
-Every file appears whole or not at all: it is written under a temporary name in its directory,
-fsynced, and linked (never replacing anything) or, with --force, renamed into place. The catalog is
-updated under the lock that `boxpack catalog` takes (catalog.update).
+Every file appears whole or not at all (files.py: a temporary name, fsynced, linked or with --force
+renamed into place). The catalog is updated under the lock that `boxpack catalog` takes (catalog.update).
 """
 
 from __future__ import annotations
@@ -14,21 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
-from ... import catalog
+from ... import catalog, files
 from ...catalog import Catalog
 from ...errors import OutputFailed
-from .. import tempfiles
 from .base import Stat
 
 CATALOG_FILE = "catalog.json"
-
-
-def _mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 class DirectoryStore:
@@ -93,54 +84,24 @@ def _mkdir(path: Path) -> None:
         raise OutputFailed(f"{path}: cannot create the directory: {e.strerror}") from None
 
 
-def _temporary(path: Path) -> tuple[BinaryIO, Path]:
-    _mkdir(path.parent)
-    fd, tmp = tempfiles.create(path.parent, ".part", path.name)
-    return os.fdopen(fd, "wb"), tmp
-
-
-def _place(tmp: Path, path: Path, replace: bool) -> bool:
-    """The finished temporary file at path: renamed over what is there, or linked only if nothing is."""
-    os.chmod(tmp, _mode())
-    try:
-        if not tempfiles.place(tmp, path, replace):
-            return False
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputFailed(f"{path}: cannot write: {e.strerror}") from None
-    return True
-
-
 def _write(path: Path, data: bytes, replace: bool) -> bool:
-    f, tmp = _temporary(path)
-    with f:  # held (locked) until placed
-        try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OutputFailed(f"{path}: cannot write: {e.strerror}") from None
-        return _place(tmp, path, replace)
+    _mkdir(path.parent)
+    return files.write_atomically(path, data, "the file", replace)
 
 
 class _FileUpload:
-    """A box written to a temporary file beside its final name (tempfiles: locked, and swept if killed)."""
+    """A box written to a temporary file beside its final name (files.AtomicFile: locked, and swept if killed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
         self.resumed = 0  # a file has nothing to resume from
-        self._file, self._tmp = _temporary(path)
+        _mkdir(path.parent)
+        self._file = files.AtomicFile(path, "the box")
 
     def write(self, data: bytes | memoryview) -> None:
         try:
-            self._file.write(data)
+            self._file.file.write(data)
         except OSError as e:
             raise OutputFailed(f"{self.path}: cannot write: {e.strerror}") from None
         self.size += len(data)
@@ -149,21 +110,17 @@ class _FileUpload:
         pass
 
     def close(self) -> None:
-        """Everything on disk; the file stays open, and so locked (tempfiles), until commit or abort."""
+        """Every byte written; the file is placed by commit."""
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._file.file.flush()
         except OSError as e:
             raise OutputFailed(f"{self.path}: cannot write: {e.strerror}") from None
 
     def commit(self, replace: bool) -> None:
-        with self._file:
-            placed = _place(self._tmp, self.path, replace)
-        if not placed:
+        if not self._file.commit(replace):
             raise OutputFailed(f"{self.path}: appeared while publishing; use --force to replace it")
         if os.stat(self.path).st_size != self.size:
             raise OutputFailed(f"{self.path}: holds {os.stat(self.path).st_size} bytes after writing {self.size}")
 
     def abort(self) -> None:
-        self._tmp.unlink(missing_ok=True)
-        self._file.close()
+        self._file.abort()

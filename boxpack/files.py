@@ -1,0 +1,129 @@
+"""The one way boxpack writes a file: whole or not at all, never over another without being asked.
+
+Boxes, checksum files, catalogs and published objects in a directory are written under a temporary name
+in their own directory and placed at their path only when complete, with one policy: the file is
+fsynced, given the mode the umask leaves of 0666, placed (a hard link that fails when a file is there
+already, or with replace a rename over it), and the directory fsynced, so a power cut leaves the old
+file or the new one.
+
+SIGKILL (or a power cut) cannot be caught, so a temporary file can stay behind. Each one is therefore
+held under an exclusive flock until it is placed; the kernel drops the locks of a process that is gone,
+so a .boxpack-* temporary file nobody holds is a leftover, and the next run in that directory removes it
+and says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import OutputFailed
+
+PREFIX = ".boxpack-"
+SUFFIXES = (".part", ".tmp")
+log = logging.getLogger("boxpack")
+
+
+def create(directory: Path, suffix: str = ".part", what: str = "the file") -> tuple[int, Path]:
+    """A new temporary file in directory, open and locked (the lock goes with the descriptor); the
+    leftovers of killed runs there are removed first."""
+    sweep(directory)
+    while True:
+        try:
+            fd, name = tempfile.mkstemp(dir=directory, prefix=PREFIX, suffix=suffix)
+        except OSError as e:
+            raise OutputFailed(f"{directory}: cannot write {what} there: {e.strerror}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # another run swept it between its creation and the lock: make another
+
+
+def sweep(directory: Path) -> int:
+    """Remove the temporary files of boxpack's that no running process holds; returns how many."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(PREFIX) and n.endswith(SUFFIXES)]
+    except OSError:
+        return 0
+    for name in names:
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass  # a running boxpack holds it
+        finally:
+            os.close(fd)
+    if removed:
+        log.warning("%s: removed %d temporary file(s) that a killed boxpack left there", directory, removed)
+    return removed
+
+
+def _mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class AtomicFile:
+    """A file on its way to path: write to .file, then commit() places it; abort() (or a failed commit)
+    leaves nothing. The temporary file stays open, and so locked, until then."""
+
+    def __init__(self, path: Path, what: str = "the file", suffix: str = ".part") -> None:
+        self.path, self.what = path, what
+        fd, self.tmp = create(path.parent, suffix, what)
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self, replace: bool) -> bool:
+        """Place the file; False (and nothing placed) when one is there and replace is not given."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            os.chmod(self.tmp, _mode())
+            if replace:
+                os.replace(self.tmp, self.path)
+            else:
+                try:
+                    os.link(self.tmp, self.path)
+                except FileExistsError:
+                    return False
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        except OSError as e:
+            raise OutputFailed(f"{self.path}: cannot write {self.what}: {e.strerror}") from None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the temporary file (after a commit, what is left of it: its name)."""
+        self.tmp.unlink(missing_ok=True)
+        self.file.close()
+
+
+def write_atomically(path: Path, data: bytes, what: str, replace: bool) -> bool:
+    """A small file (a checksum, a catalog, an object in a directory store), whole or not at all; False when
+    a file is there and replace is not given."""
+    f = AtomicFile(path, what, ".tmp")
+    try:
+        f.file.write(data)
+    except OSError as e:
+        f.abort()
+        raise OutputFailed(f"{path}: cannot write {what}: {e.strerror}") from None
+    return f.commit(replace)
