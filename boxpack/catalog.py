@@ -21,22 +21,21 @@ so concurrent writers never lose an update and a crash never leaves half a file.
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
 import re
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import jsonschema
 
+from . import files
 from .errors import BadInput, BadOption, InternalError, OutputFailed
 from .metadata import load_schema
-from . import files
+from .sources.box import read_metadata, text
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
@@ -259,17 +258,6 @@ def table(doc: Catalog) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on the catalog's directory: no lock file is left beside the catalog."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def save(path: str | os.PathLike[str], doc: Catalog) -> None:
     """Validate, then write atomically (files.py)."""
     files.write_atomically(Path(path), dumps(doc), "the catalog", replace=True)
@@ -284,7 +272,7 @@ def update(path: str | os.PathLike[str], change: Callable[[Catalog | None], Cata
     if not path.parent.is_dir():
         raise OutputFailed(f"{path.parent}: no such directory for the catalog")
     try:
-        with _locked(path.parent):
+        with files.locked(path.parent):
             doc = change(load(path))
             save(path, doc)
     except OSError as e:
@@ -319,8 +307,6 @@ def add_box(
     provider and architecture come from the box's metadata.json unless given;
     the checksum is computed from the file unless given.
     """
-    from .sources.box import read_metadata, text
-
     box = Path(box)
     if provider is None or architecture is None:
         meta = read_metadata(box)

@@ -18,6 +18,8 @@ import fcntl
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -127,3 +129,18 @@ def write_atomically(path: Path, data: bytes, what: str, replace: bool) -> bool:
         f.abort()
         raise OutputFailed(f"{path}: cannot write {what}: {e.strerror}") from None
     return f.commit(replace)
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a directory, for a read, change and write of a file in it that must not be
+    interleaved with another's (a catalog); no lock file is left beside it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as e:
+        raise OutputFailed(f"{directory}: cannot open the directory: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -17,15 +17,15 @@ from typing import Any
 import deflate
 
 from .errors import BadInput, BadOption
-from .esp import EspProbe, architecture
+from .disk.esp import EspProbe, architecture
 from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, member_compressor, zlib_compressor
 from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
                            write_text_atomically)
-from .partitions import read_partition_table
+from .disk.partitions import read_partition_table
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
 from .settings import SETTINGS, problem
 from .sources.open import open_source
-from .sources.pieces import PieceSpool
+from .disk.pieces import PieceSpool
 from .vagrantfile import ruby_available, ruby_syntax
 
 log = logging.getLogger("boxpack")

@@ -20,10 +20,10 @@ from test_boottest import told_to_install
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boxpack.esp import EspProbe, architecture, probe_disk
-from boxpack.fat import FatVolume
+from boxpack.disk.esp import EspProbe, architecture, probe_disk
+from boxpack.disk.fat import FatVolume
 from boxpack.packing import PackOptions, pack
-from boxpack.partitions import read_partition_table
+from boxpack.disk.partitions import read_partition_table
 from boxpack.sources.open import open_source
 
 pytestmark = pytest.mark.skipif(not (shutil.which("mkfs.vfat") and shutil.which("mcopy")), reason="dosfstools and mtools")

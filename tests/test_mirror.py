@@ -336,7 +336,7 @@ def test_a_429_waits_as_long_as_the_server_says() -> None:
     import email.utils
     import urllib.error
 
-    from boxpack.sources.http import MAX_WAIT, _wait
+    from boxpack.publishing.http import MAX_WAIT, _wait
 
     def answer(**headers: str) -> urllib.error.HTTPError:
         msg = email.message.Message()

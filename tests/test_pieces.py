@@ -11,9 +11,9 @@ import pytest
 from conftest import extract, qemu_compare
 
 import boxpack.packing as packing
-from boxpack.sources.pieces import PIECE, _Run
+from boxpack.disk.pieces import PIECE, _Run
 from boxpack.packing import PackOptions, pack
-from boxpack.sources.disk import CLUSTER, ImageSource
+from boxpack.disk.source import CLUSTER, ImageSource
 
 MIB = 1024 * 1024
 # provider: (its disk's file name in the box, qemu-img's name for its format)

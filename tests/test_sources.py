@@ -12,7 +12,7 @@ import pytest
 from conftest import MIB, extract, make_disk, qemu_compare, run_boxpack
 
 from boxpack.errors import BoxpackError
-from boxpack.sources.bytesource import StreamBytes
+from boxpack.disk.bytesource import StreamBytes
 
 DISK_IN_BOX = {"libvirt": ("box.img", "qcow2"), "virtualbox": ("box-disk001.vmdk", "vmdk")}
 

@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 
-from .. import catalog, publish
+from .. import catalog
+from ..publishing import publish
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
-from ..output.targets.base import CATALOG_LIMIT
-from ..sources import http as download
+from ..publishing.layout import CATALOG_LIMIT
+from ..publishing import http as download
 from .common import Parser, option
 
 
@@ -88,8 +89,7 @@ def run(argv: list[str]) -> int:
         elif args.action == "remove":
             doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.box_version, args.provider, args.architecture))
         elif args.catalog.startswith("s3://"):
-            store, name = publish.published_catalog(args.catalog, args.endpoint_url)
-            doc = _existing(store.read_catalog(name), args.catalog)
+            doc = _existing(publish.published(args.catalog, args.endpoint_url).read(), args.catalog)
         elif args.catalog.startswith(("http://", "https://")):  # as Vagrant asks for it: JSON, within its size limit
             doc = catalog.parse(json.dumps(download.get_json(args.catalog, CATALOG_LIMIT)).encode(), args.catalog)
         else:

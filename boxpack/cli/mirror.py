@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import mirror
+from ..publishing import mirror
 from ..errors import BadOption, BoxpackError
 from ..progress import Transfers, human_size
 from .common import Parser, option, target_options

@@ -11,7 +11,8 @@ import os
 import sys
 from urllib.parse import quote
 
-from .. import __version__, catalog, mkosi, publish
+from .. import __version__, catalog, mkosi
+from ..publishing import publish
 from ..errors import BadOption, BoxpackError
 from ..packing import PackOptions, pack
 from ..progress import Progress, human_size

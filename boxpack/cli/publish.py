@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 
-from .. import catalog, publish
+from .. import catalog
+from ..publishing import publish
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BoxpackError
 from ..progress import Progress, human_size

@@ -13,9 +13,9 @@ from typing import TypeVar
 from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
 from ..member import Chunk
-from ..sources.bytesource import ByteSource
-from ..sources.disk import CLUSTER, Reader
-from ..sources.pieces import PIECE, Piece
+from ..disk.bytesource import ByteSource
+from ..disk.source import CLUSTER, Reader
+from ..disk.pieces import PIECE, Piece
 
 R = TypeVar("R")
 

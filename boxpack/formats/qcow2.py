@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from ..errors import BadInput
 from ..findings import Findings
 from ..member import Chunk
-from ..sources.bytesource import ByteSource, read_table, tables_ahead
-from ..sources.disk import CLUSTER
-from ..sources.pieces import Piece
+from ..disk.bytesource import ByteSource, read_table, tables_ahead
+from ..disk.source import CLUSTER
+from ..disk.pieces import Piece
 from .c_qcow2 import (INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, INCOMPAT_KNOWN,
                       L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, MAGIC,
                       MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, OFLAG_COMPRESSED,

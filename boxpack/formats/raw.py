@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BadInput
-from ..sources.bytesource import ByteSource
-from ..sources.disk import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
+from ..disk.bytesource import ByteSource
+from ..disk.source import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
 
 _SCAN_CHUNK = 4 * 1024 * 1024
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 from ..errors import BadInput
 from ..findings import Findings
-from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import SECTOR
+from ..disk.bytesource import ByteSource, table_chunks
+from ..disk.source import SECTOR
 from .base import block_pieces, check_blocks, open_for_check
 from .c_vdi import (BLOCK_FREE, BLOCK_ZERO, SIGNATURE, SIGNATURE_BYTES, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO,
                     VERSION_1_1, Header)

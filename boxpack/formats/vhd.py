@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from ..errors import BadInput
 from ..findings import Findings
-from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import SECTOR
+from ..disk.bytesource import ByteSource, table_chunks
+from ..disk.source import SECTOR
 from .base import block_pieces, check_blocks, open_for_check
 from .c_vhd import (CHECKSUM_OFFSET, DISK_DIFFERENCING, DISK_DYNAMIC, DISK_FIXED, DYNAMIC_COOKIE, FOOTER_COOKIE,
                     FOOTER_SIZE, UNALLOCATED, DynamicHeader, Footer)

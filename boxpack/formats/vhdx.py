@@ -26,9 +26,9 @@ import crc32c
 from ..errors import BadInput
 from ..findings import Findings
 from ..member import Chunk
-from ..sources.bytesource import ByteSource, table_chunks
-from ..sources.disk import CLUSTER
-from ..sources.pieces import Piece
+from ..disk.bytesource import ByteSource, table_chunks
+from ..disk.source import CLUSTER
+from ..disk.pieces import Piece
 from .base import block_pieces, check_blocks, open_for_check, stored_blocks
 from .c_vhdx import (BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HEADER_OFFSETS,
                      HEADER_SIZE, KNOWN_METADATA, LOG_SIGNATURE, LOGICAL_SECTOR_SIZE_GUID, MAX_METADATA_ENTRIES,

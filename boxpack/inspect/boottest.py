@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
-from ..esp import EspProbe, architecture
-from ..partitions import read_partition_table
+from ..disk.esp import EspProbe, architecture
+from ..disk.partitions import read_partition_table
 from ..providers import DEFAULT, PROVIDERS, Provider, TestVm
 from ..sources import box as boxfile
-from ..sources.disk import CLUSTER
+from ..disk.source import CLUSTER
 from ..sources.open import open_source
 
 SSH_USER = "vagrant"

@@ -22,8 +22,8 @@ from ..descriptors import ovf
 from ..errors import BadInput, BadOption
 from ..member import Chunk, Member
 from ..report import Report
-from ..sources.disk import Source
-from ..sources.pieces import Piece, PieceSpool, raw_pieces
+from ..disk.source import Source
+from ..disk.pieces import Piece, PieceSpool, raw_pieces
 
 
 @dataclass(frozen=True)

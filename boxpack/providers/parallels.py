@@ -27,7 +27,7 @@ from ..formats.parallels import CLUSTER_SECTORS, HEADS, MAX_VIRTUAL_SIZE, SECTOR
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from ..sources.disk import SECTOR
+from ..disk.source import SECTOR
 from .base import HARDWARE, Provider, image_chunks, vm_name
 
 DISK = "harddisk.hdd"

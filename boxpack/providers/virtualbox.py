@@ -17,7 +17,7 @@ from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from ..sources.disk import SECTOR
+from ..disk.source import SECTOR
 from .base import HARDWARE, Job, Option, Provider, vm_name
 
 

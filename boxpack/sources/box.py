@@ -30,8 +30,8 @@ from ..errors import BadInput, InternalError
 from ..formats import FORMATS, HEAD, RAW, detect
 from ..metadata import json_object
 from ..report import Report
-from .bytesource import Reopen, StreamBytes
-from .disk import ImageSource, Reader
+from ..disk.bytesource import Reopen, StreamBytes
+from ..disk.source import ImageSource, Reader
 from .zstd import zstd
 
 METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from ..errors import BadInput, InternalError
 from ..formats.raw import data_clusters
 from . import box
-from .disk import CLUSTER, SECTOR, Progress, read_head
+from ..disk.source import CLUSTER, SECTOR, Progress, read_head
 
 CHUNK = 4 * 1024 * 1024
 ZERO_CHUNK = bytes(CHUNK)

@@ -16,9 +16,9 @@ from ..errors import BadInput
 from ..formats import HEAD, RAW, TAIL, detect
 from ..formats.raw import RawDisk
 from . import box
-from .bytesource import FileBytes
+from ..disk.bytesource import FileBytes
 from .compressed_disk import CompressedRawDisk, peek
-from .disk import ImageSource, Source
+from ..disk.source import ImageSource, Source
 
 DESCRIPTOR_LIMIT = 1024 * 1024
 

@@ -8,7 +8,7 @@ from array import array
 from ...errors import BoxpackError
 from ...findings import Findings
 from ...ordered import OrderedPool
-from ...sources.bytesource import ByteSource
+from ...disk.bytesource import ByteSource
 from ..c_vmdk import (DESCRIPTOR_MAGIC, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, FLAG_REDUNDANT_GT, GD_AT_END,
                       MAGIC, MARKER_EOS, MARKER_FOOTER, NEWLINE_TEST, SECTOR, GrainMarker, SparseExtentHeader)
 from .common import MAX_GD_BYTES, Inflated, gd_entries, inflate_grain, metadata_sectors, tables_grains

@@ -10,8 +10,8 @@ from array import array
 import deflate
 
 from ...errors import InternalError
-from ...sources.bytesource import ByteSource, read_table
-from ...sources.disk import CLUSTER
+from ...disk.bytesource import ByteSource, read_table
+from ...disk.source import CLUSTER
 from ..c_vmdk import (COMPRESS_DEFLATE, DESCRIPTOR_MAGIC, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST,
                       FLAG_REDUNDANT_GT, GD_AT_END, MAGIC, MARKER_FOOTER, MARKER_GD, MARKER_GT, MARKER_PROGRESS,
                       NEWLINE_TEST, SECTOR, MetadataMarker, SparseExtentHeader)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...errors import BadInput
-from ...sources.bytesource import ByteSource, read_table, tables_ahead
+from ...disk.bytesource import ByteSource, read_table, tables_ahead
 from ..c_vmdk import (DESCRIPTOR_MAGIC, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END, MAGIC, MARKER_EOS,
                       MARKER_FOOTER, NEWLINE_TEST, SECTOR, GrainMarker, SparseExtentHeader)
 from .common import MAX_GD_BYTES, gd_entries, inflate_grain, metadata_sectors, tables_grains

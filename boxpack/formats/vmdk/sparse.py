@@ -7,7 +7,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from ...member import Chunk
-from ...sources.pieces import Piece
+from ...disk.pieces import Piece
 from ..c_vmdk import SECTOR
 from .common import (DESCRIPTOR_OFFSET, DESCRIPTOR_SECTORS, GRAIN_SECTORS, GT_COVERAGE, GT_SECTORS, GTES_PER_GT,
                      descriptor, header, le32)

@@ -15,25 +15,25 @@ What the stores tested here do (tests/servers.py starts them), measured with bot
   ignores the conditions is refused (two publishers could then lose each other's entries);
 - radosgw ignores If-None-Match on CompleteMultipartUpload, so a box key is claimed through
   its checksum object, a plain conditional PutObject (publish.py).
+
+The catalogs and their copies are publish.py's: this module moves objects and offers the one
+conditional write (put with if_absent or if_version).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ... import catalog
-from ...catalog import Catalog
 from ...errors import BadOption, BoxpackError, CannotRun, InternalError, OutputFailed
-from .base import API_PREFIX, BOX_CACHE, CATALOG_CACHE, CATALOG_LIMIT, Stat
+from ..layout import BOX_CACHE
+from .base import Stat
 
 MIB = 1024 * 1024
 # Part sizes by part number. A rerun reuses the parts an interrupted upload left when they are the
@@ -43,7 +43,6 @@ PART_SIZES = ((2000, 16 * MIB), (6000, 64 * MIB), (10000, 256 * MIB))
 MAX_PARTS = PART_SIZES[-1][0]
 UPLOAD_THREADS = 4
 PARTS_QUEUED = 4  # parts written but not yet sent: the packer waits beyond that
-CATALOG_RETRIES = 20
 
 
 def part_size(number: int) -> int:
@@ -103,6 +102,8 @@ def _client(endpoint_url: str | None) -> Any:
 class S3Store:
     """Objects under s3://bucket/prefix."""
 
+    nested = True  # org/box and org/box/1.0/... side by side
+
     def __init__(self, target: str, endpoint_url: str | None = None) -> None:
         bucket, _, prefix = target.removeprefix("s3://").partition("/")
         if not bucket:
@@ -115,10 +116,12 @@ class S3Store:
 
     # --- plain calls, with the store's errors said in one line -------------------------------
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
+        """The object's key in the bucket: under the prefix."""
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, method: str, **kw: Any) -> Any:
+    def call(self, what: str, method: str, **kw: Any) -> Any:
+        """One S3 call on the bucket; its errors said in one line (a missing object as FileNotFoundError)."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
@@ -141,52 +144,50 @@ class S3Store:
         except BotoCoreError as e:
             raise OutputFailed(f"{what}: {e}") from None
 
-    def _url(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+    def url(self, key: str) -> str:
+        """s3://bucket/prefix/key, for messages."""
+        return f"s3://{self.bucket}/{self.key(key)}"
 
-    def read_small(self, key: str, limit: int) -> bytes | None:
-        got = self._get(key, limit)
-        return got[0] if got else None
-
-    def _get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+    def get(self, key: str, limit: int) -> tuple[bytes, str] | None:
         try:
-            r = self._call(f"{self._url(key)}: cannot read", "get_object", Key=self._key(key))
+            r = self.call(f"{self.url(key)}: cannot read", "get_object", Key=self.key(key))
         except FileNotFoundError:
             return None
         with r["Body"] as body:
             if r.get("ContentLength", 0) > limit:
-                raise OutputFailed(f"{self._url(key)}: {r['ContentLength']} bytes, more than the {limit} expected here")
+                raise OutputFailed(f"{self.url(key)}: {r['ContentLength']} bytes, more than the {limit} expected here")
             return body.read(limit + 1)[:limit], r["ETag"]
 
     def stat(self, key: str) -> Stat | None:
         try:
-            r = self._call(f"{self._url(key)}: cannot stat", "head_object", Key=self._key(key))
+            r = self.call(f"{self.url(key)}: cannot stat", "head_object", Key=self.key(key))
         except FileNotFoundError:
             return None
         return Stat(r["ContentLength"], r.get("ETag"))
 
     def _put(self, key: str, data: bytes, content_type: str, cache: str | None = None, **conditions: str) -> str:
         extra = {"CacheControl": cache} if cache else {}
-        r = self._call(
-            f"{self._url(key)}: cannot write", "put_object", Key=self._key(key), Body=data, ContentType=content_type,
+        r = self.call(
+            f"{self.url(key)}: cannot write", "put_object", Key=self.key(key), Body=data, ContentType=content_type,
             ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(), **extra, **conditions,
         )
         return r.get("ETag") or '"' + hashlib.md5(data).hexdigest() + '"'
 
-    def create(self, key: str, data: bytes, content_type: str) -> bool:
-        self._conditions()
+    def put(self, key: str, data: bytes, content_type: str, cache: str | None = None, *, if_absent: bool = False,
+            if_version: str | None = None) -> bool:
+        conditions: dict[str, str] = {}
+        if if_absent or if_version is not None:
+            if_match = self._conditions()
+            conditions = {"IfNoneMatch": "*"} if if_absent else {"IfMatch": if_match(str(if_version))}
         try:
-            self._put(key, data, content_type, IfNoneMatch="*")
+            self._put(key, data, content_type, cache, **conditions)
         except _Precondition:
             return False
         return True
 
-    def replace(self, key: str, data: bytes, content_type: str) -> None:
-        self._put(key, data, content_type)
-
     def delete(self, key: str) -> None:
         try:
-            self._call(f"{self._url(key)}: cannot delete", "delete_object", Key=self._key(key))
+            self.call(f"{self.url(key)}: cannot delete", "delete_object", Key=self.key(key))
         except FileNotFoundError:
             pass
 
@@ -229,68 +230,6 @@ class S3Store:
             except BoxpackError:
                 pass  # no delete permission: a one-byte probe stays under .boxpack/
 
-    # --- the catalog --------------------------------------------------------------------------
-
-    def catalog_keys(self, name: str) -> list[str]:
-        return [name, f"{API_PREFIX}/{name}"]
-
-    def read_catalog(self, name: str) -> Catalog | None:
-        got = self._get(name, CATALOG_LIMIT)
-        return catalog.parse(got[0], self._url(name)) if got else None
-
-    def prepare_catalog(self, name: str) -> None:
-        """Before the first box: an empty catalog where there is none. SeaweedFS takes a key that other keys
-        start with for an existing object in a conditional write (If-None-Match: * is refused, If-Match: *
-        accepted), so once boxes lie under <org>/<box>/ the catalog could no longer be created safely.
-        This also finds out, before any upload, whether the store honours conditional writes.
-        S3 cannot write two objects at once: a run killed between the catalog and its copy leaves the copy
-        one update behind, so a copy that differs from the catalog is brought up to it here."""
-        self._conditions()
-        main, *copies = self.catalog_keys(name)
-        got = self._get(main, CATALOG_LIMIT)
-        if got is None:
-            self.update_catalog(name, lambda doc: doc or {"name": name, "versions": []})
-        elif any(self.read_small(key, CATALOG_LIMIT) != got[0] for key in copies):
-            self._copy_catalog(main, copies, *got)
-
-    def update_catalog(self, name: str, change: Callable[[Catalog | None], Catalog]) -> Catalog:
-        """Optimistic concurrency: read the catalog and its ETag, write the change only if the ETag is
-        still the same (If-Match; If-None-Match: * for a new catalog), else read again and redo the change."""
-        if_match = self._conditions()
-        main, *copies = self.catalog_keys(name)
-        for attempt in range(CATALOG_RETRIES):
-            got = self._get(main, CATALOG_LIMIT)
-            doc = change(catalog.parse(got[0], self._url(main)) if got else None)
-            data = catalog.dumps(doc)
-            condition = {"IfMatch": if_match(got[1])} if got else {"IfNoneMatch": "*"}
-            try:
-                etag = self._put(main, data, "application/json", CATALOG_CACHE, **condition)
-                break
-            except _Precondition:  # another publisher wrote first: redo the change on theirs
-                if not got and self._get(main, CATALOG_LIMIT) is None:
-                    raise OutputFailed(
-                        f"{self._url(main)}: the store refuses to create the catalog but serves none (SeaweedFS does "
-                        "this once other keys start with it); while no one else publishes, upload it once by hand: "
-                        f"aws s3 cp catalog.json {self._url(main)} --content-type application/json"
-                    ) from None
-                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
-        else:
-            raise OutputFailed(f"{self._url(main)}: changed {CATALOG_RETRIES} times while this update was retried; run again")
-        self._copy_catalog(main, copies, data, etag)
-        return doc
-
-    def _copy_catalog(self, main: str, copies: list[str], data: bytes, etag: str) -> None:
-        """Write the copies, then read the main catalog again: if another publisher changed it meanwhile,
-        copy theirs. The last writer of the main catalog thus leaves the copies equal to it."""
-        for _ in range(CATALOG_RETRIES):
-            for key in copies:
-                self._put(key, data, "application/json", CATALOG_CACHE)
-            got = self._get(main, CATALOG_LIMIT)
-            if got is None or got[1] == etag:
-                return
-            data, etag = got
-        raise OutputFailed(f"{self._url(main)}: changed {CATALOG_RETRIES} times while its copies were written; run again")
-
     # --- boxes --------------------------------------------------------------------------------
 
     def upload(self, key: str) -> _MultipartUpload:
@@ -318,10 +257,10 @@ class _MultipartUpload:
         self._upload_id, self._held = self._resume_or_create()
 
     def _resume_or_create(self) -> tuple[str, dict[int, tuple[str, int]]]:
-        full = self.store._key(self.key)
-        what = f"{self.store._url(self.key)}: cannot upload"
+        full = self.store.key(self.key)
+        what = f"{self.store.url(self.key)}: cannot upload"
         try:
-            listed = self.store._call(what, "list_multipart_uploads", Prefix=full).get("Uploads", [])
+            listed = self.store.call(what, "list_multipart_uploads", Prefix=full).get("Uploads", [])
         except BoxpackError:  # no permission to list uploads: start afresh
             listed = []
         mine = sorted((u for u in listed if u["Key"] == full), key=lambda u: u["Initiated"])
@@ -331,7 +270,7 @@ class _MultipartUpload:
             try:
                 marker = 0
                 while True:
-                    r = self.store._call(what, "list_parts", Key=full, UploadId=upload_id, PartNumberMarker=marker)
+                    r = self.store.call(what, "list_parts", Key=full, UploadId=upload_id, PartNumberMarker=marker)
                     for p in r.get("Parts", []):
                         held[p["PartNumber"]] = (p["ETag"], p["Size"])
                     if not r.get("IsTruncated"):
@@ -340,7 +279,7 @@ class _MultipartUpload:
                 return upload_id, held
             except FileNotFoundError:  # completed or aborted meanwhile
                 pass
-        r = self.store._call(what, "create_multipart_upload", Key=full, ContentType="application/octet-stream",
+        r = self.store.call(what, "create_multipart_upload", Key=full, ContentType="application/octet-stream",
                              CacheControl=BOX_CACHE)
         return r["UploadId"], {}
 
@@ -383,8 +322,8 @@ class _MultipartUpload:
                     self.resumed += length
                 return
             spool.seek(0)
-            r = self.store._call(
-                f"{self.store._url(self.key)}: part {number}", "upload_part", Key=self.store._key(self.key),
+            r = self.store.call(
+                f"{self.store.url(self.key)}: part {number}", "upload_part", Key=self.store.key(self.key),
                 UploadId=self._upload_id, PartNumber=number, Body=spool, ContentLength=length,
                 ContentMD5=base64.b64encode(digest).decode(),
             )
@@ -403,25 +342,25 @@ class _MultipartUpload:
         if self._spool is not None:
             self._send()
         if not self._parts:
-            raise InternalError(f"internal error: {self.store._url(self.key)}: nothing to upload")
+            raise InternalError(f"internal error: {self.store.url(self.key)}: nothing to upload")
         for f in self._futures:
             f.result()
         self._pool.shutdown()
 
     def commit(self, replace: bool) -> None:
-        what = f"{self.store._url(self.key)}: cannot complete the upload"
+        what = f"{self.store.url(self.key)}: cannot complete the upload"
         parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
-        self.store._call(what, "complete_multipart_upload", Key=self.store._key(self.key), UploadId=self._upload_id,
+        self.store.call(what, "complete_multipart_upload", Key=self.store.key(self.key), UploadId=self._upload_id,
                          MultipartUpload={"Parts": parts})
         stat = self.store.stat(self.key)
         if stat is None or stat.size != self.size:
-            raise OutputFailed(f"{self.store._url(self.key)}: the store holds {stat.size if stat else 'no'} bytes after the "
+            raise OutputFailed(f"{self.store.url(self.key)}: the store holds {stat.size if stat else 'no'} bytes after the "
                                f"upload of {self.size}")
         # Where the store's part ETags are MD5s (not with SSE-KMS), the object's is the MD5 of theirs.
         if all(_is_md5(e) for e in self._etags.values()):
             expected = hashlib.md5(b"".join(self._md5s[n] for n in sorted(self._md5s))).hexdigest() + f"-{self._parts}"
             if (stat.etag or "").strip('"') != expected:
-                raise OutputFailed(f"{self.store._url(self.key)}: the store's ETag {stat.etag} is not that of the bytes "
+                raise OutputFailed(f"{self.store.url(self.key)}: the store's ETag {stat.etag} is not that of the bytes "
                                    f"sent ({expected})")
 
     def abort(self) -> None:
@@ -431,7 +370,7 @@ class _MultipartUpload:
         if self._spool is not None:
             self._spool.close()
         try:
-            self.store._call(f"{self.store._url(self.key)}: cannot abort", "abort_multipart_upload",
-                             Key=self.store._key(self.key), UploadId=self._upload_id)
+            self.store.call(f"{self.store.url(self.key)}: cannot abort", "abort_multipart_upload",
+                             Key=self.store.key(self.key), UploadId=self._upload_id)
         except (BoxpackError, FileNotFoundError):
             pass

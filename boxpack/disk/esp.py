@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from .fat import FatError, FatVolume
 from .partitions import PartitionTable, read_partition_table
-from .sources.disk import CLUSTER, SECTOR, read_head
+from .source import CLUSTER, SECTOR, read_head
 
 KEEP = 16 * 1024 * 1024
 MAX_VENDORS = 64  # directories in \EFI listed, so that a hostile one of 65536 costs no more than a real one

@@ -3,18 +3,19 @@
 The order of writes keeps every catalog true (it never names a missing, partial or wrong box),
 whatever is killed when, and whoever else publishes at the same time:
 
-1. each box goes to its key (output/targets/base.py has the layout) as a multipart upload or a temporary
-   file: nothing is visible yet;
+1. each box goes to its key (layout.py has every key) as a multipart upload or a temporary file: nothing
+   is visible yet;
 2. the key is claimed by writing its checksum file only if there is none (If-None-Match: * on S3,
    a hard link in a directory). A checksum file naming another box means the key holds another box:
    refused unless --force. The same checksum means the same bytes: that box is reused;
 3. the box is committed and the store's size (and, on S3, its ETag) checked against what was sent;
 4. last, the catalog gains every entry of the run in one conditional write (ETag If-Match on S3, the
-   catalog lock in a directory), done again on the new catalog when another publisher wrote first.
+   catalog lock in a directory), done again on the new catalog when another publisher wrote first
+   (PublishedCatalog, the one loop every change of a published catalog goes through).
 
 With --force, an entry that names a box about to be replaced leaves the catalog before the box is
 rewritten, and comes back with the new checksum in step 4. boxpack mirror publishes through the same
-Publisher.
+Publisher; a dry run is the same code over a store that writes nowhere (stores/dryrun.py).
 """
 
 from __future__ import annotations
@@ -23,22 +24,26 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
-from .catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
-from .errors import BadInput, BadOption, BoxpackError, OutputFailed
-from .output.targets import open_target
-from .output.targets.base import BOX_FILE, Store, Upload, box_key, url
-from .output.targets.directory import CATALOG_FILE
-from .sources.box import read_metadata, text
+from .. import catalog
+from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
+from ..errors import BadInput, BadOption, BoxpackError, OutputFailed
+from ..sources.box import read_metadata, text
+from . import layout
+from .layout import CATALOG_CACHE, CATALOG_LIMIT, SIDECAR_LIMIT
+from .stores import open_target
+from .stores.base import Store, Upload
+from .stores.dryrun import DryRunStore
 
 CHUNK = 1024 * 1024
-SIDECAR_LIMIT = 4096
+CATALOG_RETRIES = 20
 
 
 @dataclass
@@ -103,35 +108,91 @@ def entry(doc: Catalog | None, version: str, provider: str, architecture: str) -
     return None
 
 
-class Discard:
-    """What a dry run writes a box to: counted, then dropped."""
-
-    size = 0
-    resumed = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.size += len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 class _Unchanged(Exception):
     pass
+
+
+class PublishedCatalog:
+    """A box's catalog in a store, and its copies: read, and changed so that no concurrent change is lost.
+
+    The catalog is written in one conditional write (only if it is still the version read, or only if
+    there is none), redone on the new catalog when another writer got there first. Its copies (the api/v2
+    one, where a key may also be a prefix) follow: written, then the catalog read again and copied again if
+    it changed meanwhile, so the last writer of the catalog leaves them equal to it. A store writes one
+    object at a time: a run killed between the two leaves the copies one update behind (still true), and
+    prepare() brings them up before the next run sends anything."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store, self.name = store, name
+        self.key, *self.copies = layout.catalog_keys(name, store.nested)
+
+    def _where(self) -> str:
+        return f"{self.store.where}/{self.key}"
+
+    def read(self) -> Catalog | None:
+        got = self.store.get(self.key, CATALOG_LIMIT)
+        return catalog.parse(got[0], self._where()) if got else None
+
+    def prepare(self) -> None:
+        """Before the first box of a run, where keys nest: an empty catalog where there is none (SeaweedFS
+        takes a key that other keys start with for an existing object in a conditional write, so once boxes
+        lie under <org>/<box>/ the catalog could no longer be created safely), and copies brought up to it."""
+        if not self.store.nested:
+            return
+        got = self.store.get(self.key, CATALOG_LIMIT)
+        if got is None:
+            self.update(lambda doc: doc or {"name": self.name, "versions": []})
+        elif any((self.store.get(key, CATALOG_LIMIT) or (b"",))[0] != got[0] for key in self.copies):
+            self._copy(got[0])
+
+    def update(self, change: Callable[[Catalog | None], Catalog]) -> Catalog:
+        """Read, change and write the catalog, again on the new one when another writer was first."""
+        for attempt in range(CATALOG_RETRIES):
+            got = self.store.get(self.key, CATALOG_LIMIT)
+            doc = change(catalog.parse(got[0], self._where()) if got else None)
+            data = catalog.dumps(doc)
+            if self.store.put(self.key, data, "application/json", CATALOG_CACHE, if_absent=got is None,
+                              if_version=got[1] if got else None):
+                break
+            if not got and self.store.get(self.key, CATALOG_LIMIT) is None:
+                raise OutputFailed(
+                    f"{self._where()}: the store refuses to create the catalog but serves none (SeaweedFS does "
+                    "this once other keys start with it); while no one else publishes, upload it once by hand: "
+                    f"aws s3 cp catalog.json {self._where()} --content-type application/json"
+                ) from None
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+        else:
+            raise OutputFailed(f"{self._where()}: changed {CATALOG_RETRIES} times while this update was retried; run again")
+        self._copy(data)
+        return doc
+
+    def _copy(self, data: bytes) -> None:
+        if not self.copies:
+            return
+        for _ in range(CATALOG_RETRIES):
+            for key in self.copies:
+                self.store.put(key, data, "application/json", CATALOG_CACHE)
+            got = self.store.get(self.key, CATALOG_LIMIT)
+            if got is None or got[0] == data:
+                return
+            data = got[0]
+        raise OutputFailed(f"{self._where()}: changed {CATALOG_RETRIES} times while its copies were written; run again")
 
 
 class Publisher:
     """One run's boxes for one ORG/NAME: plan and open an upload per box, finish each, then commit once.
     Safe to use from several threads (boxpack mirror --jobs)."""
 
-    def __init__(self, store: Store, name: str, base_url: str, *, force: bool = False, dry_run: bool = False,
+    def __init__(self, store: Store, name: str, base_url: str, *, force: bool = False,
                  default_architecture: bool = False, description: str | None = None) -> None:
-        catalog.check_entry(name, "0", url(base_url, "x"))
-        box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
+        catalog.check_entry(name, "0", layout.url(base_url, "x"))
+        layout.box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
         self.store, self.name, self.base_url = store, name, base_url
-        self.force, self.dry_run, self.default_architecture, self.description = force, dry_run, default_architecture, description
-        self.before = store.read_catalog(name)
-        self.catalog_urls = [url(base_url, k) for k in store.catalog_keys(name)]
+        self.force, self.default_architecture, self.description = force, default_architecture, description
+        self.dry_run = isinstance(store, DryRunStore)
+        self.catalog = PublishedCatalog(store, name)
+        self.before = self.catalog.read()
+        self.catalog_urls = [layout.url(base_url, k) for k in layout.catalog_keys(name, store.nested)]
         self.boxes: list[PublishedBox] = []
         self.version_descriptions: dict[str, str] = {}
         self._planned: set[tuple[str, str, str]] = set()
@@ -139,7 +200,7 @@ class Publisher:
         self._lock = threading.Lock()
 
     def key(self, version: str, provider: str, architecture: str) -> str:
-        return box_key(self.name, version, provider, architecture)
+        return layout.box_key(self.name, version, provider, architecture)
 
     def plan(self, version: str, provider: str, architecture: str | None, checksum: str | None = None) -> bool:
         """Before any byte is sent: refuse a second box for the same version, provider and architecture,
@@ -158,13 +219,11 @@ class Publisher:
             self._planned.add((version, provider, arch))
         return same
 
-    def open(self, version: str, provider: str, architecture: str | None) -> Upload | Discard:
+    def open(self, version: str, provider: str, architecture: str | None) -> Upload:
         """The stream a planned box is written to."""
-        if self.dry_run:
-            return Discard()
         with self._lock:
             if not self._prepared:
-                self.store.prepare_catalog(self.name)
+                self.catalog.prepare()
                 self._prepared = True
         return self.store.upload(self.key(version, provider, architecture or UNKNOWN_ARCH))
 
@@ -172,30 +231,26 @@ class Publisher:
                   default: bool = False) -> PublishedBox:
         """A box the target already holds, byte for byte: nothing is sent, and its entry is kept."""
         key = self.key(version, provider, architecture)
-        box = PublishedBox(version, provider, architecture, key, url(self.base_url, key), size, checksum_type, checksum,
-                           "unchanged", default=default or self.default_architecture)
+        box = PublishedBox(version, provider, architecture, key, layout.url(self.base_url, key), size, checksum_type,
+                           checksum, "unchanged", default=default or self.default_architecture)
         self.boxes.append(box)
         return box
 
-    def finish(self, upload: Upload | Discard, version: str, provider: str, architecture: str | None, checksum_type: str,
+    def finish(self, upload: Upload, version: str, provider: str, architecture: str | None, checksum_type: str,
                checksum: str, default: bool = False) -> PublishedBox:
         """Steps 2 and 3 for one box written to upload."""
         store = self.store
         arch = architecture or UNKNOWN_ARCH
         key = self.key(version, provider, arch)
-        sidecar = f"{key}.{checksum_type}"
-        line = f"{checksum}  {BOX_FILE}\n".encode()
-        box = PublishedBox(version, provider, arch, key, url(self.base_url, key), upload.size, checksum_type, checksum,
-                           "uploaded", default=default or self.default_architecture)
-        if isinstance(upload, Discard):
-            box.action = "unchanged" if store.read_small(sidecar, SIDECAR_LIMIT) == line else "planned"
-            self.boxes.append(box)
-            return box
+        sidecar = layout.sidecar_key(key, checksum_type)
+        line = layout.sidecar(checksum)
+        box = PublishedBox(version, provider, arch, key, layout.url(self.base_url, key), upload.size, checksum_type,
+                           checksum, "uploaded", default=default or self.default_architecture)
         try:
             upload.close()
             there = store.stat(key)
-            claimed = store.create(sidecar, line, "text/plain")
-            theirs = line if claimed else store.read_small(sidecar, SIDECAR_LIMIT)
+            claimed = store.put(sidecar, line, "text/plain", if_absent=True)
+            theirs = line if claimed else (store.get(sidecar, SIDECAR_LIMIT) or (None,))[0]
             if not claimed and theirs == line and there is not None and there.size == upload.size:
                 upload.abort()  # the same bytes are there already (a rerun after an interruption)
                 box.action = "unchanged"
@@ -209,9 +264,9 @@ class Publisher:
                         raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
                     self._withdraw(version, provider, arch)
                     if theirs != line:
-                        store.replace(sidecar, line, "text/plain")
+                        store.put(sidecar, line, "text/plain")
                 upload.commit(replace=there is not None)
-                box.action = "resumed" if upload.resumed else "uploaded"
+                box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
                 box.resumed_bytes = upload.resumed
         except BoxpackError:
             upload.abort()
@@ -227,10 +282,10 @@ class Publisher:
             return catalog.remove(doc, version, provider, arch)
 
         with contextlib.suppress(_Unchanged):
-            self.store.update_catalog(self.name, change)
+            self.catalog.update(change)
 
     def commit(self) -> Catalog:
-        """Step 4: every box of the run into the catalog, in one write (with dry_run, the catalog it would be)."""
+        """Step 4: every box of the run into the catalog, in one write (in a dry run, the catalog it would be)."""
         boxes = sorted(self.boxes, key=lambda b: b.default)  # a default added last stays the default
 
         def change(doc: Catalog | None) -> Catalog:
@@ -252,13 +307,19 @@ class Publisher:
                     v["description"] = self.version_descriptions[v["version"]]
             return doc
 
-        return change(self.before) if self.dry_run else self.store.update_catalog(self.name, change)
+        return self.catalog.update(change)
+
+
+def open_store(target: str, endpoint_url: str | None = None, dry_run: bool = False) -> Store:
+    """The store behind --to: read as it is, and with dry_run written to nowhere."""
+    store = open_target(target, endpoint_url)
+    return DryRunStore(store) if dry_run else store
 
 
 def _publisher(options: PublishOptions) -> Publisher:
     o = options
-    catalog.check_entry(o.name, o.version, url(o.base_url, "x"))
-    return Publisher(open_target(o.target, o.endpoint_url), o.name, o.base_url, force=o.force, dry_run=o.dry_run,
+    catalog.check_entry(o.name, o.version, layout.url(o.base_url, "x"))
+    return Publisher(open_store(o.target, o.endpoint_url, o.dry_run), o.name, o.base_url, force=o.force,
                      default_architecture=o.default_architecture, description=o.description)
 
 
@@ -309,8 +370,7 @@ def publish_boxes(
                     if progress:
                         progress(len(chunk))
         except (OSError, BoxpackError) as e:
-            if not isinstance(upload, Discard):
-                upload.abort()
+            upload.abort()
             raise e if isinstance(e, BoxpackError) else BadInput(f"{b}: cannot read: {e.strerror}") from None
         if progress:
             progress.finish()
@@ -331,11 +391,11 @@ def pack_and_publish(
     on_box: Callable[[Any], None] | None = None,
 ) -> tuple[list[Any], PublishResult]:
     """pack() with every box streamed straight into its upload: no local copy."""
-    from .packing import pack
+    from ..packing import pack
 
     o = options
     publisher = _publisher(o)
-    uploads: dict[str, tuple[Upload | Discard, str | None]] = {}
+    uploads: dict[str, tuple[Upload, str | None]] = {}
 
     def opener(provider: str, architecture: str | None) -> Any:
         publisher.plan(o.version, provider, architecture)
@@ -352,25 +412,16 @@ def pack_and_publish(
         results = pack(source, dataclasses.replace(pack_options, output=opener), progress, on_box=finished)
     except BoxpackError:
         for upload, _ in uploads.values():
-            if not isinstance(upload, Discard):
-                upload.abort()  # the same input would fail the same way: nothing to resume
+            upload.abort()  # the same input would fail the same way: nothing to resume
         raise
     return results, _result(publisher, o)
 
 
-def published_catalog(location: str, endpoint_url: str | None = None) -> tuple[Store, str]:
-    """The store and ORG/NAME of a catalog that boxpack publish wrote: s3://bucket/prefix/ORG/NAME, or a
-    directory target's ORG/NAME/catalog.json."""
-    if location.startswith("s3://"):
-        head, _, box = location.rstrip("/").rpartition("/")
-        root, _, org = head.rpartition("/")
-        if not org or not root.startswith("s3://") or root == "s3:/":
-            raise BadOption(f"{location}: give the catalog as s3://BUCKET[/PREFIX]/ORG/NAME")
-        return open_target(root, endpoint_url), f"{org}/{box}"
-    path = Path(location)
-    if path.name != CATALOG_FILE or len(path.parts) < 4:
-        raise BadOption(f"{location}: not a published catalog (DIRECTORY/ORG/NAME/{CATALOG_FILE} or s3://BUCKET/PREFIX/ORG/NAME)")
-    return open_target(str(path.parent.parent.parent), endpoint_url), f"{path.parent.parent.name}/{path.parent.name}"
+def published(location: str, endpoint_url: str | None = None) -> PublishedCatalog:
+    """A catalog that boxpack publish wrote, by where it is: s3://bucket/prefix/ORG/NAME, or a directory
+    target's ORG/NAME/catalog.json."""
+    target, name = layout.published_catalog(location)
+    return PublishedCatalog(open_target(target, endpoint_url), name)
 
 
 def yank(
@@ -379,7 +430,8 @@ def yank(
 ) -> tuple[Catalog, list[str]]:
     """Take entries out of a published catalog; with delete_boxes, then delete their boxes and checksum
     files (those in boxpack's layout under the same target). Returns the catalog and the keys deleted."""
-    store, name = published_catalog(location, endpoint_url)
+    published_ = published(location, endpoint_url)
+    store, name = published_.store, published_.name
     removed: list[tuple[str, dict]] = []
 
     def change(doc: Catalog | None) -> Catalog:
@@ -390,12 +442,12 @@ def yank(
                       and (architecture is None or p["architecture"] == architecture)]
         return catalog.remove(doc, version, provider, architecture)
 
-    doc = store.update_catalog(name, change)
+    doc = published_.update(change)
     deleted: list[str] = []
     if delete_boxes:
         for v, p in removed:  # the catalog no longer names them
-            key = box_key(name, v, p["name"], p["architecture"])
-            for k in (key, f"{key}.{p['checksum_type']}"):
+            key = layout.box_key(name, v, p["name"], p["architecture"])
+            for k in (key, layout.sidecar_key(key, p["checksum_type"])):
                 if store.stat(k) is not None:
                     store.delete(k)
                     deleted.append(k)

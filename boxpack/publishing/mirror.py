@@ -31,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
-from .catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
-from .errors import BadInput, BadOption, BoxpackError, InternalError
-from .output.targets import open_target
-from .output.targets.base import BOX_FILE, CATALOG_LIMIT, Store
-from .publish import Discard, Publisher, entry
-from .sources import http as download
-from .sources.box import text
+from .. import catalog
+from ..catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
+from ..errors import BadInput, BadOption, BoxpackError, InternalError
+from ..sources.box import text
+from . import http as download
+from . import layout
+from .layout import CATALOG_LIMIT, SIDECAR_LIMIT
+from .publish import Publisher, entry, open_store
+from .stores.base import Store
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3
-SIDECAR_LIMIT = 4096
 
 
 @dataclass
@@ -202,7 +202,7 @@ class _Tee:
         self._thread.start()
 
     def _run(self, label: str) -> None:
-        from .inspect.verify import examine
+        from ..inspect.verify import examine
 
         try:
             self.report = examine(label, stream=_QueueReader(self._queue))  # type: ignore[arg-type]
@@ -266,9 +266,8 @@ def _already_there(store: Store, publisher: Publisher, c: Copy) -> tuple[int, st
         if recorded is None:
             return None
         known = (recorded["checksum_type"], recorded["checksum"])
-    line = f"{known[1]}  {BOX_FILE}\n".encode()
     there = store.stat(key)
-    if there is None or store.read_small(f"{key}.{known[0]}", SIDECAR_LIMIT) != line:
+    if there is None or (store.get(layout.sidecar_key(key, known[0]), SIDECAR_LIMIT) or (None,))[0] != layout.sidecar(known[1]):
         return None
     if not c.checksum and c.size is not None and c.size != there.size:
         return None  # no checksum to go by, and the source's box is not the one mirrored
@@ -296,7 +295,6 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
         kind = c.checksum_type or "sha256"
         digest = hashlib.new(kind)
         upload = publisher.open(c.version, c.provider, c.architecture)
-        assert not isinstance(upload, Discard)
         tee = _Tee(c.source_url) if options.verify else None
 
         def write(chunk: bytes) -> None:
@@ -361,7 +359,7 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
         raise BadOption("--jobs must be at least 1")
     if not (o.versions in ("all", "latest") or (o.versions.isdigit() and int(o.versions) > 0)):
         raise BadOption(f"--versions {o.versions!r}: give all, latest or a number of the newest versions")
-    store = open_target(o.target, o.endpoint_url)
+    store = open_store(o.target, o.endpoint_url, o.dry_run)
     result = MirrorResult(dry_run=o.dry_run)
     publishers: dict[str, Publisher] = {}
     todo: list[Copy] = []
@@ -374,7 +372,7 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
             result.error_codes.append(e.exit_code)
             continue
         if name not in publishers:
-            publishers[name] = Publisher(store, name, o.base_url, force=o.force, dry_run=o.dry_run, description=description)
+            publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description)
         publishers[name].version_descriptions.update(descriptions)
         todo += select(copies, o)
     unique: dict[tuple[str, str, str, str], Copy] = {}

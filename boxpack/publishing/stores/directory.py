@@ -1,28 +1,24 @@
-"""A local directory as a publish target, for a static web server (nginx, Apache, GitHub Pages) to serve.
+"""A local directory as a store, for a static web server (nginx, Apache, GitHub Pages) to serve.
 
-A catalog cannot be a file at <org>/<box> and the directory of its versions at once, so it is
-<org>/<box>/catalog.json, and the web server answers <org>/<box> and api/v2/vagrant/<org>/<box> with
-it as application/json (the README gives the nginx rule, and the tests run that rule).
-
-Every file appears whole or not at all (files.py: a temporary name, fsynced, linked or with --force
-renamed into place). The catalog is updated under the lock that `boxpack catalog` takes (catalog.update).
+Every file appears whole or not at all (files.py: a temporary name, fsynced, linked, or renamed into place
+when asked to replace). A conditional write compares and writes under the directory lock that `boxpack
+catalog` takes for a catalog file (files.locked), so both take turns; a file's version is its SHA-256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-from ... import catalog, files
-from ...catalog import Catalog
+from ... import files
 from ...errors import OutputFailed
 from .base import Stat
 
-CATALOG_FILE = "catalog.json"
-
 
 class DirectoryStore:
+    nested = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.where = str(root)
@@ -30,40 +26,36 @@ class DirectoryStore:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def catalog_keys(self, name: str) -> list[str]:
-        return [f"{name}/{CATALOG_FILE}"]
-
-    def read_catalog(self, name: str) -> Catalog | None:
-        return catalog.load(self._path(self.catalog_keys(name)[0]))
-
-    def prepare_catalog(self, name: str) -> None:
-        """Nothing to prepare: a file can be created whenever it is missing."""
-
-    def update_catalog(self, name: str, change: Callable[[Catalog | None], Catalog]) -> Catalog:
-        path = self._path(self.catalog_keys(name)[0])
-        _mkdir(path.parent)
-        return catalog.update(path, change)
-
-    def read_small(self, key: str, limit: int) -> bytes | None:
+    def get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read(limit)
-        except FileNotFoundError:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise OutputFailed(f"{self._path(key)}: cannot read: {e.strerror}") from None
+            raise OutputFailed(f"{path}: cannot read: {e.strerror}") from None
+        if len(data) > limit:
+            raise OutputFailed(f"{path}: more than the {limit} bytes expected here")
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put(self, key: str, data: bytes, content_type: str, cache: str | None = None, *, if_absent: bool = False,
+            if_version: str | None = None) -> bool:
+        path = self._path(key)
+        _mkdir(path.parent)
+        if if_version is None and not if_absent:
+            return files.write_atomically(path, data, "the file", replace=True)
+        with files.locked(path.parent):
+            there = _version(path)
+            if (there is not None) if if_absent else there != if_version:
+                return False
+            return files.write_atomically(path, data, "the file", replace=not if_absent)
 
     def stat(self, key: str) -> Stat | None:
         try:
             return Stat(os.stat(self._path(key)).st_size, None)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-
-    def create(self, key: str, data: bytes, content_type: str) -> bool:
-        return _write(self._path(key), data, replace=False)
-
-    def replace(self, key: str, data: bytes, content_type: str) -> None:
-        _write(self._path(key), data, replace=True)
 
     def delete(self, key: str) -> None:
         try:
@@ -77,16 +69,22 @@ class DirectoryStore:
         return _FileUpload(self._path(key))
 
 
+def _version(path: Path) -> str | None:
+    """The SHA-256 of the file at path, what get() gives as its version; None when there is none."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise OutputFailed(f"{path}: cannot read: {e.strerror}") from None
+
+
 def _mkdir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputFailed(f"{path}: cannot create the directory: {e.strerror}") from None
-
-
-def _write(path: Path, data: bytes, replace: bool) -> bool:
-    _mkdir(path.parent)
-    return files.write_atomically(path, data, "the file", replace)
 
 
 class _FileUpload:

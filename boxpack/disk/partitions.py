@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from construct import Array, Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
-from .sources.disk import SECTOR, Source
+from .source import SECTOR, Source
 
 MbrPartition = Struct(
     "status" / Int8ul,

@@ -39,7 +39,7 @@ from typing import BinaryIO
 from ..errors import BadInput, InternalError
 from ..member import Deflated
 from ..ordered import OrderedPool
-from .disk import CLUSTER, Source, rescan
+from .source import CLUSTER, Source, rescan
 
 PIECE = 16  # clusters: one MiB, the smallest VHDX and Parallels block
 RECORD = struct.Struct("<QII")  # a spooled piece: its first cluster, how many clusters, the member's length

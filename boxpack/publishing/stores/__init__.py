@@ -1,7 +1,8 @@
 """Publish targets: where boxes and their catalogs are put for `vagrant box add ORG/NAME` to find.
 
-One module per kind of storage (s3.py, directory.py), each offering the interface in base.py;
-publish.py holds the order of writes that keeps every catalog true, whatever the store.
+One module per kind of storage (s3.py, directory.py), each offering the interface in base.py, and
+dryrun.py, which wraps any of them; publish.py holds the order of writes that keeps every catalog
+true, whatever the store.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Every key boxpack publishes under a target (an S3 prefix or a directory), and the URLs they are fetched by.
+
+    <org>/<box>/<version>/<provider>/<arch>/vagrant.box           the box, never rewritten without --force
+    <org>/<box>/<version>/<provider>/<arch>/vagrant.box.sha256    "<hex>  vagrant.box", as sha256sum writes it
+    <org>/<box>                                                   the catalog where a key may also be a
+    api/v2/vagrant/<org>/<box>                                    prefix (S3), and a copy (Vagrant 2.4 asks
+                                                                  for this one first)
+    <org>/<box>/catalog.json                                      the catalog in a directory, where a file
+                                                                  cannot also be the directory of its
+                                                                  versions: a web server answers the two
+                                                                  names above with it
+
+Vagrant expands `org/box` to `<server>/org/box` (2.3, lib/vagrant/action/builtin/box_add.rb
+BoxAdd#call) and to `<server>/api/v2/vagrant/org/box` first (2.4, the same method), and takes a URL for
+a catalog when a HEAD request answers Content-Type application/json (BoxAdd#metadata_url?).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import BadInput, BadOption
+
+BOX_FILE = "vagrant.box"
+CATALOG_FILE = "catalog.json"
+API_PREFIX = "api/v2/vagrant"
+BOX_CACHE = "public, max-age=31536000, immutable"  # a box key is never rewritten without --force
+CATALOG_CACHE = "public, max-age=60"  # a new version or a yanked one shows within a minute
+CATALOG_LIMIT = 20 * 1024 * 1024  # Vagrant's METADATA_SIZE_LIMIT (box_add.rb): larger is taken for a box
+SIDECAR_LIMIT = 4096  # a checksum file: one line
+SAFE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def box_key(name: str, version: str, provider: str, architecture: str) -> str:
+    """Where a box goes. Every part is checked: a catalog being mirrored comes from someone else, and a
+    name such as ../.. must not write outside the target."""
+    parts = [*name.split("/"), version, provider, architecture]
+    if len(parts) != 5:
+        raise BadInput(f"{name}: a box name is ORG/NAME")
+    for part in parts:
+        if not SAFE_PART.fullmatch(part) or len(part) > 128:
+            raise BadInput(f"{name} {version} {provider} {architecture}: {part!r} cannot be part of a key "
+                           "(letters, digits, _ . - only)")
+    return f"{name}/{version}/{provider}/{architecture}/{BOX_FILE}"
+
+
+def sidecar_key(box: str, checksum_type: str) -> str:
+    """The checksum file beside a box's key."""
+    return f"{box}.{checksum_type}"
+
+
+def sidecar(checksum: str) -> bytes:
+    """A checksum file's one line, what `sha256sum -c` reads."""
+    return f"{checksum}  {BOX_FILE}\n".encode()
+
+
+def catalog_keys(name: str, nested: bool) -> list[str]:
+    """The catalog's key, then its copies': where a key may also be a prefix (nested), ORG/NAME and the
+    api/v2 copy; in a directory, one file the web server answers both names with."""
+    return [name, f"{API_PREFIX}/{name}"] if nested else [f"{name}/{CATALOG_FILE}"]
+
+
+def url(base_url: str, key: str) -> str:
+    """The public URL of key: base + the key, each segment percent-encoded."""
+    return base_url.rstrip("/") + "/" + quote(key)
+
+
+def published_catalog(location: str) -> tuple[str, str]:
+    """(target, ORG/NAME) of a catalog that boxpack publish wrote: s3://bucket/prefix/ORG/NAME, or a
+    directory target's ORG/NAME/catalog.json."""
+    if location.startswith("s3://"):
+        head, _, box = location.rstrip("/").rpartition("/")
+        root, _, org = head.rpartition("/")
+        if not org or not root.startswith("s3://") or root == "s3:/":
+            raise BadOption(f"{location}: give the catalog as s3://BUCKET[/PREFIX]/ORG/NAME")
+        return root, f"{org}/{box}"
+    path = Path(location)
+    if path.name != CATALOG_FILE or len(path.parts) < 4:
+        raise BadOption(f"{location}: not a published catalog (DIRECTORY/ORG/NAME/{CATALOG_FILE} or s3://BUCKET/PREFIX/ORG/NAME)")
+    return str(path.parent.parent.parent), f"{path.parent.parent.name}/{path.parent.name}"
