@@ -7,11 +7,11 @@ import json
 import sys
 
 from .. import catalog
-from ..publishing import publish
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
-from ..publishing.layout import CATALOG_LIMIT
 from ..publishing import http as download
+from ..publishing import publish
+from ..publishing.layout import CATALOG_LIMIT
 from .common import Parser, option
 
 

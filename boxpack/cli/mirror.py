@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..publishing import mirror
 from ..errors import BadOption, BoxpackError
 from ..progress import Transfers, human_size
+from ..publishing import mirror
 from .common import Parser, option, target_options
 
 

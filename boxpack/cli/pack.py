@@ -12,15 +12,15 @@ import sys
 from urllib.parse import quote
 
 from .. import __version__, catalog, mkosi
-from ..publishing import publish
 from ..errors import BadOption, BoxpackError
 from ..packing import PackOptions, pack
 from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options
+from ..publishing import publish
 from ..settings import SETTINGS, add_arguments
 from .common import VERBS, Parser, PrintCompletion, PrintMan, option, target_options
-from .publish import print_catalog, said, say_published
 from .publish import options as publish_options
+from .publish import print_catalog, said, say_published
 
 EPILOG = """\
 examples:

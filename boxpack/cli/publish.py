@@ -8,10 +8,10 @@ import json
 import sys
 
 from .. import catalog
-from ..publishing import publish
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BoxpackError
 from ..progress import Progress, human_size
+from ..publishing import publish
 from .common import Parser, option, target_options
 
 

@@ -1,4 +1,5 @@
-"""DiskDescriptor.xml, the file that makes a directory `<disk>.hdd/` a Parallels disk: read and written.
+"""A Parallels disk directory, `<disk>.hdd/`: its DiskDescriptor.xml read and written, and the image it runs
+from found (the .hds image itself is formats/parallels.py's).
 
 References: qemu docs/interop/prl-xml.rst (the elements, the geometry rule,
 the default top GUID); dissect.hypervisor disk/hdd.py (how a reader opens the
@@ -9,17 +10,20 @@ writes them (AlmaLinux/cloud-images tools/raw-to-vagrant-parallels.sh).
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lxml import etree
 
 from ..errors import BadInput
-from ..formats.c_parallels import DEFAULT_TOP_GUID
 from .xmltree import add, parse
 
 NAME = "DiskDescriptor.xml"
 ROOT_PARENT = "{00000000-0000-0000-0000-000000000000}"
+DEFAULT_TOP_GUID = "{5fbaabe3-6958-40ff-92a7-860e329aab41}"  # the image Parallels opens (prl-xml.rst, Top Snapshot)
+DESCRIPTOR_LIMIT = 1024 * 1024  # a DiskDescriptor.xml larger than this is not one
 
 
 def image_name(disk: str) -> str:
@@ -138,3 +142,22 @@ def member_disk_files(member: str, xml: bytes) -> list[str]:
         return [member_path(member, read(xml).top_image()[1])]
     except BadInput as e:
         raise BadInput(f"{member}: {e}") from None
+
+
+def is_disk_directory(path: str | os.PathLike[str]) -> bool:
+    """A directory that holds a DiskDescriptor.xml: a Parallels disk, opened through the image it names."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, NAME))
+
+
+def image_in(directory: Path) -> Path:
+    """The image a Parallels disk directory runs from, as its DiskDescriptor.xml names it."""
+    descriptor = directory / NAME
+    try:
+        if descriptor.stat().st_size > DESCRIPTOR_LIMIT:
+            raise BadInput(f"{descriptor.stat().st_size} bytes is not a disk descriptor")
+        _, file = read(descriptor.read_bytes()).top_image()
+    except BadInput as e:
+        raise BadInput(f"{descriptor}: {e}") from None
+    except OSError as e:
+        raise BadInput(f"{descriptor}: cannot be read ({e.strerror})") from None
+    return directory / member_path(NAME, file)

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ..disk.bytesource import ByteSource
+from ..disk.pieces import PIECE, Piece
+from ..disk.source import CLUSTER, Reader
 from ..errors import BadInput, BoxpackError, InternalError
 from ..findings import Findings
 from ..member import Chunk
-from ..disk.bytesource import ByteSource
-from ..disk.source import CLUSTER, Reader
-from ..disk.pieces import PIECE, Piece
 
 R = TypeVar("R")
 

@@ -14,7 +14,6 @@ VERSION = 2
 IN_USE = 0x746F6E59  # opened read-write and not closed: the BAT may be behind the data
 CLOSED = 0x312E3276  # closed cleanly by software that knows the format extension
 HEADER_SIZE = 64
-DEFAULT_TOP_GUID = "{5fbaabe3-6958-40ff-92a7-860e329aab41}"  # the image Parallels opens (prl-xml.rst, Top Snapshot)
 
 Header = Struct(
     "magic" / Bytes(16),

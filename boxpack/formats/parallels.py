@@ -19,12 +19,12 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator
 
+from ..disk.bytesource import ByteSource, table_chunks
+from ..disk.pieces import Piece
+from ..disk.source import CLUSTER, SECTOR
 from ..errors import BadInput
 from ..findings import Findings
 from ..member import Chunk
-from ..disk.bytesource import ByteSource, table_chunks
-from ..disk.source import CLUSTER, SECTOR
-from ..disk.pieces import Piece
 from .base import block_pieces, check_blocks, open_for_check, stored_blocks
 from .c_parallels import CLOSED, HEADER_SIZE, IN_USE, MAGIC, MAGIC_EXT, VERSION, Header
 

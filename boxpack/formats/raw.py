@@ -13,9 +13,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import BadInput
 from ..disk.bytesource import ByteSource
 from ..disk.source import CLUSTER, SECTOR, ZERO_CLUSTER, Progress
+from ..errors import BadInput
 
 _SCAN_CHUNK = 4 * 1024 * 1024
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..disk.esp import EspProbe, architecture
 from ..disk.partitions import read_partition_table
+from ..disk.source import CLUSTER
+from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..providers import DEFAULT, PROVIDERS, Provider, TestVm
 from ..sources import box as boxfile
-from ..disk.source import CLUSTER
 from ..sources.open import open_source
 
 SSH_USER = "vagrant"

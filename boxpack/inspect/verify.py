@@ -23,15 +23,15 @@ from .. import catalog as catalog_mod
 from .. import vagrantfile
 from ..descriptors.libvirt import disk_files as metadata_disks
 from ..descriptors.parallels_disk import is_marker
-from ..errors import BadOption, BoxpackError
+from ..disk.bytesource import FileBytes, Reopen, StreamBytes
 from ..disk.esp import EspProbe, architecture, probe_disk
+from ..disk.partitions import PartitionTable, read_partition_table
+from ..errors import BadOption, BoxpackError
 from ..formats import HEAD, RAW, TAIL, detect
 from ..metadata import validate
-from ..disk.partitions import PartitionTable, read_partition_table
 from ..providers import PROVIDERS, V1_BOX
 from ..report import Report
 from ..sources import box as boxfile
-from ..disk.bytesource import FileBytes, Reopen, StreamBytes
 from ..sources.compressed_disk import CompressedRawDisk, peek
 from ..sources.open import open_source
 

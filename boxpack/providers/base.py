@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..descriptors import ovf
+from ..disk.pieces import Piece, PieceSpool, raw_pieces
+from ..disk.source import Source
 from ..errors import BadInput, BadOption
 from ..member import Chunk, Member
 from ..report import Report
-from ..disk.source import Source
-from ..disk.pieces import Piece, PieceSpool, raw_pieces
 
 
 @dataclass(frozen=True)

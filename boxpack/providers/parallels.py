@@ -22,12 +22,12 @@ import posixpath
 import uuid
 
 from ..descriptors import parallels_disk, pvs
+from ..disk.source import SECTOR
 from ..errors import BadInput
 from ..formats.parallels import CLUSTER_SECTORS, HEADS, MAX_VIRTUAL_SIZE, SECTORS_PER_TRACK, ParallelsLayout
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from ..disk.source import SECTOR
 from .base import HARDWARE, Provider, image_chunks, vm_name
 
 DISK = "harddisk.hdd"

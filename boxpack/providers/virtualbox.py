@@ -12,12 +12,12 @@ import re
 import uuid
 
 from ..descriptors import ovf
+from ..disk.source import SECTOR
 from ..errors import BoxpackError, InternalError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from ..disk.source import SECTOR
 from .base import HARDWARE, Job, Option, Provider, vm_name
 
 

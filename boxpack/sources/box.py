@@ -26,12 +26,12 @@ from .. import accel
 from ..descriptors import DISK_LISTS, names_disks
 from ..descriptors.libvirt import disk_files as metadata_disks
 from ..descriptors.parallels_disk import is_marker
+from ..disk.bytesource import Reopen, StreamBytes
+from ..disk.source import ImageSource, Reader
 from ..errors import BadInput, InternalError
 from ..formats import FORMATS, HEAD, RAW, detect
 from ..metadata import json_object
 from ..report import Report
-from ..disk.bytesource import Reopen, StreamBytes
-from ..disk.source import ImageSource, Reader
 from .zstd import zstd
 
 METADATA_LIMIT = 1024 * 1024  # a metadata.json or box.ovf larger than this is not one

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..disk.source import CLUSTER, SECTOR, Progress, read_head
 from ..errors import BadInput, InternalError
 from ..formats.raw import data_clusters
 from . import box
-from ..disk.source import CLUSTER, SECTOR, Progress, read_head
 
 CHUNK = 4 * 1024 * 1024
 ZERO_CHUNK = bytes(CHUNK)

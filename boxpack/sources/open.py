@@ -12,20 +12,18 @@ import os
 from pathlib import Path
 
 from ..descriptors import parallels_disk
+from ..disk.bytesource import FileBytes
+from ..disk.source import ImageSource, Source
 from ..errors import BadInput
 from ..formats import HEAD, RAW, TAIL, detect
 from ..formats.raw import RawDisk
 from . import box
-from ..disk.bytesource import FileBytes
 from .compressed_disk import CompressedRawDisk, peek
-from ..disk.source import ImageSource, Source
-
-DESCRIPTOR_LIMIT = 1024 * 1024
 
 
 def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, parallels_disk.NAME)):
-        path = _parallels_image(Path(path))
+    if parallels_disk.is_disk_directory(path):
+        path = parallels_disk.image_in(Path(path))
     disk = RawDisk(path)
     try:
         head = disk.read(0, HEAD)
@@ -46,20 +44,6 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
     except BaseException:
         disk.close()
         raise
-
-
-def _parallels_image(directory: Path) -> Path:
-    """The image a Parallels disk directory (<disk>.hdd/) runs from, as its DiskDescriptor.xml names it."""
-    descriptor = directory / parallels_disk.NAME
-    try:
-        if descriptor.stat().st_size > DESCRIPTOR_LIMIT:
-            raise BadInput(f"{descriptor}: {descriptor.stat().st_size} bytes is not a disk descriptor")
-        _, file = parallels_disk.read(descriptor.read_bytes()).top_image()
-    except BadInput as e:
-        raise BadInput(f"{descriptor}: {e}") from None
-    except OSError as e:
-        raise BadInput(f"{descriptor}: cannot be read ({e.strerror})") from None
-    return directory / parallels_disk.member_path(parallels_disk.NAME, file)
 
 
 def _compressed(path: Path, kind: str, threads: int) -> Source:
