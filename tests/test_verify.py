@@ -341,3 +341,27 @@ def test_fuzzed_boxes_never_crash(tmp_path: Path, seed_boxes: list[bytes], data:
     report = verify.examine(str(path))
     assert report.exit_code in (0, 1, 2)
     json.loads(report.to_json())
+
+
+def test_a_disk_named_only_by_its_descriptor_is_packed_and_checked(tmp_path: Path, raw: Path) -> None:
+    """box.ovf names the disk `disk0.dat`, a name no format goes by: packing takes it as the disk (the box's own
+    list says so), and verify checks it by the same list, so a broken one is found, not passed over."""
+    from conftest import box_members, write_box
+
+    vb = tmp_path / "vb.box"
+    run_boxpack(raw, "--provider", "virtualbox", "-o", vb)
+    members = box_members(vb)
+    members["box.ovf"] = members["box.ovf"].replace(b"box-disk001.vmdk", b"disk0.dat")
+    members["disk0.dat"] = members.pop("box-disk001.vmdk")
+    order = ["metadata.json", "Vagrantfile", "box.ovf", "disk0.dat"]
+    renamed = write_box(tmp_path / "renamed.box", [(n, members[n]) for n in order])
+    report = json.loads(run_boxpack("verify", renamed, "--json").stdout)
+    assert [(d["member"], d["format"]) for d in report["disks"]] == [("disk0.dat", "vmdk streamOptimized")]
+    run_boxpack(renamed, "--provider", "libvirt", "-o", tmp_path / "lv.box")  # packing takes the same disk
+    broken = bytearray(members["disk0.dat"])
+    broken[len(broken) // 2:] = bytes(len(broken) - len(broken) // 2)
+    members["disk0.dat"] = bytes(broken)
+    bad = write_box(tmp_path / "bad.box", [(n, members[n]) for n in order])
+    proc = run_boxpack("verify", bad, "--json", check=False)
+    assert proc.returncode == 1 and any(f["severity"] == "error" and "disk0.dat" in f["message"]
+                                        for f in json.loads(proc.stdout)["findings"])

@@ -21,8 +21,6 @@ from typing import BinaryIO
 
 from .. import catalog as catalog_mod
 from .. import vagrantfile
-from ..descriptors.libvirt import disk_files as metadata_disks
-from ..descriptors.parallels_disk import is_marker
 from ..disk.bytesource import FileBytes, Reopen, StreamBytes
 from ..disk.esp import EspProbe, architecture, probe_disk
 from ..disk.partitions import PartitionTable, read_partition_table
@@ -31,6 +29,7 @@ from ..formats import HEAD, RAW, TAIL, detect
 from ..metadata import validate
 from ..providers import PROVIDERS, V1_BOX
 from ..report import Report
+from ..sources import archive
 from ..sources import box as boxfile
 from ..sources.compressed_disk import CompressedRawDisk, peek
 from ..sources.open import open_source
@@ -40,7 +39,7 @@ OLD_BSDTAR_LIMIT = 8 * 1024**3
 TEXTS = {"metadata.json", "Vagrantfile", "info.json", *(t for p in PROVIDERS.values() for t in p.TEXTS if not t.startswith("."))}
 TEXT_SUFFIXES = tuple(t for p in PROVIDERS.values() for t in p.TEXTS if t.startswith("."))
 # What a damaged or cut archive raises while it is walked.
-DAMAGE: tuple[type[BaseException], ...] = (*boxfile.ARCHIVE_ERRORS, ValueError)
+DAMAGE: tuple[type[BaseException], ...] = (*archive.ARCHIVE_ERRORS, ValueError)
 
 
 class _HashingReader:
@@ -117,7 +116,7 @@ def examine(
     texts: dict[str, bytes] = {}
     with contextlib.nullcontext(f) if stream is not None else f:  # a stream given is the caller's to close
         raw = _HashingReader(f, algorithms)
-        report.compression = boxfile.compression(raw.head)
+        report.compression = archive.compression(raw.head)
         if report.compression is None:
             if streamed or not disks:
                 report.unreadable = f"{'stdin' if path == '-' else path}: not a box (no tar, gzip, xz, bzip2 or zstd archive)"
@@ -131,8 +130,8 @@ def examine(
             _examine_disk(Path(path), report, threads)
             return report
         try:
-            budget = boxfile.box_budget(boxfile.decompressor(report.compression, raw), lambda: raw.count, path)
-            with boxfile.read_tar(budget) as tar:
+            budget = archive.box_budget(archive.decompressor(report.compression, raw), lambda: raw.count, path)
+            with archive.read_tar(budget) as tar:
                 texts = _walk(tar, report, threads, None if streamed else Path(path))
             raw.drain()
         except BoxpackError as e:
@@ -173,8 +172,8 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
     A box that is a file (box) may be read again for a disk whose tables come after its data."""
     seen: set[str] = set()
     texts: dict[str, bytes] = {}
-    named: set[str] = set()  # the disks a metadata.json read so far names, whatever their names look like
-    for ordinal, m in boxfile.members(tar, report.path):
+    disks = boxfile.DiskList(report.path)  # which members are disks: what packing takes, checked here
+    for ordinal, m in archive.members(tar, report.path):
         name = m.name
         norm = name.removeprefix("./")
         kind = _kind(m)
@@ -196,13 +195,14 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
             report.add("tar-pax-large", "warning", f"member {name!r} is {m.size} bytes with a PAX size record; libarchive before 3.3.2 reads it as empty (use GNU headers)")
         if kind != "file":
             continue
-        if (norm in TEXTS or norm.lower().endswith(TEXT_SUFFIXES)) and m.size <= TEXT_LIMIT and len(texts) < 64:  # vm.XML: import.rb takes extname.downcase
-            texts[norm] = boxfile.member_file(tar, m).read()
-            if norm == "metadata.json":
-                with contextlib.suppress(BoxpackError):
-                    named = set(metadata_disks(boxfile.parse_metadata(texts[norm], "box")) or ())
+        listing = boxfile.DiskList.lists(norm)
+        if (norm in TEXTS or norm.lower().endswith(TEXT_SUFFIXES) or listing) and m.size <= TEXT_LIMIT and len(texts) < 64:  # vm.XML: import.rb takes extname.downcase
+            texts[norm] = archive.member_file(tar, m).read()
+            if listing:
+                with contextlib.suppress(BoxpackError):  # a broken metadata.json or descriptor is reported with the texts
+                    disks.note(norm, texts[norm])
             continue
-        if (norm.lower().endswith(boxfile.DISK_SUFFIXES) and not is_marker(norm)) or norm in named:
+        if _is_disk(disks, norm):
             if len(report.disks) < Report.MAX_DISKS:
                 reopen = boxfile.reopener(box, norm, ordinal, m.size) if box is not None else None
                 _examine_member(tar, m, norm, report, threads, reopen)
@@ -212,12 +212,20 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
     return texts
 
 
+def _is_disk(disks: boxfile.DiskList, name: str) -> bool:
+    """A disk by the box's own list; where that list is refused (a disk named twice), by its name."""
+    try:
+        return disks.is_disk(name)
+    except BoxpackError:
+        return name.lower().endswith(boxfile.DISK_SUFFIXES)
+
+
 def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report: Report, threads: int, reopen: Reopen | None) -> None:
     if m.size <= 0:
         report.disks.append({"member": name, "format": "empty", "virtual_size": 0})
         report.add("disk-empty", "error", f"{name}: the disk member is empty")
         return
-    data = StreamBytes(boxfile.member_file(tar, m), m.size, name, reopen=reopen)
+    data = StreamBytes(archive.member_file(tar, m), m.size, name, reopen=reopen)
     fmt = detect(data.pread(0, HEAD))
     try:
         if fmt.check is not None:
@@ -371,7 +379,7 @@ def _holds_tar(path: Path, kind: str) -> bool:
     """Whether a compressed file holds a tar (a box) rather than a compressed disk; a stream too damaged
     to tell is read as a box, whose reading reports the damage."""
     try:
-        return boxfile.is_tar(peek(path, kind, HEAD))
+        return archive.is_tar(peek(path, kind, HEAD))
     except BoxpackError:
         return True
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from ..disk.source import CLUSTER, SECTOR, Progress, read_head
 from ..errors import BadInput, InternalError
 from ..formats.raw import data_clusters
-from . import box
+from . import archive
 
 CHUNK = 4 * 1024 * 1024
 ZERO_CHUNK = bytes(CHUNK)
@@ -113,7 +113,7 @@ def _open(path: Path, kind: str) -> Iterator[tuple[BinaryIO, Any]]:
     except OSError as e:
         raise BadInput(f"{path}: cannot open: {e.strerror}") from None
     limit = max(MIN_BUDGET, MAX_RATIO * os.fstat(raw.fileno()).st_size)
-    stream = box.Budget(box.decompressor(kind, raw), lambda: limit, str(path),
+    stream = archive.Budget(archive.decompressor(kind, raw), lambda: limit, str(path),
                         f"the {kind} stream inflates to more than {MAX_RATIO} times its size: a decompression bomb, or a "
                         f"mostly empty disk; decompress it to a (sparse) raw file first and pack that")
     try:
@@ -121,7 +121,7 @@ def _open(path: Path, kind: str) -> Iterator[tuple[BinaryIO, Any]]:
     finally:
         try:
             stream.close()
-        except box.ARCHIVE_ERRORS:
+        except archive.ARCHIVE_ERRORS:
             pass
         raw.close()
 
@@ -136,6 +136,6 @@ def _read_full(stream: Any, n: int, path: Path, kind: str) -> bytes:
                 break
             parts.append(part)
             got += len(part)
-    except box.ARCHIVE_ERRORS as e:
+    except archive.ARCHIVE_ERRORS as e:
         raise BadInput(f"{path}: the {kind} stream is corrupt or cut short ({e})") from None
     return b"".join(parts)

@@ -17,7 +17,7 @@ from ..disk.source import ImageSource, Source
 from ..errors import BadInput
 from ..formats import HEAD, RAW, TAIL, detect
 from ..formats.raw import RawDisk
-from . import box
+from . import archive, box
 from .compressed_disk import CompressedRawDisk, peek
 
 
@@ -27,7 +27,7 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
     disk = RawDisk(path)
     try:
         head = disk.read(0, HEAD)
-        kind = box.compression(head)
+        kind = archive.compression(head)
         if kind is not None:
             disk.close()
             return _compressed(disk.path, kind, threads)
@@ -51,7 +51,7 @@ def _compressed(path: Path, kind: str, threads: int) -> Source:
     if kind == "none":
         return box.box_source(path, threads)
     head = peek(path, kind, HEAD)
-    if box.is_tar(head) or path.suffix == ".box":
+    if archive.is_tar(head) or path.suffix == ".box":
         return box.box_source(path, threads)
     fmt = detect(head, b"")
     if fmt is not RAW:
