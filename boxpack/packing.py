@@ -16,16 +16,17 @@ from typing import Any
 
 import deflate
 
-from .errors import BadInput, BadOption
 from .disk.esp import EspProbe, architecture
-from .output.gzip import DEFAULT_LEVEL, ParallelGzip, default_threads, member_compressor, zlib_compressor
-from .output.write import (Output, Target, checksum_path, checksum_targets, is_stream, targets, write_box,
-                           write_text_atomically)
 from .disk.partitions import read_partition_table
-from .providers import DEFAULT, PROVIDERS, Disk, Job, Provider
+from .disk.pieces import PieceSpool
+from .disk.source import Source
+from .errors import BadInput, BadOption
+from .output.destinations import Destination, Files, Output, is_stream
+from .output.gzip import DEFAULT_LEVEL, Compression, default_threads
+from .output.write import write_archive
+from .providers import DEFAULT, PROVIDERS, Disk, Job, Listener, Provider
 from .settings import SETTINGS, problem
 from .sources.open import open_source
-from .disk.pieces import PieceSpool
 from .vagrantfile import ruby_available, ruby_syntax
 
 log = logging.getLogger("boxpack")
@@ -38,9 +39,8 @@ class PackOptions:
 
     output is None (``<stem>-<provider>.box`` in the current directory), a
     file path (one provider), a directory (existing, or any path ending in
-    "/"), "-" / a binary stream (one provider), or a function of the provider
-    and architecture that returns the stream each box is written to (what
-    publish.pack_and_publish gives). level is libdeflate's 1-12;
+    "/"), or "-" / a binary stream (one provider); pack() takes another
+    destination (publishing's uploads) as an argument. level is libdeflate's 1-12;
     fast uses ISA-L instead (about twice as fast as level 1, boxes about 12%
     larger than gzip -6). architecture and firmware ("bios"/"efi") are
     detected from the partition table unless given. checksum_type names the
@@ -68,6 +68,10 @@ class PackOptions:
     name: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def compression_of(self, threads: int) -> Compression:
+        """The one Compression value every part of the run compresses with."""
+        return Compression(self.compression == "gzip", self.level, self.fast, threads)
+
     def check(self) -> None:
         """Raise BadOption for the first option that cannot work, before any disk is read."""
         if not self.providers:
@@ -76,8 +80,6 @@ class PackOptions:
             wrong = problem(setting, getattr(self, setting.name))
             if wrong:
                 raise BadOption(wrong)
-        if self.checksum_file and callable(self.output):
-            raise BadOption("boxes streamed into uploads get their checksum files on the target; drop --checksum-file")
         if self.checksum_file is True and is_stream(self.output):
             raise BadOption("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
         for p in self.providers:
@@ -172,11 +174,58 @@ def _disk_id(size: int, crc: int, clusters: array, index: int) -> bytes:
     return h.digest()
 
 
+@dataclass(frozen=True)
+class Fact:
+    """What the scan found a box to be (firmware, architecture), and why."""
+
+    value: str | None
+    reason: str  # "as asked", "detected: ...", "from the source box's metadata.json", "unknown: ..."
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one read of every disk found: the disks with their data maps, the boot disk's facts."""
+
+    disks: tuple[Disk, ...]
+    firmware: Fact
+    architecture: Fact
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A run's options, checked and read before any disk is: every provider once, the one Compression value."""
+
+    paths: list[str | os.PathLike[str]]
+    providers: list[type[Provider]]
+    compression: Compression
+    vagrantfile: bytes | None
+    include: tuple[Path, ...]
+    settings: dict[str, Any]  # the providers' options by name, defaults filled in
+
+    @classmethod
+    def of(cls, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], o: PackOptions,
+           destination: Destination | None) -> _Plan:
+        o.check()
+        paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        if not paths:
+            raise BadOption("no disk given")
+        if destination is not None and (o.output is not None or o.checksum_file):
+            raise BadOption("boxes streamed into uploads get their checksum files on the target; drop -o and --checksum-file")
+        providers = [PROVIDERS[p] for p in dict.fromkeys(o.providers)]
+        for p in providers:
+            p.check_disks(len(paths))
+        return cls(paths, providers, o.compression_of(o.threads or default_threads()),
+                   _user_vagrantfile(o.vagrantfile) if o.vagrantfile else None,
+                   tuple(_includes(o.include, [p.NAME for p in providers])),
+                   {opt.name: o.settings.get(opt.name, opt.default) for p in providers for opt in p.OPTIONS})
+
+
 def pack(
     source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     options: PackOptions | None = None,
     progress=None,
     on_box: Callable[[BoxResult], None] | None = None,
+    destination: Destination | None = None,
 ) -> list[BoxResult]:
     """Pack the disk image `source` (or several: the first boots) into one Vagrant box per provider.
 
@@ -184,144 +233,121 @@ def pack(
     disks are read straight from the archive; its architecture carries
     over). progress, if given, is a boxpack.progress.Progress-like object;
     on_box is called with each box as soon as it is complete (so a caller
-    knows what exists if a later one fails). Raises BoxpackError.
+    knows what exists if a later one fails). destination is where the boxes
+    go (output/destinations.py); by default options.output says. Raises
+    BoxpackError.
     """
     started = time.monotonic()
     o = options or PackOptions()
-    o.check()
-    paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    if not paths:
-        raise BadOption("no disk given")
-    providers = list(dict.fromkeys(o.providers))
-    for p in providers:
-        PROVIDERS[p].check_disks(len(paths))
-    threads = o.threads or default_threads()
-    vagrantfile = _user_vagrantfile(o.vagrantfile) if o.vagrantfile else None
-    includes = _includes(o.include, providers)
-    settings = {opt.name: o.settings.get(opt.name, opt.default) for p in providers for opt in PROVIDERS[p].OPTIONS}
+    plan = _Plan.of(source, o, destination)
     results: list[BoxResult] = []
     with contextlib.ExitStack() as stack:
-        disks = [Disk(stack.enter_context(open_source(p, threads))) for p in paths]
-        boot = disks[0].source
-        stem = o.name or _stem(boot.path)
-        opener = o.output if callable(o.output) else None
-        names = [f"{stem}-{p}.box" for p in providers]
-        sources = [d.source.path for d in disks]
-        where: list[Target | None] = [None] * len(names) if opener else list(targets(names, o.output, sources, o.force))
-        if o.checksum_file:  # checked now, like the boxes: never a source, a box, or a file there without force
-            checksum_targets(o.checksum_file, where, o.checksum_type, sources, o.force)
-        job = Job(
-            disks=disks,
-            name=stem,
-            firmware=o.firmware,
-            compress=zlib_compressor(o.level, o.fast),
-            threads=threads,
-            settings=settings,
-            architecture=o.architecture,
-            vagrantfile=vagrantfile,
-            include=includes,
-            spool_dir=next((t.parent for t in where if isinstance(t, Path)), None),
-        )
-        writers: list[Provider] = []
-        stack.callback(_close_all, writers)
-        for name in providers:
-            writers.append(PROVIDERS[name](job))
-        firmware, firmware_reason, architecture_reason = _scan(job, writers, o, progress, stack)
-        for writer, target in zip(writers, where):
-            if opener:  # the architecture is known now, after the scan
-                target = opener(writer.NAME, job.architecture)
-            assert target is not None
-            members = writer.members()
-            if progress:
-                progress.phase(f"writing {writer.NAME}", sum(m.size for m in members))
-            size, digest = write_box(
-                target, members, o.compression, lambda sink: ParallelGzip(sink, o.level, threads, o.fast), o.force,
-                o.checksum_type, progress,
-            )
-            writer.close()
-            if progress:
-                progress.finish()
-            results.append(
-                BoxResult(writer.NAME, target if isinstance(target, Path) else None, size, o.checksum_type, digest,
-                          time.monotonic() - started, firmware, firmware_reason, job.architecture, architecture_reason,
-                          [(writer.DISK_FORMAT, d.source.size) for d in job.disks])
-            )
+        sources = [stack.enter_context(open_source(p, plan.compression.threads)) for p in plan.paths]
+        stem = o.name or _stem(sources[0].path)
+        where = destination or Files([p.NAME for p in plan.providers], stem, o.output, [s.path for s in sources],
+                                     o.force, o.checksum_file, o.checksum_type)
+        listeners = {p.NAME: p.listener(plan.compression, where.spool_dir) for p in plan.providers}
+        for listener in filter(None, listeners.values()):
+            stack.callback(listener.close)
+        scan = _scan(sources, plan, listeners, where.spool_dir, o, progress, stack)
+        job = Job(scan.disks, stem, plan.settings, str(scan.firmware.value), scan.architecture.value, plan.vagrantfile,
+                  plan.include)
+        for cls in plan.providers:
+            listened = listeners[cls.NAME]
+            results.append(_write(cls(job, listened), where, scan, plan.compression, o.checksum_type, progress, started))
+            if listened:
+                listened.close()  # what it spooled goes as soon as its box is written (closing again is harmless)
             if on_box:
                 on_box(results[-1])
-    if o.checksum_file:
-        _write_checksum_files(results, o.checksum_file, o.force)
+        where.done([(r.path, r.checksum_type, r.checksum) for r in results])
     return results
 
 
-def _scan(job: Job, writers: list[Provider], o: PackOptions, progress, stack: contextlib.ExitStack) -> tuple[str, str, str]:
-    """Read each disk once for every provider, in order (a box's other disks join after its first);
-    then firmware and architecture from the boot disk. Returns the firmware, why it is that, and why the
-    architecture is what it is."""
+def _write(provider: Provider, where: Destination, scan: Scan, compression: Compression, checksum_type: str,
+           progress, started: float) -> BoxResult:
+    """One box, from its provider's members to its destination, whole or not at all."""
+    job = provider.job
+    members = provider.members()
+    if progress:
+        progress.phase(f"writing {provider.NAME}", sum(m.size for m in members))
+    box = where.open(provider.NAME, job.architecture)
+    try:
+        digest = write_archive(box.out, members, compression, checksum_type, progress)
+    except OSError as e:
+        box.abort()
+        raise box.failed(e) from None
+    except BaseException:
+        box.abort()
+        raise
+    path = box.finish(digest.size, checksum_type, digest.hexdigest())
+    if progress:
+        progress.finish()
+    return BoxResult(provider.NAME, path, digest.size, checksum_type, digest.hexdigest(), time.monotonic() - started,
+                     job.firmware, scan.firmware.reason, job.architecture, scan.architecture.reason,
+                     [(provider.DISK_FORMAT, d.source.size) for d in job.disks])
+
+
+def _scan(sources: list[Source], plan: _Plan, listeners: dict[str, Listener | None], spool_dir: Path | None,
+          o: PackOptions, progress, stack: contextlib.ExitStack) -> Scan:
+    """Read each disk once for every provider, in order (a box's other disks join after its first); then
+    firmware and architecture from the boot disk."""
     probe = EspProbe()
-    i = 0
-    while i < len(job.disks):
-        disk = job.disks[i]
-        source = disk.source
+    fed = [listener for listener in listeners.values() if listener]
+    providers, compression = plan.providers, plan.compression
+    readers = sum(p.PIECES for p in providers)
+    disks: list[Disk] = []
+    queue = list(sources)
+    while queue:
+        source = queue.pop(0)
+        i = len(disks)
         if progress:
-            progress.phase("reading disk" if len(job.disks) == 1 else f"reading disk {i + 1}", source.progress_total())
-        readers = sum(w.PIECES for w in writers)
-        if o.compression == "gzip" and readers:  # the data compressed once, for every box (sources/pieces.py)
-            disk.spool = stack.enter_context(contextlib.closing(PieceSpool(
-                member_compressor(o.level, o.fast), job.threads, job.spool_dir, keep=readers > 1 or not source.rereadable)))
-        feed = disk.spool if disk.spool and not source.rereadable else None
-        crc = 0
+            progress.phase("reading disk" if len(sources) == 1 and not i else f"reading disk {i + 1}", source.progress_total())
+        spool = PieceSpool.for_disk(compression.member() if compression.gzip else None, compression.threads, spool_dir,
+                                    readers, source.rereadable)
+        if spool:
+            stack.enter_context(contextlib.closing(spool))
+        clusters, crc = array("Q"), 0
         for cluster, data in source.scan(progress):
-            disk.clusters.append(cluster)
+            clusters.append(cluster)
             crc = deflate.crc32(data, crc)
-            for w in writers:
-                w.feed(i, cluster, data)
-            if feed:
-                feed.feed(cluster, data)
+            for listener in fed:
+                listener.feed(i, cluster, data)
+            if spool and spool.during_scan:
+                spool.feed(cluster, data)
             if i == 0:
                 probe.feed(cluster, data)
-        if feed:
-            feed.finish()
-        if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
-            raise BadInput(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
-        for w in writers:
-            w.check_size(source.size, source.path)
-        if source.padded:
-            log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", source.path, source.file_size, source.size)
-        disk.disk_id = _disk_id(source.size, crc, disk.clusters, i)
-        others = [Disk(stack.enter_context(s)) for s in source.other_disks()]
-        job.disks[i + 1 : i + 1] = others
+        if spool and spool.during_scan:
+            spool.finish()
+        _check_scanned(source, providers)
+        disks.append(Disk(source, clusters, _disk_id(source.size, crc, clusters, i), spool))
+        others = [stack.enter_context(s) for s in source.other_disks()]
+        queue[:0] = others
         if others:
-            for w in writers:
-                w.check_disks(len(job.disks))
-        i += 1
-    # The partition table is read after the scan: a disk inside a box can only be streamed.
-    boot = job.disk
+            for p in providers:
+                p.check_disks(len(disks) + len(queue))
+    firmware, architecture = _facts(disks[0].source, probe, o)
+    return Scan(tuple(disks), firmware, architecture)
+
+
+def _check_scanned(source: Source, providers: list[type[Provider]]) -> None:
+    if source.size == 0:  # as an empty raw file is: no format makes a usable disk of nothing
+        raise BadInput(f"{source.path}: the disk's virtual size is 0, so there is no disk to pack")
+    for p in providers:
+        p.check_size(source.size, source.path)
+    if source.padded:
+        log.warning("%s: size %d is not a multiple of 512; padded with zeros to %d", source.path, source.file_size, source.size)
+
+
+def _facts(boot: Source, probe: EspProbe, o: PackOptions) -> tuple[Fact, Fact]:
+    """Firmware and architecture: as asked, else from the source box, else what the boot disk says. The
+    partition table is read after the scan: a disk inside a box can only be streamed."""
     table = read_partition_table(boot)
     fw, reason = table.firmware()
-    job.firmware = firmware = o.firmware or fw
+    firmware = Fact(o.firmware, "as asked") if o.firmware else Fact(fw, f"detected: {reason}")
     arch, why = architecture(table, probe)
-    job.architecture = o.architecture or boot.architecture or arch
+    chosen = o.architecture or boot.architecture or arch
     said = "as asked" if o.architecture else "from the source box's metadata.json" if boot.architecture else None
-    if said and arch and arch != job.architecture:
-        log.warning("%s: the box says architecture %s (%s), but the disk is %s (%s)", boot.path, job.architecture,
+    if said and arch and arch != chosen:
+        log.warning("%s: the box says architecture %s (%s), but the disk is %s (%s)", boot.path, chosen,
                     "--architecture" if o.architecture else "the source box's metadata.json", arch, why)
-    arch_reason = said or (f"detected: {why}" if arch else f"unknown: {why}")
-    return firmware, "as asked" if o.firmware else f"detected: {reason}", arch_reason
-
-
-def _close_all(writers: list[Provider]) -> None:
-    for w in writers:
-        w.close()
-
-
-def _write_checksum_files(results: list[BoxResult], checksum_file: bool | str | os.PathLike[str], force: bool) -> None:
-    """sha256sum-format lines: `<hex>  <box file name>`, "-" for a box written to a stream."""
-    lines = {r: f"{r.checksum}  {r.path.name if r.path else '-'}\n" for r in results}
-    if checksum_file is True:
-        files = {checksum_path(r.path, r.checksum_type): lines[r] for r in results if r.path}
-    elif checksum_file:
-        files = {Path(checksum_file): "".join(lines.values())}
-    else:
-        return
-    for path, text in files.items():
-        write_text_atomically(path, text, "checksum file", force)
+    return firmware, Fact(chosen, said or (f"detected: {why}" if arch else f"unknown: {why}"))

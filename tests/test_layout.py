@@ -64,7 +64,7 @@ def test_no_import_cycles() -> None:
 
 def test_magic_bytes_are_matched_only_in_the_format_registry_and_box_reader() -> None:
     """qcow2's and VMDK's magic, and the archive magics, each live in one place (output/gzip.py writes gzip headers)."""
-    allowed = {"formats", "box.py", "gzip.py"}
+    allowed = {"formats", "archive.py", "gzip.py"}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE)
         if rel.parts[0] in allowed or rel.name in allowed:
@@ -104,34 +104,52 @@ def test_each_provider_name_is_known_only_to_its_own_modules() -> None:
         assert bus in ("virtio", "sata") and nic in ("virtio-net-pci", "e1000", "e1000e"), cls
 
 
-# The stages, in the order the bytes travel; a module may import only from its own stage and those below.
-# sources/ holds both ends of reading: byte access and the Source interface (below formats/, which read
-# through them), and open.py, box.py and compressed_disk.py, which choose a format (above it).
-LATER = ("boxpack.cli", "boxpack.inspect", "boxpack.packing", "boxpack.publish", "boxpack.mirror")
-READING = ("boxpack.sources.open", "boxpack.sources.box", "boxpack.sources.compressed_disk")
-LOWER = {
-    "boxpack.sources.bytesource": {*LATER, *READING, "boxpack.formats", "boxpack.descriptors", "boxpack.providers",
-                                   "boxpack.output"},
-    "boxpack.sources.disk": {*LATER, *READING, "boxpack.formats", "boxpack.descriptors", "boxpack.providers",
-                             "boxpack.output"},
-    "boxpack.formats": {*LATER, *READING, "boxpack.descriptors", "boxpack.providers", "boxpack.output"},
-    "boxpack.descriptors": {*LATER, *READING, "boxpack.providers", "boxpack.output"},
-    "boxpack.sources": {*LATER, "boxpack.providers", "boxpack.output"},
-    "boxpack.providers": {*LATER, *READING, "boxpack.output"},
-    "boxpack.output": {*LATER},
-}
+# The floors of the house, from the ground up, in the order the bytes travel: a module may import only from
+# its own floor and those below, and every module stands on one. The disk floor is what every format reads
+# through; formats and descriptors read and write one kind of file each; sources open anything by its bytes;
+# output lays boxes out; providers say what a box holds; packing makes boxes and inspect reads them back;
+# publishing puts them where Vagrant finds them; the command line is on top.
+FLOORS = (
+    ("ground", {"boxpack", "boxpack.errors", "boxpack.findings", "boxpack.report", "boxpack.ordered", "boxpack.accel",
+                "boxpack.progress", "boxpack.member", "boxpack.vagrantfile", "boxpack.metadata", "boxpack.files",
+                "boxpack.mkosi"}),
+    ("disk", {"boxpack.disk"}),
+    ("formats", {"boxpack.formats", "boxpack.descriptors"}),
+    ("sources", {"boxpack.sources"}),
+    ("output", {"boxpack.output"}),
+    ("providers", {"boxpack.providers"}),
+    ("packing", {"boxpack.catalog", "boxpack.settings", "boxpack.packing", "boxpack.inspect"}),
+    ("publishing", {"boxpack.publishing"}),
+    ("command line", {"boxpack.cli", "boxpack.__main__"}),
+)
 
 
-def test_no_stage_imports_a_later_one() -> None:
+def _floor(module: str) -> int:
+    """The floor a module stands on: the longest prefix that names one (boxpack itself: the package's face,
+    which imports nothing, its names loaded when first used)."""
+    best = (-1, -1)
+    for i, (_, names) in enumerate(FLOORS):
+        for name in names:
+            if module == name or (name != "boxpack" and module.startswith(name + ".")):
+                best = max(best, (len(name), i))
+    return best[1]
+
+
+def test_every_module_stands_on_a_floor() -> None:
+    missing = [_module(p) for p in PACKAGE.rglob("*.py") if _floor(_module(p)) < 0]
+    assert not missing, f"add each to FLOORS: {missing}"
+
+
+def test_no_floor_imports_a_higher_one() -> None:
+    modules = {_module(p) for p in PACKAGE.rglob("*.py")}
     for path in PACKAGE.rglob("*.py"):
         mod = _module(path)
-        for stage, forbidden in LOWER.items():
-            if mod == stage or mod.startswith(stage + "."):
-                bad = {i for i in _imports(path) if any(i == f or i.startswith(f + ".") for f in forbidden)}
-                assert not bad, f"{mod} imports {sorted(bad)}"
-    for path in PACKAGE.rglob("*.py"):
-        if not _module(path).startswith(("boxpack.cli", "boxpack.__main__")):  # python -m boxpack runs the command
-            assert not {i for i in _imports(path) if i.startswith("boxpack.cli")}, path
+        here = _floor(mod)
+        up = {i for i in _imports(path) if (i if i in modules else i.rsplit(".", 1)[0]) in modules
+              and _floor(i if i in modules else i.rsplit(".", 1)[0]) > here}
+        assert not up, f"{mod} ({FLOORS[here][0]}) imports from above: {sorted(up)}"
+    for path in (PACKAGE / "formats").rglob("*.py"):  # formats read through the disk floor, never through sources
+        assert not {i for i in _imports(path) if i.startswith(("boxpack.sources", "boxpack.descriptors"))}, path
 
 
 def test_every_package_is_in_the_wheel() -> None:

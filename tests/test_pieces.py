@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import extract, qemu_compare
 
-import boxpack.packing as packing
+import boxpack.output.gzip as gzip_engines
 from boxpack.disk.pieces import PIECE, _Run
-from boxpack.packing import PackOptions, pack
 from boxpack.disk.source import CLUSTER, ImageSource
+from boxpack.packing import PackOptions, pack
 
 MIB = 1024 * 1024
 # provider: (its disk's file name in the box, qemu-img's name for its format)
@@ -63,13 +63,13 @@ def test_runs_are_cut_at_gaps_and_at_each_aligned_mib() -> None:
 def test_every_box_of_a_run_shares_one_compression_and_is_what_it_is_alone(tmp_path: Path, monkeypatch) -> None:
     disk = fragmented(tmp_path / "frag.img")
     calls = []
-    real = packing.member_compressor
+    real = gzip_engines.member_compressor
 
     def counting(level: int, fast: bool):
         compress = real(level, fast)
         return lambda data: calls.append(len(data)) or compress(data)
 
-    monkeypatch.setattr(packing, "member_compressor", counting)
+    monkeypatch.setattr(gzip_engines, "member_compressor", counting)  # what Compression.member() makes
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     together = pack(disk, PackOptions(providers=list(SHARED), output=f"{tmp_path}/together/", threads=3, name="d",
                                       settings={"vhdx_block_size": 1}))

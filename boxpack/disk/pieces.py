@@ -98,15 +98,27 @@ class PieceSpool:
     """
 
     def __init__(self, compress: Callable[[bytes | bytearray], bytes], threads: int, spool_dir: Path | None,
-                 keep: bool = True) -> None:
+                 keep: bool = True, during_scan: bool = False) -> None:
         self.compress = compress
         self.spool_dir = spool_dir
         self.keep = keep
+        self.during_scan = during_scan  # fed by the scan (feed(), finish()), not by the first box
         self.file: BinaryIO | None = None
         self.pool: OrderedPool[tuple[int, int], bytes] = OrderedPool(threads, 4 * threads, "pieces")
         self.run = _Run()
         self.size = 0
         self.state = "empty"  # "filling", then "full": the pieces are in the file
+
+    @classmethod
+    def for_disk(cls, compress: Callable[[bytes | bytearray], bytes] | None, threads: int, spool_dir: Path | None,
+                 readers: int, rereadable: bool) -> PieceSpool | None:
+        """The one place that decides how a run compresses a disk's pieces, for readers boxes that hold the data as
+        it is (compress None: the boxes are not gzipped). None when no box would read them; for a source that is
+        costly to read again (a box, a compressed disk), compressed during the scan and kept; for one that is not
+        (a raw disk), compressed by the first box as it is written, and kept only when another box reads them."""
+        if compress is None or not readers:
+            return None
+        return cls(compress, threads, spool_dir, keep=readers > 1 or not rereadable, during_scan=not rereadable)
 
     def feed(self, cluster: int, data: bytes | memoryview) -> None:
         """One non-zero cluster of the scan, in ascending order."""

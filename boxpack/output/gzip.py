@@ -36,7 +36,8 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import deflate
 
@@ -140,7 +141,7 @@ def default_threads() -> int:
 class DigestWriter:
     """Passes bytes through to a file and hashes and counts them on the way."""
 
-    def __init__(self, out: BinaryIO, algorithm: str = "sha256") -> None:
+    def __init__(self, out: Sink, algorithm: str = "sha256") -> None:
         self.out = out
         self.hash = hashlib.new(algorithm)
         self.algorithm = algorithm
@@ -180,6 +181,27 @@ def zlib_compressor(level: int, fast: bool) -> Callable[[bytes], bytes | bytearr
     if fast:
         return lambda data: isal_zlib.compress(data, FAST_LEVEL, 15)
     return lambda data: deflate.zlib_compress(data, level)
+
+
+@dataclass(frozen=True)
+class Compression:
+    """How a run compresses, one value for all three uses: the box's gzip stream (gzip False: a plain tar),
+    the disk's pieces as gzip members (disk/pieces.py), and VirtualBox's zlib grains (formats/vmdk/stream.py).
+    level is libdeflate's; fast uses ISA-L (the level is then its own)."""
+
+    gzip: bool = True
+    level: int = DEFAULT_LEVEL
+    fast: bool = False
+    threads: int = 1
+
+    def stream(self, sink: Sink) -> ParallelGzip:
+        return ParallelGzip(sink, self.level, self.threads, self.fast)
+
+    def member(self) -> Callable[[bytes | bytearray], bytes]:
+        return member_compressor(self.level, self.fast)
+
+    def zlib(self) -> Callable[[bytes], bytes | bytearray]:
+        return zlib_compressor(self.level, self.fast)
 
 
 class ParallelGzip:

@@ -1,11 +1,10 @@
 """What a provider declares: its name, options, box members, metadata, Vagrantfile and verify rules.
 
-A provider is a class built once per run before the disk is scanned; feed()
-sees every data cluster during the scan (so a writer that can work in that
-one read does), members() lists the box's files after it. Its OPTIONS become
-an argument group of the CLI, and check_box() holds the rules `boxpack
-verify` applies to its boxes. packing.py, cli/ and verify.py know only this
-interface.
+A provider is built once per run after the disks are scanned, from a Job that holds what the scan found
+(firmware, architecture, the disks' data maps); a provider that works during that one read (VirtualBox
+compresses its grains) gives the scan a listener, which it is built with. members() lists the box's
+files. Its OPTIONS become an argument group of the CLI, and check_box() holds the rules `boxpack verify`
+applies to its boxes. packing.py, cli/ and verify.py know only this interface.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import functools
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -23,6 +22,7 @@ from ..disk.pieces import Piece, PieceSpool, raw_pieces
 from ..disk.source import Source
 from ..errors import BadInput, BadOption
 from ..member import Chunk, Member
+from ..output.gzip import Compression
 from ..report import Report
 
 
@@ -76,14 +76,14 @@ class TestVm:
     firmware: str | None = None  # "efi" or "bios", when the consumer's configuration says, rather than the disk
 
 
-@dataclass
+@dataclass(frozen=True)
 class Disk:
     """One disk of the box, as the scan found it."""
 
     source: Source
-    clusters: array = field(default_factory=lambda: array("Q"))  # filled by the scan
-    disk_id: bytes = b""  # 32 bytes derived from the disk's content (and place), set after its scan
-    spool: PieceSpool | None = None  # its data compressed by the scan, when the boxes are gzipped
+    clusters: array  # the clusters that hold data, in order
+    disk_id: bytes  # 32 bytes derived from the disk's content (and place)
+    spool: PieceSpool | None = None  # its data compressed for every box that holds it (disk/pieces.py)
 
     def pieces(self) -> Iterator[Piece]:
         """The data, in pieces: gzip members compressed once for every box (the spool), else raw from a second scan."""
@@ -91,20 +91,18 @@ class Disk:
         return self.spool.pieces(raw) if self.spool else raw()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """What providers need: the disks (the first boots), their data maps, and the user's choices."""
+    """What providers are built with, after the scan: the disks (the first boots), what they are, and the
+    user's choices."""
 
-    disks: list[Disk]
+    disks: tuple[Disk, ...]
     name: str  # the box's base name, from the source file: VM names default to it
-    compress: Callable[[bytes], bytes | bytearray]  # zlib-wraps one buffer with the box's engine and level
-    threads: int
     settings: dict[str, Any]  # provider options by name (Option.name), defaults filled in
-    firmware: str | None = None  # "bios" or "efi", as asked, else known once the scan has read the partition table
-    architecture: str | None = None  # as asked, else from the source or the partition table after the scan
+    firmware: str  # "bios" or "efi": as asked, else what the boot disk's partition table says
+    architecture: str | None  # as asked, else from the source box or the boot disk, else unknown
     vagrantfile: bytes | None = None  # the user's own, replacing the default
-    include: list[Path] = field(default_factory=list)
-    spool_dir: Path | None = None  # where a provider may put a temporary file
+    include: tuple[Path, ...] = ()
 
     @property
     def disk(self) -> Source:
@@ -116,6 +114,16 @@ class Job:
         """The boot disk's ID: seeds the VM's IDs and MAC."""
         return self.disks[0].disk_id
 
+
+class Listener(Protocol):
+    """What a provider makes during the scan, from every data cluster as it is read (VirtualBox compresses
+    its grains there), handed to the provider once the scan is over."""
+
+    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
+        """One non-zero 64 KiB cluster of disk number `disk`, in ascending order (disks in order)."""
+
+    def close(self) -> None:
+        """Release what it holds, once the box is written (or on failure)."""
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -144,21 +152,20 @@ class Provider:
     TEST_FORMAT: ClassVar[str | None] = None  # QEMU's driver for the box's own disk, when boxpack test boots that file
     PIECES: ClassVar[bool] = True  # its disk holds the data as it is: it writes the run's shared pieces (Disk.pieces)
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
     MAX_DISKS: ClassVar[int | None] = None  # how many disks its consumer can attach from one box
     DISK_LIMIT: ClassVar[str] = ""  # why, with the upstream source
     MAX_DISK_SIZE: ClassVar[int | None] = None  # the largest disk its format holds, in bytes
 
-    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
-        """One non-zero 64 KiB cluster of disk number `disk`, in ascending order, during the scan (disks in order)."""
+    @classmethod
+    def listener(cls, compression: Compression, spool_dir: Path | None) -> Listener | None:
+        """What it makes during the scan, if anything (given to __init__ as listened)."""
+        return None
+
+    def __init__(self, job: Job, listened: Listener | None = None) -> None:
+        self.job = job
 
     def members(self) -> list[Member]:
         raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what members() needed once the box is written (or on failure)."""
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"provider": self.NAME}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from pathlib import Path
 
 from ..descriptors import ovf
 from ..disk.source import SECTOR
@@ -17,8 +18,9 @@ from ..errors import BoxpackError, InternalError
 from ..formats.vmdk import VmdkSpool, capacity_sectors, read_chunks
 from ..member import Member
 from ..metadata import metadata_json
+from ..output.gzip import Compression
 from ..report import Report
-from .base import HARDWARE, Job, Option, Provider, vm_name
+from .base import HARDWARE, Job, Listener, Option, Provider, vm_name
 
 
 def vmdk_name(index: int) -> str:
@@ -46,6 +48,28 @@ def _check_mac(mac: str) -> str | None:
     return None
 
 
+class VmdkSpools:
+    """VirtualBox's listener: each disk's streamOptimized VMDK, its grains compressed as the scan reads them,
+    so a VirtualBox box costs one read of the disk."""
+
+    def __init__(self, compression: Compression, spool_dir: Path | None) -> None:
+        self.compress, self.threads, self.spool_dir = compression.zlib(), compression.threads, spool_dir
+        self.spools: list[VmdkSpool] = []
+
+    def spool(self, disk: int) -> VmdkSpool:
+        """The VMDK of disk number `disk` (disks come in order; one without data still gets one)."""
+        while len(self.spools) <= disk:
+            self.spools.append(VmdkSpool(vmdk_name(len(self.spools)), self.compress, self.threads, self.spool_dir))
+        return self.spools[disk]
+
+    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
+        self.spool(disk).feed(cluster, data)
+
+    def close(self) -> None:
+        for spool in self.spools:
+            spool.close()
+
+
 class VirtualBox(Provider):
     NAME = "virtualbox"
     TEST_DEVICES = ("sata", "e1000")  # the AHCI controller and the Intel PRO/1000 of the box's OVF
@@ -63,19 +87,15 @@ class VirtualBox(Provider):
     MAX_DISKS = 30
     DISK_LIMIT = "VirtualBox's SATA controller has 30 ports"
 
-    def __init__(self, job: Job) -> None:
+    @classmethod
+    def listener(cls, compression: Compression, spool_dir: Path | None) -> VmdkSpools:
+        return VmdkSpools(compression, spool_dir)
+
+    def __init__(self, job: Job, listened: Listener | None = None) -> None:
         super().__init__(job)
-        self.spools: list[VmdkSpool] = []
-
-    def _spool(self, disk: int) -> VmdkSpool:
-        """The VMDK of disk number `disk` (disks come in order; one without data still gets one)."""
-        while len(self.spools) <= disk:
-            name = vmdk_name(len(self.spools))
-            self.spools.append(VmdkSpool(name, self.job.compress, self.job.threads, self.job.spool_dir))
-        return self.spools[disk]
-
-    def feed(self, disk: int, cluster: int, data: bytes | memoryview) -> None:
-        self._spool(disk).feed(cluster, data)
+        if not isinstance(listened, VmdkSpools):
+            raise InternalError("internal error: a VirtualBox box is built from the VMDKs its scan wrote")
+        self.vmdks = listened
 
     def hardware(self) -> ovf.Hardware:
         s = self.job.settings
@@ -97,7 +117,7 @@ class VirtualBox(Provider):
         job = self.job
         vmdks = []
         for i, disk in enumerate(job.disks):
-            spool, size = self._spool(i).finish(disk.source.size, disk.disk_id)
+            spool, size = self.vmdks.spool(i).finish(disk.source.size, disk.disk_id)
             vmdks.append((ovf.DiskFile(vmdk_name(i), size, capacity_sectors(disk.source.size) * SECTOR,
                                        disk_uuid(disk.disk_id)), spool))
         box_ovf = ovf.build(self.hardware(), [d for d, _ in vmdks])
@@ -111,10 +131,6 @@ class VirtualBox(Provider):
             *(Member(d.name, d.size, functools.partial(read_chunks, f, d.size), stored=True) for d, f in vmdks),
             *self.include_members(),
         ]
-
-    def close(self) -> None:
-        for spool in self.spools:
-            spool.close()
 
     @classmethod
     def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:

@@ -386,6 +386,36 @@ def _digest(path: Path, checksum_type: str) -> str:
         raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
 
+class Uploads:
+    """pack()'s destination when boxes are published: each box streamed straight into its upload (no local
+    copy), planned when it is opened and finished (steps 2 and 3) when complete."""
+
+    def __init__(self, publisher: Publisher, version: str) -> None:
+        self.publisher, self.version = publisher, version
+        self.spool_dir: Path | None = None
+
+    def open(self, provider: str, architecture: str | None) -> _UploadBox:
+        self.publisher.plan(self.version, provider, architecture)
+        return _UploadBox(self, self.publisher.open(self.version, provider, architecture), provider, architecture)
+
+    def done(self, boxes: Sequence[tuple[Path | None, str, str]]) -> None:
+        """The catalog is the publisher's to commit."""
+
+
+class _UploadBox:
+    def __init__(self, uploads: Uploads, upload: Upload, provider: str, architecture: str | None) -> None:
+        self.uploads, self.out, self.provider, self.architecture = uploads, upload, provider, architecture
+
+    def finish(self, size: int, checksum_type: str, digest: str) -> None:
+        self.uploads.publisher.finish(self.out, self.uploads.version, self.provider, self.architecture, checksum_type, digest)
+
+    def abort(self) -> None:
+        self.out.abort()  # the same input would fail the same way: nothing to resume
+
+    def failed(self, e: OSError) -> BoxpackError:
+        return OutputFailed(f"{self.uploads.publisher.store.where}: cannot upload: {e.strerror}")
+
+
 def pack_and_publish(
     source: Any, pack_options: Any, options: PublishOptions, progress: Any = None,
     on_box: Callable[[Any], None] | None = None,
@@ -393,28 +423,9 @@ def pack_and_publish(
     """pack() with every box streamed straight into its upload: no local copy."""
     from ..packing import pack
 
-    o = options
-    publisher = _publisher(o)
-    uploads: dict[str, tuple[Upload, str | None]] = {}
-
-    def opener(provider: str, architecture: str | None) -> Any:
-        publisher.plan(o.version, provider, architecture)
-        uploads[provider] = (publisher.open(o.version, provider, architecture), architecture)
-        return uploads[provider][0]
-
-    def finished(r: Any) -> None:
-        upload, arch = uploads.pop(r.provider)
-        publisher.finish(upload, o.version, r.provider, arch, r.checksum_type, r.checksum)
-        if on_box:
-            on_box(r)
-
-    try:
-        results = pack(source, dataclasses.replace(pack_options, output=opener), progress, on_box=finished)
-    except BoxpackError:
-        for upload, _ in uploads.values():
-            upload.abort()  # the same input would fail the same way: nothing to resume
-        raise
-    return results, _result(publisher, o)
+    publisher = _publisher(options)
+    results = pack(source, pack_options, progress, on_box=on_box, destination=Uploads(publisher, options.version))
+    return results, _result(publisher, options)
 
 
 def published(location: str, endpoint_url: str | None = None) -> PublishedCatalog:
