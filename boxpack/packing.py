@@ -25,7 +25,8 @@ from .output.destinations import Destination, Files, Output, is_stream
 from .output.gzip import DEFAULT_LEVEL, Compression, default_threads
 from .output.write import write_archive
 from .providers import DEFAULT, PROVIDERS, Disk, Job, Listener, Provider
-from .settings import SETTINGS, problem
+from .options import problem
+from .settings import SETTINGS
 from .sources.open import open_source
 from .vagrantfile import ruby_available, ruby_syntax
 

@@ -1,21 +1,21 @@
-"""The core options of `boxpack SOURCE...`, written once: each PackOptions field's flag, help, values and check.
+"""The core options of `boxpack SOURCE...`, written once: each PackOptions field's flag, help, values and check;
+and the catalog-entry options packing, publish and `catalog add` share.
 
 The command line's arguments, PackOptions.check(), schemas/pack-options.schema.json (for image builders
-that call the library, such as an osbuild stage) and the README's option table all follow this table, as
-mkosi's ConfigSetting table makes mkosi's (mkosi/config.py). The providers' own options are their Option
-rows (providers/base.py); the defaults are PackOptions' own.
+that call the library, such as an osbuild stage) and the README's option table all follow these tables
+of Setting rows (options.py), as do the providers' own options (providers/); the defaults are PackOptions'
+own.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from . import accel
 from .catalog import CHECKSUM_TYPES
+from .options import Setting
 from .output.gzip import DEFAULT_LEVEL, LEVELS
 from .output.write import COMPRESSIONS
 from .providers import PROVIDERS
@@ -44,23 +44,6 @@ def _architecture(arch: str | None) -> str | None:
     return f"--architecture {arch!r} is not a Vagrant architecture name (amd64, arm64, i386, ...)"
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str  # the PackOptions field
-    flag: str
-    help: str
-    kind: str = "value"  # "value"; "switch" (--flag alone); "list" (repeatable); "optional" (--flag or --flag VALUE)
-    type: type = str
-    choices: Sequence[str] | None = None
-    metavar: str | None = None
-    old: str | None = None  # an older spelling that still parses, hidden from --help
-    noun: str = ""  # what a value is, for "unknown <noun> 'x'; choose from ..."
-    short: str | None = None  # a one-letter flag
-    required: bool = False  # on the command line (the library has a default)
-    group: str = ""  # the --help section it is listed in, after the general ones
-    check: Callable[[Any], str | None] | None = None  # what is wrong with a value, None when it can work
-
-
 SETTINGS = (
     Setting("providers", "--provider", "box provider; repeat for several boxes from one read of the disk", kind="list",
             choices=tuple(PROVIDERS), noun="provider", required=True),
@@ -86,38 +69,17 @@ SETTINGS = (
 )
 
 
-def add_arguments(where: argparse._ActionsContainer, group: str, defaults: dict[str, Any],
-                  option: Callable[..., None]) -> None:
-    """The settings of one --help group ("" the general options) as argparse arguments, with the library's
-    defaults; option(container, flag, old, **kw) adds one with a hidden older spelling."""
-    for s in SETTINGS:
-        if s.group != group:
-            continue
-        kw: dict[str, Any] = {"dest": s.name, "help": s.help}
-        if s.kind == "switch":
-            kw["action"] = "store_true"
-        elif s.kind == "list":
-            kw.update(action="append", choices=s.choices, metavar=s.metavar, required=s.required)
-            if not s.required:
-                kw["default"] = []
-        elif s.kind == "optional":
-            kw.update(nargs="?", const=True, default=False, metavar=s.metavar)
-        else:
-            kw.update(type=s.type, choices=s.choices, metavar=s.metavar, default=defaults[s.name])
-        if s.old:
-            option(where, s.flag, s.old, **kw)
-        else:
-            where.add_argument(*([s.short] if s.short else []), s.flag, **kw)
-
-
-def problem(setting: Setting, value: Any) -> str | None:
-    """What is wrong with value for setting, in one line; None when it can work."""
-    values = value if setting.kind == "list" else [value]
-    if setting.choices is not None:
-        for v in values:
-            if v is not None and v not in setting.choices:
-                return f"unknown {setting.noun} {v!r}; choose from {', '.join(setting.choices)}"
-    return setting.check(value) if setting.check else None
+# What a catalog entry is given, the same for `boxpack SOURCE --catalog/--publish`, `boxpack publish` and
+# `boxpack catalog add` (each its own --help group or place; publish and catalog add require a name and version).
+CATALOG_ENTRY = (
+    Setting("name", "--name", "the box's name, what `vagrant box add` is given", metavar="ORG/NAME", owner="catalog"),
+    Setting("box_version", "--box-version", "the version the boxes are recorded as (X.Y.Z)", metavar="VERSION",
+            owner="catalog"),
+    Setting("default_architecture", "--default-architecture", "make these boxes their provider's default "
+            "architecture (default: amd64 if there is one, else the first)", kind="switch", old="--default-arch",
+            owner="catalog"),
+    Setting("description", "--description", "the catalog's description", metavar="TEXT", owner="catalog"),
+)
 
 
 def schema(provider_options: Sequence[Any]) -> dict[str, Any]:

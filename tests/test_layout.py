@@ -108,11 +108,12 @@ def test_each_provider_name_is_known_only_to_its_own_modules() -> None:
 # its own floor and those below, and every module stands on one. The disk floor is what every format reads
 # through; formats and descriptors read and write one kind of file each; sources open anything by its bytes;
 # output lays boxes out; providers say what a box holds; packing makes boxes and inspect reads them back;
-# publishing puts them where Vagrant finds them; the command line is on top.
+# publishing puts them where Vagrant finds them; a run is packing and the steps after it, what the command
+# line (on top) runs.
 FLOORS = (
     ("ground", {"boxpack", "boxpack.errors", "boxpack.findings", "boxpack.report", "boxpack.ordered", "boxpack.accel",
                 "boxpack.progress", "boxpack.member", "boxpack.vagrantfile", "boxpack.metadata", "boxpack.files",
-                "boxpack.mkosi"}),
+                "boxpack.mkosi", "boxpack.options"}),
     ("disk", {"boxpack.disk"}),
     ("formats", {"boxpack.formats", "boxpack.descriptors"}),
     ("sources", {"boxpack.sources"}),
@@ -120,6 +121,7 @@ FLOORS = (
     ("providers", {"boxpack.providers"}),
     ("packing", {"boxpack.catalog", "boxpack.settings", "boxpack.packing", "boxpack.inspect"}),
     ("publishing", {"boxpack.publishing"}),
+    ("a run", {"boxpack.run"}),
     ("command line", {"boxpack.cli", "boxpack.__main__"}),
 )
 

@@ -12,6 +12,8 @@ from ..errors import BadInput, BoxpackError
 from ..publishing import http as download
 from ..publishing import publish
 from ..publishing.layout import CATALOG_LIMIT
+from ..options import add_arguments
+from ..settings import CATALOG_ENTRY
 from .common import Parser, option
 
 
@@ -26,13 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="add a box to a version (creating the catalog or version as needed)")
     add.add_argument("catalog", metavar="CATALOG")
     add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
-    add.add_argument("--name", required=True, metavar="ORG/NAME", help="the box's name, what `vagrant box add` is given")
-    add.add_argument("--box-version", required=True, metavar="VERSION", help="the version to add the box to (X.Y.Z)")
+    add_arguments(add, CATALOG_ENTRY, {}, option, required={"name", "box_version"})
     add.add_argument("--url", required=True, metavar="URL", help="absolute URL the box is served from")
     add.add_argument("--provider", metavar="PROVIDER", help="default: from the box's metadata.json")
     option(add, "--architecture", "--arch", metavar="ARCH", help="default: from the box's metadata.json, else unknown")
-    option(add, "--default-architecture", "--default-arch", action="store_true", help="make this the provider's default architecture")
-    add.add_argument("--description", metavar="TEXT", help="the catalog's description")
     add.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256",
                      help="the digest computed from the box (default: sha256)")
     add.add_argument("--force", action="store_true", help="replace an entry for the same provider and architecture")

@@ -9,18 +9,21 @@ import json
 import logging
 import os
 import sys
-from urllib.parse import quote
 
-from .. import __version__, catalog, mkosi
+from .. import __version__, mkosi
+from .. import run as runs
 from ..errors import BadOption, BoxpackError
-from ..packing import PackOptions, pack
+from ..options import add_arguments
+from ..packing import BoxResult, PackOptions
 from ..progress import Progress, human_size
 from ..providers import PROVIDERS, options
-from ..publishing import publish
-from ..settings import SETTINGS, add_arguments
+from ..publishing.publish import PublishOptions
+from ..run import CatalogEntry, Run
+from ..settings import CATALOG_ENTRY, SETTINGS
 from .common import VERBS, Parser, PrintCompletion, PrintMan, option, target_options
 from .publish import options as publish_options
 from .publish import print_catalog, said, say_published
+from .test import print_result
 
 EPILOG = """\
 examples:
@@ -74,14 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$IMAGE_VERSION; no SOURCE",
     )
     defaults = {f.name: f.default for f in dataclasses.fields(PackOptions)}
-    add_arguments(p, "", defaults, option)
+    add_arguments(p, [s for s in SETTINGS if not s.group], defaults, option)
     by_owners: dict[tuple[str, ...], list] = {}
     for o in options():  # each option once, in a group naming the providers that read it
         by_owners.setdefault(tuple(n for n, p in PROVIDERS.items() if o in p.OPTIONS), []).append(o)
     for owners, opts in by_owners.items():
-        group = p.add_argument_group(f"{', '.join(owners)} box" + ("es" if len(owners) > 1 else ""))
-        for o in opts:
-            group.add_argument(o.flag, dest=o.name, type=o.type, default=o.default, choices=o.choices, metavar=o.metavar, help=o.help)
+        add_arguments(p.add_argument_group(f"{', '.join(owners)} box" + ("es" if len(owners) > 1 else "")), opts, {}, option)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout describing every box (schemas/pack-result.schema.json); "
@@ -94,15 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "> /etc/bash_completion.d/boxpack)")
     p.add_argument("--print-man", nargs=0, action=PrintMan, help="print boxpack's man page (roff) and exit")
     sums = p.add_argument_group("checksums and catalog")
-    add_arguments(sums, sums.title or "", defaults, option)
+    add_arguments(sums, [s for s in SETTINGS if s.group == sums.title], defaults, option)
     sums.add_argument("--catalog", metavar="FILE", help="record the boxes in this catalog JSON (created if missing)")
-    sums.add_argument("--name", metavar="ORG/NAME", help="box name in the catalog")
-    sums.add_argument("--box-version", metavar="VERSION", help="box version in the catalog (X.Y.Z)")
+    add_arguments(sums, CATALOG_ENTRY, {}, option)
     option(sums, "--base-url", "--url-base", metavar="URL",
-                      help="the public address the boxes are served from: with --catalog a box's URL is this + its file "
-                      "name, with --publish this + its key")
-    option(sums, "--default-architecture", "--default-arch", action="store_true", help="make these boxes their provider's default architecture")
-    sums.add_argument("--description", metavar="TEXT", help="catalog description")
+           help="the public address the boxes are served from: with --catalog a box's URL is this + its file "
+           "name, with --publish this + its key")
     sums.add_argument("--allow-relative", action="store_true", help="accept a relative --base-url (with --catalog)")
     pub = p.add_argument_group("publishing (see boxpack publish --help)")
     pub.add_argument("--publish", metavar="TARGET",
@@ -112,59 +110,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_catalog_args(args: argparse.Namespace) -> None:
-    """All of the in-run catalog options or none, each checked before any disk is read."""
-    if args.publish:
-        _check_publish_args(args)
-        return
-    if args.dry_run or args.endpoint_url:
-        raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+def _catalog_entry(args: argparse.Namespace) -> CatalogEntry | None:
+    """--catalog with its name, version and address: all of them or none, each checked before any disk is read."""
     wanted = {"--catalog": args.catalog, "--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}
     given = [k for k, v in wanted.items() if v]
-    if not given:
-        return
+    if not given or (args.publish and not args.catalog):  # --publish takes the name, version and address
+        return None
     if len(given) < len(wanted):
         raise BadOption(f"{', '.join(k for k in wanted if k not in given)} needed with {', '.join(given)}")
-    if args.output == "-":
-        raise BadOption("--catalog records box files; it cannot be used with -o -")
-    catalog.check_entry(args.name, args.box_version, _box_url(args.base_url, "x.box"), args.allow_relative)
-    catalog.load(args.catalog)  # a broken catalog is reported before the disk is packed
+    return CatalogEntry(args.catalog, args.name, args.box_version, args.base_url, args.default_architecture,
+                        args.description, args.allow_relative)
 
 
-def _check_publish_args(args: argparse.Namespace) -> None:
+def _publishing(args: argparse.Namespace) -> PublishOptions | None:
+    """--publish with its name, version and address; --dry-run and --endpoint-url only with it."""
+    if not args.publish:
+        if args.dry_run or args.endpoint_url:
+            raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+        return None
     missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
     if missing:
         raise BadOption(f"{', '.join(missing)} needed with --publish")
-    clash = {"-o": args.output, "--catalog": args.catalog, "--checksum-file": args.checksum_file, "--verify": args.verify,
-             "--test": args.test, "--allow-relative": args.allow_relative}
-    for flag, value in clash.items():
-        if value:
-            raise BadOption(f"{flag} is for box files; with --publish the boxes go straight to {args.publish} "
-                               "(its catalog and checksum files included)")
+    if args.allow_relative:
+        raise BadOption(f"--allow-relative is for box files; with --publish the boxes go straight to {args.publish} "
+                        "(its catalog and checksum files included)")
+    return publish_options(args, args.publish)
 
 
-def _source(args: argparse.Namespace) -> str | None:
-    """SOURCE, or with --mkosi the disk mkosi wrote (filling in -o, --architecture and --box-version from
-    mkosi's hook environment); returns the name the boxes are called after, None for the source's."""
-    if not args.mkosi:
-        if not args.disk:
-            raise BadOption("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
-        return None
-    if args.disk:
-        raise BadOption(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
-    image = mkosi.from_environment(os.environ)
-    args.disk = [str(image.disk)]
-    if not args.publish:
-        args.output = args.output or f"{image.output_dir}/"
-    args.architecture = args.architecture or image.architecture
-    if args.catalog or args.publish:
+def _run_of(args: argparse.Namespace) -> Run:
+    """The library's Run for these arguments; with --mkosi, the disk, output, architecture and version from mkosi's
+    hook environment fill in what the command line leaves out."""
+    if args.output == "-" and args.json:
+        raise BadOption("--json prints to stdout, where -o - writes the box; choose one")
+    if args.output == "-" and sys.stdout.isatty():
+        raise BadOption("refusing to write a box to a terminal; redirect stdout")
+    image = _mkosi_image(args)
+    if image and (args.catalog or args.publish):
         args.box_version = args.box_version or image.version
-    return image.name
+    return Run([str(image.disk)] if image else args.disk, _pack_options(args, image), _catalog_entry(args),
+               _publishing(args), args.verify, args.test)
 
 
-def _box_url(base: str, file_name: str) -> str:
-    """base + the box's file name, percent-encoded: a '#' or a space in a file name must not end the URL."""
-    return (base if base.endswith("/") else base + "/") + quote(file_name)
+def _mkosi_image(args: argparse.Namespace) -> mkosi.MkosiImage | None:
+    """With --mkosi, the image mkosi's environment names (and no SOURCE); without it, SOURCE is needed."""
+    if args.mkosi and args.disk:
+        raise BadOption(f"--mkosi finds the disk from mkosi's environment; give no SOURCE (got {args.disk[0]!r})")
+    if args.mkosi:
+        return mkosi.from_environment(os.environ)
+    if not args.disk:
+        raise BadOption("no SOURCE given (a disk image or a box; or --mkosi in an mkosi.postoutput script)")
+    return None
+
+
+def _pack_options(args: argparse.Namespace, image: mkosi.MkosiImage | None) -> PackOptions:
+    core = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+    if image:  # the boxes beside the image, named after it, for its architecture
+        core["output"] = core["output"] or (None if args.publish else f"{image.output_dir}/")
+        core["architecture"] = core["architecture"] or image.architecture
+    if args.output == "-":
+        core["output"] = sys.stdout.buffer
+    return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()})
 
 
 class _OneLine(logging.Handler):
@@ -179,98 +184,68 @@ def run(argv: list[str]) -> int:
     logger.addHandler(_OneLine())
     logger.propagate = False
     progress = Progress() if sys.stderr.isatty() and not args.quiet else None
-    if args.json and args.output == "-":
-        print("boxpack: error: --json prints to stdout, where -o - writes the box; choose one", file=sys.stderr)
-        return BadOption.exit_code
-    if args.output == "-" and sys.stdout.isatty():
-        print("boxpack: error: refusing to write a box to a terminal; redirect stdout", file=sys.stderr)
-        return BadOption.exit_code
-    results: list = []  # the boxes complete so far, for a truthful message if a later step fails
-    published: publish.PublishResult | None = None
+    written: list[BoxResult] = []  # the boxes complete so far, for a truthful message if a later step fails
     try:
-        name = _source(args)
-        _check_catalog_args(args)
-        core = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
-        if args.output == "-":
-            core["output"] = sys.stdout.buffer
-        options_ = PackOptions(**core, name=name, settings={o.name: getattr(args, o.name) for o in options()})
-        if args.publish:
-            _, published = publish.pack_and_publish(args.disk, options_, publish_options(args, args.publish), progress,
-                                                    on_box=results.append)
-        else:
-            pack(args.disk, options_, progress, on_box=results.append)
-        if args.catalog:
-            for r in results:
-                catalog.add_box(
-                    args.catalog,
-                    r.path,
-                    name=args.name,
-                    version=args.box_version,
-                    url=_box_url(args.base_url, r.path.name),
-                    provider=r.provider,
-                    architecture=r.architecture,
-                    checksum=r.checksum,
-                    checksum_type=r.checksum_type,
-                    default_architecture=args.default_architecture,
-                    description=args.description,
-                    force=args.force,
-                    allow_relative=args.allow_relative,
-                )
-    except BoxpackError as e:
+        result = runs.run(_run_of(args), progress, on_box=written.append, say=_say if sys.stderr.isatty() else None)
+    except (BoxpackError, KeyboardInterrupt) as e:
         if progress:
             progress.finish()
-        print(f"boxpack: error: {e}{_written(results, args.publish)}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        if progress:
-            progress.finish()
-        print(f"boxpack: interrupted{_written(results, args.publish) or '; no box was written'}", file=sys.stderr)
-        return 130
-    failed = 0
-    if args.verify:
-        from ..inspect.render import render_verify
-        from ..inspect.verify import examine
+        print(_stopped(e, written, args.publish), file=sys.stderr)
+        return e.exit_code if isinstance(e, BoxpackError) else 130
+    _report(args, result)
+    return result.exit_code
 
-        for r in results:
-            if r.path is None:
-                continue
-            report = examine(str(r.path), checksum=f"{r.checksum_type}:{r.checksum}")
-            if report.exit_code:
-                sys.stderr.write(render_verify(report))
-                failed = 1
-    if args.test:
-        from ..inspect.boottest import TestOptions
-        from .test import run_test
 
-        for r in results:
-            if r.path is not None:
-                failed = failed or run_test(str(r.path), TestOptions(), False)
+def _say(message: str) -> None:
+    print(f"boxpack: test: {message}", file=sys.stderr)
+
+
+def _stopped(e: BaseException, written: list[BoxResult], target: str | None) -> str:
+    """What a run that stopped says, and truthfully what it leaves behind."""
+    if isinstance(e, KeyboardInterrupt):
+        return f"boxpack: interrupted{_written(written, target) or '; no box was written'}"
+    return f"boxpack: error: {e}{_written(written, target)}"
+
+
+def _report(args: argparse.Namespace, result: runs.RunResult) -> None:
+    """Each step's outcome: verify's findings and the boot tests, the summary lines on stderr, the JSON or the
+    published catalog on stdout."""
+    from ..inspect.render import render_verify
+
+    for report in result.reports:
+        if report.exit_code:
+            sys.stderr.write(render_verify(report))
+    for test in result.tests:
+        print_result(test, test.box)
     if args.catalog and not args.quiet:
-        print(f"boxpack: {args.catalog}: recorded {len(results)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
-    boxes = {b.provider: b for b in published.boxes} if published else {}
+        print(f"boxpack: {args.catalog}: recorded {len(result.boxes)} box(es) as {args.name} {args.box_version}", file=sys.stderr)
     if not args.quiet:
-        for r in results:
-            b = boxes.get(r.provider)
-            where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
-            action = f", {said(b.action, published.target)}" if published and b and b.action != "uploaded" else ""
-            print(
-                f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware} ({r.firmware_reason}), "
-                f"arch {r.architecture or 'unknown'} ({r.architecture_reason}), {r.checksum_type} {r.checksum}{action}, {r.seconds:.1f} s",
-                file=sys.stderr,
-            )
-        if published:
-            say_published(published, boxes=False)
+        _summary(result)
     if args.json:
-        doc = {"boxes": [result_json(r) for r in results], "exit_code": failed}
-        if published:
-            doc["published"] = published.to_json()
+        doc = {"boxes": [result_json(r) for r in result.boxes], "exit_code": result.exit_code}
+        if result.published:
+            doc["published"] = result.published.to_json()
         print(json.dumps(doc, indent=2))
-    elif published:
-        print_catalog(published)
-    return failed
+    elif result.published:
+        print_catalog(result.published)
 
 
-def result_json(r) -> dict:
+def _summary(result: runs.RunResult) -> None:
+    """One line per box, and where the boxes were published."""
+    published = result.published
+    boxes = {b.provider: b for b in published.boxes} if published else {}
+    for r in result.boxes:
+        b = boxes.get(r.provider)
+        where = r.path.name if r.path else f"{published.target}/{b.key}" if published and b else "<stdout>"
+        action = f", {said(b.action, published.target)}" if published and b and b.action != "uploaded" else ""
+        print(f"boxpack: {where}: {r.provider} box, {human_size(r.size)}, firmware {r.firmware} ({r.firmware_reason}), "
+              f"arch {r.architecture or 'unknown'} ({r.architecture_reason}), {r.checksum_type} {r.checksum}{action}, "
+              f"{r.seconds:.1f} s", file=sys.stderr)
+    if published:
+        say_published(published, boxes=False)
+
+
+def result_json(r: BoxResult) -> dict:
     """One box of `boxpack --json`, as schemas/pack-result.schema.json describes it."""
     return {
         "path": str(r.path) if r.path else None,

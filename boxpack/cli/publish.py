@@ -12,6 +12,8 @@ from ..catalog import CHECKSUM_TYPES
 from ..errors import BoxpackError
 from ..progress import Progress, human_size
 from ..publishing import publish
+from ..options import add_arguments
+from ..settings import CATALOG_ENTRY
 from .common import Parser, option, target_options
 
 
@@ -29,15 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("boxes", metavar="BOX", nargs="+", help="box files; provider and architecture from their metadata.json")
     p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
-    p.add_argument("--name", required=True, metavar="ORG/NAME", help="the box's name, what `vagrant box add` is given")
-    p.add_argument("--box-version", required=True, metavar="VERSION", help="the version the boxes are published as (X.Y.Z)")
+    add_arguments(p, CATALOG_ENTRY, {}, option, required={"name", "box_version"})
     p.add_argument("--base-url", required=True, metavar="URL",
                    help="the public HTTP address of TARGET (bucket endpoint, CDN, web server): the catalog's URLs and "
                    "VAGRANT_SERVER_URL")
     option(p, "--architecture", "--arch", metavar="ARCH", help="for every BOX (default: from its metadata.json, else unknown)")
-    option(p, "--default-architecture", "--default-arch", action="store_true",
-            help="make these boxes their provider's default architecture (default: amd64 if published, else the first)")
-    p.add_argument("--description", metavar="TEXT", help="catalog description")
     p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256",
                    help="the digest recorded in the catalog and the checksum file (default: sha256)")
     p.add_argument("--force", action="store_true", help="replace boxes already published for the same version, provider and architecture")

@@ -44,10 +44,16 @@ def run_test(box: str, options: boottest.TestOptions, as_json: bool) -> int:
     if as_json:
         fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "error_code"}
         print(json.dumps({**fields, "exit_code": result.exit_code}, indent=2))
-        return result.exit_code
+    else:
+        print_result(result, box)
+    return result.exit_code
+
+
+def print_result(result: boottest.TestResult, box: str) -> None:
+    """A boot test's result as people read it: the checks on stdout, why it could not run on stderr."""
     if result.error:
         print(f"boxpack: test: {result.error}", file=sys.stderr)
-        return result.exit_code
+        return
     boot = f"{result.boot_seconds:.0f} s" if result.boot_seconds is not None else "did not come up"
     print(f"{box}: {result.provider} box, {result.architecture}, firmware {result.firmware}, {result.accelerator}, boot {boot}")
     for note in result.notes:
@@ -58,4 +64,3 @@ def run_test(box: str, options: boottest.TestOptions, as_json: bool) -> int:
         print("  console (last lines):")
         print("".join(f"    {printable(line)}\n" for line in result.console_tail), end="")
     print(f"{box}: " + ("OK" if result.exit_code == 0 else "FAILED"))
-    return result.exit_code

@@ -22,35 +22,22 @@ from ..disk.pieces import Piece, PieceSpool, raw_pieces
 from ..disk.source import Source
 from ..errors import BadInput, BadOption
 from ..member import Chunk, Member
+from ..options import Setting, problem, provider_option
 from ..output.gzip import Compression
 from ..report import Report
 
 
-@dataclass(frozen=True)
-class Option:
-    """A provider's own option: a CLI flag and a key of PackOptions.settings."""
-
-    name: str  # the settings key and argparse dest: "cpus"
-    flag: str  # "--cpus"
-    help: str
-    default: Any = None
-    type: Callable[[str], Any] = str
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
-    check: Callable[[Any], str | None] | None = None  # an error message for a bad value, else None
-
-
 # The VM hardware options every provider with a VM configuration shares (VirtualBox, VMware).
 HARDWARE = (
-    Option("cpus", "--cpus", "virtual CPUs (default: 2)", default=2, type=int, metavar="N",
+    provider_option("cpus", "--cpus", "virtual CPUs (default: 2)", default=2, type=int, metavar="N",
            check=lambda n: None if 1 <= n <= 64 else "is out of range 1..64"),
-    Option("memory", "--memory", "memory in MiB (default: 1024)", default=1024, type=int, metavar="MIB",
+    provider_option("memory", "--memory", "memory in MiB (default: 1024)", default=1024, type=int, metavar="MIB",
            check=lambda n: None if 4 <= n <= 2**22 else f"MiB is out of range 4..{2**22}"),
-    Option("os_type", "--os-type", f"guest OS, in VirtualBox's names (default: {ovf.DEFAULT_OS_TYPE}; also "
+    provider_option("os_type", "--os-type", f"guest OS, in VirtualBox's names (default: {ovf.DEFAULT_OS_TYPE}; also "
            + ", ".join(t for t in ovf.OS_TYPES if t != ovf.DEFAULT_OS_TYPE) + "); mapped to VMware's guestOS",
            default=ovf.DEFAULT_OS_TYPE, metavar="TYPE",
            check=lambda t: None if t in ovf.OS_TYPES else f"is unknown; choose from {', '.join(ovf.OS_TYPES)}"),
-    Option("vm_name", "--vm-name", "VM name (default: the disk's file name)", metavar="NAME",
+    provider_option("vm_name", "--vm-name", "VM name (default: the disk's file name)", metavar="NAME",
            check=lambda n: None if n and not any(c in n for c in "<>&\"'/\0") else "must be a non-empty name without <>&\"'/"),
 )
 
@@ -145,7 +132,7 @@ def image_chunks(layout: Layout, disk: Disk) -> Callable[[], Iterator[Chunk]]:
 class Provider:
     NAME: ClassVar[str]
     DISK_FORMAT: ClassVar[str]  # the format of the disk in the box, as inspect names it
-    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    OPTIONS: ClassVar[tuple[Setting, ...]] = ()
     MEMBERS: ClassVar[tuple[str, ...]] = ()  # the files it writes besides metadata.json and Vagrantfile (fnmatch patterns)
     TEXTS: ClassVar[tuple[str, ...]] = ()  # small members verify reads for check_box(): names, or ".suffix"
     TEST_DEVICES: ClassVar[tuple[str, str]]  # the disk bus and NIC its consumer gives the VM, as boxpack test boots it
@@ -212,13 +199,10 @@ class Provider:
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
         """Raise BoxpackError for the first option value the provider cannot use."""
-        for option in cls.OPTIONS:
-            value = settings.get(option.name, option.default)
-            if option.choices and value is not None and value not in option.choices:
-                raise BadOption(f"{option.flag} {value!r}: choose from {', '.join(option.choices)}")
-            problem = option.check(value) if option.check and value is not None else None
-            if problem:
-                raise BadOption(f"{option.flag} {value!r}: {problem}")
+        for setting in cls.OPTIONS:
+            wrong = problem(setting, settings.get(setting.name, setting.default))
+            if wrong:
+                raise BadOption(wrong)
 
     @classmethod
     def check_box(cls, report: Report, texts: dict[str, bytes]) -> None:

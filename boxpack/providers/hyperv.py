@@ -20,7 +20,8 @@ from ..formats.vhdx import DEFAULT_BLOCK, MAX_VIRTUAL_SIZE, VhdxLayout
 from ..member import Member
 from ..metadata import metadata_json
 from ..report import Report
-from .base import HARDWARE, Option, Provider, image_chunks, vm_name
+from ..options import provider_option
+from .base import HARDWARE, Provider, image_chunks, vm_name
 
 MIB = 1024 * 1024
 CONFIG = "Virtual Machines/box.xml"
@@ -37,7 +38,7 @@ class HyperV(Provider):
     DISK_FORMAT = "vhdx"
     OPTIONS = (
         *HARDWARE,
-        Option("vhdx_block_size", "--vhdx-block-size", "Hyper-V: VHDX block size in MiB, a power of two from 1 to 256 "
+        provider_option("vhdx_block_size", "--vhdx-block-size", "Hyper-V: VHDX block size in MiB, a power of two from 1 to 256 "
                "(default: 1, Microsoft's recommendation for Linux guests)", default=DEFAULT_BLOCK // MIB, type=int,
                metavar="MIB", check=_block_size),
     )

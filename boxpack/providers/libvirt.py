@@ -24,7 +24,8 @@ from ..formats.qcow2 import COMPAT_VERSIONS, Qcow2Layout
 from ..member import Member
 from ..metadata import GIB, metadata_json, virtual_size_gib
 from ..report import Report
-from .base import Option, Provider, image_chunks
+from ..options import provider_option
+from .base import Provider, image_chunks
 
 SETTINGS = """\
   config.vm.provider :libvirt do |libvirt|
@@ -97,7 +98,7 @@ class Libvirt(Provider):
     TEST_DEVICES = ("virtio", "virtio-net-pci")  # vagrant-libvirt's disk_bus and nic_model_type defaults
     DISK_FORMAT = "qcow2"
     OPTIONS = (
-        Option(
+        provider_option(
             "qcow2_compat",
             "--qcow2-compat",
             "qcow2 version: 1.1 (v3, default) or 0.10 (v2, for QEMU older than 1.1)",

@@ -20,7 +20,8 @@ from ..member import Member
 from ..metadata import metadata_json
 from ..output.gzip import Compression
 from ..report import Report
-from .base import HARDWARE, Job, Listener, Option, Provider, vm_name
+from ..options import provider_option
+from .base import HARDWARE, Job, Listener, Provider, vm_name
 
 
 def vmdk_name(index: int) -> str:
@@ -79,7 +80,7 @@ class VirtualBox(Provider):
     TEXTS = ("box.ovf",)
     OPTIONS = (
         *HARDWARE,
-        Option("base_mac", "--base-mac", "VirtualBox: set config.vm.base_mac, only needed by Vagrant < 2.2: auto "
+        provider_option("base_mac", "--base-mac", "VirtualBox: set config.vm.base_mac, only needed by Vagrant < 2.2: auto "
                "derives one from the disk, or give 12 hex digits (default: none, Vagrant generates one per VM)",
                metavar="auto|MAC", check=_check_mac),
     )
