@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 class Deflated:
-    """A piece of a member already compressed as a whole gzip member (sources/pieces.py), which the box's gzip
+    """A piece of a member already compressed as a whole gzip member (disk/pieces.py), which the box's gzip
     copies as it is; len() is the length of the data it holds, as the tar member counts its bytes."""
 
     __slots__ = ("member", "length")

@@ -1,4 +1,4 @@
-"""The disk's data compressed once per run (boxpack/sources/pieces.py): every box that holds the data as it is
+"""The disk's data compressed once per run (boxpack/disk/pieces.py): every box that holds the data as it is
 gets the same pieces, is the bytes it is when packed alone, and reads back as the disk."""
 
 from __future__ import annotations

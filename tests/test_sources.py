@@ -250,7 +250,7 @@ def test_output_directory_ending_in_a_slash_is_created(tmp_path: Path, raw: Path
 
 def test_a_box_source_is_decompressed_once(tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once to find, open and scan the disk (and read what follows it): the qcow2 writer's data is the pieces
-    compressed during that scan (sources/pieces.py). Only a box written without gzip reads it again."""
+    compressed during that scan (disk/pieces.py). Only a box written without gzip reads it again."""
     import boxpack
     from boxpack.sources import box as boxfile
 

@@ -100,7 +100,7 @@ def check_blocks(reader, data: ByteSource, name: str, code: str, findings: Findi
 def stored_blocks(pieces: Iterable[Piece], per_block: int) -> Iterator[Chunk]:
     """The data of every block that holds any, whole and in guest order: the data area of the block-mapped
     writers (VHDX, Parallels), whose map gives each such block the next place. A block is a whole number of
-    pieces (sources/pieces.py), so each piece lies inside one block, with zeros where the disk has none."""
+    pieces (disk/pieces.py), so each piece lies inside one block, with zeros where the disk has none."""
     if per_block % PIECE:
         raise InternalError(f"internal error: a block of {per_block} clusters is not a whole number of pieces")
     block, filled = -1, 0

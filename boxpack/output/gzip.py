@@ -17,7 +17,7 @@ which are deflated. Deflate lets stored and compressed blocks follow each
 other in one stream, so a VirtualBox box pays neither a second deflate of its
 grains nor the padding between them.
 
-A disk's data comes as Deflated pieces (sources/pieces.py): gzip members
+A disk's data comes as Deflated pieces (disk/pieces.py): gzip members
 compressed once per run for every box that holds the data as it is, copied
 into the stream as they are, between the members of the box's own tables.
 
@@ -165,7 +165,7 @@ def _isal_piece(data: bytes | bytearray | memoryview, dictionary: bytes | memory
 
 
 def member_compressor(level: int, fast: bool) -> Callable[[bytes | bytearray], bytes]:
-    """A function that makes one piece of disk data a whole gzip member (sources/pieces.py), with the box's engine."""
+    """A function that makes one piece of disk data a whole gzip member (disk/pieces.py), with the box's engine."""
     if not fast:
         return lambda data: bytes(deflate.gzip_compress(data, level))
 
