@@ -6,7 +6,8 @@ the bytes that pass.
 - hold: a regular expression on the requests (client to server); when one matches, its head and
   hold_after more bytes are passed on, then nothing more: the request never completes, `held` is set;
 - cut: a function of the connection's ordinal giving after how many response bytes (server to
-  client) the connection is closed, or None to leave it alone: a download cut midway.
+  client) the connection is closed, or None to leave it alone: a download cut midway;
+- requests: the first MiB of what clients sent, to look at what reached the server (a token?).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Proxy:
         self.held = threading.Event()
         self.sent_to_client = 0  # response bytes passed on, over all connections
         self.sent_to_server = 0  # request bytes passed on
+        self.requests = bytearray()  # the first MiB that clients sent
+        self._open: list[socket.socket] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -46,8 +49,20 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        """Stop relaying: no new connection (shutdown wakes the accept a close alone leaves listening), and those
+        open are cut."""
         self._closed = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _accept(self) -> None:
         while not self._closed:
@@ -59,6 +74,8 @@ class Proxy:
                 ordinal = self.connections
                 self.connections += 1
             server = socket.create_connection(self.target)
+            with self._lock:
+                self._open += [client, server]
             limit = self.cut(ordinal) if self.cut else None
             threading.Thread(target=self._pump, args=(client, server, True, None), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False, limit), daemon=True).start()
@@ -89,6 +106,7 @@ class Proxy:
                 with self._lock:
                     if upstream:
                         self.sent_to_server += len(data)
+                        self.requests += data[: max(0, 2**20 - len(self.requests))]
                     else:
                         self.sent_to_client += len(data)
         except OSError:

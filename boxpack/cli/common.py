@@ -11,7 +11,7 @@ from ..errors import EXIT_CODES
 
 # boxpack VERB ...: the module of boxpack/cli that runs each, and its function (boxpack SOURCE... is pack:run).
 VERBS = {"publish": "publish:run", "mirror": "mirror:run", "catalog": "catalog:run", "inspect": "examine:inspect",
-         "verify": "examine:verify", "test": "test:run"}
+         "verify": "examine:verify", "test": "test:run", "serve": "serve:run"}
 # SOURCE completes to a verb or a file: the verbs have parsers of their own.
 COMPLETION_PREAMBLE = {
     "bash": f'_boxpack_source() {{ compgen -W "{" ".join(VERBS)}" -- "$1"; compgen -f -- "$1"; }}\n',

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "provider would reject")
     p.add_argument("--require-valid", action="store_true", help="with --verify: leave out (and fail) boxes with errors")
     p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
+    p.add_argument("--private", action="store_true",
+                   help="make the mirrored boxes private before anything is written: boxpack serve asks for a token")
     target_options(p, "list what would be copied, with each box's size and the total; download and write nothing")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (schemas/mirror-result.schema.json); the lines per box stay on stderr")
@@ -74,7 +76,7 @@ def run(argv: list[str]) -> int:
         options = mirror.MirrorOptions(
             target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
             architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
-            require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url,
+            require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
             token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
         )
         shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run

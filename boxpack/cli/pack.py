@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
               f"       %(prog)s {{{','.join(VERBS)}}} ...  (each with --help)",
         description="Turn a disk image (raw, qcow2, VMDK, VHD, VHDX, VDI) or a box into Vagrant boxes for "
         + ", ".join(PROVIDERS) + ", natively: no qemu-img, tar or jq needed. Subcommands: boxpack publish, "
-        "boxpack mirror, boxpack catalog, boxpack inspect, boxpack verify, boxpack test (each with --help).",
+        "boxpack mirror, boxpack catalog, boxpack inspect, boxpack verify, boxpack test, boxpack serve (each with --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stream each box straight into TARGET (s3://BUCKET/PREFIX or a directory) in the layout "
                      "`vagrant box add ORG/NAME` finds, then update its catalog; needs --name, --box-version, --base-url")
     target_options(pub, "read the target and say what would be uploaded and the catalog that would result; write nothing")
+    pub.add_argument("--private", action="store_true",
+                     help="make the box private before anything is written: boxpack serve asks for a token that may read it")
     return p
 
 
@@ -125,8 +127,8 @@ def _catalog_entry(args: argparse.Namespace) -> CatalogEntry | None:
 def _publishing(args: argparse.Namespace) -> PublishOptions | None:
     """--publish with its name, version and address; --dry-run and --endpoint-url only with it."""
     if not args.publish:
-        if args.dry_run or args.endpoint_url:
-            raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url'} is for --publish")
+        if args.dry_run or args.endpoint_url or args.private:
+            raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url' if args.endpoint_url else '--private'} is for --publish")
         return None
     missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
     if missing:

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checksum-type", choices=list(CHECKSUM_TYPES), default="sha256",
                    help="the digest recorded in the catalog and the checksum file (default: sha256)")
     p.add_argument("--force", action="store_true", help="replace boxes already published for the same version, provider and architecture")
+    p.add_argument("--private", action="store_true",
+                   help="make the box private before anything is written: boxpack serve asks for a token that may read it")
     target_options(p, "read the target and say what would be uploaded and the catalog that would result; write nothing")
     p.add_argument("--json", action="store_true", help="print what was published as JSON (schemas/publish-result.schema.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary lines")
@@ -86,7 +88,7 @@ def options(args: argparse.Namespace, target: str) -> publish.PublishOptions:
     return publish.PublishOptions(
         target=target, name=args.name, version=args.box_version, base_url=args.base_url, force=args.force,
         default_architecture=args.default_architecture, description=args.description,
-        endpoint_url=args.endpoint_url, dry_run=args.dry_run,
+        endpoint_url=args.endpoint_url, dry_run=args.dry_run, private=args.private,
     )
 
 

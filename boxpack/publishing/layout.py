@@ -9,6 +9,10 @@
                                                                   cannot also be the directory of its
                                                                   versions: a web server answers the two
                                                                   names above with it
+    .boxpack/visibility/<org>.json, .../<org>/<box>.json          who may read: boxpack serve's, never served
+    .boxpack/tokens/<id>.json                                     a token's record (its SHA-256, not itself)
+
+Nothing under .boxpack/ can be a box's key: an organisation's name never starts with a dot.
 
 Vagrant expands `org/box` to `<server>/org/box` (2.3, lib/vagrant/action/builtin/box_add.rb
 BoxAdd#call) and to `<server>/api/v2/vagrant/org/box` first (2.4, the same method), and takes a URL for
@@ -60,6 +64,32 @@ def catalog_keys(name: str, nested: bool) -> list[str]:
     """The catalog's key, then its copies': where a key may also be a prefix (nested), ORG/NAME and the
     api/v2 copy; in a directory, one file the web server answers both names with."""
     return [name, f"{API_PREFIX}/{name}"] if nested else [f"{name}/{CATALOG_FILE}"]
+
+
+PRIVATE_PREFIX = ".boxpack/"
+
+
+def scope_parts(scope: str) -> list[str]:
+    """An organisation (ORG) or a box (ORG/NAME), checked as every part of a key is."""
+    parts = scope.split("/")
+    if len(parts) not in (1, 2) or any(not SAFE_PART.fullmatch(p) or len(p) > 128 for p in parts):
+        raise BadOption(f"{scope!r}: give an organisation (ORG) or a box (ORG/NAME): letters, digits, _ . - only")
+    return parts
+
+
+def visibility_key(scope: str) -> str:
+    """Where an organisation's or a box's visibility is kept."""
+    return f"{PRIVATE_PREFIX}visibility/{'/'.join(scope_parts(scope))}.json"
+
+
+TOKENS_PREFIX = f"{PRIVATE_PREFIX}tokens/"
+
+
+def token_key(token_id: str) -> str:
+    """Where a token's record is kept, by its id (hex)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", token_id):
+        raise BadOption(f"{token_id!r} is not a token id (16 hex digits, as `boxpack serve token list` shows them)")
+    return f"{TOKENS_PREFIX}{token_id}.json"
 
 
 def url(base_url: str, key: str) -> str:

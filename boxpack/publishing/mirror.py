@@ -64,6 +64,7 @@ class MirrorOptions:
     force: bool = False
     endpoint_url: str | None = None
     token: str | None = None  # sent only to the catalog's host (VAGRANT_CLOUD_TOKEN)
+    private: bool = False  # the mirrored boxes are private to boxpack serve (access.py)
 
 
 @dataclass
@@ -372,7 +373,7 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
             result.error_codes.append(e.exit_code)
             continue
         if name not in publishers:
-            publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description)
+            publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description, private=o.private)
         publishers[name].version_descriptions.update(descriptions)
         todo += select(copies, o)
     unique: dict[tuple[str, str, str, str], Copy] = {}

@@ -36,7 +36,7 @@ from .. import catalog
 from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
 from ..errors import BadInput, BadOption, BoxpackError, OutputFailed
 from ..sources.box import read_metadata, text
-from . import layout
+from . import access, layout
 from .layout import CATALOG_CACHE, CATALOG_LIMIT, SIDECAR_LIMIT
 from .stores import open_target
 from .stores.base import Store, Upload
@@ -65,6 +65,7 @@ class PublishOptions:
     description: str | None = None
     endpoint_url: str | None = None
     dry_run: bool = False
+    private: bool = False  # boxpack serve asks for a token that may read it; set before anything is written
 
 
 @dataclass
@@ -184,11 +185,12 @@ class Publisher:
     Safe to use from several threads (boxpack mirror --jobs)."""
 
     def __init__(self, store: Store, name: str, base_url: str, *, force: bool = False,
-                 default_architecture: bool = False, description: str | None = None) -> None:
+                 default_architecture: bool = False, description: str | None = None, private: bool = False) -> None:
         catalog.check_entry(name, "0", layout.url(base_url, "x"))
         layout.box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
         self.store, self.name, self.base_url = store, name, base_url
         self.force, self.default_architecture, self.description = force, default_architecture, description
+        self.private = private
         self.dry_run = isinstance(store, DryRunStore)
         self.catalog = PublishedCatalog(store, name)
         self.before = self.catalog.read()
@@ -221,11 +223,17 @@ class Publisher:
 
     def open(self, version: str, provider: str, architecture: str | None) -> Upload:
         """The stream a planned box is written to."""
+        self._prepare()
+        return self.store.upload(self.key(version, provider, architecture or UNKNOWN_ARCH))
+
+    def _prepare(self) -> None:
+        """Before anything of the run is written: a private box is made private, and the catalog made ready."""
         with self._lock:
             if not self._prepared:
+                if self.private:
+                    access.set_visibility(self.store, self.name, private=True)
                 self.catalog.prepare()
                 self._prepared = True
-        return self.store.upload(self.key(version, provider, architecture or UNKNOWN_ARCH))
 
     def unchanged(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str,
                   default: bool = False) -> PublishedBox:
@@ -307,6 +315,7 @@ class Publisher:
                     v["description"] = self.version_descriptions[v["version"]]
             return doc
 
+        self._prepare()
         return self.catalog.update(change)
 
 
@@ -320,7 +329,7 @@ def _publisher(options: PublishOptions) -> Publisher:
     o = options
     catalog.check_entry(o.name, o.version, layout.url(o.base_url, "x"))
     return Publisher(open_store(o.target, o.endpoint_url, o.dry_run), o.name, o.base_url, force=o.force,
-                     default_architecture=o.default_architecture, description=o.description)
+                     default_architecture=o.default_architecture, description=o.description, private=o.private)
 
 
 def _result(publisher: Publisher, options: PublishOptions) -> PublishResult:

@@ -6,12 +6,14 @@ it moves bytes, and tells a write that another writer got to first from one that
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 
 class Stat(NamedTuple):
     size: int
     etag: str | None  # the store's ETag (S3), None for a file
+    modified: float = 0.0  # when it was written, in seconds since the epoch
 
 
 class Upload(Protocol):
@@ -52,3 +54,6 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
 
     def upload(self, key: str) -> Upload: ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """The keys under prefix (which ends with a slash), in no particular order."""

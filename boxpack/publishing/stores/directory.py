@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ... import files
@@ -53,9 +54,21 @@ class DirectoryStore:
 
     def stat(self, key: str) -> Stat | None:
         try:
-            return Stat(os.stat(self._path(key)).st_size, None)
+            st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return Stat(st.st_size, None, st.st_mtime)
+
+    def path(self, key: str) -> Path:
+        """The file a key is (boxpack serve sends it as it is)."""
+        return self._path(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        top = self._path(prefix)
+        for directory, _, names in os.walk(top):
+            for name in names:
+                if not name.startswith(files.PREFIX):
+                    yield str((Path(directory) / name).relative_to(self.root))
 
     def delete(self, key: str) -> None:
         try:

@@ -7,6 +7,7 @@ that publishes answers what it would do: the boxes it would send, the catalog it
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from ..layout import CATALOG_LIMIT
 from .base import Stat, Store
@@ -46,6 +47,10 @@ class DryRunStore:
     def delete(self, key: str) -> None:
         self._written[key] = None
         self._uploaded.pop(key, None)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        there = {k for k in self.store.list(prefix) if self._written.get(k, b"") is not None}
+        yield from there | {k for k, v in self._written.items() if k.startswith(prefix) and v is not None}
 
     def upload(self, key: str) -> _Counted:
         return _Counted(self, key)

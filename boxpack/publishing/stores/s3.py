@@ -27,7 +27,7 @@ import hashlib
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -163,7 +163,22 @@ class S3Store:
             r = self.call(f"{self.url(key)}: cannot stat", "head_object", Key=self.key(key))
         except FileNotFoundError:
             return None
-        return Stat(r["ContentLength"], r.get("ETag"))
+        return Stat(r["ContentLength"], r.get("ETag"), r["LastModified"].timestamp() if r.get("LastModified") else 0.0)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        more: dict[str, str] = {}
+        while True:
+            page = self.call(f"{self.url(prefix)}: cannot list", "list_objects_v2", Prefix=self.key(prefix), **more)
+            for o in page.get("Contents", []):
+                yield o["Key"].removeprefix(f"{self.prefix}/" if self.prefix else "")
+            if not page.get("IsTruncated"):
+                return
+            more = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def presign(self, key: str, seconds: int) -> str:
+        """A URL that gets the object without credentials, for seconds: where boxpack serve sends a client."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self.key(key)},
+                                                  ExpiresIn=seconds)
 
     def _put(self, key: str, data: bytes, content_type: str, cache: str | None = None, **conditions: str) -> str:
         extra = {"CacheControl": cache} if cache else {}

@@ -1,0 +1,61 @@
+"""uvicorn's httptools protocol with two bounds it lacks: a request's head may take at most HEAD_BYTES and
+HEAD_SECONDS. uvicorn bounds the head only with its pure-Python h11 parser (h11_max_incomplete_event_size),
+which serves half the catalogs a second that httptools does here (README, "Private boxes and box pages"),
+and httptools takes a header of any size into memory: 20 MB were answered 200 here. A client that sends
+its head slowly would otherwise hold a connection open for ever (uvicorn times out idle keep-alive
+connections only)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+HEAD_BYTES = 16 * 1024  # the request line and headers; Vagrant's are under 1 KiB
+HEAD_SECONDS = 10.0
+TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    _head = 0  # bytes received of the head being read, or -1 once it is complete
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._next_head()
+
+    def _next_head(self) -> None:
+        self._head = 0
+        self._head_timer = self.loop.call_later(HEAD_SECONDS, self._refuse, TOO_SLOW)
+
+    def _refuse(self, answer: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        """Counted after the parser has seen it: a chunk that ends the head and starts the body counts nothing
+        (on_headers_complete); one of a head still open counts whole, so at most one read (asyncio's, 256 KiB)
+        more than HEAD_BYTES is ever held."""
+        super().data_received(data)
+        if self._head >= 0:
+            self._head += len(data)
+            if self._head > HEAD_BYTES:
+                self._refuse(TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        self._head = -1
+        if self._head_timer:
+            self._head_timer.cancel()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._next_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer:
+            self._head_timer.cancel()
+        super().connection_lost(exc)

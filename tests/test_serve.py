@@ -1,0 +1,261 @@
+"""boxpack serve in front of real stores (SeaweedFS, radosgw, a directory), run as a user runs it (uvicorn, worker
+processes), with both real Vagrants adding private and public boxes by name through it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+
+import pytest
+from conftest import MIB, Target, Vagrant, make_disk, run_boxpack
+from netproxy import Proxy
+
+NAME = "acme/debian"
+OTHER = "other/base"
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("serve-boxes")
+    disk = make_disk.make(d / "debian.img", data=2 * MIB)
+    run_boxpack(disk, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{d}/")
+    return {p: d / f"debian-{p}.box" for p in ("libvirt", "virtualbox")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A running `boxpack serve` over a target: its URL, its log, and how to stop it."""
+
+    def __init__(self, target: Target, tmp_path: Path, store_url: str | None = None, workers: int = 2) -> None:
+        self.target, self.port = target, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"serve-{self.port}.log"
+        env = {**os.environ, **target.env, **({"AWS_ENDPOINT_URL": store_url} if store_url else {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "boxpack", "serve", "--store", target.to, "--listen", f"127.0.0.1:{self.port}",
+             "--public-url", self.url, "--workers", str(workers)],
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"boxpack serve exited: {self.log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"boxpack serve did not listen: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def get(url: str, token: str | None = None, method: str = "GET", **headers: str) -> tuple[int, Message, bytes]:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def publish(target: Target, box: Path, name: str, version: str, *extra: str) -> None:
+    run_boxpack("publish", box, "--to", target.to, "--name", name, "--box-version", version, "--base-url",
+                target.base_url, *extra, env=target.env)
+
+
+def token(target: Target, scope: str, right: str = "--read") -> str:
+    proc = run_boxpack("serve", "token", "create", scope, right, "--store", target.to, env=target.env)
+    [line] = proc.stdout.decode().splitlines()  # the token, alone on stdout
+    return line
+
+
+def settle() -> None:
+    """Longer than a worker reuses what it read from the store (Config.fresh)."""
+    time.sleep(2.2)
+
+
+@pytest.mark.first_case_quick("vagrant")
+def test_vagrant_adds_a_private_box_with_a_token_and_not_without(target: Target, boxes: dict[str, Path], tmp_path: Path,
+                                                                  vagrant: Vagrant) -> None:
+    """Private by `publish --private`: with a read token Vagrant adds it by name; without one, or with another
+    organisation's, it fails with its own error; the store never sees the token; a later version shows."""
+    relay = None
+    if target.bucket:  # the presigned URLs point at a relay in front of the store, which records every request
+        host, port = target.server.endpoint.removeprefix("http://").split(":")
+        relay = Proxy(host, int(port))
+    served = Served(target, tmp_path, relay.url if relay else None)
+    try:
+        publish(target, boxes["libvirt"], NAME, "1.0.0", "--private")
+        publish(target, boxes["libvirt"], OTHER, "1.0.0")  # public
+        read, foreign = token(target, "acme"), token(target, "other")
+        env = {"VAGRANT_CLOUD_TOKEN": read}
+        home = tmp_path / "vagrant.d"
+        added = vagrant(home, "box", "add", NAME, "--provider", "libvirt", server=served.url, env=env)
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert f"{NAME} (libvirt, 1.0.0" in vagrant(home, "box", "list").stdout
+        anonymous = vagrant(tmp_path / "anon.d", "box", "add", NAME, "--provider", "libvirt", server=served.url)
+        assert anonymous.returncode != 0 and "could not be found or" in anonymous.stdout + anonymous.stderr, anonymous.stdout
+        other = vagrant(tmp_path / "other.d", "box", "add", NAME, "--provider", "libvirt", server=served.url,
+                        env={"VAGRANT_CLOUD_TOKEN": foreign})
+        assert other.returncode != 0, other.stdout
+        public = vagrant(tmp_path / "public.d", "box", "add", OTHER, "--provider", "libvirt", server=served.url)
+        assert public.returncode == 0, public.stdout + public.stderr  # no token needed, none sent
+        publish(target, boxes["libvirt"], NAME, "1.1.0", "--private")
+        settle()
+        outdated = vagrant(home, "box", "outdated", "--global", server=served.url, env=env)
+        assert "1.1.0" in outdated.stdout and "outdated" in outdated.stdout, outdated.stdout + outdated.stderr
+        log = served.log.read_text()
+        assert read not in log and foreign not in log and f"token={read.split('_')[1]}" in log
+        if relay:
+            assert relay.requests and read.encode() not in relay.requests and b"Bearer" not in relay.requests
+            assert b"GET /" in relay.requests  # the box came from the store, presigned
+    finally:
+        served.stop()
+        if relay:
+            relay.close()
+
+
+def test_statuses_for_who_asks_and_what(web: Target, boxes: dict[str, Path], tmp_path: Path) -> None:
+    served = Served(web, tmp_path)
+    try:
+        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private")
+        publish(web, boxes["libvirt"], OTHER, "1.0.0")
+        read, foreign = token(web, "acme"), token(web, "other")
+        box = f"{served.url}/{NAME}/1.0.0/libvirt/amd64/vagrant.box"
+        for path in (NAME, f"api/v2/vagrant/{NAME}"):
+            status, headers, _ = get(f"{served.url}/{path}")
+            assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+            assert get(f"{served.url}/{path}", foreign)[0] == 404  # a valid token without the right: as if it were not there
+            status, headers, data = get(f"{served.url}/{path}", read, Accept="application/json")
+            assert status == 200 and headers["content-type"] == "application/json"
+            assert json.loads(data)["versions"][0]["providers"][0]["url"] == box
+            assert get(f"{served.url}/{path}", read, **{"If-None-Match": headers["etag"]})[0] == 304
+        assert get(box)[0] == 401 and get(box, foreign)[0] == 404
+        status, headers, data = get(box, read, Range="bytes=0-99")
+        assert status == 206 and data == boxes["libvirt"].read_bytes()[:100]
+        assert get(box, read, method="HEAD")[1]["content-length"] == str(boxes["libvirt"].stat().st_size)
+        assert get(f"{served.url}/{OTHER}")[0] == 200 and get(f"{served.url}/{OTHER}", "boxpack_bad")[0] == 200
+        basic = base64.b64encode(f"x:{read}".encode()).decode()  # what a browser sends, the token as its password
+        assert get(f"{served.url}/{NAME}", Authorization=f"Basic {basic}")[0] == 200
+        assert get(f"{served.url}/no/such")[0] == 404 and get(f"{served.url}/acme")[0] == 401
+        run_boxpack("serve", "token", "revoke", read.split("_")[1], "--store", web.to)
+        settle()
+        assert get(f"{served.url}/{NAME}", read)[0] == 401
+        assert read not in served.log.read_text()
+    finally:
+        served.stop()
+
+
+def test_hostile_paths_and_a_token_guesser_get_a_status_and_nothing_else(web: Target, boxes: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    served = Served(web, tmp_path, workers=1)
+    try:
+        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private")
+        token(web, "acme")
+        raw = [b"GET /acme%2Fdebian HTTP/1.1", b"GET /acme/../.boxpack/tokens HTTP/1.1", b"GET /acme/debian%00 HTTP/1.1",
+               b"GET /" + b"a" * 5000 + b" HTTP/1.1", b"GET /.boxpack/visibility/acme.json HTTP/1.1"]
+        statuses = [_raw(served.port, line + b"\r\nHost: x\r\nConnection: close\r\n\r\n") for line in raw]
+        assert statuses == [400, 400, 400, 414, 404], statuses
+        # A head of more than 16 KiB is refused (431, or the connection closed while it is still being sent).
+        assert _raw(served.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 2**20 + b"\r\n\r\n") in (431, 0)
+        guesses = [get(f"{served.url}/{NAME}", f"boxpack_{i:016x}_{'0' * 64}")[0] for i in range(12)]
+        assert guesses[:10] == [401] * 10 and guesses[10:] == [429, 429], guesses
+    finally:
+        served.stop()
+
+
+def _raw(port: int, request: bytes) -> int:
+    """The status a raw request gets (0 when the server closes without one)."""
+    with socket.create_connection(("127.0.0.1", port), 10) as s:
+        try:
+            s.sendall(request)
+            head = s.recv(4096)
+        except OSError:
+            return 0
+    return int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_two_replicas_over_one_store_serve_what_is_published_meanwhile(s3: Target, boxes: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    first, second = Served(s3, tmp_path, workers=1), Served(s3, tmp_path, workers=1)
+    try:
+        publish(s3, boxes["libvirt"], NAME, "1.0.0")
+        for served in (first, second):
+            assert [v["version"] for v in json.loads(get(f"{served.url}/{NAME}")[2])["versions"]] == ["1.0.0"]
+        publish(s3, boxes["virtualbox"], NAME, "1.1.0")
+        settle()
+        for served in (first, second):
+            assert [v["version"] for v in json.loads(get(f"{served.url}/{NAME}")[2])["versions"]] == ["1.0.0", "1.1.0"]
+        status, headers, _ = get(f"{first.url}/{NAME}/1.1.0/virtualbox/amd64/vagrant.box", method="HEAD")
+        assert status == 200  # urllib followed the redirect to the presigned URL on the store
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_an_unreachable_store_is_a_503_in_one_line(s3: Target, boxes: dict[str, Path], tmp_path: Path) -> None:
+    host, port = s3.server.endpoint.removeprefix("http://").split(":")
+    relay = Proxy(host, int(port))
+    served = Served(s3, tmp_path, relay.url, workers=1)
+    try:
+        publish(s3, boxes["libvirt"], NAME, "1.0.0")
+        assert get(f"{served.url}/{NAME}")[0] == 200 and relay.connections, relay.connections
+        relay.close()  # the store goes away
+        settle()
+        status, _, data = get(f"{served.url}/{NAME}")
+        assert status == 503 and data.decode().count("\n") == 1 and "Traceback" not in served.log.read_text()
+    finally:
+        served.stop()
+
+
+def test_the_pages_show_boxes_to_people_and_private_ones_only_with_their_token(web: Target, boxes: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    from lxml import html
+
+    served = Served(web, tmp_path, workers=1)
+    try:
+        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private", "--description", "Debian for acme")
+        publish(web, boxes["virtualbox"], NAME, "1.0.0", "--private")
+        publish(web, boxes["libvirt"], OTHER, "2.0.0")
+        read = token(web, "acme")
+        page = lambda path, tok=None: get(f"{served.url}{path}", tok, Accept="text/html,*/*;q=0.8")  # noqa: E731
+        status, headers, data = page("/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        text = html.fromstring(data).text_content()
+        assert "other" in text and "acme" not in text  # a private organisation does not show without a token
+        assert "acme" in html.fromstring(page("/", read)[2]).text_content()
+        status, headers, _ = page(f"/{NAME}")
+        assert status == 401 and any(h.startswith("Basic") for h in headers.get_all("www-authenticate"))
+        doc = html.fromstring(page(f"/{NAME}", read)[2])
+        text = doc.text_content()
+        assert "Debian for acme" in text and "1.0.0" in text and "libvirt" in text and "virtualbox" in text
+        assert 'config.vm.box = "acme/debian"' in text and f'config.vm.box_server_url = "{served.url}"' in text
+        assert "VAGRANT_CLOUD_TOKEN" in text and not doc.xpath("//script") and not doc.xpath("//*[@src]")
+        assert json.loads(get(f"{served.url}/{OTHER}")[2])["name"] == OTHER  # Vagrant's Accept still gets JSON
+        assert json.loads(get(f"{served.url}/{OTHER}", Accept="*/*")[2])["name"] == OTHER
+    finally:
+        served.stop()
