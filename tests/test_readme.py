@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import MIB, ROOT, make_disk, unavailable
 
-from boxpack.cli import catalog, examine, mirror, pack, publish, test
+from boxpack.cli import catalog, examine, mirror, pack, publish, serve, test
 
 PARSERS = {
     "boxpack": [pack.build_parser()],
@@ -29,6 +29,7 @@ PARSERS = {
     "boxpack inspect": [examine.build_parser("inspect")],
     "boxpack verify": [examine.build_parser("verify")],
     "boxpack test": [test.build_parser()],
+    "boxpack serve": [serve.build_parser(), serve.build_token_parser(), serve.build_visibility_parser()],
 }
 
 
@@ -101,6 +102,9 @@ NOT_RUN = {
     "boxpack debian.raw --provider libvirt --provider virtualbox --publish": "tests/test_publish.py streams boxes into uploads",
     "boxpack mirror bento/ubuntu-24.04": "HCP cannot be reached from here: tests/test_mirror.py serves its shape",
     "pip install": "the environment the tests run in has it",
+    "boxpack publish debian-libvirt.box --to s3://my-boxes/vagrant --name acme": "private boxes: tests/test_serve.py",
+    "boxpack serve --store": "a server, running until stopped: tests/test_serve.py runs it",
+    "boxpack serve token create": "a new random token each time: tests/test_serve.py makes them",
 }
 
 # The files a reader already has where an example starts: made here the way they would have been made.

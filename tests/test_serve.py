@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from conftest import MIB, Target, Vagrant, make_disk, run_boxpack
+from conftest import MIB, ROOT, Target, Vagrant, make_disk, run_boxpack, unavailable
 from netproxy import Proxy
 
 NAME = "acme/debian"
@@ -257,5 +258,48 @@ def test_the_pages_show_boxes_to_people_and_private_ones_only_with_their_token(w
         assert "VAGRANT_CLOUD_TOKEN" in text and not doc.xpath("//script") and not doc.xpath("//*[@src]")
         assert json.loads(get(f"{served.url}/{OTHER}")[2])["name"] == OTHER  # Vagrant's Accept still gets JSON
         assert json.loads(get(f"{served.url}/{OTHER}", Accept="*/*")[2])["name"] == OTHER
+    finally:
+        served.stop()
+
+
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.slow
+def test_chromium_shows_a_private_box_to_its_token_and_a_phone_can_read_it(web: Target, boxes: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """The pages in a real browser: the DOM Chromium renders, and a screenshot (BOXPACK_UPDATE_README=1 keeps the
+    README's). The token goes as the password of the URL, what the browser's own prompt does."""
+    from lxml import html
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        unavailable("Chromium", "not installed (apt-get install chromium)")
+    served = Served(web, tmp_path, workers=1)
+    try:
+        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private", "--description", "Debian 12 for acme's CI")
+        publish(web, boxes["virtualbox"], NAME, "1.0.0", "--private")
+        publish(web, boxes["libvirt"], NAME, "1.1.0", "--private")
+        read = token(web, "acme")
+        host = served.url.removeprefix("http://")
+
+        def chrome(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([chromium, *CHROMIUM, f"--user-data-dir={tmp_path / 'chromium'}", *args],
+                                  capture_output=True, timeout=120)
+
+        dom = html.fromstring(chrome("--dump-dom", f"http://x:{read}@{host}/{NAME}").stdout)
+        text = " ".join(dom.body.text_content().split())
+        assert dom.xpath("string(//h1)") == "acme/debianprivate" and "Debian 12 for acme's CI" in text
+        assert [" ".join(h.text_content().split()) for h in dom.xpath("//h3")][0].startswith("1.1.0")  # the newest first
+        cells = [" ".join(td.text_content().split()) for td in dom.xpath("//section[last()]//td")]
+        assert cells[:2] == ["libvirt", "amd64 (default)"] and cells[4:6] == ["virtualbox", "amd64 (default)"], cells
+        anonymous = " ".join(html.fromstring(chrome("--dump-dom", f"http://{host}/{NAME}").stdout or b"<p/>").text_content().split())
+        assert "Debian 12 for acme's CI" not in anonymous
+        for width, shot in ((412, tmp_path / "phone.png"), (1000, tmp_path / "desktop.png")):
+            chrome(f"--window-size={width},1000", f"--screenshot={shot}", f"http://x:{read}@{host}/{NAME}")
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("BOXPACK_UPDATE_README"):
+            shutil.copyfile(tmp_path / "desktop.png", ROOT / "docs" / "serve-box-page.png")
     finally:
         served.stop()
