@@ -249,11 +249,11 @@ def _wait_writable(server: S3Server, seconds: float = 60) -> None:
 NGINX_MAIN = """\
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 user root root;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
-events {{ worker_connections 64; }}
+events {{ worker_connections 1024; }}
 http {{
     include /etc/nginx/mime.types;
     access_log {d}/access.log;
@@ -278,14 +278,14 @@ class Nginx:
         _stop([self.proc])
 
 
-def nginx(workdir: Path, root: Path, server_block: str) -> Nginx:
+def nginx(workdir: Path, root: Path, server_block: str, workers: int = 1) -> Nginx:
     """nginx serving root with server_block (the README's), its listen and root lines pointed here."""
     port = free_port()
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     block = server_block.replace("listen 80;", f"listen 127.0.0.1:{port};").replace("root /srv/boxes;", f"root {root};")
     assert f"127.0.0.1:{port}" in block and str(root) in block, "the README's nginx block has no `listen 80;` or `root /srv/boxes;`"
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_MAIN.format(d=workdir, server=block))
+    conf.write_text(NGINX_MAIN.format(d=workdir, server=block, workers=workers))
     log = workdir / "console.log"
     proc = _start(["nginx", "-c", str(conf), "-p", str(workdir)], log)
     _wait_http(f"http://127.0.0.1:{port}/", 30, proc, log)

@@ -52,6 +52,7 @@ log = logging.getLogger("boxpack.serve")
 NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 MAX_URL = 4096  # bytes of a request's path and query
 CACHE_ENTRIES = 10_000  # what one worker keeps, at most: catalogs, records, listings
+FILE_CHUNK = 1024 * 1024  # a box file is sent in reads this large: 64 KiB (Starlette's) gave a fifth of nginx's rate
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,10 @@ class Server:
         etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache})
-        return FileResponse(path, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": cache},
-                            stat_result=st)
+        response = FileResponse(path, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": cache},
+                                stat_result=st)
+        response.chunk_size = FILE_CHUNK
+        return response
 
     async def org_route(self, request: Request) -> Response:
         org = request.path_params["org"]
