@@ -132,7 +132,7 @@ def hcp(tmp_path: Path, box_files: dict[str, Path]):
     work = tmp_path / "hcp-nginx"
     (work / "tmp").mkdir(parents=True)
     conf = work / "nginx.conf"
-    conf.write_text(servers.NGINX_MAIN.format(d=work, server=block))
+    conf.write_text(servers.NGINX_MAIN.format(d=work, server=block, workers=1))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
     servers._wait_http(f"http://127.0.0.1:{port}/storage/", 30, proc)

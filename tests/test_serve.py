@@ -200,6 +200,7 @@ def _raw(port: int, request: bytes) -> int:
     return int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
 
 
+@pytest.mark.first_case_quick
 def test_two_replicas_over_one_store_serve_what_is_published_meanwhile(s3: Target, boxes: dict[str, Path],
                                                                         tmp_path: Path) -> None:
     first, second = Served(s3, tmp_path, workers=1), Served(s3, tmp_path, workers=1)
@@ -218,6 +219,7 @@ def test_two_replicas_over_one_store_serve_what_is_published_meanwhile(s3: Targe
         second.stop()
 
 
+@pytest.mark.first_case_quick
 def test_an_unreachable_store_is_a_503_in_one_line(s3: Target, boxes: dict[str, Path], tmp_path: Path) -> None:
     host, port = s3.server.endpoint.removeprefix("http://").split(":")
     relay = Proxy(host, int(port))
