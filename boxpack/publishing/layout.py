@@ -11,6 +11,8 @@
                                                                   names above with it
     .boxpack/visibility/<org>.json, .../<org>/<box>.json          who may read: boxpack serve's, never served
     .boxpack/tokens/<id>.json                                     a token's record (its SHA-256, not itself)
+    .boxpack/boxes/<org>/<box>.json                               what the API knows beyond the catalog
+    .boxpack/uploads/<ticket>.json                                what an upload URL may upload, until when
 
 Nothing under .boxpack/ can be a box's key: an organisation's name never starts with a dot.
 
@@ -90,6 +92,21 @@ def token_key(token_id: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{16}", token_id):
         raise BadOption(f"{token_id!r} is not a token id (16 hex digits, as `boxpack serve token list` shows them)")
     return f"{TOKENS_PREFIX}{token_id}.json"
+
+
+def record_key(name: str) -> str:
+    """Where the API keeps a box's versions that are not in its catalog (boxes.py)."""
+    return f"{PRIVATE_PREFIX}boxes/{name}.json"
+
+
+TICKET = re.compile(r"[0-9a-f]{32}")
+
+
+def upload_key(ticket: str) -> str:
+    """Where the API keeps what an upload URL (its secret: ticket) may upload."""
+    if not TICKET.fullmatch(ticket):
+        raise BadOption(f"{ticket!r} is not an upload ticket")
+    return f"{PRIVATE_PREFIX}uploads/{ticket}.json"
 
 
 def url(base_url: str, key: str) -> str:

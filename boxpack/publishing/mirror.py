@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -39,6 +37,7 @@ from . import http as download
 from . import layout
 from .layout import CATALOG_LIMIT, SIDECAR_LIMIT
 from .publish import Publisher, entry, open_store
+from .streamcheck import StreamCheck
 from .stores.base import Store
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
@@ -190,73 +189,6 @@ def select(copies: list[Copy], options: MirrorOptions) -> list[Copy]:
 
 # --- copying one entry --------------------------------------------------------------------------
 
-class _Tee:
-    """The box bytes, also handed to `boxpack verify` running in another thread, in bounded memory.
-    If verify stops reading early (an unreadable box), the copy goes on without it."""
-
-    def __init__(self, label: str) -> None:
-        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=8)
-        self._stopped = threading.Event()
-        self.report: Any = None
-        self.failure: str | None = None
-        self._thread = threading.Thread(target=self._run, args=(label,), daemon=True)
-        self._thread.start()
-
-    def _run(self, label: str) -> None:
-        from ..inspect.verify import examine
-
-        try:
-            self.report = examine(label, stream=_QueueReader(self._queue))  # type: ignore[arg-type]
-        except Exception as e:  # a bug in verify must not stop the copy; it is reported with the box
-            self.failure = f"{type(e).__name__}: {e}"
-        finally:
-            self._stopped.set()
-
-    def write(self, data: bytes) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(data, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def close(self) -> Any:
-        """The end of the box; the report once verify has read it."""
-        self.write(b"")
-        self._thread.join()
-        return self.report
-
-
-class _QueueReader:
-    """A file-like reader of the chunks put in a queue (b"" ends them): read(n) returns n bytes until the end."""
-
-    def __init__(self, chunks: queue.Queue[bytes]) -> None:
-        self._chunks = chunks
-        self._chunk = b""
-        self._pos = 0
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        parts = []
-        want = n if n >= 0 else float("inf")
-        while want > 0:
-            if self._pos == len(self._chunk):
-                if self._eof:
-                    break
-                self._chunk, self._pos = self._chunks.get(), 0
-                if not self._chunk:
-                    self._eof = True
-                    break
-            take = int(min(want, len(self._chunk) - self._pos))
-            parts.append(self._chunk[self._pos:self._pos + take])
-            self._pos += take
-            want -= take
-        return b"".join(parts)
-
-    def close(self) -> None:
-        pass
-
-
 def _already_there(store: Store, publisher: Publisher, c: Copy) -> tuple[int, str, str] | None:
     """(size, checksum type, checksum) when the target holds this entry's box with its checksum file:
     the one the source names, or, for an entry without one, the one an earlier mirror recorded."""
@@ -296,7 +228,7 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
         kind = c.checksum_type or "sha256"
         digest = hashlib.new(kind)
         upload = publisher.open(c.version, c.provider, c.architecture)
-        tee = _Tee(c.source_url) if options.verify else None
+        tee = StreamCheck(c.source_url) if options.verify else None
 
         def write(chunk: bytes) -> None:
             digest.update(chunk)

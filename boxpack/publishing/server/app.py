@@ -45,7 +45,7 @@ from ...errors import BoxpackError
 from .. import access, layout
 from ..stores import open_target
 from ..stores.base import Stat, Store
-from . import pages
+from . import api, pages
 
 T = TypeVar("T")
 log = logging.getLogger("boxpack.serve")
@@ -335,7 +335,7 @@ def _path_problem(raw: bytes, query: bytes, path: str) -> tuple[int, str] | None
 def create_app(config: Config, store: Store | None = None) -> ASGIApp:
     server = Server(config, store)
     get = ["GET", "HEAD"]
-    routes = [
+    routes = [*api.routes(api.Api(server), _guarded),  # before /{org}/{name}, which /api/v1 would match
         Route("/", _guarded(server.index_route), methods=get),
         Route("/.login", _guarded(server.login_route), methods=get),  # no organisation starts with a dot
         Route("/api/v2/vagrant/{org}/{name}", _guarded(server.catalog_route), methods=get),
