@@ -10,7 +10,7 @@ from .. import catalog
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
 from ..publishing import http as download
-from ..publishing import publish
+from ..publishing import boxes, publish
 from ..publishing.layout import CATALOG_LIMIT
 from ..options import add_arguments
 from ..settings import CATALOG_ENTRY
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="action", required=True, metavar="add|show|remove")
+    sub = p.add_subparsers(dest="action", required=True, metavar="add|show|remove|prune")
     add = sub.add_parser("add", help="add a box to a version (creating the catalog or version as needed)")
     add.add_argument("catalog", metavar="CATALOG")
     add.add_argument("--box", required=True, metavar="FILE", help="the box file; checksum computed from it")
@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also delete the removed entries' boxes and checksum files (catalogs boxpack publish wrote), "
                     "after the catalog no longer names them")
     rm.add_argument("--endpoint-url", metavar="URL", help="for s3:// catalogs: an S3-compatible endpoint")
+    prune = sub.add_parser("prune", help="remove old versions of a published box: the catalog first, their boxes after")
+    prune.add_argument("target", metavar="TARGET", help="s3://BUCKET/PREFIX or a directory, as publish's --to")
+    prune.add_argument("--name", required=True, metavar="ORG/NAME", help="the box whose versions are pruned")
+    prune.add_argument("--keep", type=int, metavar="N", help="keep the newest N versions")
+    prune.add_argument("--keep-days", type=float, metavar="DAYS", help="keep versions with a box younger than DAYS")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed; change nothing")
+    prune.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    prune.add_argument("--endpoint-url", metavar="URL", help="for s3:// targets: an S3-compatible endpoint")
     return p
 
 
@@ -57,6 +65,7 @@ EPILOG = """examples:
       --url https://example.org/boxes/debian-libvirt.box
   boxpack catalog show boxes.json
   boxpack catalog remove s3://bucket/vagrant/org/debian --box-version 1.2.0 --provider libvirt   (yank a published box)
+  boxpack catalog prune s3://bucket/vagrant --name org/debian --keep 3   (the three newest versions stay)
   vagrant box add https://example.org/boxes/boxes.json    (served as application/json)
 """
 
@@ -80,6 +89,8 @@ def run(argv: list[str]) -> int:
                 allow_relative=args.allow_relative,
             )
             print(f"boxpack: {args.catalog}: added {args.name} {args.box_version}", file=sys.stderr)
+        elif args.action == "prune":
+            return _prune(args)
         elif args.action == "remove" and (args.delete_boxes or args.catalog.startswith("s3://")):
             doc, deleted = publish.yank(args.catalog, args.box_version, args.provider, args.architecture,
                                         delete_boxes=args.delete_boxes, endpoint_url=args.endpoint_url)
@@ -97,6 +108,20 @@ def run(argv: list[str]) -> int:
     except BoxpackError as e:
         print(f"boxpack: error: {e}", file=sys.stderr)
         return e.exit_code
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    store = publish.open_store(args.target, args.endpoint_url)
+    pruned = boxes.prune(store, args.name, args.keep, args.keep_days, args.dry_run)
+    if args.json:
+        print(json.dumps({"name": args.name, "dry_run": args.dry_run, "versions": pruned.versions, "deleted": pruned.deleted},
+                         indent=2))
+    said = "would remove" if args.dry_run else "removed"
+    print(f"boxpack: {store.where}: {args.name}: {said} {len(pruned.versions)} version(s)"
+          + (f": {', '.join(pruned.versions)}" if pruned.versions else ""), file=sys.stderr)
+    for key in pruned.deleted:
+        print(f"boxpack: deleted {key}", file=sys.stderr)
     return 0
 
 
