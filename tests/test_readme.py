@@ -105,6 +105,8 @@ NOT_RUN = {
     "boxpack publish debian-libvirt.box --to s3://my-boxes/vagrant --name acme": "private boxes: tests/test_serve.py",
     "boxpack serve --store": "a server, running until stopped: tests/test_serve.py runs it",
     "boxpack serve token create": "a new random token each time: tests/test_serve.py makes them",
+    "export VAGRANT_SERVER_URL=": "the publish API's clients: tests/test_api.py runs each against boxpack serve",
+    "vagrant cloud publish": "the publish API's clients: tests/test_api.py runs each against boxpack serve",
 }
 
 # The files a reader already has where an example starts: made here the way they would have been made.

@@ -21,6 +21,7 @@ EPILOG = """examples:
   boxpack serve token list --store s3://my-boxes/vagrant
   boxpack serve token revoke 3f2a9c0d1e4b5a67 --store s3://my-boxes/vagrant
   VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... vagrant box add acme/debian
+  VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... vagrant cloud publish acme/debian 1.2.0 libvirt debian-libvirt.box --release
 
 Everything the servers know is in the store: run as many as needed behind a load balancer. A private box
 needs the store itself to be private (no public-read bucket policy, no web server on the directory).
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         "an existing bucket or directory as it is) for `vagrant box add ORG/NAME` with VAGRANT_SERVER_URL set to "
         "--public-url: private boxes behind tokens (Vagrant sends VAGRANT_CLOUD_TOKEN as a Bearer token to that "
         "host only), pages for people at /, /ORG and /ORG/NAME, boxes on S3 answered with a short-lived "
-        "presigned redirect. Needs the serve extra: pip install 'boxpack[serve]'.",
+        "presigned redirect; and the Vagrant Cloud publish API that `vagrant cloud publish` and Packer's "
+        "vagrant-cloud post-processor call (with a --write token), each upload checked before it is released. "
+        "Needs the serve extra: pip install 'boxpack[serve]'.",
         epilog=EPILOG,
     )
     _store_options(p)

@@ -229,23 +229,31 @@ class Box:
                    for v in (self.catalog.read() or {}).get("versions", []))
 
     def release(self, number: str) -> dict:
-        """Every provider of the version into the catalog, in one write, once each is checked: an upload that
-        passed, or a URL with a checksum. Releasing a released version is done (several clients may)."""
+        """The version's checked providers into the catalog, in one write: an upload that passed, or a URL with
+        a checksum. One still uploading joins at its upload (receive): several `vagrant cloud publish` runs fill one
+        version at once, and the first to finish releases it. Releasing a released version is done."""
         record = self.record.read() or {}
         v = record.get("versions", {}).get(number)
         if v is None:
             self.version(number)  # 404 when there is none
             return self.version(number)  # in the catalog already: released
         providers = _providers(v)
-        if not providers:
-            raise Refused(422, f"{self.name} {number} has no provider to release")
         for p in providers:
-            if p.url is None and p.uploaded is None:
-                raise Refused(422, f"{self.name} {number} {p.name} {p.arch}: no box was uploaded for it")
             if p.url is not None and not p.checksum:
                 raise Refused(422, f"{self.name} {number} {p.name} {p.arch}: a box at a URL needs its checksum to be released")
-        self.catalog.update(lambda doc: self._with(doc, number, v.get("description"), providers))
+        ready = [p for p in providers if p.url is not None or p.uploaded is not None]
+        if not ready:
+            raise Refused(422, f"{self.name} {number}: no box was uploaded for it" if providers
+                          else f"{self.name} {number} has no provider to release")
+        self.catalog.update(lambda doc: self._with(doc, number, v.get("description"), ready))
         self.record.update(lambda doc: _set_status(doc, number, "released"))
+        # An upload that ended meanwhile saw the version unreleased (receive reads it after its own write, as
+        # this after the status): it goes live here.
+        done = {(p.name, p.arch) for p in ready}
+        late = [p for p in _providers((self.record.read() or {}).get("versions", {}).get(number, {}))
+                if p.uploaded is not None and (p.name, p.arch) not in done]
+        if late:
+            self.catalog.update(lambda doc: self._with(doc, number, None, late))
         return self.version(number)
 
     def _with(self, doc: Catalog | None, number: str, description: str | None, providers: list[Provider]) -> Catalog:
@@ -412,7 +420,7 @@ class Box:
             raise
         uploaded = {"checksum_type": kind, "checksum": digest.hexdigest(), "size": upload.size, "architecture": arch}
         self._uploaded(number, name, architecture, uploaded)
-        if active:  # a box added to a released version goes live now
+        if self.version(number)["status"] == "active":  # released before or while it uploaded: live now
             record = (self.record.read() or {}).get("versions", {}).get(number, {})
             self.catalog.update(lambda doc: self._with(doc, number, None, [p for p in _providers(record)
                                                                             if p.name == name and p.arch == arch]))

@@ -50,6 +50,7 @@ from starlette.routing import Route
 from ...errors import BoxpackError
 from .. import access, layout
 from ..boxes import Box, Refused, ticket_record
+from .pages import Denied
 
 BODY_LIMIT = 1024 * 1024  # a JSON request body
 CHUNK_SECONDS = 60.0  # an upload that sends nothing for this long is given up
@@ -75,8 +76,6 @@ class Api:
 
     async def who(self, request: Request) -> access.Token:
         """The request's valid token, or Refused 401."""
-        from .app import Denied
-
         try:
             token = await self.server.token(request)
         except Denied as e:
@@ -336,6 +335,7 @@ def routes(api: Api, guarded: Callable[[Callable[[Request], Awaitable[Response]]
             try:
                 return await route(request)
             except Refused as e:
+                request.state.why = " ".join(str(e).replace('"', "'").split())  # one log line, whatever it quotes
                 return _error(e.status, str(e))
         return guarded(answered)
 

@@ -46,6 +46,7 @@ from .. import access, layout
 from ..stores import open_target
 from ..stores.base import Stat, Store
 from . import api, pages
+from .pages import Denied
 
 T = TypeVar("T")
 log = logging.getLogger("boxpack.serve")
@@ -103,11 +104,6 @@ class Failures:
         if len(self.seen) >= CACHE_ENTRIES:
             self.seen.clear()
         self.seen.setdefault(client, deque()).append(time.monotonic())
-
-
-class Denied(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 class Server:
@@ -296,8 +292,9 @@ class Checked:
             scope.setdefault("state", {})
             await self.app(scope, receive, sending)
         client = scope.get("client") or ("?", 0)
-        token = scope.get("state", {}).get("token", "-")
-        access_log(f'{client[0]} "{scope["method"]} {quote(scope["path"])}" {status["code"]} token={token}')
+        state = scope.get("state", {})
+        why = f' why="{state["why"]}"' if "why" in state else ""  # an API refusal: curl --fail shows the status only
+        access_log(f'{client[0]} "{scope["method"]} {quote(scope["path"])}" {status["code"]} token={state.get("token", "-")}{why}')
 
 
 class _AccessLog:

@@ -22,6 +22,13 @@ from .. import access, layout
 from ..stores.base import Stat, Store
 
 
+class Denied(Exception):
+    """A refusal whose answer is ready: a page, a status in one line."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
 class Server(Protocol):
     """What the pages ask of the server (app.py): what the store says, as fresh as it keeps it, and who asks."""
 
