@@ -21,7 +21,8 @@ EPILOG = """examples:
   boxpack serve token list --store s3://my-boxes/vagrant
   boxpack serve token revoke 3f2a9c0d1e4b5a67 --store s3://my-boxes/vagrant
   VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... vagrant box add acme/debian
-  VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... vagrant cloud publish acme/debian 1.2.0 libvirt debian-libvirt.box --release
+  VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... \\
+    vagrant cloud publish acme/debian 1.2.0 libvirt debian-libvirt.box --release
 
 Everything the servers know is in the store: run as many as needed behind a load balancer. A private box
 needs the store itself to be private (no public-read bucket policy, no web server on the directory).
