@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import catalog
 from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
-from ..errors import BadInput, BadOption, BoxpackError, OutputFailed
+from ..errors import BadInput, BadOption, OutputFailed
 from ..sources.box import text
 from . import access, layout
 from .publish import PublishedCatalog, Publisher, entry
@@ -39,7 +39,7 @@ RETRIES = 20
 UPLOAD_SECONDS = 24 * 3600  # how long an upload URL the API hands out works
 
 
-class Refused(BoxpackError):
+class Refused(BadInput):
     """What the API answers with an error its client prints: status and message."""
 
     def __init__(self, status: int, message: str) -> None:
