@@ -56,6 +56,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _main(argv: list[str]) -> int:
+    from .oneline import show_warnings  # after the signal handlers: logging takes a while to import
+
+    show_warnings()
     verb = argv[0] if argv[:1] and argv[0] in VERBS else None
     module, function = VERBS[verb].split(":") if verb else ("pack", "run")
     run = getattr(importlib.import_module(f".{module}", __name__), function)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 
@@ -174,17 +173,9 @@ def _pack_options(args: argparse.Namespace, image: mkosi.MkosiImage | None) -> P
     return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()})
 
 
-class _OneLine(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"boxpack: {record.levelname.lower()}: {record.getMessage()}\n")
-
-
 def run(argv: list[str]) -> int:
     """boxpack SOURCE... --provider ...: pack, then the steps the flags ask for."""
     args = build_parser().parse_args(argv)
-    logger = logging.getLogger("boxpack")
-    logger.addHandler(_OneLine())
-    logger.propagate = False
     progress = Progress() if sys.stderr.isatty() and not args.quiet else None
     written: list[BoxResult] = []  # the boxes complete so far, for a truthful message if a later step fails
     try:
