@@ -21,6 +21,7 @@ so concurrent writers never lose an update and a crash never leaves half a file.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -41,10 +42,13 @@ CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 1
 VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
 NAME_PATTERN = re.compile(r"[^/\s]+/[^/\s]+")
 UNKNOWN_ARCH = "unknown"
+MAX_VERSION = 128  # characters; a key part's limit (publishing/layout.py), and far beyond any real version
+MAX_DEPTH = 32  # a catalog is 5 deep; deeper is hostile, and copying it would exhaust Python's stack
 
 Catalog = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=65536)  # merging thousands of entries sorts and compares the same versions again and again
 def version_key(version: str) -> tuple:
     """Sort key with RubyGems' ordering: 1.2 == 1.2.0 < 1.10, and 1.0.rc1 < 1.0-beta.1 < 1.0."""
     segments: list[int | str] = []
@@ -65,11 +69,16 @@ def _providers_sorted(providers: list[dict]) -> list[dict]:
     return sorted(providers, key=lambda p: (p["name"], p["default_architecture"], p["architecture"]))
 
 
+def _short(message: str) -> str:
+    """A schema message quotes the value: of a hostile one, the start and the end."""
+    return message if len(message) <= 200 else f"{message[:100]}...{message[-60:]}"
+
+
 def check(doc: Any) -> list[str]:
     """Problems with a catalog: the schema, then the rules across entries. Empty when none."""
     validator = jsonschema.Draft202012Validator(load_schema("catalog.schema.json"))
     problems = [
-        f"{'/'.join(map(str, e.absolute_path)) or 'top level'}: {e.message}"
+        f"{'/'.join(map(str, e.absolute_path)) or 'top level'}: {_short(e.message)}"
         for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     ]
     if problems:
@@ -103,6 +112,8 @@ def check_entry(name: str, version: str, url: str, allow_relative: bool = False)
     """The box name, version and URL an entry needs: checked before any box is written."""
     if not NAME_PATTERN.fullmatch(name):
         raise BadOption(f"box name {name!r} is not ORG/NAME without spaces (what `vagrant box add` accepts)")
+    if len(version) > MAX_VERSION:
+        raise BadOption(f"version {version[:20]}... is longer than {MAX_VERSION} characters")
     if not VERSION_PATTERN.fullmatch(version):
         raise BadOption(f"version {version!r} is not a RubyGems version (Vagrant expects X.Y.Z)")
     if not _absolute(url) and not allow_relative:
@@ -126,10 +137,22 @@ def parse(data: bytes, where: str) -> Catalog:
         raise BadInput(f"{where}: not valid JSON (line {e.lineno}: {e.msg}); it was left as it is") from None
     except RecursionError:
         raise BadInput(f"{where}: nested too deeply to be a catalog; it was left as it is") from None
+    if too_deep(doc):
+        raise BadInput(f"{where}: nested more than {MAX_DEPTH} deep, so not a catalog; it was left as it is")
     problems = check(doc)
     if problems:
         raise BadInput(f"{where}: not a valid catalog ({problems[0]}); it was left as it is")
     return doc
+
+
+def too_deep(doc: Any) -> bool:
+    """Whether doc nests lists and objects more than MAX_DEPTH deep (walked without recursion)."""
+    level: list[Any] = [doc]
+    for _ in range(MAX_DEPTH + 1):
+        level = [x for node in level for x in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())]
+        if not level:
+            return False
+    return True
 
 
 def dumps(doc: Catalog) -> bytes:
@@ -168,6 +191,28 @@ def add(
     allow_relative: bool = False,
 ) -> Catalog:
     """A new catalog with the box entry merged in; doc itself is not changed."""
+    return add_into(copy.deepcopy(doc) if doc else None, name=name, version=version, provider=provider, url=url,
+                    checksum=checksum, checksum_type=checksum_type, architecture=architecture,
+                    default_architecture=default_architecture, description=description, force=force,
+                    allow_relative=allow_relative)
+
+
+def add_into(
+    doc: Catalog | None,
+    *,
+    name: str,
+    version: str,
+    provider: str,
+    url: str,
+    checksum: str,
+    checksum_type: str = "sha256",
+    architecture: str | None = None,
+    default_architecture: bool = False,
+    description: str | None = None,
+    force: bool = False,
+    allow_relative: bool = False,
+) -> Catalog:
+    """add(), changing doc itself: one copy for a run's thousands of entries, not one per entry."""
     check_entry(name, version, url, allow_relative)
     checksum_type = checksum_type.lower()
     if checksum_type not in CHECKSUM_TYPES:
@@ -176,7 +221,7 @@ def add(
     if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
         raise BadOption(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
     arch = architecture or UNKNOWN_ARCH
-    doc = copy.deepcopy(doc) if doc else {"name": name, "versions": []}
+    doc = doc or {"name": name, "versions": []}
     if doc["name"] != name:
         raise BadOption(f"the catalog is for {doc['name']}, not {name} (vagrant box add would refuse the mismatch)")
     if description is not None:
