@@ -11,10 +11,14 @@ whatever is killed when, and whoever else publishes at the same time:
 3. the box is committed and the store's size (and, on S3, its ETag) checked against what was sent;
 4. last, the catalog gains every entry of the run in one conditional write (ETag If-Match on S3, the
    catalog lock in a directory), done again on the new catalog when another publisher wrote first
-   (PublishedCatalog, the one loop every change of a published catalog goes through).
+   (PublishedCatalog, the one loop every change of a published catalog goes through). Each entry is
+   made from what the store holds then: the key still holds the object this run wrote or found (its
+   ETag, or a file's inode and mtime) beside this checksum file, else the run fails and the catalog
+   is left as it was (another --force publisher replaced the box meanwhile).
 
 With --force, an entry that names a box about to be replaced leaves the catalog before the box is
-rewritten, and comes back with the new checksum in step 4. boxpack mirror publishes through the same
+rewritten, its checksum file goes while the key changes (a run killed then leaves a box without
+one, which nothing trusts), and both come back, the entry with the new checksum in step 4. boxpack mirror publishes through the same
 Publisher; a dry run is the same code over a store that writes nowhere (stores/dryrun.py).
 """
 
@@ -152,6 +156,9 @@ class PublishedCatalog:
             got = self.store.get(self.key, CATALOG_LIMIT)
             doc = change(catalog.parse(got[0], self._where()) if got else None)
             data = catalog.dumps(doc)
+            if len(data) > CATALOG_LIMIT:  # written, it could never be read again, by Vagrant or by boxpack
+                raise OutputFailed(f"{self._where()}: the catalog would be {len(data)} bytes, more than the {CATALOG_LIMIT} "
+                                   "Vagrant reads; it was left as it is (boxpack catalog prune removes old versions)")
             if self.store.put(self.key, data, "application/json", CATALOG_CACHE, if_absent=got is None,
                               if_version=got[1] if got else None):
                 break
@@ -198,6 +205,7 @@ class Publisher:
         self.boxes: list[PublishedBox] = []
         self.version_descriptions: dict[str, str] = {}
         self._planned: set[tuple[str, str, str]] = set()
+        self._held: dict[str, str | None] = {}  # key -> the identity (Stat.etag) of what this run wrote or found there
         self._prepared = False
         self._lock = threading.Lock()
 
@@ -235,14 +243,36 @@ class Publisher:
                 self.catalog.prepare()
                 self._prepared = True
 
+    def holds(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str) -> bool:
+        """Whether the key holds a box of this size beside this checksum file: the catalog's word alone is not
+        taken (a box deleted by hand, or one a killed --force run left half replaced, is sent again)."""
+        key = self.key(version, provider, architecture)
+        there = self.store.stat(key)
+        line = (self.store.get(layout.sidecar_key(key, checksum_type), SIDECAR_LIMIT) or (None,))[0]
+        return there is not None and there.size == size and line == layout.sidecar(checksum)
+
     def unchanged(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str,
                   default: bool = False) -> PublishedBox:
         """A box the target already holds, byte for byte: nothing is sent, and its entry is kept."""
         key = self.key(version, provider, architecture)
         box = PublishedBox(version, provider, architecture, key, layout.url(self.base_url, key), size, checksum_type,
                            checksum, "unchanged", default=default or self.default_architecture)
+        self._hold(key)
         self.boxes.append(box)
         return box
+
+    def _hold(self, key: str) -> None:
+        there = self.store.stat(key)
+        with self._lock:
+            self._held[key] = there.etag if there else None
+
+    def _still_held(self, box: PublishedBox) -> None:
+        """Raise unless the key holds what this run wrote or found there, beside this box's checksum file."""
+        there = self.store.stat(box.key)
+        line = (self.store.get(layout.sidecar_key(box.key, box.checksum_type), SIDECAR_LIMIT) or (None,))[0]
+        if there is None or there.etag != self._held.get(box.key) or line != layout.sidecar(box.checksum):
+            raise OutputFailed(f"{self.store.where}: {box.key} was replaced or removed by another publisher after this "
+                               "run wrote it; the catalog was left as it is (run again)")
 
     def finish(self, upload: Upload, version: str, provider: str, architecture: str | None, checksum_type: str,
                checksum: str, default: bool = False) -> PublishedBox:
@@ -263,7 +293,8 @@ class Publisher:
                 upload.abort()  # the same bytes are there already (a rerun after an interruption)
                 box.action = "unchanged"
             else:
-                if theirs != line or (claimed and there is not None):  # the key holds another box
+                replacing = theirs != line or (claimed and there is not None)  # the key holds another box
+                if replacing:
                     if not self.force:
                         if claimed:
                             store.delete(sidecar)
@@ -271,14 +302,20 @@ class Publisher:
                                 else "exists without a checksum file (not published by boxpack)")
                         raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
                     self._withdraw(version, provider, arch)
-                    if theirs != line:
-                        store.put(sidecar, line, "text/plain")
+                    store.delete(sidecar)  # no checksum file vouches for the key while it changes
                 upload.commit(replace=there is not None)
+                if there is not None:
+                    for other in CHECKSUM_TYPES.keys() - {checksum_type}:  # another box's, of other types
+                        if store.stat(layout.sidecar_key(key, other)) is not None:
+                            store.delete(layout.sidecar_key(key, other))
+                if replacing:
+                    store.put(sidecar, line, "text/plain")
                 box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
                 box.resumed_bytes = upload.resumed
         except BoxpackError:
             upload.abort()
             raise
+        self._hold(key)
         self.boxes.append(box)
         return box
 
@@ -298,13 +335,14 @@ class Publisher:
 
         def change(doc: Catalog | None) -> Catalog:
             for b in boxes:
+                self._still_held(b)
                 existing = entry(doc, b.version, b.provider, b.architecture)
                 if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
                     continue
                 if existing and not self.force:
                     raise OutputFailed(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
                                        "by someone else; use --force to replace it")
-                doc = catalog.add(doc, name=self.name, version=b.version, provider=b.provider, url=b.url,
+                doc = catalog.add_into(doc, name=self.name, version=b.version, provider=b.provider, url=b.url,
                                   checksum=b.checksum, checksum_type=b.checksum_type, architecture=b.architecture,
                                   default_architecture=b.default, force=True)
             doc = doc or {"name": self.name, "versions": []}
@@ -364,7 +402,7 @@ def publish_boxes(
         plans.append((b, provider, arch, known if publisher.plan(o.version, provider, arch, known) else None))
     for b, provider, arch, unchanged in plans:
         size = b.stat().st_size
-        if unchanged:
+        if unchanged and publisher.holds(o.version, provider, arch, size, checksum_type, unchanged):
             publisher.unchanged(o.version, provider, arch, size, checksum_type, unchanged)
             continue
         upload = publisher.open(o.version, provider, arch)

@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 class Stat(NamedTuple):
     size: int
-    etag: str | None  # the store's ETag (S3), None for a file
+    etag: str | None  # what names these bytes: the store's ETag (S3), a file's inode, mtime and size
     modified: float = 0.0  # when it was written, in seconds since the epoch
 
 

@@ -57,7 +57,7 @@ class DirectoryStore:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return Stat(st.st_size, None, st.st_mtime)
+        return Stat(st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}", st.st_mtime)
 
     def path(self, key: str) -> Path:
         """The file a key is (boxpack serve sends it as it is)."""
