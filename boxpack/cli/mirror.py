@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also check each box as boxpack verify does, in the same stream, and report what Vagrant or its "
                    "provider would reject")
     p.add_argument("--require-valid", action="store_true", help="with --verify: leave out (and fail) boxes with errors")
+    p.add_argument("--timeout", type=float, default=mirror.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"the longest one box's transfer may take in all, resumptions included (default: {mirror.DEFAULT_TIMEOUT:.0f})")
+    p.add_argument("--allow-private-addresses", action="store_true",
+                   help="copy boxes on loopback, link-local or private addresses that a catalog from the internet names "
+                   "(refused by default: such a catalog could make boxpack fetch from your own network)")
     p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
     p.add_argument("--private", action="store_true",
                    help="make the mirrored boxes private before anything is written: boxpack serve asks for a token")
@@ -71,12 +76,15 @@ def run(argv: list[str]) -> int:
             except OSError as e:
                 raise BadOption(f"{args.from_file}: cannot read: {e.strerror}") from None
             sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+        if not args.timeout > 0:
+            raise BadOption("--timeout must be a number of seconds above 0")
         if not sources:
             raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
         options = mirror.MirrorOptions(
             target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
             architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
             require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
+            allow_private_addresses=args.allow_private_addresses, timeout=args.timeout,
             token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
         )
         shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run

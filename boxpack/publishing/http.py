@@ -1,17 +1,24 @@
-"""HTTP downloads for boxpack mirror: catalogs and boxes, over slow and flaky networks.
+"""HTTP downloads for boxpack mirror: catalogs and boxes, over slow, flaky and hostile networks.
 
 What Vagrant's curl does (lib/vagrant/util/downloader.rb: --fail --location --max-redirs 10), and
 what a mirror of tens of GB needs besides:
 - a download cut short continues where it stopped, with a Range request (from the original URL, so a
   signed redirect that has expired meanwhile is signed again); a server that ignores Range sends the
-  whole box again and the bytes already had are skipped;
+  whole box again and the bytes already had are skipped; a 206 answer is read up to the end its
+  Content-Range gives, and the rest asked for again;
 - retries with exponential backoff and jitter on connection errors, timeouts and 5xx; on 429 the wait
   is the server's Retry-After, else X-RateLimit-Reset (Vagrant Cloud's, epoch seconds; v2.mdx,
-  request-limits.mdx);
+  request-limits.mdx), at most MAX_WAIT and said when long; what cannot change (a 4xx, a URL urllib
+  cannot fetch) is not retried;
 - catalogs are asked for with Accept: application/json: HCP answered HTML to clients that did not
   (hashicorp/vagrant#13571);
 - a token (VAGRANT_CLOUD_TOKEN) goes only to the host the catalog came from, never across a redirect,
-  as Vagrant's add_downloader_authentication.rb sends it only to the server's host.
+  as Vagrant's add_downloader_authentication.rb sends it only to the server's host;
+- only http(s) is fetched and followed (urllib alone would follow a redirect to ftp:); a request a
+  catalog from the internet asks for may reach only internet addresses (not loopback, link-local such
+  as 169.254.169.254, or private networks), redirects included;
+- a transfer may be given a total time: a server sending a byte every few seconds never trips a read
+  timeout.
 Uses urllib, so HTTPS_PROXY and the system's certificates apply as for any Python program.
 """
 
@@ -19,9 +26,14 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import ipaddress
 import json
+import logging
+import math
 import os
 import random
+import re
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -37,31 +49,75 @@ CHUNK = 1024 * 1024
 RETRIES = 8  # for a box: minutes of backoff before one is given up
 CATALOG_RETRIES = 3  # for a catalog: a wrong server is said within seconds
 TIMEOUT = 60
-MAX_WAIT = 300.0  # the longest a 429 or a backoff makes a transfer wait
+MAX_WAIT = 60.0  # the longest one 429 or backoff makes a transfer wait
+SCHEMES = ("http", "https")
+MAX_VALUES = 400_000  # in a catalog: 30,000 provider entries of HCP's shape; bento's largest has about 2,000
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+log = logging.getLogger("boxpack")
 
 
 class NotFound(BadInput):
     """404 or 410: retrying cannot help."""
 
 
+class NotFetched(BadInput):
+    """A URL boxpack does not fetch (not http(s), or not on the internet when it must be)."""
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follow up to 10 redirects (curl --max-redirs 10) and keep the method: urllib turns HEAD into GET."""
+    """Follow up to 10 redirects (curl --max-redirs 10) to http(s) only, keep the method (urllib turns HEAD
+    into GET), and keep a request that may reach only internet addresses to them."""
 
     max_redirections = 10
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> urllib.request.Request | None:
+        if urllib.parse.urlparse(newurl).scheme not in SCHEMES:
+            raise NotFetched(f"{req.full_url}: redirects to {newurl.split(':', 1)[0]}:, which is not followed (http and https only)")
+        public_only = getattr(req, "public_only", False)
+        if public_only:
+            check_public(newurl)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             new.method = req.get_method()
+            new.public_only = public_only  # type: ignore[attr-defined]
         return new
 
 
 _opener = urllib.request.build_opener(_Redirects)
 
 
-def _request(url: str, method: str, headers: dict[str, str] | None, token: str | None) -> Any:
+def not_public(host: str) -> str | None:
+    """An address host resolves to that is not on the internet (loopback, link-local, private, reserved),
+    else None; None too when it does not resolve (the request then fails on its own)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_global:
+            return str(address)
+    return None
+
+
+def check_public(url: str) -> None:
+    """BadInput when url's host is not on the internet."""
+    host = urllib.parse.urlparse(url).hostname or ""
+    address = not_public(host)
+    if address:
+        raise NotFetched(f"{url}: {host} is {address}, not an internet address, and a catalog from the internet "
+                       "names it (--allow-private-addresses copies it)")
+
+
+def _request(url: str, method: str, headers: dict[str, str] | None, token: str | None, public_only: bool) -> Any:
+    if urllib.parse.urlparse(url).scheme not in SCHEMES:
+        raise NotFetched(f"{url}: not an http or https URL")
+    if public_only:
+        check_public(url)
     req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    req.public_only = public_only  # type: ignore[attr-defined]
     if token:
         req.add_unredirected_header("Authorization", f"Bearer {token}")  # never sent on to a redirect's host
     return _opener.open(req, timeout=TIMEOUT)
@@ -70,28 +126,36 @@ def _request(url: str, method: str, headers: dict[str, str] | None, token: str |
 def _wait(attempt: int, error: Exception) -> float:
     """Seconds to wait before the next attempt: the server's word on 429, else backoff with jitter."""
     if isinstance(error, urllib.error.HTTPError) and error.code == 429:
-        after = error.headers.get("Retry-After")
+        after = (error.headers.get("Retry-After") or "").strip()
+        if after.isdigit():
+            return min(MAX_WAIT, float(after))
         if after:
-            if after.strip().isdigit():
-                return min(MAX_WAIT, float(after))
-            when = email.utils.parsedate_to_datetime(after)
-            return min(MAX_WAIT, max(0.0, when.timestamp() - time.time()))
-        reset = error.headers.get("X-RateLimit-Reset")
-        if reset and reset.strip().isdigit():
+            try:
+                return min(MAX_WAIT, max(0.0, email.utils.parsedate_to_datetime(after).timestamp() - time.time()))
+            except (TypeError, ValueError):  # "soon": neither seconds nor a date, so backoff
+                pass
+        reset = (error.headers.get("X-RateLimit-Reset") or "").strip()
+        if reset.isdigit():
             return min(MAX_WAIT, max(0.0, float(reset) - time.time()))
     return min(MAX_WAIT, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
 
 
 def _retrying(url: str, attempt: int, error: Exception, retries: int = RETRIES) -> None:
-    """Raise unless error is one a later attempt may not meet."""
+    """Raise unless error is one a later attempt may not meet; else wait, saying so when it is long."""
     if isinstance(error, urllib.error.HTTPError):
         if error.code in (404, 410):
             raise NotFound(f"{url}: {error.code} {error.reason}") from None
         if error.code not in (408, 425, 429) and error.code < 500:
             raise BadInput(f"{url}: {error.code} {error.reason}") from None
+    elif isinstance(error, urllib.error.URLError) and not isinstance(error.reason, OSError):
+        raise BadInput(f"{url}: {error.reason}") from None  # not the network: the same again next time
     if attempt + 1 >= retries:
         raise BadInput(f"{url}: {_describe(error)} ({retries} attempts)") from None
-    time.sleep(_wait(attempt, error))
+    wait = _wait(attempt, error)
+    if wait >= 10:
+        log.warning("%s: %s; waiting %.0f s before attempt %d of %d", urllib.parse.urlparse(url).netloc,
+                    _describe(error), wait, attempt + 2, retries)
+    time.sleep(wait)
 
 
 def _describe(error: Exception) -> str:
@@ -103,11 +167,11 @@ def _describe(error: Exception) -> str:
 
 
 def _open(url: str, method: str = "GET", headers: dict[str, str] | None = None, token: str | None = None,
-          retries: int = RETRIES) -> Any:
+          retries: int = RETRIES, public_only: bool = False) -> Any:
     """The response, once the request went through (retried as _retrying says)."""
     for attempt in range(retries):
         try:
-            return _request(url, method, headers, token)
+            return _request(url, method, headers, token, public_only)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             _retrying(url, attempt, e, retries)
     raise AssertionError("unreachable")
@@ -132,13 +196,16 @@ def get_json(url: str, limit: int, token: str | None = None) -> Any:
         raise BadInput(f"{url}: cannot read: {e.strerror or e}") from None
     if len(data) > limit:
         raise BadInput(f"{url}: more than {limit} bytes, so not a catalog (Vagrant's limit)")
+    if data.count(b",") + data.count(b"{") + data.count(b"[") > MAX_VALUES:
+        raise BadInput(f"{url}: more than {MAX_VALUES} JSON values, far more than any catalog (parsed, each takes "
+                       "dozens of bytes of memory)")
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
         raise BadInput(f"{url}: not JSON, so not a catalog") from None
 
 
-def size(url: str, token: str | None = None) -> int | None:
+def size(url: str, token: str | None = None, public_only: bool = False) -> int | None:
     """The size of what url serves, without downloading it: HEAD, else a one-byte Range GET (signed
     storage URLs often answer HEAD with 403). None when neither says."""
     path = _local(url)
@@ -149,8 +216,8 @@ def size(url: str, token: str | None = None) -> int | None:
             raise NotFound(f"{url}: no such file") from None
     for method, headers in (("HEAD", {}), ("GET", {"Range": "bytes=0-0"})):
         try:
-            r = _open(url, method, headers, token)
-        except NotFound:
+            r = _open(url, method, headers, token, public_only=public_only)
+        except (NotFound, NotFetched):
             raise
         except BoxpackError:
             continue
@@ -163,33 +230,49 @@ def size(url: str, token: str | None = None) -> int | None:
     return None
 
 
-def copy(url: str, write: Callable[[bytes], None], token: str | None = None) -> int:
-    """Stream what url serves into write, resuming after every interruption; returns the byte count."""
+def _copy_file(url: str, path: str, write: Callable[[bytes], None]) -> int:
+    try:
+        with open(path, "rb") as f:
+            done = 0
+            while chunk := f.read(CHUNK):
+                write(chunk)
+                done += len(chunk)
+            return done
+    except FileNotFoundError:
+        raise NotFound(f"{url}: no such file") from None
+    except OSError as e:
+        raise BadInput(f"{url}: cannot read: {e.strerror}") from None
+
+
+def copy(url: str, write: Callable[[bytes], None], token: str | None = None, *, public_only: bool = False,
+         timeout: float | None = None) -> int:
+    """Stream what url serves into write, resuming after every interruption, within timeout seconds in all;
+    returns the byte count."""
     path = _local(url)
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                done = 0
-                while chunk := f.read(CHUNK):
-                    write(chunk)
-                    done += len(chunk)
-                return done
-        except FileNotFoundError:
-            raise NotFound(f"{url}: no such file") from None
-        except OSError as e:
-            raise BadInput(f"{url}: cannot read: {e.strerror}") from None
-    done = 0
-    attempt = 0
+        return _copy_file(url, path, write)
+    deadline = time.monotonic() + timeout if timeout else math.inf
+    late = f"{url}: not complete after {timeout or 0:g} s (--timeout)"
+    done = attempt = 0
+    end: int | None
+    total: int | None
     while True:
         try:
-            with _open(url, "GET", {"Range": f"bytes={done}-"} if done else {}, token) as r:
-                resumed = r.status == 206
-                if resumed and not r.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
-                    raise BadInput(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
-                skip = 0 if resumed else done  # Range ignored: the whole body again, the start skipped
-                length = r.headers.get("Content-Length", "")
-                total = (done if resumed else 0) + int(length) if length.isdigit() else None
-                while chunk := r.read(CHUNK):
+            with _open(url, "GET", {"Range": f"bytes={done}-"} if done else {}, token, public_only=public_only) as r:
+                if r.status == 206:
+                    span = _RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
+                    if not span or int(span[1]) != done or int(span[2]) < done:
+                        raise BadInput(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
+                    end, skip = int(span[2]) + 1, 0
+                    total = int(span[3]) if span[3] != "*" else None
+                else:  # the whole body (again: Range ignored, and the start skipped)
+                    length = r.headers.get("Content-Length", "")
+                    end = total = int(length) if length.isdigit() else None
+                    skip = done
+                start = done
+                while chunk := r.read1(CHUNK):
+                    if time.monotonic() > deadline:
+                        raise BadInput(late)
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -198,9 +281,14 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None) -> 
                     write(chunk)
                     done += len(chunk)
                     attempt = 0  # progress: the next interruption starts its backoff afresh
-            if total is not None and done < total:
-                raise ConnectionError(f"cut short at {done} of {total} bytes")
-            return done
+            if end is not None and done < end:
+                raise ConnectionError(f"cut short at {done} of {end} bytes")
+            if total is None or done >= total:
+                return done
+            if done == start:
+                raise ConnectionError(f"a part without bytes at {done} of {total}")
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            if time.monotonic() > deadline:
+                raise BadInput(late) from None
             _retrying(url, attempt, e)
             attempt += 1

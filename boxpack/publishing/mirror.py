@@ -14,13 +14,23 @@ Sources: ORG/NAME, resolved as Vagrant resolves it (<server>/api/v2/vagrant/ORG/
 lib/vagrant/shared_helpers.rb server_url, lib/vagrant/action/builtin/box_add.rb BoxAdd#call), a
 catalog URL (http, https, file) or a catalog file. HCP's catalogs add fields Vagrant ignores
 (status, description_markdown, hosted, original_url, download_url; vagrant-cloud/api/v2.mdx) and
-may hold entries without a checksum (checksum and checksum_type null): those get a sha256.
+may hold entries without a checksum (checksum and checksum_type null): those get a sha256, and
+must at least be an archive (an HTML login page is not a box).
+
+A source catalog is someone else's: it is written under the name asked for (ORG/NAME), never the
+one it claims; a catalog from the network names only http(s) boxes, and, unless it is itself on a
+private network or --allow-private-addresses is given, none on loopback, link-local or private
+addresses; the token goes only to the server's host. What Vagrant could not read the same way is
+reported per entry and left out: an unknown checksum type (box_add.rb raises on one), a second
+version equal to an earlier one in RubyGems' order (1.0 and 1.0.0), a second entry for the same
+version, provider and architecture with other bytes (Vagrant <= 2.3 takes the last, as here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -30,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog
-from ..catalog import CHECKSUM_TYPES, NAME_PATTERN, UNKNOWN_ARCH
+from ..catalog import CHECKSUM_TYPES, MAX_VERSION, NAME_PATTERN, UNKNOWN_ARCH
 from ..errors import BadInput, BadOption, BoxpackError, InternalError
+from ..sources.archive import compression
 from ..sources.box import text
 from . import http as download
 from . import layout
@@ -42,6 +53,8 @@ from .stores.base import Store
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3
+DEFAULT_TIMEOUT = 12 * 3600.0  # one box's transfer, in all: 30 GB at 0.7 MB/s
+ARCH_PATTERN = re.compile(r"[a-z0-9_]+")  # schemas/catalog.schema.json
 
 
 @dataclass
@@ -64,6 +77,8 @@ class MirrorOptions:
     endpoint_url: str | None = None
     token: str | None = None  # sent only to the catalog's host (VAGRANT_CLOUD_TOKEN)
     private: bool = False  # the mirrored boxes are private to boxpack serve (access.py)
+    allow_private_addresses: bool = False  # a catalog from the internet may name boxes on private networks
+    timeout: float | None = DEFAULT_TIMEOUT  # seconds for one box's transfer, in all
 
 
 @dataclass
@@ -85,6 +100,7 @@ class Copy:
     error: str | None = None
     findings: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    public_only: bool = False  # from a catalog on the internet: its box may be fetched from the internet only
 
     def label(self) -> str:
         return f"{self.name} {self.version} {self.provider} {self.architecture}"
@@ -112,20 +128,31 @@ class MirrorResult:
             "exit_code": self.exit_code,
             "errors": self.errors,
             "catalogs": self.catalogs,
-            "boxes": [{k: v for k, v in c.__dict__.items()} for c in self.copies],
+            "boxes": [{k: v for k, v in c.__dict__.items() if k != "public_only"} for c in self.copies],
         }
 
 
 # --- reading the sources ----------------------------------------------------------------------
+
+def _server(options_server: str | None) -> str:
+    return (options_server or os.environ.get("VAGRANT_SERVER_URL") or DEFAULT_SERVER).rstrip("/")
+
+
+def token_for(url: str, server: str | None, token: str | None) -> str | None:
+    """The token goes to the server's own host only (add_downloader_authentication.rb)."""
+    if not token or urllib.parse.urlparse(url).scheme not in download.SCHEMES:
+        return None
+    return token if urllib.parse.urlparse(url).hostname == urllib.parse.urlparse(_server(server)).hostname else None
+
 
 def resolve(source: str, server: str | None, token: str | None) -> tuple[dict, str]:
     """The source catalog and the URL (or path) it came from."""
     if os.path.isfile(source):
         return download.get_json(Path(source).resolve().as_uri(), CATALOG_LIMIT), source
     if "://" in source:
-        return download.get_json(source, CATALOG_LIMIT, token), source
+        return download.get_json(source, CATALOG_LIMIT, token_for(source, server, token)), source
     if NAME_PATTERN.fullmatch(source):
-        base = (server or os.environ.get("VAGRANT_SERVER_URL") or DEFAULT_SERVER).rstrip("/")
+        base = _server(server)
         problems = []
         for candidate in (f"{base}/api/v2/vagrant/{source}", f"{base}/{source}"):
             try:
@@ -140,51 +167,106 @@ def resolve(source: str, server: str | None, token: str | None) -> tuple[dict, s
     raise BadInput(f"{source}: not a catalog file, a catalog URL or ORG/NAME")
 
 
-def entries(doc: Any, where: str, fallback_name: str | None) -> tuple[str, list[Copy], dict[str, str], str | None]:
-    """A source catalog read leniently, as Vagrant reads it (box_metadata.rb): the box name, one Copy per
-    provider entry, version descriptions, and the description. BoxpackError when it is no catalog."""
+def _text(d: dict, key: str) -> str | None:
+    """A string field, else None: a field of another type is read as absent, as Vagrant's Ruby would fail on it."""
+    value = d.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _refusal(url: str, remote: bool) -> str | None:
+    """Why a box URL named by a catalog is not fetched, if it is not."""
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in download.SCHEMES and not (scheme == "file" and not remote):
+        where = "a catalog from the network" if remote else "a catalog"
+        return f"{url[:200]}: {scheme}: URLs are not fetched from {where} (http and https only)"
+    return None
+
+
+def entries(doc: Any, where: str, asked_name: str | None,
+            allow_private: bool = False) -> tuple[str, list[Copy], dict[str, str], str | None]:
+    """A source catalog read leniently, as Vagrant reads it (box_metadata.rb): the box name (the one asked
+    for, else the catalog's), one Copy per provider entry (those Vagrant could not read the same way already
+    failed), version descriptions, and the description. BoxpackError when it is no catalog."""
     if not isinstance(doc, dict) or not isinstance(doc.get("versions"), list):
         raise BadInput(f"{where}: not a catalog (no versions)")
-    name = doc.get("name") if isinstance(doc.get("name"), str) and NAME_PATTERN.fullmatch(doc["name"]) else fallback_name
+    claimed = _text(doc, "name")
+    name = asked_name or (claimed if claimed and NAME_PATTERN.fullmatch(claimed) else None)
     if not name:
         raise BadInput(f"{where}: the catalog has no ORG/NAME name")
+    remote = "://" in where and not where.startswith("file:")
+    base = where if remote else Path(where).resolve().as_uri() if "://" not in where else where
+    public_only = remote and not allow_private and download.not_public(urllib.parse.urlparse(where).hostname or "") is None
     copies: list[Copy] = []
     descriptions: dict[str, str] = {}
+    seen: dict[tuple, str] = {}  # RubyGems' version key -> the version string first given for it
     for v in doc["versions"]:
         version = v.get("version") if isinstance(v, dict) else None
-        if not isinstance(version, str) or not catalog.VERSION_PATTERN.fullmatch(version):
-            raise BadInput(f"{where}: version {version!r} is not one Vagrant reads")
-        text = v.get("description") or v.get("description_markdown")
-        if isinstance(text, str) and text:
+        if not isinstance(version, str) or len(version) > MAX_VERSION or not catalog.VERSION_PATTERN.fullmatch(version):
+            shown = repr(version[:40] + "...") if isinstance(version, str) and len(version) > 40 else repr(version)
+            raise BadInput(f"{where}: version {shown} is not one Vagrant reads")
+        first = seen.setdefault(catalog.version_key(version), version)
+        text = _text(v, "description") or _text(v, "description_markdown")
+        if text and first == version:
             descriptions[version] = text
-        for p in v.get("providers") or []:
-            if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("url"), str):
+        providers = v.get("providers") or []
+        if not isinstance(providers, list):
+            raise BadInput(f"{where}: version {version}: providers is not a list")
+        for p in providers:
+            if not isinstance(p, dict) or not _text(p, "name") or not _text(p, "url"):
                 raise BadInput(f"{where}: version {version} has a provider without a name or url")
-            kind = (p.get("checksum_type") or "").lower() or None
-            value = (p.get("checksum") or "").strip().lower() or None
-            if kind not in CHECKSUM_TYPES or not value:
-                kind = value = None
-            arch = p.get("architecture")
-            arch = arch if isinstance(arch, str) and arch else UNKNOWN_ARCH
-            copies.append(Copy(name, version, p["name"], arch, p.get("default_architecture") is True,
-                               urllib.parse.urljoin(where if "://" in where else Path(where).resolve().as_uri(), p["url"]),
-                               kind, value))
-    description = doc.get("description") if isinstance(doc.get("description"), str) else None
-    return name, copies, descriptions, description
+            kind = (_text(p, "checksum_type") or "").lower() or None
+            value = (_text(p, "checksum") or "").strip().lower() or None
+            arch = _text(p, "architecture") or UNKNOWN_ARCH
+            url = urllib.parse.urljoin(base, p["url"])
+            known = bool(kind and value and kind in CHECKSUM_TYPES)
+            c = Copy(name, version, p["name"], arch, p.get("default_architecture") is True, url,
+                     kind if known else None, value if known else None, public_only=public_only)
+            c.error = (_refusal(url, remote)
+                       or (f"checksum type {kind!r} is not one Vagrant knows ({', '.join(CHECKSUM_TYPES)}), so the box "
+                           "cannot be checked" if kind and value and not known else None)
+                       or (f"architecture {arch[:40]!r} is not one Vagrant matches (lower case letters, digits, _)"
+                           if not ARCH_PATTERN.fullmatch(arch) or len(arch) > 64 else None)
+                       or (f"the same version as {first} to Vagrant (RubyGems' order), which is copied"
+                           if first != version else None))
+            if c.error:
+                c.action = "failed"
+            copies.append(c)
+    return name, copies, descriptions, _text(doc, "description")
 
 
 def select(copies: list[Copy], options: MirrorOptions) -> list[Copy]:
-    """The filters: --versions, --provider, --architecture."""
+    """The filters: --versions, --provider, --architecture. An entry that failed already is kept (to be
+    reported) when its version is chosen."""
     chosen = [c for c in copies if (not options.providers or c.provider in options.providers)
               and (not options.architectures or c.architecture in options.architectures)]
-    versions = sorted({c.version for c in chosen}, key=catalog.version_key)
+    versions = sorted({c.version for c in chosen if c.action != "failed"}, key=catalog.version_key)
     if options.versions == "latest":
         keep = set(versions[-1:])
     elif options.versions == "all":
-        keep = set(versions)
+        return chosen
     else:
         keep = set(versions[-int(options.versions):])
     return [c for c in chosen if c.version in keep]
+
+
+def unique(copies: list[Copy]) -> list[Copy]:
+    """One Copy per version, provider and architecture: a box named twice the same way (one catalog given
+    two ways) is copied once; named twice with other bytes, the last is kept, as Vagrant <= 2.3 keeps the
+    last entry (box_metadata.rb), and the others are reported."""
+    def key(c: Copy) -> tuple:
+        return c.name, catalog.version_key(c.version), c.provider, c.architecture
+
+    last = {key(c): c for c in copies if c.action != "failed"}
+    kept = []
+    for c in copies:
+        chosen = last.get(key(c))
+        if c.action == "failed" or chosen is c or chosen is None:
+            kept.append(c)
+        elif (c.source_url, c.checksum) != (chosen.source_url, chosen.checksum):
+            c.action = "failed"
+            c.error = "named again later in the catalog with another box; the last is copied, as Vagrant <= 2.3 reads it"
+            kept.append(c)
+    return kept
 
 
 # --- copying one entry --------------------------------------------------------------------------
@@ -208,11 +290,14 @@ def _already_there(store: Store, publisher: Publisher, c: Copy) -> tuple[int, st
 
 
 def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Callable[[Copy, int], None]) -> None:
+    if c.action == "failed":  # as read from its catalog
+        return
     started = time.monotonic()
     store = publisher.store
+    token = token_for(c.source_url, options.server, options.token)
     try:
         if not c.checksum and c.size is None:
-            c.size = download.size(c.source_url, _token_for(c.source_url, options))
+            c.size = download.size(c.source_url, token, c.public_only)
         there = _already_there(store, publisher, c)
         if there:
             c.size, kind, value = there
@@ -223,14 +308,17 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             return
         publisher.plan(c.version, c.provider, c.architecture, c.checksum)
         if options.dry_run:
-            c.size = c.size if c.size is not None else download.size(c.source_url, _token_for(c.source_url, options))
+            c.size = c.size if c.size is not None else download.size(c.source_url, token, c.public_only)
             return
         kind = c.checksum_type or "sha256"
         digest = hashlib.new(kind)
         upload = publisher.open(c.version, c.provider, c.architecture)
         tee = StreamCheck(c.source_url) if options.verify else None
+        head = bytearray()
 
         def write(chunk: bytes) -> None:
+            if len(head) < 512:
+                head.extend(chunk[:512 - len(head)])
             digest.update(chunk)
             upload.write(chunk)
             if tee:
@@ -238,10 +326,13 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             progress(c, len(chunk))
 
         try:
-            c.size = download.copy(c.source_url, write, _token_for(c.source_url, options))
+            c.size = download.copy(c.source_url, write, token, public_only=c.public_only, timeout=options.timeout)
             actual = digest.hexdigest()
             if c.checksum and actual != c.checksum:
                 raise BadInput(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
+            if not c.checksum and compression(bytes(head)) is None:  # what verify reads as a box
+                raise BadInput("not an archive, so not a box (" + ("an HTML page: a login page?)" if b"<" in head[:64] else
+                                                                    f"it starts {bytes(head[:8])!r})"))
             if tee:
                 report = tee.close()
                 if report is None:
@@ -272,14 +363,6 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
         c.seconds = time.monotonic() - started
 
 
-def _token_for(url: str, options: MirrorOptions) -> str | None:
-    """The token goes to the server's own host only (add_downloader_authentication.rb)."""
-    if not options.token:
-        return None
-    server = urllib.parse.urlparse(options.server or os.environ.get("VAGRANT_SERVER_URL") or DEFAULT_SERVER).hostname
-    return options.token if urllib.parse.urlparse(url).hostname == server else None
-
-
 # --- the whole run --------------------------------------------------------------------------------
 
 def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[Copy, int], None] | None = None,
@@ -298,20 +381,19 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
     todo: list[Copy] = []
     for source in sources:
         try:
+            asked = source if NAME_PATTERN.fullmatch(source) and not os.path.isfile(source) else None
             doc, where = resolve(source, o.server, o.token)
-            name, copies, descriptions, description = entries(doc, where, source if NAME_PATTERN.fullmatch(source) else None)
-        except BoxpackError as e:
+            name, copies, descriptions, description = entries(doc, where, asked, o.allow_private_addresses)
+            if name not in publishers:
+                publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description,
+                                             private=o.private)
+        except BoxpackError as e:  # this source only: the others go on
             result.errors.append(str(e))
             result.error_codes.append(e.exit_code)
             continue
-        if name not in publishers:
-            publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description, private=o.private)
         publishers[name].version_descriptions.update(descriptions)
         todo += select(copies, o)
-    unique: dict[tuple[str, str, str, str], Copy] = {}
-    for c in todo:  # a box named twice (the same catalog given two ways) is copied once
-        unique.setdefault((c.name, c.version, c.provider, c.architecture), c)
-    todo = list(unique.values())
+    todo = unique(todo)
     result.copies = todo
     if on_plan:
         on_plan(len(todo))
@@ -325,6 +407,8 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
     with ThreadPoolExecutor(o.jobs, thread_name_prefix="boxpack-mirror") as pool:
         list(pool.map(one, todo))
     for name, publisher in publishers.items():
+        if publisher.before is None and all(c.action == "failed" for c in todo if c.name == name):
+            continue  # nothing was copied, and there was no catalog: none is made
         try:
             publisher.commit()
             result.catalogs[name] = publisher.catalog_urls
