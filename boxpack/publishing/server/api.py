@@ -53,6 +53,7 @@ from ..boxes import Box, Refused, ticket_record
 from .pages import Denied
 
 BODY_LIMIT = 1024 * 1024  # a JSON request body
+BATCH = 1024 * 1024  # bytes of an upload handed to the store's thread at once
 CHUNK_SECONDS = 60.0  # an upload that sends nothing for this long is given up
 
 
@@ -282,26 +283,34 @@ class _Gone(Exception):
 
 
 def _chunks(request: Request, received: dict) -> Iterator[bytes]:
-    """The request body as a blocking iterator, for the thread that writes it to the store: each chunk fetched
-    from the event loop, given up when the client disconnects or sends nothing for CHUNK_SECONDS."""
+    """The request body as a blocking iterator, for the thread that writes it to the store: a MiB at a time
+    fetched from the event loop (one crossing per 64 KiB read cost a third of the rate), given up when the
+    client disconnects or sends nothing for CHUNK_SECONDS."""
     stream = request.stream()
+    ended = False
 
-    async def next_chunk() -> bytes | None:
-        try:
-            with anyio.fail_after(CHUNK_SECONDS):
-                return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-        except (ClientDisconnect, TimeoutError):
-            raise _Gone from None
+    async def next_batch() -> bytes:
+        nonlocal ended
+        parts: list[bytes] = []
+        size = 0
+        while size < BATCH and not ended:
+            try:
+                with anyio.fail_after(CHUNK_SECONDS):
+                    part = await stream.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                break
+            except (ClientDisconnect, TimeoutError):
+                raise _Gone from None
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
 
-    while True:
-        chunk = anyio.from_thread.run(next_chunk)
-        if chunk is None:
-            return
-        received["bytes"] += len(chunk)
-        if chunk:
-            yield chunk
+    while not ended:
+        batch = anyio.from_thread.run(next_batch)
+        received["bytes"] += len(batch)
+        if batch:
+            yield batch
 
 
 def _fields(body: dict, key: str, bare: bool = False) -> dict:
