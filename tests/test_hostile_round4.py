@@ -479,3 +479,56 @@ def test_a_yank_with_delete_boxes_during_a_republish_does_not_bring_the_entry_ba
     with pytest.raises(OutputFailed, match="replaced or removed"):
         again.commit()
     assert json.loads((web.root / "org/x/catalog.json").read_text())["versions"] == []
+
+
+# --- the same box twice: no-ops, not refusals -------------------------------------------------------
+
+def test_a_rerun_of_the_same_pack_and_publish_is_a_no_op(web: Target, tmp_path: Path) -> None:
+    disk = make_disk.make(tmp_path / "disk.img", data=MIB)
+    args = (disk, "--provider", "libvirt", "--publish", web.to, "--name", "org/x", "--box-version", "1.0",
+            "--base-url", web.base_url, "--json")
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}  # the same input, the same bytes
+    run_boxpack(*args, env=env)
+    again = run_boxpack(*args, env=env, check=False)
+    assert again.returncode == 0, again.stderr
+    assert [b["action"] for b in json.loads(again.stdout)["published"]["boxes"]] == ["unchanged"]
+    other = run_boxpack(*args, env={"SOURCE_DATE_EPOCH": "1700000001"}, check=False)  # other bytes: still refused
+    assert other.returncode == 3 and b"use --force" in other.stderr
+    assert_catalog_true(web, "org/x")
+
+
+def test_two_publishers_of_the_same_box_at_once_both_succeed(web: Target, box: bytes, monkeypatch) -> None:
+    """Held deterministically: the first has claimed the key and stops just before placing its box; the
+    second places the same bytes; then the first goes on and finds the key taken."""
+    from boxpack.publishing.publish import Publisher
+
+    store = _store(web, monkeypatch)
+    digest = hashlib.sha256(box).hexdigest()
+    first, second = (Publisher(store, "org/x", "http://x.invalid") for _ in range(2))
+    uploads = []
+    for p in (first, second):
+        p.plan("1.0", "libvirt", "amd64", digest)
+        uploads.append(p.open("1.0", "libvirt", "amd64"))
+        uploads[-1].write(box)
+    go, waiting = threading.Event(), threading.Event()
+    commit = type(uploads[0]).commit
+
+    def held(self, replace: bool) -> None:
+        if self is uploads[0]:
+            waiting.set()
+            go.wait(30)
+        commit(self, replace)
+
+    monkeypatch.setattr(type(uploads[0]), "commit", held)
+    results: list = []
+    worker = threading.Thread(target=lambda: results.append(
+        first.finish(uploads[0], "1.0", "libvirt", "amd64", "sha256", digest)))
+    worker.start()
+    assert waiting.wait(30)
+    assert second.finish(uploads[1], "1.0", "libvirt", "amd64", "sha256", digest).action == "uploaded"
+    go.set()
+    worker.join(30)
+    assert [b.action for b in results] == ["unchanged"]
+    first.commit()
+    second.commit()
+    assert (web.root / "org/x/1.0/libvirt/amd64/vagrant.box").read_bytes() == box

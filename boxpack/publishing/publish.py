@@ -43,7 +43,7 @@ from ..sources.box import read_metadata, text
 from . import access, layout
 from .layout import CATALOG_CACHE, CATALOG_LIMIT, SIDECAR_LIMIT
 from .stores import open_target
-from .stores.base import Store, Upload
+from .stores.base import Stat, Store, Upload
 from .stores.dryrun import DryRunStore
 
 CHUNK = 1024 * 1024
@@ -214,13 +214,15 @@ class Publisher:
 
     def plan(self, version: str, provider: str, architecture: str | None, checksum: str | None = None) -> bool:
         """Before any byte is sent: refuse a second box for the same version, provider and architecture,
-        and one the catalog already has unless --force. True when the catalog has exactly this box."""
+        and one the catalog already has unless --force. True when the catalog has exactly this box. A box
+        whose checksum is not known yet (being packed) is judged by finish(), on its checksum file: the same
+        bytes again are a no-op, as a rerun of the same build should be."""
         catalog.check_entry(self.name, version, self.base_url)
         arch = architecture or UNKNOWN_ARCH
         self.key(version, provider, arch)
         existing = entry(self.before, version, provider, arch)
         same = bool(existing and checksum and existing["checksum"] == checksum)
-        if existing and not same and not self.force:
+        if existing and not same and not self.force and checksum is not None:
             raise OutputFailed(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
                                "use --force to replace it")
         with self._lock:
@@ -303,21 +305,37 @@ class Publisher:
                         raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
                     self._withdraw(version, provider, arch)
                     store.delete(sidecar)  # no checksum file vouches for the key while it changes
-                upload.commit(replace=there is not None)
-                if there is not None:
-                    for other in CHECKSUM_TYPES.keys() - {checksum_type}:  # another box's, of other types
-                        if store.stat(layout.sidecar_key(key, other)) is not None:
-                            store.delete(layout.sidecar_key(key, other))
-                if replacing:
-                    store.put(sidecar, line, "text/plain")
-                box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
-                box.resumed_bytes = upload.resumed
+                if self._place(upload, key, there, replacing, checksum_type, line):
+                    box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
+                    box.resumed_bytes = upload.resumed
+                else:
+                    box.action = "unchanged"
         except BoxpackError:
             upload.abort()
             raise
         self._hold(key)
         self.boxes.append(box)
         return box
+
+    def _place(self, upload: Upload, key: str, there: Stat | None, replacing: bool, checksum_type: str, line: bytes) -> bool:
+        """Step 3: the box at its key. False when another publisher placed these same bytes first (the checksum
+        file is this box's, and the key was taken between the look and the commit)."""
+        store = self.store
+        try:
+            upload.commit(replace=there is not None)
+        except OutputFailed:
+            now = store.stat(key)
+            if replacing or now is None or now.size != upload.size:
+                raise
+            upload.abort()
+            return False
+        if there is not None:
+            for other in CHECKSUM_TYPES.keys() - {checksum_type}:  # another box's, of other types
+                if store.stat(layout.sidecar_key(key, other)) is not None:
+                    store.delete(layout.sidecar_key(key, other))
+        if replacing:
+            store.put(layout.sidecar_key(key, checksum_type), line, "text/plain")
+        return True
 
     def _withdraw(self, version: str, provider: str, arch: str) -> None:
         """--force: the entry naming the box about to be replaced leaves the catalog first."""
