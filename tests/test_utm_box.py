@@ -91,6 +91,55 @@ def test_verify_catches_what_utm_and_vagrant_utm_would_refuse(tmp_path: Path) ->
     assert "utm-layout" in verify_codes(write_box(tmp_path / "j.box", [(k, v) for k, v in members.items() if k != CONFIG]))
 
 
+def _findings(box: Path) -> dict[str, list[tuple[str, str]]]:
+    import json
+
+    found: dict[str, list[tuple[str, str]]] = {}
+    for f in json.loads(run_boxpack("verify", box, "--json", check=False).stdout)["findings"]:
+        found.setdefault(f["code"], []).append((f["severity"], f["message"]))
+    return found
+
+
+def test_what_utm_accepts_is_no_error_and_what_stops_vagrant_utm_is(tmp_path: Path) -> None:
+    """Issue 43's false alarms and misses, each against the UTM or vagrant_utm source it comes from."""
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path)
+    members = box_members(box)
+    config = plistlib.loads(members[CONFIG])
+    [image] = [k for k in members if k.startswith("box.utm/Data/")]
+
+    def findings(name: str, change=None, files: dict | None = None) -> dict:
+        changed = plistlib.loads(members[CONFIG])
+        if change:
+            change(changed)
+        return _findings(write_box(tmp_path / name, {**members, **(files or {}), CONFIG: plistlib.dumps(changed)}.items()))
+
+    # A legacy file (no Backend, version 3, one network as UTM 3 wrote it): migrated on load, not refused for
+    # missing version-4 keys; what stops vagrant_utm is its single network.
+    legacy = findings("legacy.box", lambda c: (c.pop("Backend"), c.update(ConfigurationVersion=3), c.pop("Network"),
+                                               c.update(Networking={"NetworkEnabled": True, "NetworkMode": "shared"})))
+    assert "utm-plist" not in legacy and "legacy configuration" in legacy["utm-network"][0][1]
+    # An Apple-backend VM has no emulated network, so no SSH forward: an error, not an info.
+    assert "no emulated network" in findings("apple.box", lambda c: c.update(Backend="Apple"))["utm-network"][0][1]
+    # Swift's UUID takes the hyphenated form only.
+    braces = findings("uuid.box", lambda c: c["Information"].update(UUID="{" + config["Information"]["UUID"] + "}"))
+    assert any("as Swift reads one" in m for _, m in braces["utm-plist"])
+    # A raw disk runs (QEMU probes it): a warning naming what needs qcow2.
+    disk = extract(box, tmp_path / "x") / image
+    raw_image = tmp_path / "raw.img"
+    import subprocess
+
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw_image)], check=True)
+    raw_box = findings("raw.box", files={image: raw_image.read_bytes()})
+    assert [s for s, m in raw_box["utm-drive"] if "is raw" in m] == ["warning"]
+    # vagrant snapshot looks for exactly one Data/<UUID>.qcow2.
+    renamed = {k if k != image else "box.utm/Data/disk-0.qcow2": v for k, v in members.items()}
+    snap = _findings(write_box(tmp_path / "snap.box", {**renamed, CONFIG: plistlib.dumps(
+        {**config, "Drive": [{**config["Drive"][0], "ImageName": "disk-0.qcow2"}]})}.items()))
+    assert [s for s, m in snap["utm-drive"] if "exactly one <UUID>.qcow2" in m] == ["warning"]
+    assert _findings(box) == {}  # boxpack's own box stays clean
+
+
 def test_utm_boxes_convert_to_the_other_providers(tmp_path: Path) -> None:
     raw = make_disk.make(tmp_path / "d.img", size=256 * MIB, data=8 * MIB)
     box, _ = _pack(raw, tmp_path)

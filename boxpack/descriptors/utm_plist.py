@@ -4,15 +4,20 @@ UTM (utmapp/UTM, Configuration/) decodes the file with Swift's
 PropertyListDecoder into UTMQemuConfiguration; a key read with `decode`
 rather than `decodeIfPresent` that is missing or of the wrong type makes the
 whole VM fail to load. REQUIRED lists those keys, section by section, with
-the file and initializer they come from. ConfigurationVersion must be 4
-(UTMConfiguration.swift: oldestVersion and currentVersion are both 4).
+the file and initializer they come from. A QEMU-backend file must be
+ConfigurationVersion 4 (UTMConfiguration.swift: oldestVersion and
+currentVersion are both 4). A file without a Backend (or with "Unknown") is a
+legacy configuration (versions 2 and 3, which Armbian still writes): UTM does
+not decode it with these rules but migrates it on load
+(UTMConfiguration.swift, load(from:): UTMLegacyQemuConfiguration, then
+UTMQemuConfiguration(migrating:)).
 """
 
 from __future__ import annotations
 
 import plistlib
 import posixpath
-import uuid as uuidlib
+import re
 from typing import Any
 
 from ..errors import BadInput
@@ -20,6 +25,9 @@ from ..errors import BadInput
 NAME = "config.plist"
 BACKEND = "QEMU"
 VERSION = 4
+# What Foundation's UUID(uuidString:) accepts, which Swift's Codable UUID decodes with: hyphenated hex only
+# (Python's uuid.UUID also takes braces, a urn: prefix and no hyphens).
+UUID_FORM = re.compile(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 
 # section -> {key: type} of what UTM's init(from:) decodes unconditionally.
 REQUIRED: dict[str, dict[str, type]] = {
@@ -88,6 +96,12 @@ def _typed(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
+def legacy(config: dict[str, Any]) -> bool:
+    """A configuration UTM migrates on load rather than decodes (UTMConfigurationStub: Backend absent or
+    "Unknown")."""
+    return config.get("Backend", "Unknown") == "Unknown"
+
+
 def problems(config: dict[str, Any]) -> list[str]:
     """Why UTM would fail to load this QEMU configuration: each key it decodes that is missing or mistyped."""
     found = []
@@ -112,11 +126,8 @@ def problems(config: dict[str, Any]) -> list[str]:
                 continue
             found += [f"{section}[{i}]/{k} is missing or not {t.__name__}" for k, t in keys.items() if not _typed(entry.get(k), t)]
     info = config.get("Information")
-    if isinstance(info, dict) and isinstance(info.get("UUID"), str):
-        try:
-            uuidlib.UUID(info["UUID"])
-        except ValueError:
-            found.append(f"Information/UUID {info['UUID']!r} is not a UUID")
+    if isinstance(info, dict) and isinstance(info.get("UUID"), str) and not UUID_FORM.fullmatch(info["UUID"]):
+        found.append(f"Information/UUID {info['UUID']!r} is not a UUID as Swift reads one (8-4-4-4-12 hex digits)")
     return found
 
 

@@ -98,6 +98,9 @@ class Utm(Provider):
             config = utm_plist.read(texts[CONFIG])
         except BadInput as e:
             raise BadInput(f"{CONFIG}: {e}") from None
+        if utm_plist.legacy(config):
+            raise BadInput(f"{CONFIG}: a legacy configuration, which UTM migrates on load; boxpack test runs version 4 "
+                           "QEMU configurations")
         wrong = utm_plist.problems(config)
         if wrong:
             raise BadInput(f"{CONFIG}: UTM would not load it: {wrong[0]}")
@@ -137,8 +140,16 @@ class Utm(Provider):
         except BadInput as e:
             report.add("utm-plist", "error", f"{CONFIG}: {e}")
             return
-        if config.get("Backend") == "Apple":
-            report.add("utm-plist", "info", f"{CONFIG}: an Apple Virtualization VM; boxpack checks QEMU configurations only")
+        if config.get("Backend") == "Apple":  # vagrant_utm reads port forwards of "emulated" interfaces only
+            report.add("utm-network", "error", f"{CONFIG}: an Apple Virtualization VM, which has no emulated network; "
+                       "vagrant_utm forwards SSH only through one (driver/version_4_5.rb, read_forwarded_ports), so "
+                       "`vagrant up` never reaches SSH")
+            return
+        if utm_plist.legacy(config):
+            report.add("utm-network", "error", f"{CONFIG}: a legacy configuration (ConfigurationVersion "
+                       f"{config.get('ConfigurationVersion')!r}, no Backend), which UTM migrates on load with its one "
+                       "network; vagrant_utm needs two, Shared first and an Emulated VLAN second, which it forwards SSH "
+                       "through (docs/boxes/creating_utm_box.md)")
             return
         for problem in utm_plist.problems(config)[:5]:
             report.add("utm-plist", "error", f"{CONFIG}: {problem}; UTM would not load the VM")
@@ -159,8 +170,17 @@ class Utm(Provider):
             member = DATA + image
             if member not in names:
                 report.add("utm-drive", "error", f"{CONFIG}: drive {drive.get('Identifier')} is {image!r}, not in {DATA}")
+            elif member in images and images[member].get("format") == "raw":  # UTM passes QEMU no format=: it probes
+                report.add("utm-drive", "warning", f"{member} is raw: UTM runs it (QEMU probes the format, "
+                           "UTMQemuConfiguration+Arguments.swift), but `vagrant snapshot` runs qemu-img snapshot, "
+                           "which needs qcow2")
             elif member in images and not str(images[member].get("format", "")).startswith("qcow2"):
                 report.add("utm-drive", "error", f"{member} is {images[member].get('format')}, not qcow2")
+        data = [n for n in names if n.startswith(DATA) and "/" not in n[len(DATA):]]
+        if disks and len([n for n in data if utm_plist.UUID_FORM.fullmatch(n[len(DATA):].removesuffix(".qcow2"))
+                          and n.endswith(".qcow2")]) != 1:
+            report.add("utm-drive", "warning", f"{DATA} does not hold exactly one <UUID>.qcow2: `vagrant snapshot` "
+                       "with vagrant_utm looks for exactly one (driver/version_4_5.rb, get_vm_file) and fails")
         system, qemu = config.get("System"), config.get("QEMU")
         if isinstance(system, dict) and isinstance(qemu, dict) and system.get("Architecture") == "aarch64" and not qemu.get("UEFIBoot"):
             report.add("utm-firmware", "error", f"{CONFIG}: an aarch64 VM without UEFIBoot has no firmware to boot its disk")
