@@ -137,6 +137,23 @@ def test_what_utm_accepts_is_no_error_and_what_stops_vagrant_utm_is(tmp_path: Pa
     snap = _findings(write_box(tmp_path / "snap.box", {**renamed, CONFIG: plistlib.dumps(
         {**config, "Drive": [{**config["Drive"][0], "ImageName": "disk-0.qcow2"}]})}.items()))
     assert [s for s, m in snap["utm-drive"] if "exactly one <UUID>.qcow2" in m] == ["warning"]
+    # Every enumerated key against UTM's own raw values; Target is any string to UTM's decoder (AnyQEMUConstant).
+    for key, change in {"Drive[0]/Interface": lambda c: c["Drive"][0].update(Interface="virtio"),
+                        "System/Architecture": lambda c: c["System"].update(Architecture="x86-64"),
+                        "Input/UsbBusSupport": lambda c: c["Input"].update(UsbBusSupport="3"),
+                        "Display[0]/UpscalingFilter": lambda c: c["Display"][0].update(UpscalingFilter="nearest"),
+                        "Sharing/DirectoryShareMode": lambda c: c["Sharing"].update(DirectoryShareMode="none"),
+                        "Network[1]/Mode": lambda c: c["Network"][1].update(Mode="emulated")}.items():
+        assert any(m.startswith(f"{CONFIG}: {key} is ") for _, m in findings("enum.box", change)["utm-plist"]), key
+    assert "utm-plist" not in findings("target.box", lambda c: c["System"].update(Target="pc-q35-99.0"))
+    # The other decode failures, and a Disk drive without its image.
+    for what, change in {"Information/Icon is missing": lambda c: (c["Information"].update(IconCustom=True),
+                                                                     c["Information"].pop("Icon")),
+                         "AdditionalArguments[0] is not a string": lambda c: c["QEMU"].update(AdditionalArguments=[1]),
+                         "PortForward[0] needs": lambda c: c["Network"][1].update(PortForward=[{"Protocol": "TCP"}]),
+                         "HostNetUuid": lambda c: c["Network"][0].update(HostNetUuid="not-a-uuid")}.items():
+        assert any(what in m for _, m in findings("decode.box", change)["utm-plist"]), what
+    assert "no ImageName" in findings("noimage.box", lambda c: c["Drive"][0].pop("ImageName"))["utm-drive"][0][1]
     assert _findings(box) == {}  # boxpack's own box stays clean
 
 

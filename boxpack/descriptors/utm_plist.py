@@ -44,6 +44,24 @@ REQUIRED: dict[str, dict[str, type]] = {
     # UTMQemuConfigurationSharing.swift
     "Sharing": {"DirectoryShareMode": str, "DirectoryShareReadOnly": bool, "ClipboardSharing": bool},
 }
+# (section, key) -> the raw values of the QEMUConstant enum UTM decodes it as; any other value throws
+# invalidConfigurationValue (QEMUConstant.swift, init(from:)). Target, CPU and the devices' Hardware are
+# AnyQEMUConstant, which takes any string (UTMQemuConfigurationSystem.swift, init(from:)): not checked.
+ARCHITECTURES = ("alpha arm aarch64 avr cris hppa i386 loongarch64 m68k microblaze microblazeel mips mipsel mips64 "
+                 "mips64el nios2 or1k ppc ppc64 riscv32 riscv64 rx s390x sh4 sh4eb sparc sparc64 tricore x86_64 "
+                 "xtensa xtensaeb").split()  # QEMUConstantGenerated.swift, QEMUArchitecture
+ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("System", "Architecture"): tuple(ARCHITECTURES),
+    ("Input", "UsbBusSupport"): ("Disabled", "2.0", "3.0"),  # QEMUUSBBus
+    ("Sharing", "DirectoryShareMode"): ("None", "WebDAV", "VirtFS"),  # QEMUFileShareMode
+    ("Display", "UpscalingFilter"): ("Linear", "Nearest"),  # QEMUScaler
+    ("Display", "DownscalingFilter"): ("Linear", "Nearest"),
+    ("Drive", "ImageType"): ("None", "Disk", "CD", "BIOS", "LinuxKernel", "LinuxInitrd", "LinuxDTB"),  # QEMUDriveImageType
+    ("Drive", "Interface"): ("None", "IDE", "SCSI", "SD", "MTD", "Floppy", "PFlash", "VirtIO", "NVMe", "USB"),
+    ("Network", "Mode"): ("Emulated", "Shared", "Host", "Bridged"),  # QEMUNetworkMode
+    ("Serial", "Mode"): ("Terminal", "TcpClient", "TcpServer", "Ptty"),  # QEMUSerialMode (Ptty on macOS)
+    ("Serial", "Target"): ("Auto", "Manual", "GDB", "Monitor"),  # QEMUSerialTarget
+}
 # list section -> {key: type} of each entry (UTMQemuConfiguration.swift decodes all five lists).
 REQUIRED_ENTRIES: dict[str, dict[str, type]] = {
     "Display": {"Hardware": str, "DynamicResolution": bool, "UpscalingFilter": str, "DownscalingFilter": str,
@@ -125,9 +143,44 @@ def problems(config: dict[str, Any]) -> list[str]:
                 found.append(f"{section}[{i}] is not a dictionary")
                 continue
             found += [f"{section}[{i}]/{k} is missing or not {t.__name__}" for k, t in keys.items() if not _typed(entry.get(k), t)]
+    for (section, key), allowed in ENUMS.items():
+        values = config.get(section)
+        entries = [(f"{section}[{i}]", e) for i, e in enumerate(values)] if isinstance(values, list) else [(section, values)]
+        for where, entry in entries:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and value not in allowed:
+                found.append(f"{where}/{key} is {value[:40]!r}, not one of UTM's values ({', '.join(allowed[:10])})")
+    found += _decode_details(config)
     info = config.get("Information")
     if isinstance(info, dict) and isinstance(info.get("UUID"), str) and not UUID_FORM.fullmatch(info["UUID"]):
         found.append(f"Information/UUID {info['UUID']!r} is not a UUID as Swift reads one (8-4-4-4-12 hex digits)")
+    return found
+
+
+def _decode_details(config: dict[str, Any]) -> list[str]:
+    """What else UTM's decoders throw on: a custom icon without its file (UTMConfigurationInfo.swift), an
+    argument that is not a string (QEMUArgument), a port forward without its protocol or guest port and a
+    host network id that is not a UUID (UTMQemuConfigurationNetwork.swift, UTMQemuConfigurationPortForward)."""
+    found = []
+    info = config.get("Information")
+    if isinstance(info, dict) and info.get("IconCustom") is True and not isinstance(info.get("Icon"), str):
+        found.append("Information/Icon is missing, and IconCustom is true")
+    qemu = config.get("QEMU")
+    arguments = qemu.get("AdditionalArguments") if isinstance(qemu, dict) else None
+    if isinstance(arguments, list):
+        found += [f"QEMU/AdditionalArguments[{i}] is not a string" for i, a in enumerate(arguments) if not isinstance(a, str)]
+    networks = config.get("Network")
+    for i, network in enumerate(networks if isinstance(networks, list) else []):
+        if not isinstance(network, dict):
+            continue
+        host_net = network.get("HostNetUuid")
+        if host_net is not None and not (isinstance(host_net, str) and UUID_FORM.fullmatch(host_net)):
+            found.append(f"Network[{i}]/HostNetUuid {str(host_net)[:40]!r} is not a UUID")
+        forwards = network.get("PortForward")
+        for j, forward in enumerate(forwards if isinstance(forwards, list) else []):
+            if not isinstance(forward, dict) or forward.get("Protocol") not in ("TCP", "UDP") \
+                    or not _typed(forward.get("GuestPort"), int):
+                found.append(f"Network[{i}]/PortForward[{j}] needs Protocol TCP or UDP and an integer GuestPort")
     return found
 
 

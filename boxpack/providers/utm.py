@@ -165,7 +165,9 @@ class Utm(Provider):
         images = {str(d.get("member")): d for d in report.disks}
         for drive in disks:
             image = drive.get("ImageName")
-            if not isinstance(image, str):
+            if not isinstance(image, str):  # UTMQemuConfigurationDrive.swift: no ImageName is an external drive
+                report.add("utm-drive", "error", f"{CONFIG}: disk drive {drive.get('Identifier')} has no ImageName: UTM "
+                           "takes it for an external drive, and the VM has no disk from the box")
                 continue
             member = DATA + image
             if member not in names:
