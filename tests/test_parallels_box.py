@@ -138,6 +138,26 @@ def test_verify_catches_what_parallels_would_refuse(tmp_path: Path) -> None:
     assert "parallels-layout" in verify_codes(write_box(tmp_path / "g.box", renamed.items()))
 
 
+def test_a_split_disk_and_padding_1_are_warnings_as_parallels_desktop_runs_them(tmp_path: Path) -> None:
+    """qemu's docs/interop/prl-xml.rst: Parallels Desktop may write Padding 1 and split images; boxpack does not
+    convert them, but a box that holds them is what Parallels Desktop runs."""
+    import json
+
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path, "--vm-name", "vm")
+    members = box_members(box)
+    descriptor = "vm.pvm/harddisk.hdd/DiskDescriptor.xml"
+    xml = members[descriptor]
+    storage = xml[xml.index(b"<Storage>"):xml.index(b"</Storage>") + len(b"</Storage>")]
+    for name, changed in (("split.box", xml.replace(storage, storage + storage)),
+                          ("padding.box", xml.replace(b"<Padding>0</Padding>", b"<Padding>1</Padding>"))):
+        out = run_boxpack("verify", write_box(tmp_path / name, {**members, descriptor: changed}.items()), "--json",
+                          check=False)
+        found = [(f["severity"], f["message"]) for f in json.loads(out.stdout)["findings"] if f["code"] == "parallels-hdd"]
+        assert [s for s, _ in found] == ["warning"], (name, found, out.stderr)
+        assert out.returncode == 0, out.stderr
+
+
 def test_parallels_boxes_and_disks_convert_to_the_other_providers(tmp_path: Path) -> None:
     raw = make_disk.make(tmp_path / "d.img", size=256 * MIB, data=8 * MIB)
     box, d = _pack(raw, tmp_path)

@@ -125,6 +125,10 @@ class Parallels(Provider):
             return
         try:
             d = parallels_disk.read(texts[where])
+            if len(d.storages) > 1:  # prl-xml.rst: a split image; vagrant-parallels' export.rb handles every piece
+                report.add("parallels-hdd", "warning", f"{where}: a split disk ({len(d.storages)} storages), which "
+                           "Parallels Desktop runs; boxpack converts one-storage disks only (merge it with prl_disk_tool)")
+                return
             kind, file = d.top_image()
         except BadInput as e:
             report.add("parallels-hdd", "error", f"{where}: {e}")
@@ -132,8 +136,9 @@ class Parallels(Provider):
         if d.cylinders * d.heads * d.sectors != d.size:
             report.add("parallels-hdd", "error", f"{where}: Cylinders x Heads x Sectors is {d.cylinders * d.heads * d.sectors}, "
                        f"not Disk_size {d.size} (prl-xml.rst)")
-        if d.padding:
-            report.add("parallels-hdd", "error", f"{where}: Padding is {d.padding}; qemu and other readers must not open it")
+        if d.padding:  # prl-xml.rst: Parallels Desktop may write 1; other software should not open such disks
+            report.add("parallels-hdd", "warning", f"{where}: Padding is {d.padding}, which Parallels Desktop runs but "
+                       "qemu and other readers (boxpack's conversion too) do not open")
         storage = d.storages[0]
         if (storage.start, storage.end) != (0, d.size):
             report.add("parallels-hdd", "error", f"{where}: its storage spans sectors {storage.start}..{storage.end}, not 0..{d.size}")
