@@ -21,6 +21,7 @@ class Report:
     vagrantfile: dict = field(default_factory=dict)
     disks: list[dict] = field(default_factory=list)  # every disk's facts, in archive order (the first MAX_DISKS)
     partitions: dict | None = None
+    vm_firmware: dict | None = None  # {"firmware": "efi" | "bios", "from": member} where the box's VM config says
     ovf: dict | None = None
     checksum: dict | None = None
     findings: Findings = field(default_factory=Findings)

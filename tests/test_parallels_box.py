@@ -134,6 +134,10 @@ def test_verify_catches_what_parallels_would_refuse(tmp_path: Path) -> None:
     assert "parallels-hdd" in codes("d.box", {descriptor: desc_xml.replace(b"<Blocksize>2048</Blocksize>", b"<Blocksize>256</Blocksize>")})
     assert "parallels-hdd" in codes("e.box", {descriptor: desc_xml.replace(b"<File>harddisk", b"<File>/Users/me/vm.pvm/harddisk.hdd/x")})
     assert "parallels-hdd" in codes("f.box", {descriptor: None})
+    # The disk boots with UEFI only: a VM set to BIOS would not boot it (inspect says what config.pvs says).
+    assert "firmware-mismatch" in codes("h.box", {config: pvs_xml.replace(b"<EfiEnabled>1</EfiEnabled>",
+                                                                         b"<EfiEnabled>0</EfiEnabled>")})
+    assert "firmware efi (vm.pvm/config.pvs)" in run_boxpack("inspect", box).stdout.decode()
     renamed = {k.replace("vm.pvm/", "vm.vmwarevm/"): v for k, v in members.items()}
     assert "parallels-layout" in verify_codes(write_box(tmp_path / "g.box", renamed.items()))
 

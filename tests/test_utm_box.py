@@ -154,6 +154,9 @@ def test_what_utm_accepts_is_no_error_and_what_stops_vagrant_utm_is(tmp_path: Pa
                          "HostNetUuid": lambda c: c["Network"][0].update(HostNetUuid="not-a-uuid")}.items():
         assert any(what in m for _, m in findings("decode.box", change)["utm-plist"]), what
     assert "no ImageName" in findings("noimage.box", lambda c: c["Drive"][0].pop("ImageName"))["utm-drive"][0][1]
+    # A UEFI-only disk (this one) in an x86_64 VM that boots with BIOS does not boot.
+    assert "firmware-mismatch" in findings("bios.box", lambda c: c["QEMU"].update(UEFIBoot=False))
+    assert "firmware efi (box.utm/config.plist)" in run_boxpack("inspect", box).stdout.decode()
     assert _findings(box) == {}  # boxpack's own box stays clean
 
 

@@ -23,7 +23,9 @@ def render_inspect(r: Report) -> str:
     if r.metadata is not None:
         lines.append(f"metadata.json: {json.dumps(r.metadata)[:2000]}")
     if r.vagrantfile:
-        lines.append(f"Vagrantfile: base_mac {r.vagrantfile.get('base_mac') or 'not set'}, firmware {r.vagrantfile.get('firmware') or 'default (bios)'}")
+        firmware = (f"{r.vm_firmware['firmware']} ({r.vm_firmware['from']})" if r.vm_firmware
+                    else r.vagrantfile.get("firmware") or "default (bios)")
+        lines.append(f"Vagrantfile: base_mac {r.vagrantfile.get('base_mac') or 'not set'}, firmware {firmware}")
     for i, disk in enumerate(r.disks):
         label = f"disk {i + 1}" if len(r.disks) > 1 else "disk"
         lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in disk.items()))

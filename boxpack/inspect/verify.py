@@ -150,7 +150,16 @@ def examine(
         _box_rules(report, texts)
         if not streamed and report.disks:
             _box_disk(Path(path), report, threads)
+            _firmware_rule(report)
     return report
+
+
+def _firmware_rule(report: Report) -> None:
+    """A disk that boots with UEFI only, in a VM whose own configuration says BIOS, does not boot."""
+    vm, disk = report.vm_firmware, report.partitions
+    if vm and disk and vm["firmware"] == "bios" and disk["firmware"] == "efi":
+        report.add("firmware-mismatch", "error", f"{vm['from']} boots the VM with BIOS, but the disk boots with UEFI "
+                   f"only ({disk['firmware_reason']}): the VM would not boot it")
 
 
 def _kind(m: tarfile.TarInfo) -> str:

@@ -100,6 +100,7 @@ class Parallels(Provider):
         except BadInput as e:
             report.add("parallels-pvs", "error", f"{config}: {e}")
             return
+        report.vm_firmware = {"firmware": "efi" if vm.efi else "bios", "from": config}
         if not pvs.UUID.fullmatch(vm.vm_uuid):
             report.add("parallels-pvs", "error", f"{config}: Identification/VmUuid {vm.vm_uuid!r} is not a {{UUID}}; "
                        "vagrant-parallels registers the VM by it")

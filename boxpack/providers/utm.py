@@ -184,5 +184,7 @@ class Utm(Provider):
             report.add("utm-drive", "warning", f"{DATA} does not hold exactly one <UUID>.qcow2: `vagrant snapshot` "
                        "with vagrant_utm looks for exactly one (driver/version_4_5.rb, get_vm_file) and fails")
         system, qemu = config.get("System"), config.get("QEMU")
+        if isinstance(qemu, dict) and isinstance(qemu.get("UEFIBoot"), bool):
+            report.vm_firmware = {"firmware": "efi" if qemu["UEFIBoot"] else "bios", "from": CONFIG}
         if isinstance(system, dict) and isinstance(qemu, dict) and system.get("Architecture") == "aarch64" and not qemu.get("UEFIBoot"):
             report.add("utm-firmware", "error", f"{CONFIG}: an aarch64 VM without UEFIBoot has no firmware to boot its disk")
