@@ -73,6 +73,15 @@ def _send(h: http.server.BaseHTTPRequestHandler, data: bytes, content_type: str,
         h.wfile.write(data)
 
 
+def _redirect(location: str) -> Handler:
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+    return answer
+
+
 @pytest.fixture
 def hostile() -> Iterator[Hostile]:
     server = Hostile()
@@ -117,13 +126,7 @@ def test_a_catalog_from_the_network_cannot_make_mirror_read_a_local_file(web: Ta
 
 
 def test_a_redirect_goes_to_http_only(web: Target, hostile: Hostile, box: bytes, tmp_path: Path) -> None:
-    def to_ftp(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(302)
-        h.send_header("Location", "ftp://127.0.0.1:9/credentials")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
-
-    hostile.routes["/b.box"] = to_ftp
+    hostile.routes["/b.box"] = _redirect("ftp://127.0.0.1:9/credentials")
     url = hostile.json("/c", cat("org/x", {"1.0": [entry(hostile.url + "/b.box", None)]}))
     report, _ = run_mirror(web, url, check_rc=1)
     assert "redirects to ftp:, which is not followed" in report["boxes"][0]["error"]
@@ -161,13 +164,7 @@ def test_a_catalog_from_the_internet_cannot_reach_private_addresses(hostile: Hos
     with pytest.raises(download.NotFetched, match="127.0.0.2 is 127.0.0.2, not an internet address"):
         download.copy(c.source_url, lambda b: None, public_only=True)
 
-    def to_private(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(302)
-        h.send_header("Location", "http://127.0.0.2:9/latest/meta-data/iam")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
-
-    hostile.routes["/b.box"] = to_private
+    hostile.routes["/b.box"] = _redirect("http://127.0.0.2:9/latest/meta-data/iam")
     with pytest.raises(download.NotFetched, match="--allow-private-addresses"):
         download.copy(hostile.url + "/b.box", lambda b: None, public_only=True)
     _, (allowed,), _, _ = entries(doc, hostile.url + "/c", None, allow_private=True)

@@ -45,11 +45,9 @@ from ..errors import BadInput, BadOption, BoxpackError, InternalError
 from ..sources.archive import compression
 from ..sources.box import text
 from . import http as download
-from . import layout
-from .layout import CATALOG_LIMIT, SIDECAR_LIMIT
+from .layout import CATALOG_LIMIT
 from .publish import Publisher, entry, open_store
 from .streamcheck import StreamCheck
-from .stores.base import Store
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3
@@ -271,7 +269,7 @@ def unique(copies: list[Copy]) -> list[Copy]:
 
 # --- copying one entry --------------------------------------------------------------------------
 
-def _already_there(store: Store, publisher: Publisher, c: Copy) -> tuple[int, str, str] | None:
+def _already_there(publisher: Publisher, c: Copy) -> tuple[int, str, str] | None:
     """(size, checksum type, checksum) when the target holds this entry's box with its checksum file:
     the one the source names, or, for an entry without one, the one an earlier mirror recorded."""
     key = publisher.key(c.version, c.provider, c.architecture)
@@ -281,8 +279,8 @@ def _already_there(store: Store, publisher: Publisher, c: Copy) -> tuple[int, st
         if recorded is None:
             return None
         known = (recorded["checksum_type"], recorded["checksum"])
-    there = store.stat(key)
-    if there is None or (store.get(layout.sidecar_key(key, known[0]), SIDECAR_LIMIT) or (None,))[0] != layout.sidecar(known[1]):
+    there = publisher.found(key, *known)
+    if there is None:
         return None
     if not c.checksum and c.size is not None and c.size != there.size:
         return None  # no checksum to go by, and the source's box is not the one mirrored
@@ -293,12 +291,11 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
     if c.action == "failed":  # as read from its catalog
         return
     started = time.monotonic()
-    store = publisher.store
     token = token_for(c.source_url, options.server, options.token)
     try:
         if not c.checksum and c.size is None:
             c.size = download.size(c.source_url, token, c.public_only)
-        there = _already_there(store, publisher, c)
+        there = _already_there(publisher, c)
         if there:
             c.size, kind, value = there
             c.checksum_type, c.checksum = c.checksum_type or kind, c.checksum or value

@@ -248,10 +248,14 @@ class Publisher:
     def holds(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str) -> bool:
         """Whether the key holds a box of this size beside this checksum file: the catalog's word alone is not
         taken (a box deleted by hand, or one a killed --force run left half replaced, is sent again)."""
-        key = self.key(version, provider, architecture)
+        there = self.found(self.key(version, provider, architecture), checksum_type, checksum)
+        return there is not None and there.size == size
+
+    def found(self, key: str, checksum_type: str, checksum: str) -> Stat | None:
+        """What the store holds at key, when it is there beside this checksum file; else None."""
         there = self.store.stat(key)
         line = (self.store.get(layout.sidecar_key(key, checksum_type), SIDECAR_LIMIT) or (None,))[0]
-        return there is not None and there.size == size and line == layout.sidecar(checksum)
+        return there if line == layout.sidecar(checksum) else None
 
     def unchanged(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str,
                   default: bool = False) -> PublishedBox:
@@ -270,9 +274,8 @@ class Publisher:
 
     def _still_held(self, box: PublishedBox) -> None:
         """Raise unless the key holds what this run wrote or found there, beside this box's checksum file."""
-        there = self.store.stat(box.key)
-        line = (self.store.get(layout.sidecar_key(box.key, box.checksum_type), SIDECAR_LIMIT) or (None,))[0]
-        if there is None or there.etag != self._held.get(box.key) or line != layout.sidecar(box.checksum):
+        there = self.found(box.key, box.checksum_type, box.checksum)
+        if there is None or there.etag != self._held.get(box.key):
             raise OutputFailed(f"{self.store.where}: {box.key} was replaced or removed by another publisher after this "
                                "run wrote it; the catalog was left as it is (run again)")
 
