@@ -257,14 +257,14 @@ class Box:
         return self.version(number)
 
     def _with(self, doc: Catalog | None, number: str, description: str | None, providers: list[Provider]) -> Catalog:
+        index = catalog.Index(doc, self.name)
         for p in sorted(providers, key=lambda p: p.default_architecture):  # a default added last stays the default
             key = layout.box_key(self.name, number, p.name, p.arch)
             checksum = (p.uploaded or {}).get("checksum") or p.checksum
             kind = (p.uploaded or {}).get("checksum_type") or p.checksum_type or "sha256"
-            doc = catalog.add(doc, name=self.name, version=number, provider=p.name, url=p.url or layout.url(self.base_url, key),
-                              checksum=str(checksum), checksum_type=kind, architecture=p.arch,
-                              default_architecture=p.default_architecture, force=True)
-        doc = doc or {"name": self.name, "versions": []}
+            index.add(version=number, provider=p.name, url=p.url or layout.url(self.base_url, key), checksum=str(checksum),
+                      checksum_type=kind, architecture=p.arch, default_architecture=p.default_architecture, force=True)
+        doc = index.catalog()
         return _describe(doc, number, description) if description else doc
 
     def revoke(self, number: str) -> dict:

@@ -46,7 +46,7 @@ from ..sources.archive import compression
 from ..sources.box import text
 from . import http as download
 from .layout import CATALOG_LIMIT
-from .publish import Publisher, entry, open_store
+from .publish import Publisher, open_store
 from .streamcheck import StreamCheck
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
@@ -275,7 +275,7 @@ def _already_there(publisher: Publisher, c: Copy) -> tuple[int, str, str] | None
     key = publisher.key(c.version, c.provider, c.architecture)
     known = (c.checksum_type, c.checksum) if c.checksum and c.checksum_type else None
     if known is None:
-        recorded = entry(publisher.before, c.version, c.provider, c.architecture)
+        recorded = publisher.recorded(c.version, c.provider, c.architecture)
         if recorded is None:
             return None
         known = (recorded["checksum_type"], recorded["checksum"])

@@ -201,6 +201,7 @@ class Publisher:
         self.dry_run = isinstance(store, DryRunStore)
         self.catalog = PublishedCatalog(store, name)
         self.before = self.catalog.read()
+        self._before = catalog.Index(self.before, name)
         self.catalog_urls = [layout.url(base_url, k) for k in layout.catalog_keys(name, store.nested)]
         self.boxes: list[PublishedBox] = []
         self.version_descriptions: dict[str, str] = {}
@@ -208,6 +209,10 @@ class Publisher:
         self._held: dict[str, str | None] = {}  # key -> the identity (Stat.etag) of what this run wrote or found there
         self._prepared = False
         self._lock = threading.Lock()
+
+    def recorded(self, version: str, provider: str, architecture: str) -> dict | None:
+        """The entry the catalog had when the run began, if any."""
+        return self._before.entry(version, provider, architecture)
 
     def key(self, version: str, provider: str, architecture: str) -> str:
         return layout.box_key(self.name, version, provider, architecture)
@@ -220,7 +225,7 @@ class Publisher:
         catalog.check_entry(self.name, version, self.base_url)
         arch = architecture or UNKNOWN_ARCH
         self.key(version, provider, arch)
-        existing = entry(self.before, version, provider, arch)
+        existing = self.recorded(version, provider, arch)
         same = bool(existing and checksum and existing["checksum"] == checksum)
         if existing and not same and not self.force and checksum is not None:
             raise OutputFailed(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
@@ -355,18 +360,19 @@ class Publisher:
         boxes = sorted(self.boxes, key=lambda b: b.default)  # a default added last stays the default
 
         def change(doc: Catalog | None) -> Catalog:
+            index = catalog.Index(doc, self.name)
             for b in boxes:
                 self._still_held(b)
-                existing = entry(doc, b.version, b.provider, b.architecture)
+                existing = index.entry(b.version, b.provider, b.architecture)
                 if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
                     continue
                 if existing and not self.force:
                     raise OutputFailed(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
                                        "by someone else; use --force to replace it")
-                doc = catalog.add_into(doc, name=self.name, version=b.version, provider=b.provider, url=b.url,
-                                  checksum=b.checksum, checksum_type=b.checksum_type, architecture=b.architecture,
-                                  default_architecture=b.default, force=True)
-            doc = doc or {"name": self.name, "versions": []}
+                index.add(version=b.version, provider=b.provider, url=b.url, checksum=b.checksum,
+                          checksum_type=b.checksum_type, architecture=b.architecture, default_architecture=b.default,
+                          force=True)
+            doc = index.catalog()
             if self.description is not None:
                 doc["description"] = self.description
             for v in doc["versions"]:
@@ -419,7 +425,7 @@ def publish_boxes(
             raise BadInput(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
         arch = architecture or text(meta, "architecture") or UNKNOWN_ARCH
         # Only a box the catalog may already hold is read twice (its checksum first).
-        known = _digest(b, checksum_type) if entry(publisher.before, o.version, provider, arch) else None
+        known = _digest(b, checksum_type) if publisher.recorded(o.version, provider, arch) else None
         plans.append((b, provider, arch, known if publisher.plan(o.version, provider, arch, known) else None))
     for b, provider, arch, unchanged in plans:
         size = b.stat().st_size
