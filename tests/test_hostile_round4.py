@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -564,3 +567,24 @@ def test_a_catalog_of_thousands_of_entries_is_written_in_linear_time(tmp_path: P
 
     small, large = publish(100), publish(400)
     assert large < 6 * small, (small, large)  # 4x the entries: linear is about 4x, quadratic 16x
+
+
+def test_a_full_tmpdir_is_named_as_what_is_full(s3: Target, hostile: Hostile, box: bytes, tmp_path: Path) -> None:
+    """An S3 part waits in TMPDIR; that disk full was retried as a network error, then blamed on the source
+    ("BOX: cannot read"). Held with a real full disk: a 16 KiB tmpfs."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full], check=True)
+    try:
+        url = hostile.json("/c", cat("org/x", {"1.0": [entry(hostile.file("/b.box", box), box)]}))
+        report, _ = run_mirror(s3, url, check_rc=1, env={"TMPDIR": str(full)})
+        error = report["boxes"][0]["error"]
+        assert f"{full}: cannot write the spool of an upload's part: No space left on device" in error, error
+        (tmp_path / "b.box").write_bytes(box)
+        proc = run_boxpack("publish", tmp_path / "b.box", "--to", s3.to, "--base-url", s3.base_url, "--name", "org/y", "--box-version", "1.0",
+                           env={**s3.env, "TMPDIR": str(full)}, check=False)
+        assert proc.returncode != 0 and b"cannot write the spool" in proc.stderr, proc.stderr
+    finally:
+        subprocess.run(["umount", full], check=True)

@@ -301,13 +301,17 @@ class _MultipartUpload:
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
-            if self._spool is None:
-                self._raise_failed()
-                self._spool = tempfile.TemporaryFile(prefix="boxpack-part-")
-                self._spool_len = 0
-            room = part_size(self._parts + 1) - self._spool_len
-            piece = view[:room]
-            self._spool.write(piece)
+            try:
+                if self._spool is None:
+                    self._raise_failed()
+                    self._spool = tempfile.TemporaryFile(prefix="boxpack-part-")
+                    self._spool_len = 0
+                room = part_size(self._parts + 1) - self._spool_len
+                piece = view[:room]
+                self._spool.write(piece)
+            except OSError as e:  # not the source's error: a caller reading a download would retry it, or blame it
+                raise OutputFailed(f"{tempfile.gettempdir()}: cannot write the spool of an upload's part: {e.strerror} "
+                                   "(TMPDIR chooses where parts wait)") from None
             self._spool_len += len(piece)
             self.size += len(piece)
             view = view[len(piece):]
