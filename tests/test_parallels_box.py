@@ -10,6 +10,7 @@ from pathlib import Path
 
 import disks
 import pytest
+from lxml import etree
 from conftest import (MIB, box_members, extract, make_disk, qemu_check, qemu_compare, qemu_info, run_boxpack,
                       verify_codes, write_box)
 from dissect.hypervisor.descriptor.pvs import PVS
@@ -140,6 +141,81 @@ def test_verify_catches_what_parallels_would_refuse(tmp_path: Path) -> None:
     assert "firmware efi (vm.pvm/config.pvs)" in run_boxpack("inspect", box).stdout.decode()
     renamed = {k.replace("vm.pvm/", "vm.vmwarevm/"): v for k, v in members.items()}
     assert "parallels-layout" in verify_codes(write_box(tmp_path / "g.box", renamed.items()))
+
+
+XSD = Path(__file__).parent.parent / "fixtures" / "libprlxmlmodel" / "VmConfig.xsd"  # SOURCES.md beside it
+XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
+def _schema_mandatory(config: etree._Element | None = None) -> tuple[dict[str, set[str]], list[str]]:
+    """Walk VmConfig.xsd as libprlxmlmodel's generated loader reads (Utils/xsd2src): the mandatory simple
+    elements of each section, and (given a config) those missing from it, neither given as the attribute
+    the schema's attribute= names. A section left out is a single_fixed class that takes defaults."""
+    import re
+
+    xsd = etree.parse(str(XSD)).getroot()
+    elements = {e.get("name"): e for e in xsd.findall(XS + "element")}
+    types = {c.get("name"): c for c in xsd.findall(XS + "complexType")}
+
+    def notes(el: etree._Element) -> str:
+        return " ".join(d.text or "" for d in el.findall(f"{XS}annotation/{XS}documentation") if d.get("source") is None)
+
+    def children(ct: etree._Element) -> list[etree._Element]:
+        ext = ct.find(f"{XS}complexContent/{XS}extension")
+        if ext is not None:
+            return children(types[ext.get("base")]) + children(ext)
+        seq = ct.find(XS + "sequence")
+        return [c for c in seq if c.tag == XS + "element"] if seq is not None else []
+
+    table: dict[str, set[str]] = {}
+    missing: list[str] = []
+
+    def walk(ct: etree._Element, path: str, nodes: list[etree._Element]) -> None:
+        for decl in children(ct):
+            target = elements[decl.get("ref")] if decl.get("ref") else decl
+            name, doc = target.get("name"), notes(decl) + notes(target)
+            sub = target.find(XS + "complexType")
+            sub = types.get(target.get("type", "")) if sub is None else sub
+            where = f"{path}/{name}".lstrip("/")
+            if sub is None:
+                if int(decl.get("minOccurs", "1")) > 0:
+                    table.setdefault(path, set()).add(name)
+                    attribute = re.search(r"attribute=(\w+)", doc)
+                    missing.extend(where for n in nodes
+                                   if n.find(name) is None and not (attribute and n.get(attribute[1]) is not None))
+            elif where.count("/") < 2:  # the sections boxpack writes lie two deep at most
+                walk(sub, where, [c for n in nodes for c in n.findall(name)])
+
+    walk(elements["VirtuozzoVirtualMachine"].find(XS + "complexType"), "", [] if config is None else [config])
+    return table, missing
+
+
+def test_config_pvs_has_every_element_parallels_schema_requires(tmp_path: Path) -> None:
+    """Against Parallels' own VM config schema (libprlxmlmodel), for x86-64 and arm64; verify checks the same
+    elements, from a table the schema is checked against."""
+    table, _ = _schema_mandatory()
+    for section, names in pvs.MANDATORY.items():
+        assert set(names) == table[section], section
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    for arch in ("amd64", "arm64"):
+        (tmp_path / arch).mkdir()
+        _, d = _pack(raw, tmp_path / arch, "--architecture", arch, "--vm-name", "vm")
+        config = (d / "vm.pvm" / "config.pvs").read_bytes()
+        assert _schema_mandatory(etree.fromstring(config))[1] == [], arch
+        root = etree.fromstring(config)
+        efi, chipset, cpu_type = (root.findtext("Settings/Startup/Bios/EfiEnabled"), root.findtext("Hardware/Chipset/Type"),
+                                  root.findtext("Hardware/Cpu/Type"))
+        # What Parallels Desktop 26 writes for an arm64 VM (AlmaLinux's template); an x86-64 VM has neither.
+        assert (efi, chipset, cpu_type) == (("5", "2", "1") if arch == "arm64" else ("1", None, None)), arch
+    members = box_members(tmp_path / "amd64" / "p.box")
+    config_xml = members["vm.pvm/config.pvs"]
+    for element in (b"<ServerUuid></ServerUuid>", b"<AdapterName>Default Adapter</AdapterName>"):
+        cut = write_box(tmp_path / "cut.box", {**members, "vm.pvm/config.pvs": config_xml.replace(element, b"")}.items())
+        out = run_boxpack("verify", cut, check=False).stdout.decode()
+        name = element.split(b">")[0].strip(b"<").decode()
+        assert f"parallels-pvs: vm.pvm/config.pvs: no {name}" in out.replace("Identification/", "").replace(
+            "Hardware/NetworkAdapter/", ""), out
+        assert _schema_mandatory(etree.fromstring(config_xml.replace(element, b"")))[1][0].endswith(name)
 
 
 def test_a_split_disk_and_padding_1_are_warnings_as_parallels_desktop_runs_them(tmp_path: Path) -> None:

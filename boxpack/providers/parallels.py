@@ -64,7 +64,7 @@ class Parallels(Provider):
         bundle = f"{name}.pvm"
         mac = OUI + hashlib.sha256(b"parallels mac" + seed).hexdigest()[:6].upper()
         vm = pvs.Pvs(_uuid(seed, b"parallels vm"), name, job.settings["cpus"], job.settings["memory"], self._efi(),
-                     [pvs.Hdd(DISK, _uuid(seed, b"parallels hdd"), -(-layout.size // MIB))], [mac])
+                     job.architecture == "arm64", [pvs.Hdd(DISK, _uuid(seed, b"parallels hdd"), -(-layout.size // MIB))], [mac])
         descriptor = parallels_disk.write(DISK, layout.sectors, layout.cylinders, HEADS, SECTORS_PER_TRACK,
                                           CLUSTER_SECTORS, _uuid(seed, b"parallels disk uid"))
         block = ("  config.vm.provider :parallels do |prl|\n"
@@ -101,6 +101,10 @@ class Parallels(Provider):
             report.add("parallels-pvs", "error", f"{config}: {e}")
             return
         report.vm_firmware = {"firmware": "efi" if vm.efi else "bios", "from": config}
+        gone = pvs.missing(texts[config])
+        if gone:
+            report.add("parallels-pvs", "error", f"{config}: no {', '.join(gone)}, which Parallels' VM config model "
+                       "requires (libprlxmlmodel VmConfig.xsd): Parallels Desktop would not load the VM")
         if not pvs.UUID.fullmatch(vm.vm_uuid):
             report.add("parallels-pvs", "error", f"{config}: Identification/VmUuid {vm.vm_uuid!r} is not a {{UUID}}; "
                        "vagrant-parallels registers the VM by it")
