@@ -3,6 +3,7 @@ and the VM boxpack test makes of config.plist as UTM would."""
 
 from __future__ import annotations
 
+import json
 import plistlib
 from pathlib import Path
 
@@ -165,6 +166,32 @@ def test_utm_boxes_convert_to_the_other_providers(tmp_path: Path) -> None:
     box, _ = _pack(raw, tmp_path)
     run_boxpack(box, "--provider", "libvirt", "--provider", "parallels", "-o", f"{tmp_path}/out/")
     qemu_compare(extract(tmp_path / "out" / "u-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
+
+
+def test_flash_and_firmware_drives_are_not_the_disk(tmp_path: Path) -> None:
+    """QEMU's q800 keeps its PRAM on an MTD drive (a Disk image of 512 bytes in UTM's config), and a BIOS drive
+    is firmware: neither is listed as a disk, nor converted in place of the system disk."""
+    raw = make_disk.make(tmp_path / "d.img", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path)
+    members = box_members(box)
+    config = plistlib.loads(members[CONFIG])
+    system = config["Drive"][0]
+    config["Drive"] = [{**system, "Identifier": "A1B2C3D4-0000-4000-8000-000000000001", "ImageName": "pram.img",
+                        "Interface": "MTD"},
+                       {**system, "Identifier": "A1B2C3D4-0000-4000-8000-000000000002", "ImageName": "bios.img",
+                        "ImageType": "BIOS", "Interface": "None"}, system]
+    extra = {"box.utm/Data/pram.img": bytes(512), "box.utm/Data/bios.img": b"\x55" * 65536}
+    disk = f"box.utm/Data/{system['ImageName']}"
+    ordered = [(k, v) for k, v in members.items() if k != disk] + list(extra.items()) + [(disk, members[disk])]
+    ordered = [(k, plistlib.dumps(config) if k == CONFIG else v) for k, v in ordered]
+    flashed = write_box(tmp_path / "flashed.box", ordered)
+    report = run_boxpack("inspect", flashed, "--json")
+    assert [d["member"] for d in json.loads(report.stdout)["disks"]] == [disk]
+    run_boxpack(flashed, "--provider", "libvirt", "-o", tmp_path / "l.box")
+    qemu_compare(extract(tmp_path / "l.box", tmp_path / "l") / "box.img", "qcow2", raw)
+    # The config after the images: the images are listed by name until it is read, then by what it names.
+    late = write_box(tmp_path / "late.box", [x for x in ordered if x[0] != CONFIG] + [(CONFIG, plistlib.dumps(config))])
+    assert [d["member"] for d in json.loads(run_boxpack("inspect", late, "--json").stdout)["disks"]] == [disk]
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])

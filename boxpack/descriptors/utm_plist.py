@@ -184,9 +184,14 @@ def _decode_details(config: dict[str, Any]) -> list[str]:
     return found
 
 
+FLASH = ("MTD", "PFlash")
+
+
 def member_disk_files(member: str, data: bytes) -> list[str]:
     """The disk drives' images a box's <vm>.utm/config.plist names, in order, as paths in the box (UTM keeps
-    them in the bundle's Data/: UTMConfiguration.swift, dataDirectoryName); none when it cannot say."""
+    them in the bundle's Data/: UTMConfiguration.swift, dataDirectoryName); none when it cannot say. A Disk
+    image on an MTD or PFlash interface is a machine's flash, not a disk: the PRAM of QEMU's q800 (a few
+    hundred bytes, `-drive if=mtd`) or firmware variables; BIOS drives are firmware."""
     try:
         drives = read(data).get("Drive")
     except BadInput:
@@ -195,4 +200,5 @@ def member_disk_files(member: str, data: bytes) -> list[str]:
         return []
     data_dir = posixpath.join(posixpath.dirname(member), "Data")
     return [posixpath.join(data_dir, d["ImageName"]) for d in drives
-            if isinstance(d, dict) and d.get("ImageType") == "Disk" and isinstance(d.get("ImageName"), str)]
+            if isinstance(d, dict) and d.get("ImageType") == "Disk" and d.get("Interface") not in FLASH
+            and isinstance(d.get("ImageName"), str)]

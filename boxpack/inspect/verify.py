@@ -217,6 +217,10 @@ def _walk(tar: tarfile.TarFile, report: Report, threads: int, box: Path | None) 
                 _examine_member(tar, m, norm, report, threads, reopen)
             elif len(report.disks) == Report.MAX_DISKS:
                 report.add("disks-unchecked", "info", f"more than {Report.MAX_DISKS} disk images; only the first were checked")
+    with contextlib.suppress(BoxpackError):  # a descriptor after the images: the disks are those it names
+        listed = disks.wanted()
+        if listed:
+            report.disks = [d for d in report.disks if d["member"] in listed]
     _read_texts(texts, report)
     return texts
 
