@@ -218,6 +218,26 @@ def test_config_pvs_has_every_element_parallels_schema_requires(tmp_path: Path) 
         assert _schema_mandatory(etree.fromstring(config_xml.replace(element, b"")))[1][0].endswith(name)
 
 
+def test_a_config_pvs_parallels_desktop_wrote_has_no_element_missing(tmp_path: Path) -> None:
+    """AlmaLinux's template, cut from a Parallels Desktop 26.3.2 VM: the schema's rules and verify's table
+    find nothing missing in it, and a box carrying it (filled in as AlmaLinux's build does) verifies clean."""
+    template = (XSD.parent.parent / "parallels-templates" / "almalinux-box-aarch64.pvs").read_bytes()
+    assert _schema_mandatory(etree.fromstring(template))[1] == [] and pvs.missing(template) == []
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, d = _pack(raw, tmp_path, "--architecture", "arm64", "--vm-name", "vm")
+    ours = pvs.read((d / "vm.pvm" / "config.pvs").read_bytes())
+    filled = template
+    for name, value in (("VM_UUID", ours.vm_uuid.strip("{}")), ("VM_NAME", "vm"), ("CREATION_DATE", "2026-12-04 00:00:00"),
+                        ("TOOLS_VERSION", ""), ("NUMVCPUS", "2"), ("MEMSIZE", "1024"), ("HDD_UUID", ours.disks[0].uuid.strip("{}")),
+                        ("DISK_SIZE_MB", str(ours.disks[0].size_mb)), ("DISK_SIZE_ON_DISK_MB", "0"), ("MAC", ours.macs[0]),
+                        ("HOST_MAC", ours.macs[0])):
+        filled = filled.replace(f"@{name}@".encode(), value.encode())
+    filled = filled.replace(b"harddisk1.hdd", b"harddisk.hdd")
+    members = box_members(box)
+    theirs = write_box(tmp_path / "theirs.box", {**members, "vm.pvm/config.pvs": filled}.items())
+    assert verify_codes(theirs) & {"parallels-pvs", "parallels-hdd", "parallels-layout", "firmware-mismatch"} == set()
+
+
 def test_a_split_disk_and_padding_1_are_warnings_as_parallels_desktop_runs_them(tmp_path: Path) -> None:
     """qemu's docs/interop/prl-xml.rst: Parallels Desktop may write Padding 1 and split images; boxpack does not
     convert them, but a box that holds them is what Parallels Desktop runs."""
