@@ -168,6 +168,23 @@ def test_utm_boxes_convert_to_the_other_providers(tmp_path: Path) -> None:
     qemu_compare(extract(tmp_path / "out" / "u-libvirt.box", tmp_path / "l") / "box.img", "qcow2", raw)
 
 
+def test_a_legacy_configuration_armbian_writes_is_migrated_not_refused(tmp_path: Path) -> None:
+    """Armbian's build still writes UTM 3.x configurations (fixtures/utm-configs/SOURCES.md), which UTM 4
+    migrates on load: verify reports only what stops vagrant_utm, the one network such a file has."""
+    plist = (Path(__file__).parent.parent / "fixtures" / "utm-configs" / "armbian-utm3-x86_64.plist").read_bytes()
+    raw = make_disk.make(tmp_path / "d.img", layout="efi", size=64 * MIB, data=2 * MIB)
+    box, _ = _pack(raw, tmp_path)
+    members = box_members(box)
+    [image] = [v for k, v in members.items() if k.startswith("box.utm/Data/")]
+    disk = plistlib.loads(plist)["Drives"][0]["ImagePath"]
+    armbian = write_box(tmp_path / "armbian.box", [("metadata.json", members["metadata.json"]), (CONFIG, plist),
+                                                   (f"box.utm/Images/{disk}", image)])
+    found = _findings(armbian)
+    assert set(found) == {"utm-network"} and "a legacy configuration (ConfigurationVersion 2" in found["utm-network"][0][1]
+    assert [d["member"] for d in json.loads(run_boxpack("inspect", armbian, "--json").stdout)["disks"]] == [
+        f"box.utm/Images/{disk}"]
+
+
 def test_flash_and_firmware_drives_are_not_the_disk(tmp_path: Path) -> None:
     """QEMU's q800 keeps its PRAM on an MTD drive (a Disk image of 512 bytes in UTM's config), and a BIOS drive
     is firmware: neither is listed as a disk, nor converted in place of the system disk."""
