@@ -84,17 +84,33 @@ class Descriptor:
     parents: dict[str, str] = field(default_factory=dict)  # Shot GUID -> ParentGUID, lower case
     top: str = DEFAULT_TOP_GUID
 
-    def top_image(self) -> tuple[str, str]:
-        """(Type, File) of the image a VM runs from, for a disk of one storage and no snapshots: what boxpack
-        reads. Snapshot chains and split disks are refused by name."""
-        if len(self.storages) != 1:
-            raise BadInput(f"a split Parallels disk ({len(self.storages)} storages); merge it with prl_disk_tool first")
+    def _check_top(self) -> None:
         parent = self.parents.get(self.top)
-        if parent is None or self.top not in self.storages[0].images:
+        if parent is None or not self.storages or any(self.top not in s.images for s in self.storages):
             raise BadInput(f"its top image {self.top} is not among its images and snapshots")
         if parent != ROOT_PARENT:
             raise BadInput("a Parallels disk with snapshots, whose data is spread over several images; delete or "
                            "merge the snapshots in Parallels first")
+
+    def parts(self) -> list[tuple[int, int, str, str]]:
+        """(Start, End sector, Type, File) of the image a VM runs from in each storage, in disk order, for a disk
+        without snapshots: one storage, or a split disk's pieces, each its own image of sectors Start to End
+        (prl-xml.rst; dissect.hypervisor's disk/hdd.py, StorageStream, reads them so). A snapshot chain is
+        refused by name: its data is spread over several images."""
+        self._check_top()
+        storages = sorted(self.storages, key=lambda s: s.start)
+        if len(storages) > 1 and ([s.start for s in storages] != [0] + [s.end for s in storages[:-1]]
+                                  or storages[-1].end != self.size):
+            raise BadInput(f"its storages span {[(s.start, s.end) for s in storages]}, not sectors 0 to Disk_size "
+                           f"{self.size} end to end")
+        return [(s.start, s.end, *s.images[self.top]) for s in storages]
+
+    def top_image(self) -> tuple[str, str]:
+        """(Type, File) of the image a VM runs from, for a disk of one storage and no snapshots: what a box's
+        disk is read from. A split disk is refused by name there."""
+        if len(self.storages) != 1:
+            raise BadInput(f"a split Parallels disk ({len(self.storages)} storages); merge it with prl_disk_tool first")
+        self._check_top()
         return self.storages[0].images[self.top]
 
 
@@ -149,15 +165,16 @@ def is_disk_directory(path: str | os.PathLike[str]) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, NAME))
 
 
-def image_in(directory: Path) -> Path:
-    """The image a Parallels disk directory runs from, as its DiskDescriptor.xml names it."""
+def parts_in(directory: Path) -> list[tuple[int, int, str, Path]]:
+    """The images a Parallels disk directory runs from, as its DiskDescriptor.xml names them: (Start, End
+    sector, Type, path) of each storage, one for most disks, several for a split one."""
     descriptor = directory / NAME
     try:
         if descriptor.stat().st_size > DESCRIPTOR_LIMIT:
             raise BadInput(f"{descriptor.stat().st_size} bytes is not a disk descriptor")
-        _, file = read(descriptor.read_bytes()).top_image()
+        parts = read(descriptor.read_bytes()).parts()
     except BadInput as e:
         raise BadInput(f"{descriptor}: {e}") from None
     except OSError as e:
         raise BadInput(f"{descriptor}: cannot be read ({e.strerror})") from None
-    return directory / member_path(NAME, file)
+    return [(start, end, kind, directory / member_path(NAME, file)) for start, end, kind, file in parts]

@@ -90,6 +90,31 @@ class ParallelsReader:
         self.data.close()
 
 
+class SplitReader:
+    """A split Parallels disk: each storage's expanding image holds the sectors from its Start, and the disk
+    is them one after another (prl-xml.rst; dissect.hypervisor's disk/hdd.py, StorageStream)."""
+
+    def __init__(self, parts: list[tuple[int, int, ParallelsReader]], name: str) -> None:
+        self.parts, self.name = parts, name
+        for start, end, piece in parts:
+            if piece.size < end - start:
+                raise BadInput(f"{piece.name}: holds {piece.size} bytes, but its storage is {end - start}")
+        self.size = parts[-1][1]
+        self.format = f"Parallels expanding ({parts[0][2].variant}), split in {len(parts)}"
+        self.data_estimate = sum(min(piece.data_estimate, end - start) for start, end, piece in parts)
+
+    def pieces(self) -> Iterator[tuple[int, bytes]]:
+        for start, end, piece in self.parts:
+            for offset, data in piece.pieces():
+                if offset >= end - start:
+                    break
+                yield start + offset, data[: end - start - offset]
+
+    def close(self) -> None:
+        for _, _, piece in self.parts:
+            piece.close()
+
+
 def check(data: ByteSource, name: str, threads: int = 2) -> tuple[dict, Findings]:
     """The header rules, and the BAT as parallels.rst states them: every offset inside the file, in the data
     area, cluster-aligned from its start, and used once (qemu's parallels_co_check)."""

@@ -132,7 +132,8 @@ class Parallels(Provider):
             d = parallels_disk.read(texts[where])
             if len(d.storages) > 1:  # prl-xml.rst: a split image; vagrant-parallels' export.rb handles every piece
                 report.add("parallels-hdd", "warning", f"{where}: a split disk ({len(d.storages)} storages), which "
-                           "Parallels Desktop runs; boxpack converts one-storage disks only (merge it with prl_disk_tool)")
+                           "Parallels Desktop runs; boxpack converts it from its .hdd directory, not from a box (or merge it with "
+                           "prl_disk_tool)")
                 return
             kind, file = d.top_image()
         except BadInput as e:
