@@ -191,29 +191,7 @@ def add(
     allow_relative: bool = False,
 ) -> Catalog:
     """A new catalog with the box entry merged in; doc itself is not changed."""
-    return add_into(copy.deepcopy(doc) if doc else None, name=name, version=version, provider=provider, url=url,
-                    checksum=checksum, checksum_type=checksum_type, architecture=architecture,
-                    default_architecture=default_architecture, description=description, force=force,
-                    allow_relative=allow_relative)
-
-
-def add_into(
-    doc: Catalog | None,
-    *,
-    name: str,
-    version: str,
-    provider: str,
-    url: str,
-    checksum: str,
-    checksum_type: str = "sha256",
-    architecture: str | None = None,
-    default_architecture: bool = False,
-    description: str | None = None,
-    force: bool = False,
-    allow_relative: bool = False,
-) -> Catalog:
-    """add(), changing doc itself."""
-    index = Index(doc, name)
+    index = Index(copy.deepcopy(doc) if doc else None, name)
     index.add(version=version, provider=provider, url=url, checksum=checksum, checksum_type=checksum_type,
               architecture=architecture, default_architecture=default_architecture, force=force,
               allow_relative=allow_relative)
@@ -237,7 +215,7 @@ class Index:
             if self._versions.setdefault(key, v) is v:
                 for p in v["providers"]:
                     self._entries.setdefault((key, p["name"]), []).append(p)
-        self._touched: list[dict] = []
+        self._touched: dict[int, dict] = {}  # id -> a version whose providers were added to, sorted at the end
 
     def entry(self, version: str, provider: str, architecture: str) -> dict | None:
         """The entry for version, provider and architecture, if any."""
@@ -300,13 +278,13 @@ class Index:
         }
         group.append(new)
         entry_version["providers"].append(new)
-        self._touched.append(entry_version)
+        self._touched[id(entry_version)] = entry_version
 
     def catalog(self) -> Catalog:
         """The catalog with every change, in Vagrant's order."""
-        for v in {id(v): v for v in self._touched}.values():
+        for v in self._touched.values():
             v["providers"] = _providers_sorted(v["providers"])
-        self._touched = []
+        self._touched = {}
         self.doc["versions"].sort(key=lambda v: version_key(v["version"]))
         return self.doc
 

@@ -106,11 +106,8 @@ class PublishResult:
 
 
 def entry(doc: Catalog | None, version: str, provider: str, architecture: str) -> dict | None:
-    """The catalog's entry for version, provider and architecture, if any."""
-    for v in (doc or {}).get("versions", []):
-        if catalog.version_key(v["version"]) == catalog.version_key(version):
-            return next((p for p in v["providers"] if p["name"] == provider and p["architecture"] == architecture), None)
-    return None
+    """The catalog's entry for version, provider and architecture, if any (one lookup; a run keeps an Index)."""
+    return catalog.Index(doc, doc["name"]).entry(version, provider, architecture) if doc else None
 
 
 class _Unchanged(Exception):
