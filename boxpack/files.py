@@ -6,17 +6,20 @@ fsynced, given the mode the umask leaves of 0666, placed (a hard link that fails
 already, or with replace a rename over it), and the directory fsynced, so a power cut leaves the old
 file or the new one.
 
-SIGKILL (or a power cut) cannot be caught, so a temporary file can stay behind. Each one is therefore
-held under an exclusive flock until it is placed; the kernel drops the locks of a process that is gone,
-so a .boxpack-* temporary file nobody holds is a leftover, and the next run in that directory removes it
-and says so.
+SIGKILL (or a power cut) cannot be caught. So where the file system has it (ext4, xfs, btrfs, tmpfs), the
+file is written unnamed (O_TMPFILE) and gets its name only when it is placed: a process killed while
+writing leaves nothing. Elsewhere it has a .boxpack-* temporary name, held under an exclusive flock until
+it is placed; the kernel drops the locks of a process that is gone, so a temporary file nobody holds is a
+leftover, and the next run in that directory removes it and says so.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,23 +83,66 @@ def _mode() -> int:
     return 0o666 & ~umask
 
 
+def unnamed(directory: Path, what: str = "the file") -> int | None:
+    """A new file in directory with no name yet (O_TMPFILE), open and locked; None where the file system cannot
+    make one (the caller then names it, create())."""
+    if not os.path.isdir("/proc/self/fd"):  # where it gets its name from, when placed
+        return None
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # not this file system, or not this kernel
+            return None
+        raise OutputFailed(f"{directory}: cannot write {what} there: {e.strerror}") from None
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a name it is given while being placed is held, not swept
+    return fd
+
+
 class AtomicFile:
     """A file on its way to path: write to .file, then commit() places it; abort() (or a failed commit)
-    leaves nothing. The temporary file stays open, and so locked, until then."""
+    leaves nothing. Unnamed until then where the file system allows, else under a temporary name that stays
+    open, and so locked."""
 
     def __init__(self, path: Path, what: str = "the file", suffix: str = ".part") -> None:
         self.path, self.what = path, what
-        fd, self.tmp = create(path.parent, suffix, what)
+        self.tmp: Path | None = None
+        fd = unnamed(path.parent, what)
+        if fd is None:
+            fd, self.tmp = create(path.parent, suffix, what)
+        else:
+            sweep(path.parent)
         self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def _link(self, name: str) -> None:
+        """Give the unnamed file a name in its directory: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (open(2),
+        O_TMPFILE). os.link makes that call only with a directory descriptor; plain link(2) would not follow."""
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.link(f"/proc/self/fd/{self.file.fileno()}", name, dst_dir_fd=directory, follow_symlinks=True)
+        finally:
+            os.close(directory)
+
+    def _name(self) -> Path:
+        """The temporary name the file has, or is given now."""
+        if self.tmp is None:
+            name = f"{PREFIX}{secrets.token_hex(6)}.tmp"
+            self._link(name)
+            self.tmp = self.path.parent / name
+        return self.tmp
 
     def commit(self, replace: bool) -> bool:
         """Place the file; False (and nothing placed) when one is there and replace is not given."""
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
-            os.chmod(self.tmp, _mode())
+            os.fchmod(self.file.fileno(), _mode())
             if replace:
-                os.replace(self.tmp, self.path)
+                os.replace(self._name(), self.path)
+            elif self.tmp is None:
+                try:
+                    self._link(self.path.name)
+                except FileExistsError:
+                    return False
             else:
                 try:
                     os.link(self.tmp, self.path)
@@ -115,7 +161,8 @@ class AtomicFile:
 
     def abort(self) -> None:
         """Drop the temporary file (after a commit, what is left of it: its name)."""
-        self.tmp.unlink(missing_ok=True)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
         self.file.close()
 
 

@@ -51,6 +51,19 @@ def run_boxpack(*args: str | os.PathLike, env: dict | None = None, check: bool =
     return proc
 
 
+def writing(pid: int, directory: Path) -> bool:
+    """Whether process pid has a file in directory open for writing (a box being written, under a temporary name
+    or none): the moment to kill it, however long the machine takes to get there."""
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            flags = int((fd.parent.parent / "fdinfo" / fd.name).read_text().split("flags:")[1].split()[0], 8)
+            if str(fd.readlink()).startswith(str(directory) + "/") and flags & os.O_ACCMODE != os.O_RDONLY:
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
 def bsdtar_list(box: Path) -> list[str]:
     out = subprocess.run(["bsdtar", "-tf", str(box)], capture_output=True, check=True, text=True)
     return out.stdout.split()
