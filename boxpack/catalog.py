@@ -35,13 +35,14 @@ import jsonschema
 
 from . import files
 from .errors import BadInput, BadOption, InternalError, OutputFailed
-from .metadata import load_schema
-from .sources.box import read_metadata, text
+from .metadata import load_schema, text
+from .sources.box import read_metadata
 
 CHECKSUM_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9A-Za-z]+)*(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
 NAME_PATTERN = re.compile(r"[^/\s]+/[^/\s]+")
 UNKNOWN_ARCH = "unknown"
+ARCH_PATTERN = re.compile(r"[a-z0-9_]{1,64}")  # schemas/catalog.schema.json: what Vagrant matches against its host's
 MAX_VERSION = 128  # characters; a key part's limit (publishing/layout.py), and far beyond any real version
 MAX_DEPTH = 32  # a catalog is 5 deep; deeper is hostile, and copying it would exhaust Python's stack
 
@@ -108,8 +109,11 @@ def check(doc: Any) -> list[str]:
     return problems
 
 
-def check_entry(name: str, version: str, url: str, allow_relative: bool = False) -> None:
-    """The box name, version and URL an entry needs: checked before any box is written."""
+def check_entry(name: str, version: str, url: str, allow_relative: bool = False, architecture: str | None = None) -> None:
+    """The box name, version, URL and architecture an entry needs: checked before any box is written."""
+    if architecture is not None and not ARCH_PATTERN.fullmatch(architecture):
+        raise BadOption(f"architecture {architecture[:40]!r} is not one Vagrant matches (lower case letters, digits and _: "
+                        "amd64, arm64)")
     if not NAME_PATTERN.fullmatch(name):
         raise BadOption(f"box name {name!r} is not ORG/NAME without spaces (what `vagrant box add` accepts)")
     if len(version) > MAX_VERSION:
@@ -160,7 +164,7 @@ def dumps(doc: Catalog) -> bytes:
     problems = check(doc)
     if problems:
         raise InternalError(f"internal error: refusing to write an invalid catalog: {problems[0]}")
-    return (json.dumps(doc, indent=2) + "\n").encode()
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def load(path: str | os.PathLike[str]) -> Catalog | None:
@@ -291,29 +295,39 @@ class Index:
 
 def remove(doc: Catalog, version: str, provider: str | None = None, architecture: str | None = None) -> Catalog:
     """A new catalog without the matching entries; a version left empty goes too."""
-    doc = copy.deepcopy(doc)
-    found = False
-    for v in doc["versions"]:
-        if version_key(v["version"]) != version_key(version):
-            continue
-        keep = [
-            p
-            for p in v["providers"]
-            if not ((provider is None or p["name"] == provider) and (architecture is None or p["architecture"] == architecture))
-        ]
-        found = found or len(keep) < len(v["providers"])
-        for name in {p["name"] for p in keep}:
-            entries = [p for p in keep if p["name"] == name]
-            if not any(p["default_architecture"] for p in entries):
-                # The default went: amd64 if it is there (most hosts), else the first.
-                promoted = next((p for p in entries if p["architecture"] == "amd64"), entries[0])
-                promoted["default_architecture"] = True
-        v["providers"] = _providers_sorted(keep)
-    if not found:
+    def match(v: dict, p: dict) -> bool:
+        return (version_key(v["version"]) == version_key(version) and (provider is None or p["name"] == provider)
+                and (architecture is None or p["architecture"] == architecture))
+
+    doc, removed = without(doc, match)
+    if not removed:
         what = " ".join(x for x in (provider, architecture) if x)
         raise BadOption(f"the catalog has no {what + ' ' if what else ''}entry in version {version}")
-    doc["versions"] = [v for v in doc["versions"] if v["providers"]]
     return doc
+
+
+def without(doc: Catalog, match: Callable[[dict, dict], bool]) -> tuple[Catalog, list[tuple[str, dict]]]:
+    """A new catalog without the entries match(version, entry) takes, and those entries as (version, entry); a
+    version left empty goes, and a provider whose default went gets another (amd64 if it is there, most hosts)."""
+    doc = copy.deepcopy(doc)
+    removed: list[tuple[str, dict]] = []
+    for v in doc["versions"]:
+        gone = [p for p in v["providers"] if match(v, p)]
+        if gone:
+            removed += [(v["version"], p) for p in gone]
+            v["providers"] = _with_defaults([p for p in v["providers"] if p not in gone])
+    doc["versions"] = [v for v in doc["versions"] if v["providers"]]
+    return doc, removed
+
+
+def _with_defaults(providers: list[dict]) -> list[dict]:
+    """Each provider name with one default entry, in Vagrant's order."""
+    for name in {p["name"] for p in providers}:
+        entries = [p for p in providers if p["name"] == name]
+        if not any(p["default_architecture"] for p in entries):
+            promoted = next((p for p in entries if p["architecture"] == "amd64"), entries[0])
+            promoted["default_architecture"] = True
+    return _providers_sorted(providers)
 
 
 def table(doc: Catalog) -> str:

@@ -29,6 +29,18 @@ class OutputFailed(BoxpackError):
     exit_code = 3
 
 
+class NotFound(BadInput):
+    """A box, version, provider, upload or URL that is not there (or, on a server, not there for who asks)."""
+
+
+class Invalid(BadInput):
+    """A value a client sent that breaks a rule: a version Vagrant cannot read, a field of the wrong type."""
+
+
+class Conflict(OutputFailed):
+    """Not now: what was asked for clashes with the state the thing is in (released, being changed by another)."""
+
+
 class CannotRun(BoxpackError):
     """This machine lacks what the step needs (QEMU, firmware, ssh): install it, or run elsewhere."""
 

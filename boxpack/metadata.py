@@ -26,6 +26,21 @@ def json_object(data: bytes) -> dict[str, Any]:
     return value
 
 
+def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
+    """A box's metadata.json; BadInput naming where when it is not a JSON object."""
+    try:
+        return json_object(data)
+    except ValueError as e:
+        raise BadInput(f"{where}: metadata.json is {e}") from None
+
+
+def text(meta: Any, key: str) -> str | None:
+    """metadata.json's key when it is a non-empty string (what provider and architecture must be), else None:
+    a hostile box may give a list or an object."""
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """A schema from the schemas/ folder (boxpack/schemas links to it)."""

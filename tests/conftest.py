@@ -258,8 +258,8 @@ class Target:
         return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()}
 
 
-def s3_target(server) -> Target:
-    bucket = server.bucket()
+def s3_target(server, public: bool = True) -> Target:
+    bucket = server.bucket(public)
     return Target(server.name, f"s3://{bucket}/vagrant", server.url(bucket, "vagrant"), server.env, server, bucket=bucket)
 
 

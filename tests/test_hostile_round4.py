@@ -466,7 +466,8 @@ def test_a_forced_replace_killed_before_the_box_is_placed_is_not_taken_for_done(
 def test_a_yank_with_delete_boxes_during_a_republish_does_not_bring_the_entry_back(web: Target, box: bytes,
                                                                                   monkeypatch) -> None:
     from boxpack.errors import OutputFailed
-    from boxpack.publishing.publish import Publisher, yank
+    from boxpack.publishing.publish import Publisher
+    from boxpack.publishing.retention import yank
 
     store = _store(web, monkeypatch)
     _finish(store, box, force=False).commit()

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MIB, ROOT, Target, Vagrant, make_disk, run_boxpack, unavailable
+from conftest import MIB, ROOT, Target, Vagrant, make_disk, run_boxpack, s3_target, unavailable
 from netproxy import Proxy
 from served import Served, get, publish, settle, token
 
@@ -34,7 +34,8 @@ def test_vagrant_adds_a_private_box_with_a_token_and_not_without(target: Target,
     """Private by `publish --private`: with a read token Vagrant adds it by name; without one, or with another
     organisation's, it fails with its own error; the store never sees the token; a later version shows."""
     relay = None
-    if target.bucket:  # the presigned URLs point at a relay in front of the store, which records every request
+    if target.bucket:  # a private bucket; the presigned URLs point at a relay in front of it, which records every request
+        target = s3_target(target.server, public=False)
         host, port = target.server.endpoint.removeprefix("http://").split(":")
         relay = Proxy(host, int(port))
     served = Served(target, tmp_path, relay.url if relay else None)
@@ -77,21 +78,22 @@ def test_statuses_for_who_asks_and_what(web: Target, boxes: dict[str, Path], tmp
         read, foreign = token(web, "acme"), token(web, "other")
         box = f"{served.url}/{NAME}/1.0.0/libvirt/amd64/vagrant.box"
         for path in (NAME, f"api/v2/vagrant/{NAME}"):
-            status, headers, _ = get(f"{served.url}/{path}")
-            assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+            assert get(f"{served.url}/{path}")[0] == 404  # no token: as if it were not there (a missing box says the same)
+            status, headers, _ = get(f"{served.url}/{path}", "boxpack_0000000000000000_" + "0" * 64)
+            assert status == 401 and headers["www-authenticate"].startswith("Bearer")  # a token that is not valid
             assert get(f"{served.url}/{path}", foreign)[0] == 404  # a valid token without the right: as if it were not there
             status, headers, data = get(f"{served.url}/{path}", read, Accept="application/json")
             assert status == 200 and headers["content-type"] == "application/json"
             assert json.loads(data)["versions"][0]["providers"][0]["url"] == box
             assert get(f"{served.url}/{path}", read, **{"If-None-Match": headers["etag"]})[0] == 304
-        assert get(box)[0] == 401 and get(box, foreign)[0] == 404
+        assert get(box)[0] == 404 and get(box, foreign)[0] == 404
         status, headers, data = get(box, read, Range="bytes=0-99")
         assert status == 206 and data == boxes["libvirt"].read_bytes()[:100]
         assert get(box, read, method="HEAD")[1]["content-length"] == str(boxes["libvirt"].stat().st_size)
         assert get(f"{served.url}/{OTHER}")[0] == 200 and get(f"{served.url}/{OTHER}", "boxpack_bad")[0] == 200
         basic = base64.b64encode(f"x:{read}".encode()).decode()  # what a browser sends, the token as its password
         assert get(f"{served.url}/{NAME}", Authorization=f"Basic {basic}")[0] == 200
-        assert get(f"{served.url}/no/such")[0] == 404 and get(f"{served.url}/acme")[0] == 401
+        assert get(f"{served.url}/no/such")[0] == 404 and get(f"{served.url}/acme")[0] == 404
         run_boxpack("serve", "token", "revoke", read.split("_")[1], "--store", web.to)
         settle()
         assert get(f"{served.url}/{NAME}", read)[0] == 401
@@ -180,7 +182,9 @@ def test_the_pages_show_boxes_to_people_and_private_ones_only_with_their_token(w
         text = html.fromstring(data).text_content()
         assert "other" in text and "acme" not in text  # a private organisation does not show without a token
         assert "acme" in html.fromstring(page("/", read)[2]).text_content()
-        status, headers, _ = page(f"/{NAME}")
+        status, headers, data = page(f"/{NAME}")  # not there, or private: the same page, offering to log in
+        assert status == 404 and html.fromstring(data).xpath("//a[@href]/@href")[-1].endswith("/.login")
+        status, headers, _ = page("/.login")
         assert status == 401 and any(h.startswith("Basic") for h in headers.get_all("www-authenticate"))
         doc = html.fromstring(page(f"/{NAME}", read)[2])
         text = doc.text_content()

@@ -10,7 +10,7 @@ from .. import catalog
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
 from ..publishing import http as download
-from ..publishing import boxes, publish
+from ..publishing import publish, retention
 from ..publishing.layout import CATALOG_LIMIT
 from ..options import add_arguments
 from ..settings import CATALOG_ENTRY
@@ -92,7 +92,7 @@ def run(argv: list[str]) -> int:
         elif args.action == "prune":
             return _prune(args)
         elif args.action == "remove" and (args.delete_boxes or args.catalog.startswith("s3://")):
-            doc, deleted = publish.yank(args.catalog, args.box_version, args.provider, args.architecture,
+            doc, deleted = retention.yank(args.catalog, args.box_version, args.provider, args.architecture,
                                         delete_boxes=args.delete_boxes, endpoint_url=args.endpoint_url)
             for key in deleted:
                 print(f"boxpack: deleted {key}", file=sys.stderr)
@@ -112,8 +112,8 @@ def run(argv: list[str]) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    store = publish.open_store(args.target, args.endpoint_url)
-    pruned = boxes.prune(store, args.name, args.keep, args.keep_days, args.dry_run)
+    store = publish.open_store(args.target, args.endpoint_url, args.dry_run)
+    pruned = retention.prune(store, args.name, args.keep, args.keep_days)
     if args.json:
         print(json.dumps({"name": args.name, "dry_run": args.dry_run, "versions": pruned.versions, "deleted": pruned.deleted},
                          indent=2))

@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise BadOption("--workers must be at least 1")
     try:
-        from ..publishing.server.app import Config
+        from ..publishing.server.context import Config
         from ..publishing.server.run import serve
     except ImportError as e:
         raise CannotRun(f"boxpack serve needs its extra ({e.name} is missing): pip install 'boxpack[serve]'") from None

@@ -33,6 +33,7 @@ from ..disk.partitions import read_partition_table
 from ..disk.source import CLUSTER
 from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..providers import DEFAULT, PROVIDERS, Provider, TestVm
+from .. import metadata
 from ..sources import box as boxfile
 from ..sources.open import open_source
 
@@ -404,7 +405,7 @@ def _prepare(
             for cluster, data in source.scan():
                 probe.feed(cluster, data)
         table = read_partition_table(source)
-        arch = boxfile.text(meta, "architecture") or source.architecture or architecture(table, probe)[0] or "amd64"
+        arch = metadata.text(meta, "architecture") or source.architecture or architecture(table, probe)[0] or "amd64"
     result.architecture = str(vm.architecture or arch)
     result.firmware = vm.firmware or table.firmware()[0]
     if result.architecture not in QEMU:

@@ -26,6 +26,7 @@ from ..disk.esp import EspProbe, architecture, probe_disk
 from ..disk.partitions import PartitionTable, read_partition_table
 from ..errors import BadOption, BoxpackError
 from ..formats import HEAD, RAW, TAIL, detect
+from .. import metadata
 from ..metadata import validate
 from ..providers import PROVIDERS, V1_BOX
 from ..report import Report
@@ -263,7 +264,7 @@ def _examine_member(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, report:
 def _read_texts(texts: dict[str, bytes], report: Report) -> None:
     if "metadata.json" in texts:
         try:
-            report.metadata = boxfile.parse_metadata(texts["metadata.json"], "box")
+            report.metadata = metadata.parse_metadata(texts["metadata.json"], "box")
         except BoxpackError as e:
             report.add("metadata-invalid", "error", str(e).removeprefix("box: "))
     if "Vagrantfile" in texts:
@@ -294,7 +295,7 @@ def _box_rules(report: Report, texts: dict[str, bytes]) -> None:
         validate(meta, "metadata.schema.json", "metadata.json")
     except BoxpackError as e:
         report.add("metadata-invalid", "error", str(e))
-    provider = boxfile.text(meta, "provider")
+    provider = metadata.text(meta, "provider")
     if provider in PROVIDERS:
         PROVIDERS[provider].check_box(report, texts)
     elif provider:
@@ -321,7 +322,7 @@ def _check_catalog(
     meta = report.metadata if isinstance(report.metadata, dict) else {}
     base = os.path.basename(path)
     match = [e for e in entries if e[1]["url"].rsplit("/", 1)[-1] == base] or [
-        e for e in entries if e[1]["name"] == boxfile.text(meta, "provider") and e[1]["architecture"] == (boxfile.text(meta, "architecture") or "unknown")
+        e for e in entries if e[1]["name"] == metadata.text(meta, "provider") and e[1]["architecture"] == (metadata.text(meta, "architecture") or "unknown")
     ]
     if not match:
         report.add("catalog-no-entry", "error", f"{catalog_path} has no entry for this box" + (f" in version {version}" if version else ""))
@@ -382,7 +383,7 @@ def _box_disk(path: Path, report: Report, threads: int) -> None:
     except Exception:  # noqa: BLE001 - reported by the walk
         return
     found, why = _partitions(report, table, probe)
-    said = boxfile.text(report.metadata, "architecture") if report.metadata else None
+    said = metadata.text(report.metadata, "architecture") if report.metadata else None
     if said and found and said != found:
         report.add("architecture-mismatch", "warning",
                    f"metadata.json says architecture {said}, but the disk is {found} ({why}); Vagrant 2.4 would run it on {said} hosts")

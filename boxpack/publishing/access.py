@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 from ..errors import BadInput, BadOption
 from . import layout
 from .stores.base import Store
+from .versioned import Unchanged, json_record
 
 TOKEN = re.compile(r"boxpack_([0-9a-f]{16})_([0-9a-f]{64})")
 RECORD_LIMIT = 4096
@@ -59,27 +59,13 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _put_json(store: Store, key: str, doc: dict, if_absent: bool = False) -> bool:
-    return store.put(key, json.dumps(doc, indent=2).encode() + b"\n", "application/json", "private, no-store",
-                     if_absent=if_absent)
-
-
 def _get_json(store: Store, key: str) -> dict | None:
-    got = store.get(key, RECORD_LIMIT)
-    if got is None:
-        return None
-    try:
-        doc = json.loads(got[0])
-    except ValueError:
-        raise BadInput(f"{store.where}/{key}: not JSON; it was left as it is") from None
-    if not isinstance(doc, dict):
-        raise BadInput(f"{store.where}/{key}: not a JSON object; it was left as it is")
-    return doc
+    return json_record(store, key, RECORD_LIMIT).read()
 
 
 def set_visibility(store: Store, scope: str, private: bool) -> None:
     """Make an organisation (ORG) or a box (ORG/NAME) private or public."""
-    _put_json(store, layout.visibility_key(scope), {"private": private})
+    json_record(store, layout.visibility_key(scope), RECORD_LIMIT).update(lambda _: {"private": private})
 
 
 def is_private(store: Store, name: str) -> bool:
@@ -102,7 +88,13 @@ def create_token(store: Store, scope: str, access: str, expires: str | None = No
         token_id, secret = secrets.token_hex(8), secrets.token_hex(32)
         record = Token(token_id, hashlib.sha256(secret.encode()).hexdigest(), scope, access,
                        _now().isoformat(timespec="seconds"), expires)
-        if _put_json(store, layout.token_key(token_id), asdict(record), if_absent=True):
+
+        def new(there: dict | None) -> dict:
+            if there is not None:
+                raise Unchanged  # an id taken already (2**-64): another one
+            return asdict(record)
+
+        if json_record(store, layout.token_key(token_id), RECORD_LIMIT).update(new) == asdict(record):
             return f"boxpack_{token_id}_{secret}", record
 
 
@@ -131,6 +123,18 @@ def revoke_token(store: Store, token_id: str) -> Token:
         raise BadOption(f"no token with id {token_id} in {store.where}")
     store.delete(key)
     return _record(doc, key)
+
+
+def token_ids(store: Store) -> list[str]:
+    """The ids of every token there is."""
+    return [key.removeprefix(layout.TOKENS_PREFIX).removesuffix(".json") for key in store.list(layout.TOKENS_PREFIX)]
+
+
+def token_record(store: Store, token_id: str) -> Token | None:
+    """The record of the token with this id while it is valid (not revoked, not expired), else None."""
+    doc = _get_json(store, layout.token_key(token_id))
+    record = _record(doc, token_id) if doc is not None else None
+    return record if record is not None and not record.expired(_now()) else None
 
 
 def token_id(token: str) -> str | None:

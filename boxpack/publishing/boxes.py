@@ -1,452 +1,463 @@
-"""Boxes as the Vagrant Cloud API sees them: versions that are not released yet, or revoked, beside what the
-catalog holds; uploads; release, revoke, delete; and retention (prune), for the API and `boxpack catalog prune`.
+"""Boxes as the Vagrant Cloud API sees them: versions not released yet, or revoked, beside what the catalog holds;
+uploads; release, revoke and delete. The domain of `boxpack serve`'s API (server/api.py speaks HTTP over it):
+it raises NotFound, Invalid and Conflict (errors.py), and knows nothing of requests or statuses.
 
-The catalog (publish.PublishedCatalog) holds exactly the released versions: what Vagrant reads. What it cannot
-hold is kept in the box's record, .boxpack/boxes/ORG/NAME.json (layout.py): the box's descriptions, and each
-version that is not in the catalog (unreleased or revoked) with its providers, as the API's clients declared
-them and as their uploads turned out. A version is active when the catalog has it, whatever the record says,
-so a run killed between the two writes is never a version that is shown released but is not. Both are
-changed only by conditional writes, redone on what another writer left: the API on several servers,
-`boxpack publish` and `boxpack catalog prune` may all write one box at once and lose nothing.
+The catalog (publish.PublishedCatalog) holds exactly the released versions: what Vagrant reads. The rest is the
+box's record (records.py). A version is active when the catalog has it, whatever the record says, so a run
+killed between the two writes is never a version shown released that is not. Both change only by conditional
+writes (versioned.py), so the API on several servers, `boxpack publish` and `boxpack catalog prune` may all
+write one box at once and lose nothing; and the steps that write both, or place a box and then name it (a
+release, a revoke, a deletion, an upload's commit), take the box's lease first (lease.py), so no release
+names a box a deletion is taking away, and no upload replaces a box a release has just named.
 
-An uploaded box is checked before it can be released: its digest against the checksum its client declared,
-and, as it streams, that it is a readable box of the declared provider and architecture (streamcheck.py).
+An uploaded box is checked before it is placed: its digest against the checksum its client declared, and, as
+it streams, that it is a readable box of the declared provider and architecture (streamcheck.py). It streams
+to a new upload of its own (two uploads of one provider never share one), and is placed, under the lease, only
+if its box, version and provider are still there and the catalog does not name its key.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
-import random
+import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from .. import catalog
-from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
-from ..errors import BadInput, BadOption, OutputFailed
-from ..sources.box import text
-from . import access, layout
-from .publish import PublishedCatalog, Publisher, entry
-from .stores.base import Store
+from ..catalog import CHECKSUM_TYPES, Catalog
+from ..errors import BadInput, Conflict, Invalid, NotFound
+from ..metadata import text
+from . import access, layout, lease
+from .publish import PublishedCatalog, Publisher
+from .records import (BoxRecord, BoxView, ProviderRecord, ProviderView, Ticket, Uploaded, VersionRecord, VersionView,
+                      decode_box, decode_ticket, encode_box, encode_ticket, now)
+from .retention import withdraw
+from .stores.base import Store, Upload
 from .streamcheck import StreamCheck
+from .versioned import Unchanged, Versioned
 
-RECORD_LIMIT = 4 * 1024 * 1024
-RETRIES = 20
-UPLOAD_SECONDS = 24 * 3600  # how long an upload URL the API hands out works
-
-
-class Refused(BadInput):
-    """What the API answers with an error its client prints: status and message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+UPLOAD_SECONDS = 24 * 3600  # how long an upload URL the API hands out works (while its token does)
+PROVIDER_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
+TEXT_LIMIT = 256 * 1024  # characters of a description
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+# --- what clients send, checked ------------------------------------------------------------------------------
+
+def check_version(number: Any) -> str:
+    if not isinstance(number, str) or len(number) > catalog.MAX_VERSION or not catalog.VERSION_PATTERN.fullmatch(number):
+        shown = repr(number[:20] + "...") if isinstance(number, str) and len(number) > 20 else repr(number)
+        raise Invalid(f"version {shown} is not a version Vagrant reads (1.2.3)")
+    return number
 
 
-class JsonRecord:
-    """A JSON object in the store, changed by conditional writes redone when another writer was first."""
-
-    def __init__(self, store: Store, key: str) -> None:
-        self.store, self.key = store, key
-
-    def read(self) -> dict | None:
-        got = self.store.get(self.key, RECORD_LIMIT)
-        return _object(got[0], self.key) if got else None
-
-    def update(self, change: Callable[[dict | None], dict | None]) -> dict | None:
-        """change(what is there) gives what is to be there (None: delete it)."""
-        for attempt in range(RETRIES):
-            got = self.store.get(self.key, RECORD_LIMIT)
-            doc = change(_object(got[0], self.key) if got else None)
-            if doc is None:
-                if got is not None:
-                    self.store.delete(self.key)
-                return None
-            data = json.dumps(doc, indent=1, sort_keys=True).encode()
-            if self.store.put(self.key, data, "application/json", "private, no-store", if_absent=got is None,
-                              if_version=got[1] if got else None):
-                return doc
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
-        raise OutputFailed(f"{self.store.where}/{self.key}: changed {RETRIES} times while this update was retried; try again")
+def optional_text(value: Any, field: str) -> str | None:
+    if value is None or isinstance(value, str) and len(value) <= TEXT_LIMIT:
+        return value
+    raise Invalid(f"{field} is not a string of at most {TEXT_LIMIT} characters")
 
 
-def _object(data: bytes, where: str) -> dict:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise BadInput(f"{where}: not JSON; it was left as it is") from None
-    if not isinstance(doc, dict):
-        raise BadInput(f"{where}: not a JSON object; it was left as it is")
-    return doc
+def optional_flag(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise Invalid(f"{field} is {value!r}, not true or false")
 
 
-@dataclass
-class Provider:
-    """One provider of one version: what its client declared, and what its upload turned out to be."""
-
-    name: str
-    architecture: str | None  # None: not given (API v1): unknown
-    default_architecture: bool = False
-    checksum: str | None = None  # declared
-    checksum_type: str | None = None
-    url: str | None = None  # a box hosted elsewhere (not uploaded)
-    uploaded: dict | None = None  # {"checksum_type", "checksum", "size", "architecture"} once an upload was checked
-    created_at: str = field(default_factory=now)
-    updated_at: str = field(default_factory=now)
-
-    @property
-    def arch(self) -> str:
-        return self.architecture or UNKNOWN_ARCH
+def check_provider(name: Any) -> str:
+    if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
+        raise Invalid(f"provider {str(name)[:40]!r} is not a provider name (libvirt, virtualbox, ...)")
+    return name
 
 
-def _providers(version: dict) -> list[Provider]:
-    return [Provider(**p) for p in version.get("providers", [])]
+def check_architecture(arch: Any) -> str | None:
+    if arch is None or isinstance(arch, str) and catalog.ARCH_PATTERN.fullmatch(arch):
+        return arch
+    raise Invalid(f"architecture {str(arch)[:40]!r} is not one Vagrant matches (amd64, arm64, ...)")
 
+
+def provider_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A provider's fields as a client sent them (url, checksum, checksum_type, architecture,
+    default_architecture), each checked; only those given."""
+    out: dict[str, Any] = {}
+    if "architecture" in fields:
+        out["architecture"] = check_architecture(fields["architecture"])
+    if fields.get("default_architecture") is not None:
+        out["default_architecture"] = optional_flag(fields["default_architecture"], "default_architecture")
+    url = fields.get("url")
+    if url is not None:
+        if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+\S*", url) or len(url) > 2048:
+            raise Invalid(f"url {str(url)[:60]!r} is not an http(s) URL")
+        out["url"] = url
+    kind = fields.get("checksum_type")
+    if kind is not None:
+        if not isinstance(kind, str) or kind.lower() not in CHECKSUM_TYPES:
+            raise Invalid(f"checksum type {str(kind)[:20]!r}: give one of {', '.join(CHECKSUM_TYPES)}")
+        out["checksum_type"] = kind = kind.lower()
+    checksum = fields.get("checksum")
+    if checksum is not None:
+        value = checksum.strip().lower() if isinstance(checksum, str) else None
+        if value is None or kind is None or len(value) != CHECKSUM_TYPES[kind] or not re.fullmatch(r"[0-9a-f]+", value):
+            raise Invalid(f"checksum {str(checksum)[:40]!r} is not a {kind or 'known'} digest (give its checksum_type)")
+        out["checksum"] = value
+    return out
+
+
+# --- a box -------------------------------------------------------------------------------------------------------
 
 class Box:
-    """A box's record and its catalog, for one request or command."""
+    """A box's record and its catalog, for one request or command. base_url is where its boxes are downloaded
+    from (the server's public URL)."""
 
     def __init__(self, store: Store, name: str, base_url: str) -> None:
-        layout.box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
+        try:
+            layout.box_key(name, "0", "x", "x")
+        except BadInput:
+            raise NotFound(f"{name[:80]}: not a box name") from None
         self.store, self.name, self.base_url = store, name, base_url
-        self.record = JsonRecord(store, layout.record_key(name))
+        self.record = Versioned(store, layout.record_key(name), decode_box, encode_box)
         self.catalog = PublishedCatalog(store, name)
 
-    # --- what there is ------------------------------------------------------------------------------
+    def key(self, version: str, provider: str, arch: str) -> str:
+        return layout.box_key(self.name, version, provider, arch)
 
-    def read(self) -> tuple[dict | None, Catalog | None]:
-        return self.record.read(), self.catalog.read()
+    def _missing(self, number: str | None = None, provider: str | None = None, arch: str | None = None) -> NotFound:
+        if provider is None:
+            return NotFound(f"{self.name} has no version {number}" if number else f"{self.name}: no such box")
+        return NotFound(f"{self.name} {number} has no {provider} provider{f' for {arch}' if arch else ''}")
 
-    def exists(self) -> bool:
-        record, doc = self.read()
-        return record is not None or doc is not None
+    # --- what there is ----------------------------------------------------------------------------------------
 
-    def view(self) -> dict | None:
-        """The box as the API shows it: the catalog's versions (active) and the record's others."""
-        record, doc = self.read()
+    def view(self) -> BoxView | None:
+        """The box as the API shows it: the catalog's versions (active) and the record's others, the newest first."""
+        record, doc = self.record.read(), self.catalog.read()
         if record is None and doc is None:
             return None
-        record = record or {}
-        versions: dict[str, dict] = {}
-        for v in (doc or {}).get("versions", []):
-            recorded = record.get("versions", {}).get(v["version"])
-            released = [_catalog_provider(p, _times(recorded)) for p in v["providers"]]
-            pending = [self._api_provider(p) for p in _providers(recorded or {})  # added to it, not uploaded yet
-                       if not any(r["name"] == p.name and r["architecture"] == p.arch for r in released)]
-            versions[v["version"]] = {"version": v["version"], "status": "active", "description": v.get("description"),
-                                      "providers": released + pending, **_times(recorded)}
-        for number, v in record.get("versions", {}).items():
-            if number in versions or any(catalog.version_key(n) == catalog.version_key(number) for n in versions):
-                continue
-            status = "revoked" if v.get("status") == "released" else v.get("status", "unreleased")
-            versions[number] = {"version": number, "status": status, "description": v.get("description"),
-                                "providers": [self._api_provider(p) for p in _providers(v)], **_times(v)}
-        ordered = sorted(versions.values(), key=lambda v: catalog.version_key(v["version"]), reverse=True)
-        return {"name": self.name, "short_description": record.get("short_description"),
-                "description": record.get("description") or (doc or {}).get("description"),
-                "private": access.is_private(self.store, self.name), "created_at": record.get("created_at", now()),
-                "updated_at": record.get("updated_at", now()), "versions": ordered}
+        record = record or BoxRecord()
+        released = [self._released(v, record.versions.get(v["version"])) for v in (doc or {}).get("versions", [])]
+        keys = {catalog.version_key(v.version) for v in released}
+        others = [self._recorded(number, v) for number, v in record.versions.items() if catalog.version_key(number) not in keys]
+        versions = sorted(released + others, key=lambda v: catalog.version_key(v.version), reverse=True)
+        return BoxView(self.name, record.short_description, record.description or (doc or {}).get("description"),
+                       access.is_private(self.store, self.name), record.created_at, record.updated_at, versions)
 
-    def _api_provider(self, p: Provider) -> dict:
-        hosted = p.url is None
-        checksum = p.checksum or (p.uploaded or {}).get("checksum")
-        kind = p.checksum_type or (p.uploaded or {}).get("checksum_type")
-        return {"name": p.name, "architecture": p.arch, "default_architecture": p.default_architecture,
-                "hosted": hosted, "checksum": checksum, "checksum_type": kind, "url": p.url,
-                "original_url": p.url, "download_url": None, "created_at": p.created_at, "updated_at": p.updated_at}
+    def _released(self, v: dict, recorded: VersionRecord | None) -> VersionView:
+        recorded = recorded or VersionRecord()
+        entries = [self._entry_view(v["version"], p, recorded) for p in v["providers"]]
+        pending = [self._provider_view(v["version"], p) for p in recorded.providers  # added, not uploaded yet
+                   if not any(e.name == p.name and e.architecture == p.arch for e in entries)]
+        return VersionView(v["version"], "active", v.get("description"), entries + pending, recorded.created_at,
+                           recorded.updated_at)
 
-    # --- the box ----------------------------------------------------------------------------------------
+    def _recorded(self, number: str, v: VersionRecord) -> VersionView:
+        status = "revoked" if v.status == "released" else v.status
+        return VersionView(number, status, v.description, [self._provider_view(number, p) for p in v.providers],
+                           v.created_at, v.updated_at)
 
-    def save(self, short_description: Any = None, description: Any = None, private: bool | None = None,
-             create: bool = False) -> None:
-        """Create (create) or update the box's descriptions and visibility; a create of a box that is there is
-        an update (several clients may publish one box at once)."""
-        def change(doc: dict | None) -> dict:
-            if doc is None and not create and self.catalog.read() is None:
-                raise Refused(404, f"{self.name}: no such box")
-            doc = doc or {"created_at": now(), "versions": {}}
-            for key, value in (("short_description", short_description), ("description", description)):
-                if value is not None:
-                    doc[key] = str(value)
-            doc["updated_at"] = now()
-            return doc
+    def _entry_view(self, number: str, p: dict, recorded: VersionRecord) -> ProviderView:
+        """A catalog entry (created_at set: the clients take a provider without it for one to create, Provider#exist?)."""
+        hosted = layout.hosted(p["url"], self.key(number, p["name"], p["architecture"]))
+        url = layout.url(self.base_url, self.key(number, p["name"], p["architecture"])) if hosted else p["url"]
+        return ProviderView(p["name"], p["architecture"], p["default_architecture"], hosted, p["checksum"],
+                            p["checksum_type"], url, recorded.created_at, recorded.updated_at, uploaded=hosted)
 
-        if private is not None:  # before anything of a new private box is written
-            access.set_visibility(self.store, self.name, bool(private))
-        self.record.update(change)
+    def _provider_view(self, number: str, p: ProviderRecord) -> ProviderView:
+        got = p.uploaded
+        url = p.url or (layout.url(self.base_url, self.key(number, p.name, p.arch)) if got else None)
+        return ProviderView(p.name, p.arch, p.default_architecture, p.url is None, p.checksum or (got.checksum if got else None),
+                            p.checksum_type or (got.checksum_type if got else None), url, p.created_at, p.updated_at,
+                            uploaded=got is not None)
 
-    def delete(self) -> None:
-        """Every version (the catalog first), then the record, the catalog and the visibility."""
-        view = self.view()
-        if view is None:
-            raise Refused(404, f"{self.name}: no such box")
-        for v in view["versions"]:
-            self.delete_version(v["version"])
-        for key in layout.catalog_keys(self.name, self.store.nested):
-            self.store.delete(key)
-        self.record.update(lambda doc: None)
-        self.store.delete(layout.visibility_key(self.name))
-
-    # --- versions ---------------------------------------------------------------------------------------
-
-    def add_version(self, number: str, description: Any = None) -> None:
-        """A new unreleased version; one that is there already is updated (an idempotent create)."""
-        if not isinstance(number, str) or not catalog.VERSION_PATTERN.fullmatch(number):
-            raise Refused(422, f"version {number!r} is not a version Vagrant reads (1.2.3)")
-
-        def change(doc: dict | None) -> dict:
-            doc = doc or {"created_at": now(), "versions": {}}
-            v = doc["versions"].setdefault(number, {"status": "unreleased", "providers": [], "created_at": now()})
-            if description is not None:
-                v["description"] = str(description)
-            v["updated_at"] = doc["updated_at"] = now()
-            return doc
-
-        if not self.exists():
-            raise Refused(404, f"{self.name}: no such box")
-        self.record.update(change)
-        if description is not None and self._active(number):
-            self.catalog.update(lambda doc: _describe(doc, number, str(description)))
-
-    def version(self, number: str) -> dict:
-        view = self.view()
-        found = next((v for v in (view or {}).get("versions", [])
-                      if catalog.version_key(v["version"]) == catalog.version_key(number)), None)
+    def version(self, number: str) -> VersionView:
+        found = (self.view() or BoxView(self.name, None, None, False, "", "", [])).version(number)
         if found is None:
-            raise Refused(404, f"{self.name} has no version {number}")
+            raise self._missing(number)
+        return found
+
+    def provider(self, number: str, name: str, architecture: str | None) -> ProviderView:
+        found = next((p for p in self.version(number).providers
+                      if p.name == name and architecture in (None, p.architecture)), None)
+        if found is None:
+            raise self._missing(number, name, architecture)
         return found
 
     def _active(self, number: str) -> bool:
         return any(catalog.version_key(v["version"]) == catalog.version_key(number)
                    for v in (self.catalog.read() or {}).get("versions", []))
 
-    def release(self, number: str) -> dict:
-        """The version's checked providers into the catalog, in one write: an upload that passed, or a URL with
-        a checksum. One still uploading joins at its upload (receive): several `vagrant cloud publish` runs fill one
-        version at once, and the first to finish releases it. Releasing a released version is done."""
-        record = self.record.read() or {}
-        v = record.get("versions", {}).get(number)
-        if v is None:
-            self.version(number)  # 404 when there is none
-            return self.version(number)  # in the catalog already: released
-        providers = _providers(v)
-        for p in providers:
-            if p.url is not None and not p.checksum:
-                raise Refused(422, f"{self.name} {number} {p.name} {p.arch}: a box at a URL needs its checksum to be released")
-        ready = [p for p in providers if p.url is not None or p.uploaded is not None]
-        if not ready:
-            raise Refused(422, f"{self.name} {number}: no box was uploaded for it" if providers
-                          else f"{self.name} {number} has no provider to release")
-        self.catalog.update(lambda doc: self._with(doc, number, v.get("description"), ready))
-        self.record.update(lambda doc: _set_status(doc, number, "released"))
-        # An upload that ended meanwhile saw the version unreleased (receive reads it after its own write, as
-        # this after the status): it goes live here.
-        done = {(p.name, p.arch) for p in ready}
-        late = [p for p in _providers((self.record.read() or {}).get("versions", {}).get(number, {}))
-                if p.uploaded is not None and (p.name, p.arch) not in done]
-        if late:
-            self.catalog.update(lambda doc: self._with(doc, number, None, late))
+    # --- the box ---------------------------------------------------------------------------------------------
+
+    def create(self, short_description: Any = None, description: Any = None, private: Any = None) -> None:
+        """Create the box, private first when asked; one that is there is updated (several clients may publish
+        one box at once)."""
+        short, text_, flag = optional_text(short_description, "short_description"), optional_text(description, "description"), \
+            optional_flag(private, "is_private")
+        if flag is not None:  # before anything of a new private box is written
+            access.set_visibility(self.store, self.name, flag)
+        self.record.update(lambda doc: _described(doc or BoxRecord(), short, text_))
+
+    def update(self, short_description: Any = None, description: Any = None, private: Any = None) -> None:
+        """Change the descriptions and visibility of a box that is there (nothing, when it is not)."""
+        short, text_, flag = optional_text(short_description, "short_description"), optional_text(description, "description"), \
+            optional_flag(private, "is_private")
+
+        def change(doc: BoxRecord | None) -> BoxRecord:
+            if doc is None and self.catalog.read() is None:
+                raise self._missing()
+            return _described(doc or BoxRecord(), short, text_)
+
+        self.record.update(change)
+        if flag is not None:
+            access.set_visibility(self.store, self.name, flag)
+
+    def delete(self) -> BoxView:
+        """Every version (the catalog first), then the record, the catalog and the visibility."""
+        with lease.held(self.store, self.name):
+            view = self.view()
+            if view is None:
+                raise self._missing()
+            for v in view.versions:
+                self._delete_version(v)
+            for key in layout.catalog_keys(self.name, self.store.nested):
+                self.store.delete(key)
+            self.record.update(lambda doc: None)
+            self.store.delete(layout.visibility_key(self.name))
+        return view
+
+    # --- versions ---------------------------------------------------------------------------------------------
+
+    def add_version(self, number: Any, description: Any = None) -> VersionView:
+        """A new unreleased version; one that is there already is updated (an idempotent create)."""
+        number, described = check_version(number), optional_text(description, "description")
+        if self.view() is None:
+            raise self._missing()
+
+        def change(doc: BoxRecord | None) -> BoxRecord:
+            doc = doc or BoxRecord()
+            v = doc.versions.setdefault(number, VersionRecord())
+            if described is not None:
+                v.description = described
+            v.updated_at = doc.updated_at = now()
+            return doc
+
+        self.record.update(change)
+        if described is not None and self._active(number):
+            self.catalog.update(lambda doc: _describe(doc, number, described))
         return self.version(number)
 
-    def _with(self, doc: Catalog | None, number: str, description: str | None, providers: list[Provider]) -> Catalog:
+    def release(self, number: str) -> VersionView:
+        """The version's ready providers into the catalog, in one write: a checked upload the store still holds,
+        or a URL with its checksum. One still uploading joins when its upload is placed (several `vagrant
+        cloud publish` runs fill one version at once, and the first to finish releases it). Releasing a
+        released version is done."""
+        check_version(number)
+        with lease.held(self.store, self.name):
+            record = self.record.read()
+            v = record.versions.get(number) if record else None
+            if v is None or self._active(number):
+                return self.version(number)  # NotFound, or in the catalog already
+            ready = self._ready(number, v)
+            self.catalog.update(lambda doc: self._with(doc, number, v.description, ready))
+            self.record.update(lambda doc: _status(doc, number, "released"))
+        return self.version(number)
+
+    def _ready(self, number: str, v: VersionRecord) -> list[ProviderRecord]:
+        ready = []
+        for p in v.providers:
+            if p.url is not None and not p.checksum:
+                raise Invalid(f"{self.name} {number} {p.name} {p.arch}: a box at a URL needs its checksum to be released")
+            if p.url is not None or (p.uploaded is not None and self._holds(self.key(number, p.name, p.arch), p.uploaded)):
+                ready.append(p)
+        if not ready:
+            raise Invalid(f"{self.name} {number}: no box was uploaded for it" if v.providers
+                          else f"{self.name} {number} has no provider to release")
+        return ready
+
+    def _holds(self, key: str, uploaded: Uploaded) -> bool:
+        """Whether the store holds the uploaded box at key: beside its checksum file, and (when recorded) the very
+        object committed then."""
+        there = self.store.stat(key)
+        line = (self.store.get(layout.sidecar_key(key, uploaded.checksum_type), layout.SIDECAR_LIMIT) or (None,))[0]
+        return (there is not None and line == layout.sidecar(uploaded.checksum)
+                and uploaded.etag in (None, there.etag))
+
+    def _with(self, doc: Catalog | None, number: str, description: str | None, providers: list[ProviderRecord]) -> Catalog:
         index = catalog.Index(doc, self.name)
         for p in sorted(providers, key=lambda p: p.default_architecture):  # a default added last stays the default
-            key = layout.box_key(self.name, number, p.name, p.arch)
-            checksum = (p.uploaded or {}).get("checksum") or p.checksum
-            kind = (p.uploaded or {}).get("checksum_type") or p.checksum_type or "sha256"
-            index.add(version=number, provider=p.name, url=p.url or layout.url(self.base_url, key), checksum=str(checksum),
-                      checksum_type=kind, architecture=p.arch, default_architecture=p.default_architecture, force=True)
+            got = p.uploaded
+            index.add(version=number, provider=p.name, url=p.url or layout.url(self.base_url, self.key(number, p.name, p.arch)),
+                      checksum=str(got.checksum if got else p.checksum), checksum_type=(got.checksum_type if got else
+                      p.checksum_type) or "sha256", architecture=p.arch, default_architecture=p.default_architecture, force=True)
         doc = index.catalog()
         return _describe(doc, number, description) if description else doc
 
-    def revoke(self, number: str) -> dict:
+    def revoke(self, number: str) -> VersionView:
         """Out of the catalog (Vagrant no longer sees it); kept in the record, with its providers, as revoked."""
-        doc = self.catalog.read()
-        released = next((v for v in (doc or {}).get("versions", [])
-                         if catalog.version_key(v["version"]) == catalog.version_key(number)), None)
-        if released is None:
-            self.version(number)
-            raise Refused(422, f"{self.name} {number} is not released")
-
-        def keep(record: dict | None) -> dict:
-            record = record or {"created_at": now(), "versions": {}}
-            v = record["versions"].setdefault(released["version"], {"created_at": now()})
-            v.update(status="released", description=released.get("description"), updated_at=now())
-            v["providers"] = [_record_provider(p) for p in released["providers"]]
-            return record
-
-        self.record.update(keep)  # first: a kill after it leaves the version released, as it was
-        self.catalog.update(lambda doc: catalog.remove(doc, number) if doc else {"name": self.name, "versions": []})
-        self.record.update(lambda doc: _set_status(doc, number, "revoked"))
+        check_version(number)
+        with lease.held(self.store, self.name):
+            released = next((v for v in (self.catalog.read() or {}).get("versions", [])
+                             if catalog.version_key(v["version"]) == catalog.version_key(number)), None)
+            if released is None:
+                self.version(number)
+                raise Invalid(f"{self.name} {number} is not released")
+            self.record.update(lambda doc: self._kept(doc, released))  # first: killed here, it is as it was
+            withdraw(self.catalog, lambda v, p: v["version"] == released["version"], delete_boxes=False)
+            self.record.update(lambda doc: _status(doc, released["version"], "revoked"))
         return self.version(number)
 
-    def delete_version(self, number: str) -> None:
+    def _kept(self, doc: BoxRecord | None, released: dict) -> BoxRecord:
+        """The record with a released version's entries as its providers (and those still pending)."""
+        doc = doc or BoxRecord()
+        v = doc.versions.setdefault(released["version"], VersionRecord())
+        v.status, v.description, v.updated_at = "released", released.get("description"), now()
+        entries = [self._entry_record(released["version"], p) for p in released["providers"]]
+        v.providers = entries + [p for p in v.providers if not any(e.name == p.name and e.arch == p.arch for e in entries)]
+        return doc
+
+    def _entry_record(self, number: str, p: dict) -> ProviderRecord:
+        key = self.key(number, p["name"], p["architecture"])
+        if not layout.hosted(p["url"], key):
+            return ProviderRecord(p["name"], p["architecture"], p["default_architecture"], p["checksum"], p["checksum_type"], p["url"])
+        there = self.store.stat(key)
+        got = Uploaded(p["checksum_type"], p["checksum"], there.size if there else None, p["architecture"],
+                       there.etag if there else None)
+        return ProviderRecord(p["name"], p["architecture"], p["default_architecture"], uploaded=got)
+
+    def delete_version(self, number: str) -> VersionView:
         """Out of the catalog first, then its boxes and checksum files, then out of the record."""
-        found = self.version(number)
-        if found["status"] == "active":
-            self.catalog.update(lambda doc: catalog.remove(doc, number) if doc else {"name": self.name, "versions": []})
-        for p in found["providers"]:
-            self._delete_box(found["version"], p["name"], p["architecture"])
-        self.record.update(lambda doc: _without(doc, found["version"]))
-
-    def _delete_box(self, number: str, provider: str, arch: str) -> None:
-        """A box's object and its checksum files, unless a catalog names the key again meanwhile."""
-        key = layout.box_key(self.name, number, provider, arch)
-        if entry(self.catalog.read(), number, provider, arch) is not None:
-            return
-        for k in [key, *(layout.sidecar_key(key, t) for t in CHECKSUM_TYPES)]:
-            self.store.delete(k)
-
-    # --- providers --------------------------------------------------------------------------------------
-
-    def set_provider(self, number: str, name: str, architecture: str | None, fields: dict, create: bool) -> dict:
-        """Create or update a provider of an unreleased version (of a released one: a new box goes live at its
-        upload). fields: url, checksum, checksum_type, default_architecture, and architecture (a new one)."""
-        if name not in _known_providers() and not layout.SAFE_PART.fullmatch(name):
-            raise Refused(422, f"provider {name!r} is not a provider name")
-        kind = fields.get("checksum_type")
-        if kind is not None:
-            kind = str(kind).lower()
-            if kind not in CHECKSUM_TYPES:
-                raise Refused(422, f"checksum type {fields['checksum_type']!r}: give one of {', '.join(CHECKSUM_TYPES)}")
-        checksum = fields.get("checksum")
-        if checksum is not None:
-            checksum = str(checksum).strip().lower()
-            if kind is None or len(checksum) != CHECKSUM_TYPES[kind] or any(c not in "0123456789abcdef" for c in checksum):
-                raise Refused(422, f"checksum {fields['checksum']!r} is not a {kind or 'known'} digest (give its checksum_type)")
-        new_arch = fields.get("architecture", architecture)
-        if new_arch is not None and not layout.SAFE_PART.fullmatch(str(new_arch)):
-            raise Refused(422, f"architecture {new_arch!r} is not an architecture name")
-
-        def change(doc: dict | None) -> dict:
-            doc = doc or {"created_at": now(), "versions": {}}
-            v = doc["versions"].setdefault(number, {"status": "unreleased", "providers": [], "created_at": now()})
-            providers = _providers(v)
-            found = _find(providers, name, architecture)
-            if found is None and not create:
-                raise Refused(404, f"{self.name} {number} has no {name} provider{f' for {architecture}' if architecture else ''}")
-            if found is None:
-                found = Provider(name, new_arch)
-                providers.append(found)
-            found.architecture = new_arch if new_arch is not None else found.architecture
-            for attr in ("url", "default_architecture"):
-                if fields.get(attr) is not None:
-                    setattr(found, attr, fields[attr])
-            if checksum is not None:
-                found.checksum, found.checksum_type = checksum, kind
-                if found.uploaded and found.uploaded.get("checksum") != checksum:
-                    found.uploaded = None  # an upload that is not this box any more
-            found.updated_at = now()
-            v["providers"] = [p.__dict__ for p in providers]
-            v["updated_at"] = doc["updated_at"] = now()
-            return doc
-
-        self.version(number)  # 404 when there is no such version
-        doc = self.record.update(change) or {}
-        written = _find(_providers(doc["versions"][number]), name, new_arch)
-        return self._api_provider(written) if written else self.provider(number, name, new_arch)
-
-    def provider(self, number: str, name: str, architecture: str | None) -> dict:
-        v = self.version(number)
-        found = next((p for p in v["providers"] if p["name"] == name and (architecture is None or p["architecture"] == architecture)), None)
-        if found is None:
-            raise Refused(404, f"{self.name} {number} has no {name} provider{f' for {architecture}' if architecture else ''}")
+        check_version(number)
+        with lease.held(self.store, self.name):
+            found = self.version(number)
+            self._delete_version(found)
         return found
 
-    def delete_provider(self, number: str, name: str, architecture: str | None) -> None:
-        found = self.provider(number, name, architecture)
-        if self.version(number)["status"] == "active":
-            self.catalog.update(lambda doc: catalog.remove(doc, number, name, found["architecture"]) if doc else
-                                {"name": self.name, "versions": []})
-        self._delete_box(number, name, found["architecture"])
+    def _delete_version(self, v: VersionView) -> None:
+        hosted = [(v.version, p.name, p.architecture) for p in v.providers if p.hosted]
+        withdraw(self.catalog, lambda c, _: c["version"] == v.version, delete_boxes=True, more=hosted)
+        self.record.update(lambda doc: _without_version(doc, v.version))
 
-        def change(doc: dict | None) -> dict | None:
-            if doc is None or number not in doc.get("versions", {}):
-                return doc
-            v = doc["versions"][number]
-            v["providers"] = [p.__dict__ for p in _providers(v) if not (p.name == name and p.arch == found["architecture"])]
+    # --- providers ---------------------------------------------------------------------------------------------
+
+    def set_provider(self, number: str, name: str, architecture: str | None, fields: dict[str, Any],
+                     create: bool) -> ProviderView:
+        """Create or update a provider (of a released version, a new one goes live when its box is placed).
+        fields: as provider_fields() takes them."""
+        check_version(number)
+        check_provider(name)
+        changes = provider_fields(fields)
+        new_arch = changes.pop("architecture", architecture)
+        self.version(number)
+
+        def change(doc: BoxRecord | None) -> BoxRecord:
+            doc = doc or BoxRecord()
+            v = doc.versions.setdefault(number, VersionRecord())
+            found = v.provider(name, architecture)
+            if found is None and not create:
+                raise self._missing(number, name, architecture)
+            if found is None:
+                found = ProviderRecord(name, new_arch)
+                v.providers.append(found)
+            found.architecture = new_arch if new_arch is not None else found.architecture
+            _changed(found, changes)
+            v.updated_at = doc.updated_at = now()
             return doc
 
         self.record.update(change)
+        return self.provider(number, name, new_arch or architecture)
 
-    # --- uploads ------------------------------------------------------------------------------------------
+    def delete_provider(self, number: str, name: str, architecture: str | None) -> ProviderView:
+        check_version(number)
+        with lease.held(self.store, self.name):
+            found = self.provider(number, name, architecture)
+            arch = found.architecture
+            withdraw(self.catalog, lambda v, p: v["version"] == number and p["name"] == name and p["architecture"] == arch,
+                     delete_boxes=True, more=[(number, name, arch)] if found.hosted else [])
+            self.record.update(lambda doc: _without_provider(doc, number, name, arch))
+        return found
+
+    # --- uploads -------------------------------------------------------------------------------------------------
 
     def ticket(self, number: str, name: str, architecture: str | None, token_id: str) -> str:
-        """An upload URL's secret: whoever has it may upload that provider's box, for UPLOAD_SECONDS."""
+        """An upload URL's secret: whoever has it may upload that provider's box, for UPLOAD_SECONDS, while the
+        token that asked for it is valid."""
+        check_version(number)
         self.provider(number, name, architecture)
-        ticket = secrets.token_hex(16)
-        JsonRecord(self.store, layout.upload_key(ticket)).update(lambda _: {
-            "name": self.name, "version": number, "provider": name, "architecture": architecture, "token": token_id,
-            "expires": time.time() + UPLOAD_SECONDS})
-        return ticket
+        secret = secrets.token_hex(16)
+        ticket = Ticket(self.name, number, name, architecture, token_id, time.time() + UPLOAD_SECONDS)
+        Versioned(self.store, layout.upload_key(secret), decode_ticket, encode_ticket).update(lambda _: ticket)
+        return secret
 
-    def receive(self, number: str, name: str, architecture: str | None, chunks: Iterator[bytes]) -> dict:
-        """The box's bytes into its key, checked as they stream: its digest against the declared checksum, and
-        that verify reads a box of the declared provider and architecture. Nothing of a box that fails stays."""
-        declared = self.provider(number, name, architecture)
-        if declared["url"]:
-            raise Refused(422, f"{self.name} {number} {name}: its box is at {declared['url']}, not uploaded")
-        active = self.version(number)["status"] == "active"
-        if active and entry(self.catalog.read(), number, name, declared["architecture"]):
-            raise Refused(422, f"{self.name} {number} {name} {declared['architecture']} is released; revoke the version first")
-        kind = declared["checksum_type"] or "sha256"
-        publisher = Publisher(self.store, self.name, self.base_url, force=True)
-        upload, digest, check = None, hashlib.new(kind), StreamCheck(f"{self.name} {number} {name}")
-        arch_key = architecture or declared["architecture"]
+    def receive(self, ticket: Ticket, chunks: Iterator[bytes]) -> Uploaded:
+        """The box's bytes, checked as they stream, placed at its key: Invalid (and nothing stays) when they are
+        not the declared box, Conflict when its box, version or provider went, or its version was released with
+        another box, while it streamed."""
+        number, name = ticket.version, ticket.provider
+        declared = self.provider(number, name, ticket.architecture)
+        if not declared.hosted:
+            raise Invalid(f"{self.name} {number} {name}: its box is at {declared.url}, not uploaded")
+        key = self.key(number, name, declared.architecture)
+        if self._named(number, name, declared.architecture):
+            raise Conflict(f"{self.name} {number} {name} {declared.architecture} is released; revoke the version first")
+        kind = declared.checksum_type or "sha256"
+        self.catalog.prepare()  # before any key under the box's name (SeaweedFS)
+        upload = self.store.upload(key, resume=False)  # never another upload's: two may run at once
         try:
-            upload = publisher.open(number, name, arch_key)
-            for chunk in chunks:
-                digest.update(chunk)
-                upload.write(chunk)
-                check.write(chunk)
-            report = check.close()
-            problem = _box_problem(report, check.failure, name, architecture, declared, digest.hexdigest(), kind)
-            if problem:
-                raise Refused(422, problem)
-            arch = arch_key  # declared (API v2), else unknown (v1 has no architectures), as Vagrant Cloud had it
-            publisher.finish(upload, number, name, arch, kind, digest.hexdigest())
+            digest = _stream(upload, chunks, kind, f"{self.name} {number} {name}", name, ticket.architecture, declared)
+            with lease.held(self.store, self.name):
+                return self._place(upload, number, name, declared.architecture, kind, digest)
         except BaseException:
-            check.close()
-            if upload is not None:
-                upload.abort()
+            upload.abort()
             raise
-        uploaded = {"checksum_type": kind, "checksum": digest.hexdigest(), "size": upload.size, "architecture": arch}
-        self._uploaded(number, name, architecture, uploaded)
-        if self.version(number)["status"] == "active":  # released before or while it uploaded: live now
-            record = (self.record.read() or {}).get("versions", {}).get(number, {})
-            self.catalog.update(lambda doc: self._with(doc, number, None, [p for p in _providers(record)
-                                                                            if p.name == name and p.arch == arch]))
+
+    def _named(self, number: str, name: str, arch: str) -> bool:
+        doc = self.catalog.read()
+        return doc is not None and catalog.Index(doc, self.name).entry(number, name, arch) is not None
+
+    def _place(self, upload: Upload, number: str, name: str, arch: str, kind: str, digest: str) -> Uploaded:
+        """Under the lease: the box at its key if it is still wanted there, its record, and, in a released
+        version, its entry."""
+        record = self.record.read()
+        v = record.versions.get(number) if record else None
+        found = v.provider(name, arch) if v else None
+        if found is None:
+            raise Conflict(f"{self.name} {number} {name} {arch} was deleted while its box was uploaded; nothing was kept")
+        if found.checksum and found.checksum != digest:
+            raise Conflict(f"{self.name} {number} {name} {arch}: its checksum was changed while its box was uploaded")
+        if self._named(number, name, arch):
+            raise Conflict(f"{self.name} {number} {name} {arch} was released with another box while this one was "
+                           "uploaded; revoke the version first")
+        Publisher(self.store, self.name, self.base_url, force=True).finish(upload, number, name, arch, kind, digest)
+        there = self.store.stat(self.key(number, name, arch))
+        uploaded = Uploaded(kind, digest, upload.size, arch, there.etag if there else None)
+        doc = self.record.update(lambda doc: _with_upload(doc, number, name, arch, uploaded))
+        if self._active(number) and doc is not None:  # released before it was placed: live now
+            joined = doc.versions[number].provider(name, arch)
+            self.catalog.update(lambda c: self._with(c, number, None, [joined] if joined else []))
         return uploaded
 
-    def _uploaded(self, number: str, name: str, architecture: str | None, uploaded: dict) -> None:
-        def change(doc: dict | None) -> dict:
-            doc = doc or {"created_at": now(), "versions": {}}
-            v = doc["versions"].setdefault(number, {"status": "unreleased", "providers": [], "created_at": now()})
-            providers = _providers(v)
-            found = _find(providers, name, architecture)
-            if found is None:  # a provider that came from the catalog (a released version)
-                found = Provider(name, uploaded["architecture"])
-                providers.append(found)
-            found.uploaded, found.updated_at = uploaded, now()
-            v["providers"] = [p.__dict__ for p in providers]
-            return doc
 
-        self.record.update(change)
+def _stream(upload: Upload, chunks: Iterator[bytes], kind: str, label: str, provider: str, architecture: str | None,
+            declared: ProviderView) -> str:
+    """The chunks into upload, hashed and read by verify on the way; their digest, or Invalid."""
+    digest, check = hashlib.new(kind), StreamCheck(label)
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            upload.write(chunk)
+            check.write(chunk)
+    finally:
+        report = check.close()
+    problem = _box_problem(report, check.failure, provider, architecture, declared, digest.hexdigest(), kind)
+    if problem:
+        raise Invalid(problem)
+    return digest.hexdigest()
 
 
-def _box_problem(report: Any, failure: str | None, name: str, architecture: str | None, declared: dict,
+def _box_problem(report: Any, failure: str | None, name: str, architecture: str | None, declared: ProviderView,
                  actual: str, kind: str) -> str | None:
     """Why an uploaded box cannot be released, or None."""
-    if declared["checksum"] and declared["checksum"] != actual:
-        return f"the upload's {kind} is {actual}, but the provider's checksum is {declared['checksum']} (a wrong or cut-short upload)"
+    if declared.checksum and declared.checksum != actual:
+        return f"the upload's {kind} is {actual}, but the provider's checksum is {declared.checksum} (a wrong or cut-short upload)"
     if report is None:
         return f"the box could not be checked ({failure})"
     if report.unreadable:
@@ -460,111 +471,87 @@ def _box_problem(report: Any, failure: str | None, name: str, architecture: str 
     return None
 
 
-def _find(providers: list[Provider], name: str, architecture: str | None) -> Provider | None:
-    matches = [p for p in providers if p.name == name and (architecture is None or p.arch == architecture)]
-    return matches[0] if matches else None
+def names(store: Store) -> set[str]:
+    """Every ORG/NAME the store holds a catalog or an API record of (catalogs: the api/v2 copies where keys nest,
+    else the catalog files)."""
+    found = set()
+    if store.nested:
+        prefix = layout.API_PREFIX + "/"
+        found |= {key.removeprefix(prefix) for key in store.list(prefix) if key.count("/") == 4}
+    else:
+        for key in store.list(""):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == layout.CATALOG_FILE and not key.startswith(layout.PRIVATE_PREFIX):
+                found.add("/".join(parts[:2]))
+    prefix = layout.record_key("x/x").removesuffix("x/x.json")
+    recorded = (key.removeprefix(prefix) for key in store.list(prefix))
+    return found | {k.removesuffix(".json") for k in recorded if k.count("/") == 1 and k.endswith(".json")}
 
 
-def _known_providers() -> set[str]:
-    from ..providers import PROVIDERS
-
-    return set(PROVIDERS)
-
-
-def _catalog_provider(p: dict, times: dict) -> dict:
-    """A released provider as the API shows it (created_at set: the clients take a provider without it for one
-    to create, Provider#exist?)."""
-    return {"name": p["name"], "architecture": p["architecture"], "default_architecture": p["default_architecture"],
-            "hosted": True, "checksum": p["checksum"], "checksum_type": p["checksum_type"], "url": p["url"],
-            "original_url": None, "download_url": p["url"], **times}
+def ticket(store: Store, secret: str) -> Ticket | None:
+    """What an upload URL's secret may upload, while it works; None for one that is not (or no more)."""
+    if not layout.TICKET.fullmatch(secret):
+        return None
+    found = Versioned(store, layout.upload_key(secret), decode_ticket, encode_ticket).read()
+    return found if found and found.expires > time.time() else None
 
 
-def _record_provider(p: dict) -> dict:
-    return Provider(p["name"], p["architecture"], p["default_architecture"], p["checksum"], p["checksum_type"],
-                    uploaded={"checksum_type": p["checksum_type"], "checksum": p["checksum"], "size": None,
-                              "architecture": p["architecture"]}).__dict__
+# --- record changes ----------------------------------------------------------------------------------------------
+
+def _described(doc: BoxRecord, short: str | None, description: str | None) -> BoxRecord:
+    if short is not None:
+        doc.short_description = short
+    if description is not None:
+        doc.description = description
+    doc.updated_at = now()
+    return doc
 
 
-def _times(v: dict | None) -> dict:
-    return {"created_at": (v or {}).get("created_at", now()), "updated_at": (v or {}).get("updated_at", now())}
+def _changed(p: ProviderRecord, changes: dict[str, Any]) -> None:
+    for attr in ("url", "default_architecture", "checksum_type"):
+        if attr in changes:
+            setattr(p, attr, changes[attr])
+    if "checksum" in changes:
+        p.checksum = changes["checksum"]
+        if p.uploaded and p.uploaded.checksum != p.checksum:
+            p.uploaded = None  # an upload that is not this box any more
+    p.updated_at = now()
 
 
-def _describe(doc: Catalog | None, number: str, description: str | None) -> Catalog:
-    doc = doc or {}
-    for v in doc.get("versions", []):
-        if catalog.version_key(v["version"]) == catalog.version_key(number) and description:
+def _with_upload(doc: BoxRecord | None, number: str, name: str, arch: str, uploaded: Uploaded) -> BoxRecord:
+    found = doc.versions[number].provider(name, arch) if doc and number in doc.versions else None
+    if doc is None or found is None:
+        raise Conflict(f"{number} {name} {arch} was deleted while its box was placed")
+    found.uploaded, found.updated_at = uploaded, now()
+    return doc
+
+
+def _describe(doc: Catalog | None, number: str, description: str) -> Catalog:
+    if doc is None:
+        raise Unchanged
+    for v in doc["versions"]:
+        if catalog.version_key(v["version"]) == catalog.version_key(number):
             v["description"] = description
     return doc
 
 
-def _set_status(doc: dict | None, number: str, status: str) -> dict | None:
-    if doc is not None and number in doc.get("versions", {}):
-        doc["versions"][number]["status"] = status
+def _status(doc: BoxRecord | None, number: str, status: str) -> BoxRecord:
+    if doc is None or number not in doc.versions:
+        raise Unchanged
+    doc.versions[number].status = status
     return doc
 
 
-def _without(doc: dict | None, number: str) -> dict | None:
-    if doc is not None:
-        doc.get("versions", {}).pop(number, None)
+def _without_version(doc: BoxRecord | None, number: str) -> BoxRecord:
+    if doc is None or number not in doc.versions:
+        raise Unchanged
+    del doc.versions[number]
     return doc
 
 
-def ticket_record(store: Store, ticket: str) -> dict | None:
-    """What an upload URL's secret may upload, while it works; None for one that is not (or no more)."""
-    if not layout.TICKET.fullmatch(ticket):
-        return None
-    doc = JsonRecord(store, layout.upload_key(ticket)).read()
-    return doc if doc and doc.get("expires", 0) > time.time() else None
-
-
-# --- retention --------------------------------------------------------------------------------------------
-
-@dataclass
-class Pruned:
-    versions: list[str]  # taken out of the catalog
-    deleted: list[str]  # keys deleted after
-
-
-def prune(store: Store, name: str, keep: int | None = None, keep_days: float | None = None, dry_run: bool = False) -> Pruned:
-    """The versions beyond the newest `keep`, or whose boxes are all older than `keep_days` (both given: a version
-    goes when either says so; the newest always stays), out of the catalog in one write first, then their boxes
-    and checksum files, each only if the catalog, read again, no longer names it."""
-    if keep is None and keep_days is None:
-        raise BadOption("say what to keep: --keep N, --keep-days DAYS, or both")
-    if keep is not None and keep < 1:
-        raise BadOption("--keep must be at least 1: the newest version stays")
-    published = PublishedCatalog(store, name)
-    doc = published.read()
-    if doc is None:
-        raise BadInput(f"{store.where}: no catalog for {name}")
-    versions = [v["version"] for v in doc["versions"]]  # oldest first
-    cut = set(versions[:-keep] if keep is not None and keep < len(versions) else [])
-    if keep_days is not None:
-        limit = time.time() - keep_days * 86400
-        for v in doc["versions"][:-1]:
-            dates = [s.modified for p in v["providers"] if (s := store.stat(layout.box_key(name, v["version"], p["name"], p["architecture"])))]
-            if dates and max(dates) < limit:
-                cut.add(v["version"])
-    gone = [v for v in doc["versions"] if v["version"] in cut]
-    if dry_run or not gone:
-        return Pruned([v["version"] for v in gone], [])
-
-    def change(current: Catalog | None) -> Catalog:
-        current = current or {"name": name, "versions": []}
-        for v in gone:
-            if any(catalog.version_key(c["version"]) == catalog.version_key(v["version"]) for c in current["versions"]):
-                current = catalog.remove(current, v["version"])
-        return current
-
-    published.update(change)
-    deleted: list[str] = []
-    for v in gone:
-        for p in v["providers"]:
-            if entry(published.read(), v["version"], p["name"], p["architecture"]) is not None:
-                continue  # published again meanwhile: the catalog names it
-            key = layout.box_key(name, v["version"], p["name"], p["architecture"])
-            for k in (key, layout.sidecar_key(key, p["checksum_type"])):
-                if store.stat(k) is not None:
-                    store.delete(k)
-                    deleted.append(k)
-    return Pruned([v["version"] for v in gone], deleted)
+def _without_provider(doc: BoxRecord | None, number: str, name: str, arch: str) -> BoxRecord:
+    v = doc.versions.get(number) if doc else None
+    if doc is None or v is None:
+        raise Unchanged
+    v.providers = [p for p in v.providers if not (p.name == name and p.arch == arch)]
+    return doc

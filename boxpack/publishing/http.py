@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..errors import BadInput, BoxpackError
+from ..errors import BadInput, BoxpackError, NotFound
 
 USER_AGENT = f"boxpack/{__version__}"
 CHUNK = 1024 * 1024
@@ -54,10 +54,6 @@ SCHEMES = ("http", "https")
 MAX_VALUES = 400_000  # in a catalog: 30,000 provider entries of HCP's shape; bento's largest has about 2,000
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 log = logging.getLogger("boxpack")
-
-
-class NotFound(BadInput):
-    """404 or 410: retrying cannot help."""
 
 
 class NotFetched(BadInput):
@@ -143,7 +139,7 @@ def _wait(attempt: int, error: Exception) -> float:
 def _retrying(url: str, attempt: int, error: Exception, retries: int = RETRIES) -> None:
     """Raise unless error is one a later attempt may not meet; else wait, saying so when it is long."""
     if isinstance(error, urllib.error.HTTPError):
-        if error.code in (404, 410):
+        if error.code in (404, 410):  # retrying cannot help
             raise NotFound(f"{url}: {error.code} {error.reason}") from None
         if error.code not in (408, 425, 429) and error.code < 500:
             raise BadInput(f"{url}: {error.code} {error.reason}") from None

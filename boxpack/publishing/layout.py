@@ -13,6 +13,7 @@
     .boxpack/tokens/<id>.json                                     a token's record (its SHA-256, not itself)
     .boxpack/boxes/<org>/<box>.json                               what the API knows beyond the catalog
     .boxpack/uploads/<ticket>.json                                what an upload URL may upload, until when
+    .boxpack/leases/<org>/<box>.json                              who is releasing or deleting in the box now
 
 Nothing under .boxpack/ can be a box's key: an organisation's name never starts with a dot.
 
@@ -37,6 +38,7 @@ CATALOG_CACHE = "public, max-age=60"  # a new version or a yanked one shows with
 CATALOG_LIMIT = 20 * 1024 * 1024  # Vagrant's METADATA_SIZE_LIMIT (box_add.rb): larger is taken for a box
 SIDECAR_LIMIT = 4096  # a checksum file: one line
 SAFE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # an organisation's or a box's name
 
 
 def box_key(name: str, version: str, provider: str, architecture: str) -> str:
@@ -109,9 +111,20 @@ def upload_key(ticket: str) -> str:
     return f"{PRIVATE_PREFIX}uploads/{ticket}.json"
 
 
+def lease_key(name: str) -> str:
+    """Where the lease on a box's releases and deletions is kept (lease.py)."""
+    return f"{PRIVATE_PREFIX}leases/{'/'.join(scope_parts(name))}.json"
+
+
 def url(base_url: str, key: str) -> str:
     """The public URL of key: base + the key, each segment percent-encoded."""
     return base_url.rstrip("/") + "/" + quote(key)
+
+
+def hosted(url: str, key: str) -> bool:
+    """Whether a catalog entry's URL names its own key in this layout, under whatever base URL it was published
+    with: its box is in the store. Otherwise it is elsewhere (a URL the API was given: HCP's hosted: false)."""
+    return url.endswith("/" + quote(key))
 
 
 def published_catalog(location: str) -> tuple[str, str]:

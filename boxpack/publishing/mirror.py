@@ -43,7 +43,7 @@ from .. import catalog
 from ..catalog import CHECKSUM_TYPES, MAX_VERSION, NAME_PATTERN, UNKNOWN_ARCH
 from ..errors import BadInput, BadOption, BoxpackError, InternalError
 from ..sources.archive import compression
-from ..sources.box import text
+from ..metadata import text
 from . import http as download
 from .layout import CATALOG_LIMIT
 from .publish import Publisher, open_store

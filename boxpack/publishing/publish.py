@@ -24,13 +24,10 @@ Publisher; a dry run is the same code over a store that writes nowhere (stores/d
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +35,15 @@ from typing import Any
 
 from .. import catalog
 from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
-from ..errors import BadInput, BadOption, BoxpackError, OutputFailed
-from ..sources.box import read_metadata, text
+from ..errors import BadInput, BadOption, BoxpackError, InternalError, OutputFailed
+from ..metadata import text
+from ..sources.box import read_metadata
 from . import access, layout
 from .layout import CATALOG_CACHE, CATALOG_LIMIT, SIDECAR_LIMIT
 from .stores import open_target
 from .stores.base import Stat, Store, Upload
 from .stores.dryrun import DryRunStore
+from .versioned import Unchanged, Versioned
 
 CHUNK = 1024 * 1024
 CATALOG_RETRIES = 20
@@ -110,30 +109,32 @@ def entry(doc: Catalog | None, version: str, provider: str, architecture: str) -
     return catalog.Index(doc, doc["name"]).entry(version, provider, architecture) if doc else None
 
 
-class _Unchanged(Exception):
-    pass
+class PublishedCatalog(Versioned[Catalog]):
+    """A box's catalog in a store, and its copies: read, and changed so that no concurrent change is lost
+    (versioned.py's loop).
 
-
-class PublishedCatalog:
-    """A box's catalog in a store, and its copies: read, and changed so that no concurrent change is lost.
-
-    The catalog is written in one conditional write (only if it is still the version read, or only if
-    there is none), redone on the new catalog when another writer got there first. Its copies (the api/v2
-    one, where a key may also be a prefix) follow: written, then the catalog read again and copied again if
-    it changed meanwhile, so the last writer of the catalog leaves them equal to it. A store writes one
-    object at a time: a run killed between the two leaves the copies one update behind (still true), and
-    prepare() brings them up before the next run sends anything."""
+    Its copies (the api/v2 one, where a key may also be a prefix) follow each write: a copy is written only if
+    it is still the version this writer read of it before reading the catalog, so a writer holding an older
+    catalog can never put it over a newer copy (a yank that deleted a box after writing its copy would
+    otherwise find the box named again). A store writes one object at a time: a run killed between the two
+    leaves the copies one update behind (still true), and prepare() brings them up before the next run sends
+    anything."""
 
     def __init__(self, store: Store, name: str) -> None:
-        self.store, self.name = store, name
-        self.key, *self.copies = layout.catalog_keys(name, store.nested)
+        key, *self.copies = layout.catalog_keys(name, store.nested)
+        super().__init__(store, key, catalog.parse, self._encode, limit=CATALOG_LIMIT, cache=CATALOG_CACHE)
+        self.name = name
 
-    def _where(self) -> str:
-        return f"{self.store.where}/{self.key}"
+    def _encode(self, doc: Catalog) -> bytes:
+        data = catalog.dumps(doc)
+        if len(data) > CATALOG_LIMIT:  # written, it could never be read again, by Vagrant or by boxpack
+            raise OutputFailed(f"{self.where}: the catalog would be {len(data)} bytes, more than the {CATALOG_LIMIT} "
+                               "Vagrant reads; it was left as it is (boxpack catalog prune removes old versions)")
+        return data
 
-    def read(self) -> Catalog | None:
-        got = self.store.get(self.key, CATALOG_LIMIT)
-        return catalog.parse(got[0], self._where()) if got else None
+    def refused_hint(self) -> str:
+        return (f"; while no one else publishes, upload it once by hand: aws s3 cp catalog.json {self.where} "
+                "--content-type application/json")
 
     def prepare(self) -> None:
         """Before the first box of a run, where keys nest: an empty catalog where there is none (SeaweedFS
@@ -141,47 +142,22 @@ class PublishedCatalog:
         lie under <org>/<box>/ the catalog could no longer be created safely), and copies brought up to it."""
         if not self.store.nested:
             return
-        got = self.store.get(self.key, CATALOG_LIMIT)
-        if got is None:
+        if self.store.get(self.key, CATALOG_LIMIT) is None:
             self.update(lambda doc: doc or {"name": self.name, "versions": []})
-        elif any((self.store.get(key, CATALOG_LIMIT) or (b"",))[0] != got[0] for key in self.copies):
-            self._copy(got[0])
-
-    def update(self, change: Callable[[Catalog | None], Catalog]) -> Catalog:
-        """Read, change and write the catalog, again on the new one when another writer was first."""
-        for attempt in range(CATALOG_RETRIES):
-            got = self.store.get(self.key, CATALOG_LIMIT)
-            doc = change(catalog.parse(got[0], self._where()) if got else None)
-            data = catalog.dumps(doc)
-            if len(data) > CATALOG_LIMIT:  # written, it could never be read again, by Vagrant or by boxpack
-                raise OutputFailed(f"{self._where()}: the catalog would be {len(data)} bytes, more than the {CATALOG_LIMIT} "
-                                   "Vagrant reads; it was left as it is (boxpack catalog prune removes old versions)")
-            if self.store.put(self.key, data, "application/json", CATALOG_CACHE, if_absent=got is None,
-                              if_version=got[1] if got else None):
-                break
-            if not got and self.store.get(self.key, CATALOG_LIMIT) is None:
-                raise OutputFailed(
-                    f"{self._where()}: the store refuses to create the catalog but serves none (SeaweedFS does "
-                    "this once other keys start with it); while no one else publishes, upload it once by hand: "
-                    f"aws s3 cp catalog.json {self._where()} --content-type application/json"
-                ) from None
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
         else:
-            raise OutputFailed(f"{self._where()}: changed {CATALOG_RETRIES} times while this update was retried; run again")
-        self._copy(data)
-        return doc
+            self.written(b"")
 
-    def _copy(self, data: bytes) -> None:
-        if not self.copies:
-            return
-        for _ in range(CATALOG_RETRIES):
-            for key in self.copies:
-                self.store.put(key, data, "application/json", CATALOG_CACHE)
-            got = self.store.get(self.key, CATALOG_LIMIT)
-            if got is None or got[0] == data:
-                return
-            data = got[0]
-        raise OutputFailed(f"{self._where()}: changed {CATALOG_RETRIES} times while its copies were written; run again")
+    def written(self, data: bytes) -> None:
+        for key in self.copies:
+            for _ in range(CATALOG_RETRIES):
+                there = self.store.get(key, CATALOG_LIMIT)  # first the copy's version, then the catalog
+                now = self.store.get(self.key, CATALOG_LIMIT)
+                if now is None or (there is not None and there[0] == now[0]):
+                    break
+                self.store.put(key, now[0], "application/json", CATALOG_CACHE, if_absent=there is None,
+                               if_version=there[1] if there else None)
+            else:
+                raise OutputFailed(f"{self.where}: changed {CATALOG_RETRIES} times while its copies were written; run again")
 
 
 class Publisher:
@@ -219,8 +195,8 @@ class Publisher:
         and one the catalog already has unless --force. True when the catalog has exactly this box. A box
         whose checksum is not known yet (being packed) is judged by finish(), on its checksum file: the same
         bytes again are a no-op, as a rerun of the same build should be."""
-        catalog.check_entry(self.name, version, self.base_url)
         arch = architecture or UNKNOWN_ARCH
+        catalog.check_entry(self.name, version, self.base_url, architecture=arch)
         self.key(version, provider, arch)
         existing = self.recorded(version, provider, arch)
         same = bool(existing and checksum and existing["checksum"] == checksum)
@@ -244,6 +220,11 @@ class Publisher:
             if not self._prepared:
                 if self.private:
                     access.set_visibility(self.store, self.name, private=True)
+                    public = self.store.anyone_reads(layout.visibility_key(self.name))
+                    if public:
+                        raise OutputFailed(f"{self.store.where}: anyone may read what is stored there (an anonymous "
+                                           f"request read {public}), so a private box there would be public; make "
+                                           "the bucket private (boxpack serve hands its boxes out) or publish without --private")
                 self.catalog.prepare()
                 self._prepared = True
 
@@ -346,11 +327,10 @@ class Publisher:
         """--force: the entry naming the box about to be replaced leaves the catalog first."""
         def change(doc: Catalog | None) -> Catalog:
             if doc is None or entry(doc, version, provider, arch) is None:
-                raise _Unchanged
+                raise Unchanged
             return catalog.remove(doc, version, provider, arch)
 
-        with contextlib.suppress(_Unchanged):
-            self.catalog.update(change)
+        self.catalog.update(change)
 
     def commit(self) -> Catalog:
         """Step 4: every box of the run into the catalog, in one write (in a dry run, the catalog it would be)."""
@@ -363,7 +343,7 @@ class Publisher:
                 existing = index.entry(b.version, b.provider, b.architecture)
                 if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
                     continue
-                if existing and not self.force:
+                if existing and existing["checksum"] != b.checksum and not self.force:
                     raise OutputFailed(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
                                        "by someone else; use --force to replace it")
                 index.add(version=b.version, provider=b.provider, url=b.url, checksum=b.checksum,
@@ -378,7 +358,14 @@ class Publisher:
             return doc
 
         self._prepare()
-        return self.catalog.update(change)
+        return _written(self.catalog.update(change))
+
+
+def _written(doc: Catalog | None) -> Catalog:
+    """What an update whose change always gives a catalog wrote."""
+    if doc is None:
+        raise InternalError("internal error: a catalog update wrote nothing")
+    return doc
 
 
 def open_store(target: str, endpoint_url: str | None = None, dry_run: bool = False) -> Store:
@@ -504,33 +491,3 @@ def published(location: str, endpoint_url: str | None = None) -> PublishedCatalo
     target's ORG/NAME/catalog.json."""
     target, name = layout.published_catalog(location)
     return PublishedCatalog(open_target(target, endpoint_url), name)
-
-
-def yank(
-    location: str, version: str, provider: str | None = None, architecture: str | None = None, *,
-    delete_boxes: bool = False, endpoint_url: str | None = None,
-) -> tuple[Catalog, list[str]]:
-    """Take entries out of a published catalog; with delete_boxes, then delete their boxes and checksum
-    files (those in boxpack's layout under the same target). Returns the catalog and the keys deleted."""
-    published_ = published(location, endpoint_url)
-    store, name = published_.store, published_.name
-    removed: list[tuple[str, dict]] = []
-
-    def change(doc: Catalog | None) -> Catalog:
-        if doc is None:
-            raise BadInput(f"{location}: no such catalog")
-        removed[:] = [(v["version"], p) for v in doc["versions"] if catalog.version_key(v["version"]) == catalog.version_key(version)
-                      for p in v["providers"] if (provider is None or p["name"] == provider)
-                      and (architecture is None or p["architecture"] == architecture)]
-        return catalog.remove(doc, version, provider, architecture)
-
-    doc = published_.update(change)
-    deleted: list[str] = []
-    if delete_boxes:
-        for v, p in removed:  # the catalog no longer names them
-            key = layout.box_key(name, v, p["name"], p["architecture"])
-            for k in (key, layout.sidecar_key(key, p["checksum_type"])):
-                if store.stat(k) is not None:
-                    store.delete(k)
-                    deleted.append(k)
-    return doc, deleted

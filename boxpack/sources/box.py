@@ -24,7 +24,7 @@ from ..disk.bytesource import Reopen, StreamBytes
 from ..disk.source import ImageSource, Reader
 from ..errors import BadInput
 from ..formats import FORMATS, HEAD, RAW, detect
-from ..metadata import json_object
+from ..metadata import parse_metadata, text
 from ..report import Report
 from .archive import CHUNK, damaged, member_file, members, open_tar
 
@@ -41,20 +41,6 @@ def _first_repeat(names: list[str]) -> str | None:
             return name
         seen.add(name)
     return None
-
-
-def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
-    try:
-        return json_object(data)
-    except ValueError as e:
-        raise BadInput(f"{where}: metadata.json is {e}") from None
-
-
-def text(meta: Any, key: str) -> str | None:
-    """metadata.json's key when it is a non-empty string (what provider and architecture must be), else None:
-    a hostile box may give a list or an object."""
-    value = meta.get(key) if isinstance(meta, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 def read_metadata(box: str | os.PathLike[str]) -> dict[str, Any]:

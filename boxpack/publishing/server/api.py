@@ -2,19 +2,20 @@
 2.4.9 with 3.1.3) and Packer 1.6.6's vagrant-cloud post-processor call, over boxes.py: so a pipeline moves off
 HCP by pointing VAGRANT_SERVER_URL (or Packer's vagrant_cloud_url, `<server>/api/v1`) at boxpack serve.
 
-Every route answers under /api/v1 and /api/v2: gem 3.0.5 asks /api/v1 (plugins/commands/cloud/util.rb,
-api_server_url); gem 3.1.3 asks /api/v2 for all but token creation (lib/vagrant_cloud/client.rb, request's
-api_version), and a provider's architecture is the path segment after its name (box_version_provider_*).
-Bodies and answers are JSON; errors are `{"errors": [...], "success": false}` (website v2.mdx), which the gem
-prints after "Vagrant Cloud request failed - " (lib/vagrant_cloud/error.rb, RequestError) and Packer after
-its step's words (post-processor/vagrant-cloud/client.go, VagrantCloudErrors.FormatErrors). Packer takes only
-200 as success (step_create_version.go, step_create_provider.go), so every success is 200.
+Every route answers under /api/v1 and /api/v2 (app.py mounts ROUTES twice): gem 3.0.5 asks /api/v1
+(plugins/commands/cloud/util.rb, api_server_url); gem 3.1.3 asks /api/v2 for all but token creation
+(lib/vagrant_cloud/client.rb, request's api_version), and a provider's architecture is the path segment after
+its name (box_version_provider_*). Bodies and answers are JSON; errors are `{"errors": [...], "success":
+false}` (website v2.mdx, made in app.py), which the gem prints after "Vagrant Cloud request failed - "
+(lib/vagrant_cloud/error.rb, RequestError) and Packer after its step's words (post-processor/vagrant-cloud/
+client.go, VagrantCloudErrors.FormatErrors). Packer takes only 200 as success (step_create_version.go,
+step_create_provider.go), so every success is 200.
 
 Routes, each with where its client calls it:
 - GET authenticate: the token's validity, {"user": {"username"}} (client.rb authentication_token_validate;
   Account#setup!; Packer client.go ValidateAuthentication)
-- GET user/ORG: the organisation and its boxes with their versions (organization_get; Account#organization,
-  which `vagrant cloud publish` loads the box from: publish.rb load_box)
+- GET user/ORG: the organisation and the boxes the request may see, with their versions (organization_get;
+  Account#organization, which `vagrant cloud publish` loads the box from: publish.rb load_box)
 - POST boxes: create a box; 3.0.5 sends its fields bare, 3.1.3 under "box" (box_create); creating one that is
   there updates it, since several runs may publish one box at once
 - GET, PUT, DELETE box/ORG/NAME (box_get, box_update, box_delete; Packer step_verify_box.go reads "tag")
@@ -27,265 +28,293 @@ Routes, each with where its client calls it:
 - GET, PUT, DELETE .../provider/P and .../provider/P/ARCH (box_version_provider_get, _update, _delete)
 - GET .../provider/P[/ARCH]/upload and .../upload/direct: {"upload_path", "callback"} (Provider#upload;
   Packer step_prepare_upload.go). The upload path is this server's, with a secret that lets its holder PUT
-  that one box (Vagrant's uploader and Packer's direct upload send no token to it); the callback is
-  PUT with the token (Provider#upload's callback proc; Packer step_confirm_upload.go). A "direct" upload goes
-  through this server too: every byte is checked on its way to the store before the box can be released.
-Not answered (404): search, token creation with a password and two-factor codes, and HCP's own registry API
-(tokens are made with `boxpack serve token create`).
+  that one box (Vagrant's uploader and Packer's direct upload send no token to it) while the token that asked
+  for it is valid; the callback is PUT with the token (Provider#upload's callback proc; Packer
+  step_confirm_upload.go). A "direct" upload goes through this server too: every byte is checked on its way
+  to the store before the box can be released.
+
+What a client sends is bounded before it is read: the token is checked first, a JSON body must say so
+(Content-Type, which a cross-site form cannot send without the browser asking first) and arrive within
+BODY_SECONDS, in at most BODY_LIMIT bytes; an upload takes one of the worker's upload slots (none free: 503),
+its own thread pool apart from the catalogs', and Config.upload_seconds in all.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
 import anyio.from_thread
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from ...errors import BoxpackError
-from .. import access, layout
-from ..boxes import Box, Refused, ticket_record
-from .pages import Denied
+from ...errors import Conflict, Invalid, NotFound
+from .. import access, boxes
+from ..boxes import Box
+from ..records import BoxView, ProviderView, VersionView
+from .context import Refusal, Server
 
 BODY_LIMIT = 1024 * 1024  # a JSON request body
+BODY_SECONDS = 30.0  # to send it
 BATCH = 1024 * 1024  # bytes of an upload handed to the store's thread at once
 CHUNK_SECONDS = 60.0  # an upload that sends nothing for this long is given up
 
 
-def _error(status: int, *messages: str) -> JSONResponse:
-    return JSONResponse({"errors": list(messages), "success": False}, status)
+def _server(request: Request) -> Server:
+    return request.app.state.server
 
 
-class Api:
-    def __init__(self, server: Any) -> None:
-        self.server = server  # app.Server: the store, the public URL, tokens
+def _box(request: Request) -> Box:
+    p = request.path_params
+    return Box(_server(request).store, f"{p['org']}/{p['name']}", _server(request).public_url)
 
-    @property
-    def store(self) -> Any:
-        return self.server.store
 
-    def box(self, org: str, name: str) -> Box:
-        try:
-            return Box(self.store, f"{org}/{name}", self.server.public_url)
-        except BoxpackError:
-            raise Refused(404, f"{org}/{name}: not a box name") from None
+# --- the JSON the clients read ----------------------------------------------------------------------------------
 
-    async def who(self, request: Request) -> access.Token:
-        """The request's valid token, or Refused 401."""
-        try:
-            token = await self.server.token(request)
-        except Denied as e:
-            raise Refused(e.response.status_code, "the token is not valid") from None
-        if token is None:
-            raise Refused(401, "a token is needed (Authorization: Bearer TOKEN)")
-        return token
+def provider_json(p: ProviderView) -> dict[str, Any]:
+    return {"name": p.name, "architecture": p.architecture, "default_architecture": p.default_architecture,
+            "hosted": p.hosted, "checksum": p.checksum, "checksum_type": p.checksum_type, "url": p.url,
+            "original_url": None if p.hosted else p.url, "download_url": p.url, "hosted_token": None,
+            "created_at": p.created_at, "updated_at": p.updated_at}
 
-    async def may(self, request: Request, name: str, write: bool) -> access.Token | None:
-        """Refused unless the request may read (the box is public, or its token may) or write ORG/NAME."""
-        if not write and not await self.server.private(name):
-            return None
-        token = await self.who(request)
-        if not token.may(name, write):
-            if token.may(name):
-                raise Refused(403, f"the token may read {name}, not publish it")
-            raise Refused(404, f"{name}: no such box")  # private names do not leak
-        return token
 
-    # --- the JSON the clients read -------------------------------------------------------------------
+def version_json(request: Request, name: str, v: VersionView) -> dict[str, Any]:
+    base = f"{_server(request).public_url}/api/v1/box/{name}/version/{v.version}"
+    return {"version": v.version, "number": v.version, "status": v.status, "description": v.description,
+            "description_markdown": v.description, "description_html": None, "created_at": v.created_at,
+            "updated_at": v.updated_at, "release_url": f"{base}/release", "revoke_url": f"{base}/revoke",
+            "providers": [provider_json(p) for p in v.providers]}
 
-    def box_json(self, org: str, name: str, view: dict) -> dict:
-        versions = [self.version_json(org, name, v) for v in view["versions"]]
-        current = next((v for v in versions if v["status"] == "active"), None)
-        return {"tag": f"{org}/{name}", "username": org, "name": name, "private": view["private"],
-                "short_description": view["short_description"], "description": view["description"],
-                "description_markdown": view["description"], "description_html": None,
-                "created_at": view["created_at"], "updated_at": view["updated_at"], "downloads": 0,
-                "current_version": current, "versions": versions}
 
-    def version_json(self, org: str, name: str, v: dict) -> dict:
-        base = f"{self.server.public_url}/api/v1/box/{org}/{name}/version/{v['version']}"
-        return {"version": v["version"], "number": v["version"], "status": v["status"],
-                "description": v["description"], "description_markdown": v["description"], "description_html": None,
-                "created_at": v["created_at"], "updated_at": v["updated_at"], "release_url": f"{base}/release",
-                "revoke_url": f"{base}/revoke", "providers": [dict(p, hosted_token=None) for p in v["providers"]]}
+def box_json(request: Request, view: BoxView) -> dict[str, Any]:
+    org, name = view.name.split("/")
+    versions = [version_json(request, view.name, v) for v in view.versions]
+    current = next((v for v in versions if v["status"] == "active"), None)
+    return {"tag": view.name, "username": org, "name": name, "private": view.private,
+            "short_description": view.short_description, "description": view.description,
+            "description_markdown": view.description, "description_html": None, "created_at": view.created_at,
+            "updated_at": view.updated_at, "downloads": 0, "current_version": current, "versions": versions}
 
-    # --- routes ----------------------------------------------------------------------------------------
 
-    async def authenticate(self, request: Request) -> Response:
-        token = await self.who(request)
-        return JSONResponse({"user": {"username": token.scope.split("/")[0]}, "token": {"id": token.id}})
+# --- tokens and organisations -------------------------------------------------------------------------------------
 
-    async def organization(self, request: Request) -> Response:
-        org = request.path_params["org"]
-        names = [n for n in await self.server.names() if n.split("/")[0] == org]
-        names += [n for n in await run_in_threadpool(self._recorded, org) if n not in names]
-        boxes = []
-        for n in sorted(names):
-            try:
-                await self.may(request, n, write=False)
-            except Refused:
-                continue
-            view = await run_in_threadpool(Box(self.store, n, self.server.public_url).view)
-            if view:
-                boxes.append(self.box_json(org, n.split("/")[1], view))
-        return JSONResponse({"username": org, "avatar_url": None, "profile_html": None, "profile_markdown": None,
-                             "boxes": boxes})
+async def authenticate(request: Request) -> Response:
+    token = await _server(request).token(request)
+    if token is None:
+        raise Refusal(401, "a token is needed (Authorization: Bearer TOKEN)")
+    return JSONResponse({"user": {"username": token.scope.split("/")[0]}, "token": {"id": token.id}})
 
-    def _recorded(self, org: str) -> list[str]:
-        prefix = f"{layout.PRIVATE_PREFIX}boxes/{org}/"
-        return [k.removeprefix(f"{layout.PRIVATE_PREFIX}boxes/").removesuffix(".json") for k in self.store.list(prefix)]
 
-    async def create_box(self, request: Request) -> Response:
-        body = await _body(request)
-        fields = _fields(body, "box", bare=True)
-        org, name = str(fields.get("username") or ""), str(fields.get("name") or "")
-        await self.may(request, f"{org}/{name}", write=True)
-        box = self.box(org, name)
-        await run_in_threadpool(box.save, fields.get("short_description"), fields.get("description"),
-                                fields.get("is_private"), True)
-        return await self.show_box(request, org, name)
+async def organization(request: Request) -> Response:
+    """The boxes of ORG the request may see: none for an organisation that is not there, or all private."""
+    server = _server(request)
+    org = request.path_params["org"]
+    token = await server.visitor(request)
+    found = []
+    for name in [n for n in await server.names() if n.split("/")[0] == org]:
+        if await server.private(name) and not (token and token.may(name)):
+            continue
+        view = await server.fresh.get(("view", name), _viewing(server, name))
+        if view is not None:
+            found.append(box_json(request, view))
+    return JSONResponse({"username": org, "avatar_url": None, "profile_html": None, "profile_markdown": None,
+                         "boxes": found})
 
-    async def box_route(self, request: Request) -> Response:
-        org, name = request.path_params["org"], request.path_params["name"]
-        await self.may(request, f"{org}/{name}", write=request.method != "GET")
-        box = self.box(org, name)
-        if request.method == "PUT":
-            body = await _body(request)
-            fields = _fields(body, "box", bare=True)
-            await run_in_threadpool(box.save, fields.get("short_description"), fields.get("description"),
-                                    fields.get("is_private"))
-        elif request.method == "DELETE":
-            view = await run_in_threadpool(box.view)
-            await run_in_threadpool(box.delete)
-            return JSONResponse(self.box_json(org, name, view or {}))
-        return await self.show_box(request, org, name)
 
-    async def show_box(self, request: Request, org: str, name: str) -> Response:
-        view = await run_in_threadpool(self.box(org, name).view)
-        if view is None:
-            raise Refused(404, f"{org}/{name}: no such box")
-        return JSONResponse(self.box_json(org, name, view))
+def _viewing(server: Server, name: str) -> Callable[[], Awaitable[BoxView | None]]:
+    box = Box(server.store, name, server.public_url)
+    return lambda: server.run(box.view)
 
-    async def create_version(self, request: Request) -> Response:
-        org, name = request.path_params["org"], request.path_params["name"]
-        await self.may(request, f"{org}/{name}", write=True)
-        body = await _body(request)
-        fields = _fields(body, "version")
-        box = self.box(org, name)
-        number = str(fields.get("version") or "")
-        await run_in_threadpool(box.add_version, number, fields.get("description"))
-        return JSONResponse(self.version_json(org, name, await run_in_threadpool(box.version, number)))
 
-    async def release(self, request: Request) -> Response:
-        return await self._status(request, "release")
+# --- boxes ----------------------------------------------------------------------------------------------------
 
-    async def revoke(self, request: Request) -> Response:
-        return await self._status(request, "revoke")
+async def create_box(request: Request) -> Response:
+    server = _server(request)
+    if await server.token(request) is None:
+        raise Refusal(401, "a token is needed (Authorization: Bearer TOKEN)")
+    fields = _fields(await _body(request), "box", bare=True)
+    org, name = fields.get("username"), fields.get("name")
+    if not isinstance(org, str) or not isinstance(name, str):
+        raise Invalid("give the box's username (its organisation) and name")
+    await server.writer(request, f"{org}/{name}")
+    box = Box(server.store, f"{org}/{name}", server.public_url)
+    await server.run(box.create, fields.get("short_description"), fields.get("description"), fields.get("is_private"))
+    return await _shown(request, box)
 
-    async def _status(self, request: Request, change: str) -> Response:
-        org, name, number = request.path_params["org"], request.path_params["name"], request.path_params["version"]
-        await self.may(request, f"{org}/{name}", write=True)
-        box = self.box(org, name)
-        v = await run_in_threadpool(box.release if change == "release" else box.revoke, number)
-        return JSONResponse(self.version_json(org, name, v))
 
-    async def version_route(self, request: Request) -> Response:
-        org, name, number = request.path_params["org"], request.path_params["name"], request.path_params["version"]
-        await self.may(request, f"{org}/{name}", write=request.method != "GET")
-        box = self.box(org, name)
-        if request.method == "PUT":
-            body = await _body(request)
-            fields = _fields(body, "version")
-            await run_in_threadpool(box.add_version, number, fields.get("description"))
-            v = await run_in_threadpool(box.version, number)
-        elif request.method == "DELETE":
-            v = await run_in_threadpool(box.version, number)
-            await run_in_threadpool(box.delete_version, number)
-        else:
-            v = await run_in_threadpool(box.version, number)
-        return JSONResponse(self.version_json(org, name, v))
+async def show_box(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).reader(request, box.name)
+    return await _shown(request, box)
 
-    async def create_provider(self, request: Request) -> Response:
-        org, name, number = request.path_params["org"], request.path_params["name"], request.path_params["version"]
-        await self.may(request, f"{org}/{name}", write=True)
-        body = await _body(request)
-        fields = _fields(body, "provider")
-        provider = str(fields.get("name") or "")
-        box = self.box(org, name)
-        result = await run_in_threadpool(box.set_provider, number, provider, fields.get("architecture"), fields, True)
-        return JSONResponse(dict(result, hosted_token=None))
 
-    async def provider_route(self, request: Request) -> Response:
-        p = request.path_params
-        org, name, number, provider, arch = p["org"], p["name"], p["version"], p["provider"], p.get("arch")
-        await self.may(request, f"{org}/{name}", write=request.method != "GET")
-        box = self.box(org, name)
-        if request.method == "PUT":
-            body = await _body(request)
-            fields = dict(_fields(body, "provider"))
-            fields.pop("name", None)
-            result = await run_in_threadpool(box.set_provider, number, provider, arch, fields, False)
-        elif request.method == "DELETE":
-            result = await run_in_threadpool(box.provider, number, provider, arch)
-            await run_in_threadpool(box.delete_provider, number, provider, arch)
-        else:
-            result = await run_in_threadpool(box.provider, number, provider, arch)
-        return JSONResponse(dict(result, hosted_token=None))
+async def update_box(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).writer(request, box.name)
+    fields = _fields(await _body(request), "box", bare=True)
+    await _server(request).run(box.update, fields.get("short_description"), fields.get("description"), fields.get("is_private"))
+    return await _shown(request, box)
 
-    async def upload_url(self, request: Request) -> Response:
-        p = request.path_params
-        org, name, number, provider, arch = p["org"], p["name"], p["version"], p["provider"], p.get("arch")
-        token = await self.may(request, f"{org}/{name}", write=True)
-        ticket = await run_in_threadpool(self.box(org, name).ticket, number, provider, arch, token.id if token else "-")
-        root = self.server.public_url
-        return JSONResponse({"upload_path": f"{root}/.upload/{ticket}", "callback": f"{root}/api/v1/uploads/{ticket}/complete"})
 
-    async def upload(self, request: Request) -> Response:
-        """PUT the box's bytes to the upload path: streamed into its key, checked on the way."""
-        ticket = request.path_params["ticket"]
-        record = await run_in_threadpool(ticket_record, self.store, ticket)
-        if record is None:
-            raise Refused(404, "no such upload (or it expired): ask for another upload URL")
-        expected = request.headers.get("content-length")
-        box = self.box(*record["name"].split("/"))
-        received = {"bytes": 0}
-        chunks = _chunks(request, received)
-        try:
-            result = await anyio.to_thread.run_sync(box.receive, record["version"], record["provider"],
-                                                    record["architecture"], chunks)
-        except _Gone:
-            return Response(status_code=400)  # the client went away (or stalled): nothing of its box stays
-        if expected is not None and int(expected) != received["bytes"]:
-            raise Refused(422, f"the upload is {received['bytes']} bytes, its Content-Length {expected}")
-        return JSONResponse({"uploaded": result})
+async def delete_box(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).writer(request, box.name)
+    return JSONResponse(box_json(request, await _server(request).run(box.delete)))
 
-    async def complete(self, request: Request) -> Response:
-        """The direct upload's callback: the box is there and checked (upload() did that), or it is refused."""
-        ticket = request.path_params["ticket"]
-        record = await run_in_threadpool(ticket_record, self.store, ticket)
-        if record is None:
-            raise Refused(404, "no such upload (or it expired)")
-        await self.may(request, record["name"], write=True)
-        provider = await run_in_threadpool(self.box(*record["name"].split("/")).provider, record["version"],
-                                           record["provider"], record["architecture"])
-        if not provider["hosted"] or not provider["checksum"]:
-            raise Refused(422, "the upload did not complete: no box was received for it")
-        return JSONResponse({"success": True})
+
+async def _shown(request: Request, box: Box) -> Response:
+    view = await _server(request).run(box.view)
+    if view is None:
+        raise NotFound(f"{box.name}: no such box")
+    return JSONResponse(box_json(request, view))
+
+
+# --- versions ------------------------------------------------------------------------------------------------
+
+async def _version(request: Request, act: Callable[[Box, str], VersionView], write: bool = True) -> Response:
+    """act(box, version) for a request that may write the box (or read it), answered with the version."""
+    box = _box(request)
+    await (_server(request).writer if write else _server(request).reader)(request, box.name)
+    v = await _server(request).run(act, box, request.path_params["version"])
+    return JSONResponse(version_json(request, box.name, v))
+
+
+async def create_version(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).writer(request, box.name)
+    fields = _fields(await _body(request), "version")
+    v = await _server(request).run(box.add_version, fields.get("version"), fields.get("description"))
+    return JSONResponse(version_json(request, box.name, v))
+
+
+async def show_version(request: Request) -> Response:
+    return await _version(request, Box.version, write=False)
+
+
+async def update_version(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).writer(request, box.name)
+    described = _fields(await _body(request), "version").get("description")
+    return await _version(request, lambda b, number: b.add_version(number, described))
+
+
+async def delete_version(request: Request) -> Response:
+    return await _version(request, Box.delete_version)
+
+
+async def release(request: Request) -> Response:
+    return await _version(request, Box.release)
+
+
+async def revoke(request: Request) -> Response:
+    return await _version(request, Box.revoke)
+
+
+# --- providers -------------------------------------------------------------------------------------------------
+
+def _where(request: Request) -> tuple[str, str, str | None]:
+    p = request.path_params
+    return p["version"], p["provider"], p.get("arch")
+
+
+async def create_provider(request: Request) -> Response:
+    box = _box(request)
+    await _server(request).writer(request, box.name)
+    fields = _fields(await _body(request), "provider")
+    version = request.path_params["version"]
+    p = await _server(request).run(box.set_provider, version, fields.get("name"), fields.get("architecture"), fields, True)
+    return JSONResponse(provider_json(p))
+
+
+async def _provider(request: Request, act: Callable[[Box, str, str, str | None], ProviderView], write: bool = True) -> Response:
+    """act(box, version, provider, architecture) for a request that may write the box (or read it)."""
+    box = _box(request)
+    await (_server(request).writer if write else _server(request).reader)(request, box.name)
+    return JSONResponse(provider_json(await _server(request).run(act, box, *_where(request))))
+
+
+async def show_provider(request: Request) -> Response:
+    return await _provider(request, Box.provider, write=False)
+
+
+async def update_provider(request: Request) -> Response:
+    await _server(request).writer(request, _box(request).name)
+    fields = {k: v for k, v in _fields(await _body(request), "provider").items() if k != "name"}
+    return await _provider(request, lambda box, v, p, a: box.set_provider(v, p, a, fields, False))
+
+
+async def delete_provider(request: Request) -> Response:
+    return await _provider(request, Box.delete_provider)
+
+
+# --- uploads --------------------------------------------------------------------------------------------------------
+
+async def upload_url(request: Request) -> Response:
+    box = _box(request)
+    token = await _server(request).writer(request, box.name)
+    secret = await _server(request).run(box.ticket, *_where(request), token.id)
+    root = _server(request).public_url
+    return JSONResponse({"upload_path": f"{root}/.upload/{secret}", "callback": f"{root}/api/v1/uploads/{secret}/complete"})
+
+
+async def upload(request: Request) -> Response:
+    """PUT the box's bytes to the upload path: streamed into a new upload of its key, checked on the way, placed."""
+    server = _server(request)
+    secret = request.path_params["ticket"]
+    ticket = await server.run(boxes.ticket, server.store, secret)
+    if ticket is None:
+        raise NotFound("no such upload (or it expired): ask for another upload URL")
+    token = await server.run(access.token_record, server.store, ticket.token)
+    if token is None or not token.may(ticket.name, write=True):
+        raise Refusal(403, "the token that asked for this upload URL is revoked or expired: ask for another upload URL")
+    uploading: set[str] = request.app.state.uploading
+    if secret in uploading:
+        raise Conflict("this upload URL is in use by another upload; wait for it to end")
+    if server.uploads.available_tokens < 1:
+        raise Refusal(503, "too many uploads at once here; try again", {"Retry-After": "30"})
+    expected = request.headers.get("content-length")
+    box = Box(server.store, ticket.name, server.public_url)
+    received = {"bytes": 0}
+    uploading.add(secret)
+    try:
+        chunks = _chunks(request, received, time.monotonic() + server.config.upload_seconds)
+        result = await anyio.to_thread.run_sync(box.receive, ticket, chunks, limiter=server.uploads)
+    except _Gone as e:
+        raise Refusal(400, f"the upload was not received whole: {e}") from None
+    finally:
+        uploading.discard(secret)
+    if expected is not None and int(expected) != received["bytes"]:
+        raise Invalid(f"the upload is {received['bytes']} bytes, its Content-Length {expected}")
+    return JSONResponse({"uploaded": {"checksum_type": result.checksum_type, "checksum": result.checksum,
+                                      "size": result.size, "architecture": result.architecture}})
+
+
+async def complete(request: Request) -> Response:
+    """The direct upload's callback: the box is there and checked (upload() did that), or it is refused."""
+    server = _server(request)
+    ticket = await server.run(boxes.ticket, server.store, request.path_params["ticket"])
+    if ticket is None:
+        raise NotFound("no such upload (or it expired)")
+    await server.writer(request, ticket.name)
+    box = Box(server.store, ticket.name, server.public_url)
+    provider = await server.run(box.provider, ticket.version, ticket.provider, ticket.architecture)
+    if not provider.uploaded:
+        raise Invalid("the upload did not complete: no box was received for it")
+    return JSONResponse({"success": True})
 
 
 class _Gone(Exception):
     pass
 
 
-def _chunks(request: Request, received: dict) -> Iterator[bytes]:
+def _chunks(request: Request, received: dict, deadline: float) -> Iterator[bytes]:
     """The request body as a blocking iterator, for the thread that writes it to the store: a MiB at a time
     fetched from the event loop (one crossing per 64 KiB read cost a third of the rate), given up when the
-    client disconnects or sends nothing for CHUNK_SECONDS."""
+    client disconnects, sends nothing for CHUNK_SECONDS, or is not done by deadline."""
     stream = request.stream()
     ended = False
 
@@ -294,14 +323,17 @@ def _chunks(request: Request, received: dict) -> Iterator[bytes]:
         parts: list[bytes] = []
         size = 0
         while size < BATCH and not ended:
+            left = deadline - time.monotonic()
             try:
-                with anyio.fail_after(CHUNK_SECONDS):
+                with anyio.fail_after(min(CHUNK_SECONDS, max(left, 0.0))):
                     part = await stream.__anext__()
             except StopAsyncIteration:
                 ended = True
                 break
-            except (ClientDisconnect, TimeoutError):
-                raise _Gone from None
+            except ClientDisconnect:
+                raise _Gone("the client went away") from None
+            except TimeoutError:
+                raise _Gone("too slow" if left < CHUNK_SECONDS else f"nothing came for {CHUNK_SECONDS:.0f} s") from None
             parts.append(part)
             size += len(part)
         return b"".join(parts)
@@ -321,55 +353,57 @@ def _fields(body: dict, key: str, bare: bool = False) -> dict:
 
 
 async def _body(request: Request) -> dict:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > BODY_LIMIT:
-            raise Refused(413, "the request body is too large")
+    """The JSON object a request sends (after its token was checked): said to be JSON, at most BODY_LIMIT bytes,
+    within BODY_SECONDS."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = request.headers.get("content-length")
+    if length == "0" or (length is None and "transfer-encoding" not in request.headers):
+        return {}
+    if kind != "application/json":
+        raise Refusal(415, "a request body must be JSON (Content-Type: application/json)")
+    if length is not None and (not length.isdigit() or int(length) > BODY_LIMIT):
+        raise Refusal(413, "the request body is too large")
+    data = bytearray()
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > BODY_LIMIT:
+                    raise Refusal(413, "the request body is too large")
+    except TimeoutError:
+        raise Refusal(408, "the request body did not arrive in time") from None
     if not data:
         return {}
     try:
         doc = json.loads(data)
-    except ValueError:
-        raise Refused(400, "the request body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise Invalid("the request body is not JSON") from None
     if not isinstance(doc, dict):
-        raise Refused(400, "the request body is not a JSON object")
+        raise Invalid("the request body is not a JSON object")
     return doc
 
 
-def routes(api: Api, guarded: Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]) -> list[Route]:
-    """The API's routes under /api/v1 and /api/v2, and the upload path."""
-    def answering(route: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def answered(request: Request) -> Response:
-            try:
-                return await route(request)
-            except Refused as e:
-                request.state.why = " ".join(str(e).replace('"', "'").split())  # one log line, whatever it quotes
-                return _error(e.status, str(e))
-        return guarded(answered)
-
-    box = "/box/{org}/{name}"
-    version = box + "/version/{version}"
-    found: list[Route] = [Route("/.upload/{ticket}", answering(api.upload), methods=["PUT"])]
-    for prefix in ("/api/v1", "/api/v2"):
-        found += [
-            Route(prefix + "/authenticate", answering(api.authenticate), methods=["GET"]),
-            Route(prefix + "/user/{org}", answering(api.organization), methods=["GET"]),
-            Route(prefix + "/boxes", answering(api.create_box), methods=["POST"]),
-            Route(prefix + box, answering(api.box_route), methods=["GET", "PUT", "DELETE"]),
-            Route(prefix + box + "/versions", answering(api.create_version), methods=["POST"]),
-            Route(prefix + version, answering(api.version_route), methods=["GET", "PUT", "DELETE"]),
-            Route(prefix + version + "/release", answering(api.release), methods=["PUT"]),
-            Route(prefix + version + "/revoke", answering(api.revoke), methods=["PUT"]),
-            Route(prefix + version + "/providers", answering(api.create_provider), methods=["POST"]),
-            Route(prefix + version + "/provider/{provider}/upload", answering(api.upload_url), methods=["GET"]),
-            Route(prefix + version + "/provider/{provider}/upload/direct", answering(api.upload_url), methods=["GET"]),
-            Route(prefix + version + "/provider/{provider}/{arch}/upload", answering(api.upload_url), methods=["GET"]),
-            Route(prefix + version + "/provider/{provider}/{arch}/upload/direct", answering(api.upload_url), methods=["GET"]),
-            Route(prefix + version + "/provider/{provider}", answering(api.provider_route), methods=["GET", "PUT", "DELETE"]),
-            Route(prefix + version + "/provider/{provider}/{arch}", answering(api.provider_route),
-                  methods=["GET", "PUT", "DELETE"]),
-            Route(prefix + "/uploads/{ticket}/complete", answering(api.complete), methods=["PUT"]),
-        ]
-    return found
-
+BOX = "/box/{org}/{name}"
+VERSION = BOX + "/version/{version}"
+PROVIDER = VERSION + "/provider/{provider}"
+ROUTES: list[BaseRoute] = [
+    Route("/authenticate", authenticate, methods=["GET"]),
+    Route("/user/{org}", organization, methods=["GET"]),
+    Route("/boxes", create_box, methods=["POST"]),
+    Route(BOX, show_box, methods=["GET"]),
+    Route(BOX, update_box, methods=["PUT"]),
+    Route(BOX, delete_box, methods=["DELETE"]),
+    Route(BOX + "/versions", create_version, methods=["POST"]),
+    Route(VERSION, show_version, methods=["GET"]),
+    Route(VERSION, update_version, methods=["PUT"]),
+    Route(VERSION, delete_version, methods=["DELETE"]),
+    Route(VERSION + "/release", release, methods=["PUT"]),
+    Route(VERSION + "/revoke", revoke, methods=["PUT"]),
+    Route(VERSION + "/providers", create_provider, methods=["POST"]),
+    *(Route(PROVIDER + arch + tail, upload_url, methods=["GET"]) for arch in ("", "/{arch}") for tail in ("/upload", "/upload/direct")),
+    *(r for arch in ("", "/{arch}") for r in (Route(PROVIDER + arch, show_provider, methods=["GET"]),
+                                              Route(PROVIDER + arch, update_provider, methods=["PUT"]),
+                                              Route(PROVIDER + arch, delete_provider, methods=["DELETE"]))),
+    Route("/uploads/{ticket}/complete", complete, methods=["PUT"]),
+]
+UPLOAD = Route("/.upload/{ticket}", upload, methods=["PUT"])

@@ -3,148 +3,103 @@
 Rendered on the server with Jinja2 (templates/, autoescaped), with no script and nothing fetched from the
 network, and readable on a phone. A browser's request (Accept naming text/html) gets a page; Vagrant's
 (application/json, or curl's */*) always gets JSON. A private box shows only to a token that may read it,
-which a browser gives as the password it is asked for (HTTP Basic).
+which a browser gives as the password it is asked for at /.login (HTTP Basic); pages only read.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ...errors import NotFound
 from ...progress import human_size
-from .. import access, layout
-from ..stores.base import Stat, Store
-
-
-class Denied(Exception):
-    """A refusal whose answer is ready: a page, a status in one line."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-class Server(Protocol):
-    """What the pages ask of the server (app.py): what the store says, as fresh as it keeps it, and who asks."""
-
-    public_url: str
-
-    async def names(self) -> list[str]: ...
-
-    async def private(self, name: str) -> bool: ...
-
-    async def catalog(self, name: str) -> tuple[bytes, str] | None: ...
-
-    async def stat(self, key: str) -> Stat | None: ...
-
-    async def token(self, request: Request) -> access.Token | None: ...
+from .. import layout
+from .context import Refusal, Server, wants_html
 
 ENV = jinja2.Environment(loader=jinja2.PackageLoader("boxpack.publishing.server", "templates"),
                          autoescape=jinja2.select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
 
 
-def wants_html(request: Request) -> bool:
-    return "text/html" in request.headers.get("accept", "")
+def page(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    server: Server = request.app.state.server
+    html = ENV.get_template(template).render(root=server.public_url, token=getattr(request.state, "token", None), **values)
+    return HTMLResponse(html, status, headers={"Cache-Control": "private, no-cache", "Vary": "Accept, Authorization"})
 
 
-def catalog_names(store: Store) -> Iterator[str]:
-    """Every ORG/NAME the store holds a catalog of: the api/v2 copies where keys nest, else the catalog files."""
-    if store.nested:
-        prefix = layout.API_PREFIX + "/"
-        yield from (key.removeprefix(prefix) for key in store.list(prefix) if key.count("/") == 4)
-        return
-    for key in store.list(""):
-        parts = key.split("/")
-        if len(parts) == 3 and parts[2] == layout.CATALOG_FILE and not key.startswith(layout.PRIVATE_PREFIX):
-            yield "/".join(parts[:2])
-
-
-async def _visible(server: Server, request: Request, names: list[str]) -> tuple[list[tuple[str, bool]], bool]:
-    """(name, private) of the boxes the request may see, and whether some are hidden from it."""
-    token = await server.token(request)
-    shown, hidden = [], False
+async def _visible(server: Server, request: Request, names: list[str]) -> list[tuple[str, bool]]:
+    """(name, private) of the boxes the request may see."""
+    token = await server.visitor(request)
+    shown = []
     for name in names:
         private = await server.private(name)
         if not private or (token and token.may(name)):
             shown.append((name, private))
-        else:
-            hidden = True
-    return shown, hidden
+    return shown
 
 
-def _page(request: Request, template: str, **values: Any) -> HTMLResponse:
-    server = request.app.state.server
-    html = ENV.get_template(template).render(root=server.public_url, token=getattr(request.state, "token", None), **values)
-    return HTMLResponse(html, headers={"Cache-Control": "private, no-cache", "Vary": "Accept, Authorization"})
-
-
-async def login_page(server: Server, request: Request) -> Response:
+async def login(request: Request) -> Response:
     """Where a browser is asked for a token (as a password); with a valid one, back to the organisations."""
+    server: Server = request.app.state.server
     if await server.token(request) is None:
-        return unauthorized(request, "give a token as the password")
+        raise Refusal(401, "give a token as the password")
     return RedirectResponse(f"{server.public_url}/", 303)
 
 
-def unauthorized(request: Request, why: str) -> Response:
-    """401: a token is needed (Bearer for Vagrant and curl; a browser also gets Basic, and asks for it)."""
-    response = PlainTextResponse(why + "\n", 401)
-    response.raw_headers.append((b"www-authenticate", b'Bearer realm="boxpack"'))
-    if wants_html(request):
-        response.raw_headers.append((b"www-authenticate", b'Basic realm="boxpack: your token as the password", charset="UTF-8"'))
-    return response
-
-
-async def index_page(server: Server, request: Request) -> Response:
-    shown, _ = await _visible(server, request, await server.names())
+async def index(request: Request) -> Response:
+    server: Server = request.app.state.server
     orgs: dict[str, int] = {}
-    for name, _ in shown:
+    for name, _ in await _visible(server, request, await server.names()):
         orgs[name.split("/")[0]] = orgs.get(name.split("/")[0], 0) + 1
     if not wants_html(request):
         return JSONResponse({"organisations": sorted(orgs)})
-    return _page(request, "index.html", title="Boxes", orgs=sorted(orgs.items()))
+    return page(request, "index.html", title="Boxes", orgs=sorted(orgs.items()))
 
 
-async def org_page(server: Server, request: Request, org: str) -> Response:
-    names = [n for n in await server.names() if n.split("/")[0] == org]
-    shown, hidden = await _visible(server, request, names)
-    if not shown and hidden and getattr(request.state, "token", None) is None:
-        return unauthorized(request, "these boxes need a token")
+async def organisation(request: Request) -> Response:
+    server: Server = request.app.state.server
+    org = request.path_params["org"]
+    if not layout.NAME_PART.fullmatch(org):
+        raise NotFound("not found")
+    shown = await _visible(server, request, [n for n in await server.names() if n.split("/")[0] == org])
     if not shown:
-        return PlainTextResponse("not found\n", 404)
+        raise NotFound("not found")  # none, or none this request may see: alike
     if not wants_html(request):
         return JSONResponse({"organisation": org, "boxes": [name for name, _ in shown]})
     boxes = []
     for name, private in shown:
         found = await server.catalog(name)
-        doc = json.loads(found[0]) if found else {"versions": []}
-        latest = doc["versions"][-1]["version"] if doc["versions"] else None
-        boxes.append({"name": name, "private": private, "description": doc.get("description"), "latest": latest})
-    return _page(request, "org.html", title=org, org=org, boxes=boxes)
+        versions = found.doc["versions"] if found else []
+        boxes.append({"name": name, "private": private, "description": found.doc.get("description") if found else None,
+                      "latest": versions[-1]["version"] if versions else None})
+    return page(request, "org.html", title=org, org=org, boxes=boxes)
 
 
-async def box_page(server: Server, request: Request, name: str) -> Response:
+async def box_page(request: Request, name: str) -> Response:
+    """A box's page; the request may read it (catalogs.catalog asked)."""
+    server: Server = request.app.state.server
     found = await server.catalog(name)
     if found is None:
-        return PlainTextResponse("not found\n", 404)
-    doc = json.loads(found[0])
+        raise NotFound("not found")
     versions = []
-    for v in reversed(doc["versions"]):  # the newest first
+    for v in reversed(found.doc["versions"]):  # the newest first
         providers, dates = [], []
         for p in v["providers"]:
-            key = layout.box_key(name, v["version"], p["name"], p["architecture"])
-            there = await server.stat(key)
+            there = await server.run(server.store.stat, layout.box_key(name, v["version"], p["name"], p["architecture"]))
             if there is not None:
                 dates.append(there.modified)
             providers.append({"name": p["name"], "architecture": p["architecture"], "default": p["default_architecture"],
-                              "size": human_size(there.size) if there else "missing", "checksum_type": p["checksum_type"],
+                              "size": human_size(there.size) if there else "elsewhere", "checksum_type": p["checksum_type"],
                               "checksum": p["checksum"]})
         date = datetime.datetime.fromtimestamp(min(dates), datetime.UTC).strftime("%Y-%m-%d") if dates else ""
-        versions.append({"version": v["version"], "description": v.get("description"), "date": date,
-                         "providers": providers})
-    return _page(request, "box.html", title=name, org=name.split("/")[0], name=name, description=doc.get("description"),
-                 private=await server.private(name), versions=versions)
+        versions.append({"version": v["version"], "description": v.get("description"), "date": date, "providers": providers})
+    return page(request, "box.html", title=name, org=name.split("/")[0], name=name, description=found.doc.get("description"),
+                private=await server.private(name), versions=versions)
+
+
+def missing(request: Request) -> HTMLResponse:
+    """A page for what is not there, or not there for this browser: the same for both."""
+    return page(request, "missing.html", 404, title="Not found")

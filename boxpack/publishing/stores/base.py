@@ -6,7 +6,9 @@ it moves bytes, and tells a write that another writer got to first from one that
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 
@@ -14,6 +16,22 @@ class Stat(NamedTuple):
     size: int
     etag: str | None  # what names these bytes: the store's ETag (S3), a file's inode, mtime and size
     modified: float = 0.0  # when it was written, in seconds since the epoch
+
+
+class Redirect(NamedTuple):
+    """A key's bytes are fetched from url (presigned for a while): they never pass through the server."""
+
+    url: str
+
+
+class LocalFile(NamedTuple):
+    """A key's bytes are this machine's file at path, sent as it is (Range, ETag)."""
+
+    path: Path
+    stat: os.stat_result
+
+
+Delivery = Redirect | LocalFile
 
 
 class Upload(Protocol):
@@ -53,7 +71,16 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def upload(self, key: str) -> Upload: ...
+    def upload(self, key: str, *, resume: bool = True) -> Upload:
+        """A stream into key; with resume, what an interrupted upload of the same key left may be reused (S3's
+        parts), so two uploads of one key at once must not both resume."""
+
+    def deliver(self, key: str, seconds: int) -> Delivery | None:
+        """How a client gets key's bytes (a redirect valid for seconds, or a local file), or None when there is none."""
+
+    def anyone_reads(self, key: str) -> str | None:
+        """The URL where anyone, without credentials, reads key, when the store lets them; None when it does not, or
+        when the store cannot tell (a directory does not know which web server serves it)."""
 
     def list(self, prefix: str) -> Iterator[str]:
         """The keys under prefix (which ends with a slash), in no particular order."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from ... import files
 from ...errors import OutputFailed
-from .base import Stat
+from .base import LocalFile, Stat
 
 
 class DirectoryStore:
@@ -59,9 +60,21 @@ class DirectoryStore:
             return None
         return Stat(st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}", st.st_mtime)
 
-    def path(self, key: str) -> Path:
-        """The file a key is (boxpack serve sends it as it is)."""
-        return self._path(key)
+    def deliver(self, key: str, seconds: int) -> LocalFile | None:
+        """The file key is, sent as it is; only a regular file inside the directory, reached through no symlink
+        (one planted in the store must not hand out a file from elsewhere)."""
+        path = self._path(key)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            real = Path(os.path.realpath(path))
+        except OSError:
+            return None
+        if real != Path(os.path.abspath(path)) or not real.is_relative_to(os.path.realpath(self.root)):
+            return None
+        return LocalFile(path, st) if stat.S_ISREG(st.st_mode) else None
+
+    def anyone_reads(self, key: str) -> str | None:
+        return None
 
     def list(self, prefix: str) -> Iterator[str]:
         top = self._path(prefix)
@@ -78,7 +91,7 @@ class DirectoryStore:
         except OSError as e:
             raise OutputFailed(f"{self._path(key)}: cannot delete: {e.strerror}") from None
 
-    def upload(self, key: str) -> _FileUpload:
+    def upload(self, key: str, *, resume: bool = True) -> _FileUpload:
         return _FileUpload(self._path(key))
 
 

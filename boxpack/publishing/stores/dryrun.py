@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterator
 
 from ..layout import CATALOG_LIMIT
-from .base import Stat, Store
+from .base import Delivery, Stat, Store
 
 
 class DryRunStore:
@@ -52,8 +52,14 @@ class DryRunStore:
         there = {k for k in self.store.list(prefix) if self._written.get(k, b"") is not None}
         yield from there | {k for k, v in self._written.items() if k.startswith(prefix) and v is not None}
 
-    def upload(self, key: str) -> _Counted:
+    def upload(self, key: str, *, resume: bool = True) -> _Counted:
         return _Counted(self, key)
+
+    def deliver(self, key: str, seconds: int) -> Delivery | None:
+        return self.store.deliver(key, seconds)
+
+    def anyone_reads(self, key: str) -> str | None:
+        return self.store.anyone_reads(key)
 
 
 class _Counted:

@@ -33,7 +33,7 @@ from typing import Any
 
 from ...errors import BadOption, BoxpackError, CannotRun, InternalError, OutputFailed
 from ..layout import BOX_CACHE
-from .base import Stat
+from .base import Redirect, Stat
 
 MIB = 1024 * 1024
 # Part sizes by part number. A rerun reuses the parts an interrupted upload left when they are the
@@ -70,6 +70,12 @@ class _Precondition(Exception):
     """The store refused a conditional write: someone else wrote first."""
 
 
+def _session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
 def _client(endpoint_url: str | None) -> Any:
     """An S3 client from the standard AWS chain (environment, AWS_PROFILE, ~/.aws/config and
     credentials, AWS_ENDPOINT_URL), path-style for any endpoint but AWS's own."""
@@ -90,7 +96,7 @@ def _client(endpoint_url: str | None) -> Any:
     # Every body goes with its Content-MD5, which the signature covers: botocore's own SHA-256 of each
     # body (its default over plain HTTP) would be a second hash of every byte for nothing.
     s3 = {"payload_signing_enabled": False}
-    session = boto3.session.Session()
+    session = _session()
     client = session.client("s3", endpoint_url=endpoint_url or None, config=Config(**settings, s3=s3))
     host = client.meta.endpoint_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     if not host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
@@ -175,10 +181,28 @@ class S3Store:
                 return
             more = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def presign(self, key: str, seconds: int) -> str:
-        """A URL that gets the object without credentials, for seconds: where boxpack serve sends a client."""
-        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self.key(key)},
-                                                  ExpiresIn=seconds)
+    def deliver(self, key: str, seconds: int) -> Redirect | None:
+        """A URL that gets the object without credentials, for seconds: the bytes go from the store to the client."""
+        if self.stat(key) is None:
+            return None
+        return Redirect(self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self.key(key)},
+                                                           ExpiresIn=seconds))
+
+    def anyone_reads(self, key: str) -> str | None:
+        """Asked as anyone: an unsigned HEAD of key at the endpoint (a bucket policy or an anonymous identity
+        that lets everyone read)."""
+        from botocore import UNSIGNED
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        meta = self.client.meta
+        unsigned = _session().client("s3", endpoint_url=meta.endpoint_url, region_name=meta.region_name,
+                                     config=meta.config.merge(Config(signature_version=UNSIGNED)))
+        try:
+            unsigned.head_object(Bucket=self.bucket, Key=self.key(key))
+        except (BotoCoreError, ClientError):
+            return None
+        return f"{meta.endpoint_url}/{self.bucket}/{self.key(key)}"
 
     def _put(self, key: str, data: bytes, content_type: str, cache: str | None = None, **conditions: str) -> str:
         extra = {"CacheControl": cache} if cache else {}
@@ -247,8 +271,8 @@ class S3Store:
 
     # --- boxes --------------------------------------------------------------------------------
 
-    def upload(self, key: str) -> _MultipartUpload:
-        return _MultipartUpload(self, key)
+    def upload(self, key: str, *, resume: bool = True) -> _MultipartUpload:
+        return _MultipartUpload(self, key, resume)
 
 
 class _MultipartUpload:
@@ -256,7 +280,7 @@ class _MultipartUpload:
     sent by a few threads while the box is still being written. A part that an interrupted upload of
     the same key already holds, byte for byte (its ETag is the part's MD5), is not sent again."""
 
-    def __init__(self, store: S3Store, key: str) -> None:
+    def __init__(self, store: S3Store, key: str, resume: bool = True) -> None:
         self.store, self.key = store, key
         self.size = 0
         self.resumed = 0
@@ -269,13 +293,13 @@ class _MultipartUpload:
         self._queued = threading.BoundedSemaphore(PARTS_QUEUED)
         self._futures: list[Future] = []
         self._lock = threading.Lock()
-        self._upload_id, self._held = self._resume_or_create()
+        self._upload_id, self._held = self._resume_or_create(resume)
 
-    def _resume_or_create(self) -> tuple[str, dict[int, tuple[str, int]]]:
+    def _resume_or_create(self, resume: bool) -> tuple[str, dict[int, tuple[str, int]]]:
         full = self.store.key(self.key)
         what = f"{self.store.url(self.key)}: cannot upload"
         try:
-            listed = self.store.call(what, "list_multipart_uploads", Prefix=full).get("Uploads", [])
+            listed = self.store.call(what, "list_multipart_uploads", Prefix=full).get("Uploads", []) if resume else []
         except BoxpackError:  # no permission to list uploads: start afresh
             listed = []
         mine = sorted((u for u in listed if u["Key"] == full), key=lambda u: u["Initiated"])

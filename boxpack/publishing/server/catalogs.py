@@ -1,0 +1,80 @@
+"""What Vagrant asks `boxpack serve` for: catalogs by name and the boxes they name.
+
+Vagrant asks for a catalog at `<server>/ORG/NAME` (2.3) and `<server>/api/v2/vagrant/ORG/NAME` first (2.4;
+lib/vagrant/action/builtin/box_add.rb, BoxAdd#call), with HEAD before GET, and takes it for a catalog only
+when it answers Content-Type application/json (BoxAdd#metadata_url?). With a token (VAGRANT_CLOUD_TOKEN, or
+`vagrant cloud auth login`) it sends `Authorization: Bearer TOKEN` on every request to the host of
+VAGRANT_SERVER_URL, and only there (plugins/commands/cloud/auth/middleware/add_downloader_authentication.rb,
+AddDownloaderAuthentication#call). So the catalog it gets names boxes on this server (a box given at a URL
+elsewhere, HCP's hosted: false, keeps that URL); how a box's bytes go is the store's word (Store.deliver): a
+redirect presigned for minutes, which curl follows without the token (it sends Authorization to the host it
+was given only), so the bytes never pass through here; or a file of this machine, sent with HEAD, Range and
+ETag.
+
+A box the catalog names is read as the catalog is (context.Server.reader). One it does not name (not
+released yet, or revoked) goes only to a token that may publish the box; to anyone else it is not there.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from ...errors import BadInput, NotFound
+from .. import layout
+from ..stores.base import Delivery, Redirect
+from .context import Server, box_name, wants_html
+
+FILE_CHUNK = 1024 * 1024  # a box file is sent in reads this large: 64 KiB (Starlette's) gave a fifth of nginx's rate
+
+
+async def catalog(request: Request) -> Response:
+    server: Server = request.app.state.server
+    name = box_name(request.path_params["org"], request.path_params["name"])
+    await server.reader(request, name)
+    if wants_html(request):
+        from . import pages  # only a browser's request needs the pages
+
+        return await pages.box_page(request, name)
+    found = await server.catalog(name)
+    if found is None:
+        raise NotFound("not found")  # a box the API made, not released yet
+    private = await server.private(name)
+    headers = {"ETag": found.etag, "Cache-Control": "private, no-cache" if private else "public, max-age=60"}
+    if found.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(found.data, 200, headers, media_type="application/json")
+
+
+async def box(request: Request) -> Response:
+    server: Server = request.app.state.server
+    p = request.path_params
+    name = box_name(p["org"], p["name"])
+    try:
+        key = layout.box_key(name, p["version"], p["provider"], p["arch"])
+    except BadInput:
+        raise NotFound("not found") from None
+    served = await server.catalog(name)
+    if served is not None and key in served.hosted:
+        await server.reader(request, name)
+    else:
+        await server.publisher(request, name)  # an unreleased or revoked box: its publisher's
+    delivery = await server.run(server.store.deliver, key, server.config.presign_seconds)
+    if delivery is None:
+        raise NotFound("not found")
+    cache = "private, no-store" if await server.private(name) else "public, no-cache"  # revalidated: it may turn private
+    return deliver(request, delivery, cache)
+
+
+def deliver(request: Request, delivery: Delivery, cache: str) -> Response:
+    """The one way a box's bytes are answered: a redirect to them, or the file."""
+    if isinstance(delivery, Redirect):
+        return RedirectResponse(delivery.url, 302, {"Cache-Control": "private, no-store"})
+    st = delivery.stat
+    etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    headers = {"ETag": etag, "Cache-Control": cache}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    response = FileResponse(delivery.path, media_type="application/octet-stream", headers=headers, stat_result=st)
+    response.chunk_size = FILE_CHUNK
+    return response
