@@ -332,6 +332,27 @@ def test_a_trickle_ends_at_the_timeout(web: Target, hostile: Hostile, box: bytes
     assert time.monotonic() - started < 30
 
 
+def test_a_trickle_below_the_speed_limit_ends_long_before_the_timeout(web: Target, hostile: Hostile, box: bytes) -> None:
+    """A byte every tenth of a second never trips a read timeout, and the default --timeout is 12 hours: the low-speed
+    limit ends it (curl's --speed-limit and --speed-time)."""
+    def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(box)))
+        h.end_headers()
+        try:
+            for i in range(len(box)):
+                h.wfile.write(box[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # mirror gave up
+
+    hostile.routes["/slow.box"] = trickle
+    url = hostile.json("/c", cat("org/x", {"1.0": [entry(hostile.url + "/slow.box", box)]}))
+    report, _ = run_mirror(web, url, "--speed-limit", "1000", "--speed-time", "2", check_rc=1)
+    assert "slower than 1000 bytes/s for 2 s (--speed-limit, --speed-time)" in report["boxes"][0]["error"]
+
+
 def test_waits_are_capped_said_and_only_for_what_may_change(monkeypatch, caplog) -> None:
     import email.message
     import urllib.error

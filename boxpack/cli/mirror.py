@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-valid", action="store_true", help="with --verify: leave out (and fail) boxes with errors")
     p.add_argument("--timeout", type=float, default=mirror.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"the longest one box's transfer may take in all, resumptions included (default: {mirror.DEFAULT_TIMEOUT:.0f})")
+    p.add_argument("--speed-limit", type=int, default=mirror.DEFAULT_SPEED[0], metavar="BYTES",
+                   help=f"give a box up when it comes slower than this many bytes a second for --speed-time "
+                   f"(default: {mirror.DEFAULT_SPEED[0]}; 0: never)")
+    p.add_argument("--speed-time", type=float, default=mirror.DEFAULT_SPEED[1], metavar="SECONDS",
+                   help=f"how long a box may come slower than --speed-limit (default: {mirror.DEFAULT_SPEED[1]:.0f})")
     p.add_argument("--allow-private-addresses", action="store_true",
                    help="copy boxes on loopback, link-local or private addresses that a catalog from the internet names "
                    "(refused by default: such a catalog could make boxpack fetch from your own network)")
@@ -78,6 +83,8 @@ def run(argv: list[str]) -> int:
             sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
         if not args.timeout > 0:
             raise BadOption("--timeout must be a number of seconds above 0")
+        if args.speed_limit < 0 or not args.speed_time > 0:
+            raise BadOption("--speed-limit must be 0 or more bytes a second, --speed-time a number of seconds above 0")
         if not sources:
             raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
         options = mirror.MirrorOptions(
@@ -85,6 +92,7 @@ def run(argv: list[str]) -> int:
             architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
             require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
             allow_private_addresses=args.allow_private_addresses, timeout=args.timeout,
+            speed=(args.speed_limit, args.speed_time),
             token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
         )
         shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run

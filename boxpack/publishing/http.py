@@ -17,8 +17,8 @@ what a mirror of tens of GB needs besides:
 - only http(s) is fetched and followed (urllib alone would follow a redirect to ftp:); a request a
   catalog from the internet asks for may reach only internet addresses (not loopback, link-local such
   as 169.254.169.254, or private networks), redirects included;
-- a transfer may be given a total time: a server sending a byte every few seconds never trips a read
-  timeout.
+- a transfer may be given a total time, and a low-speed limit (curl's --speed-limit and --speed-time):
+  a server sending a byte every few seconds never trips a read timeout.
 Uses urllib, so HTTPS_PROXY and the system's certificates apply as for any Python program.
 """
 
@@ -240,15 +240,38 @@ def _copy_file(url: str, path: str, write: Callable[[bytes], None]) -> int:
         raise BadInput(f"{url}: cannot read: {e.strerror}") from None
 
 
+class Pace:
+    """A transfer's deadline, and its low-speed limit: at least limit bytes a second over every span of seconds."""
+
+    def __init__(self, url: str, timeout: float | None, limit: int = 0, seconds: float = 60.0) -> None:
+        self.url, self.timeout, self.limit, self.seconds = url, timeout, limit, seconds
+        self.deadline = time.monotonic() + timeout if timeout else math.inf
+        self.since, self.got = time.monotonic(), 0
+
+    def late(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def check(self, n: int) -> None:
+        """n more bytes came: BadInput when the transfer is past its deadline or too slow."""
+        now = time.monotonic()
+        if now > self.deadline:
+            raise BadInput(f"{self.url}: not complete after {self.timeout or 0:g} s (--timeout)")
+        self.got += n
+        if now - self.since >= self.seconds:
+            if self.got < self.limit * self.seconds:
+                raise BadInput(f"{self.url}: slower than {self.limit} bytes/s for {self.seconds:g} s (--speed-limit, "
+                               "--speed-time)")
+            self.since, self.got = now, 0
+
+
 def copy(url: str, write: Callable[[bytes], None], token: str | None = None, *, public_only: bool = False,
-         timeout: float | None = None) -> int:
-    """Stream what url serves into write, resuming after every interruption, within timeout seconds in all;
-    returns the byte count."""
+         timeout: float | None = None, speed: tuple[int, float] = (0, 60.0)) -> int:
+    """Stream what url serves into write, resuming after every interruption, within timeout seconds in all and
+    at no less than speed[0] bytes a second over any speed[1] seconds; returns the byte count."""
     path = _local(url)
     if path is not None:
         return _copy_file(url, path, write)
-    deadline = time.monotonic() + timeout if timeout else math.inf
-    late = f"{url}: not complete after {timeout or 0:g} s (--timeout)"
+    pace = Pace(url, timeout, *speed)
     done = attempt = 0
     end: int | None
     total: int | None
@@ -267,8 +290,7 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None, *, 
                     skip = done
                 start = done
                 while chunk := r.read1(CHUNK):
-                    if time.monotonic() > deadline:
-                        raise BadInput(late)
+                    pace.check(len(chunk))
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -284,7 +306,7 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None, *, 
             if done == start:
                 raise ConnectionError(f"a part without bytes at {done} of {total}")
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            if time.monotonic() > deadline:
-                raise BadInput(late) from None
+            if pace.late():
+                pace.check(0)
             _retrying(url, attempt, e)
             attempt += 1

@@ -52,6 +52,7 @@ from .streamcheck import StreamCheck
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3
 DEFAULT_TIMEOUT = 12 * 3600.0  # one box's transfer, in all: 30 GB at 0.7 MB/s
+DEFAULT_SPEED = (1024, 60.0)  # at least this many bytes a second over every this many seconds: a stalled server ends
 ARCH_PATTERN = re.compile(r"[a-z0-9_]+")  # schemas/catalog.schema.json
 
 
@@ -77,6 +78,7 @@ class MirrorOptions:
     private: bool = False  # the mirrored boxes are private to boxpack serve (access.py)
     allow_private_addresses: bool = False  # a catalog from the internet may name boxes on private networks
     timeout: float | None = DEFAULT_TIMEOUT  # seconds for one box's transfer, in all
+    speed: tuple[int, float] = DEFAULT_SPEED  # the low-speed limit: bytes a second, over how many seconds
 
 
 @dataclass
@@ -323,7 +325,8 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             progress(c, len(chunk))
 
         try:
-            c.size = download.copy(c.source_url, write, token, public_only=c.public_only, timeout=options.timeout)
+            c.size = download.copy(c.source_url, write, token, public_only=c.public_only, timeout=options.timeout,
+                                   speed=options.speed)
             actual = digest.hexdigest()
             if c.checksum and actual != c.checksum:
                 raise BadInput(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
