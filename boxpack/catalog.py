@@ -27,9 +27,10 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import jsonschema
 
@@ -90,22 +91,29 @@ def check(doc: Any) -> list[str]:
         if key in seen_versions:
             problems.append(f"version {v['version']} appears twice")
         seen_versions.add(key)
-        by_name: dict[str, list[dict]] = {}
-        for p in v["providers"]:
-            by_name.setdefault(p["name"], []).append(p)
-            if len(p["checksum"]) != CHECKSUM_TYPES[p["checksum_type"]]:
-                problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: checksum is not a {p['checksum_type']} digest")
-            if not _absolute(p["url"]):
-                problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: url {p['url']!r} is not absolute")
-        for name, entries in by_name.items():
-            archs = [p["architecture"] for p in entries]
-            if len(set(archs)) != len(archs):
-                problems.append(f"version {v['version']}: provider {name} lists an architecture twice")
-            defaults = [p for p in entries if p["default_architecture"]]
-            if len(defaults) != 1:
-                problems.append(f"version {v['version']}: provider {name} has {len(defaults)} default architectures, not 1")
-            elif entries[-1] is not defaults[0]:
-                problems.append(f"version {v['version']}: provider {name}'s default entry is not its last (Vagrant <= 2.3 takes the last)")
+        problems += _version_problems(v)
+    return problems
+
+
+def _version_problems(v: dict) -> list[str]:
+    """The rules across one version's entries: digests, absolute URLs, one default per provider, placed last."""
+    problems = []
+    by_name: dict[str, list[dict]] = {}
+    for p in v["providers"]:
+        by_name.setdefault(p["name"], []).append(p)
+        if len(p["checksum"]) != CHECKSUM_TYPES[p["checksum_type"]]:
+            problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: checksum is not a {p['checksum_type']} digest")
+        if not _absolute(p["url"]):
+            problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: url {p['url']!r} is not absolute")
+    for name, entries in by_name.items():
+        archs = [p["architecture"] for p in entries]
+        if len(set(archs)) != len(archs):
+            problems.append(f"version {v['version']}: provider {name} lists an architecture twice")
+        defaults = [p for p in entries if p["default_architecture"]]
+        if len(defaults) != 1:
+            problems.append(f"version {v['version']}: provider {name} has {len(defaults)} default architectures, not 1")
+        elif entries[-1] is not defaults[0]:
+            problems.append(f"version {v['version']}: provider {name}'s default entry is not its last (Vagrant <= 2.3 takes the last)")
     return problems
 
 
@@ -147,6 +155,100 @@ def parse(data: bytes, where: str) -> Catalog:
     if problems:
         raise BadInput(f"{where}: not a valid catalog ({problems[0]}); it was left as it is")
     return doc
+
+
+# --- someone else's catalog, read as Vagrant reads it ------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One provider entry of a catalog read leniently; problem says why Vagrant would not read it the same way."""
+
+    version: str
+    provider: str
+    architecture: str
+    default: bool
+    url: str  # absolute: joined to where the catalog came from
+    checksum_type: str | None  # both None when the catalog gives none (HCP has such entries)
+    checksum: str | None
+    problem: str | None = None
+
+
+@dataclass
+class Lenient:
+    name: str
+    entries: list[Entry] = field(default_factory=list)
+    descriptions: dict[str, str] = field(default_factory=dict)  # version -> its description
+    description: str | None = None
+
+
+def _text(d: dict, key: str) -> str | None:
+    """A string field, else None: a field of another type is read as absent, as Vagrant's Ruby would fail on it."""
+    value = d.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def read_lenient(doc: Any, where: str, asked_name: str | None = None, base: str | None = None) -> Lenient:
+    """A catalog someone else wrote (HCP's adds fields Vagrant ignores, and has entries without a checksum), read
+    as Vagrant reads it (lib/vagrant/box_metadata.rb): under the name asked for, else its own; BadInput when it
+    is no catalog. What Vagrant could not read the same way is an entry with a problem: an unknown checksum
+    type (box_add.rb raises on one), an architecture outside the schema, a version equal to an earlier one in
+    RubyGems' order (1.0 and 1.0.0). base is where relative URLs are resolved from (where it came from)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("versions"), list):
+        raise BadInput(f"{where}: not a catalog (no versions)")
+    claimed = _text(doc, "name")
+    name = asked_name or (claimed if claimed and NAME_PATTERN.fullmatch(claimed) else None)
+    if not name:
+        raise BadInput(f"{where}: the catalog has no ORG/NAME name")
+    read = Lenient(name, description=_text(doc, "description"))
+    seen: dict[tuple, str] = {}  # RubyGems' version key -> the version string first given for it
+    for v in doc["versions"]:
+        _lenient_version(read, v, where, base or where, seen)
+    return read
+
+
+def _lenient_version(read: Lenient, v: Any, where: str, base: str, seen: dict[tuple, str]) -> None:
+    version = _version_of(v, where)
+    first = seen.setdefault(version_key(version), version)
+    described = _text(v, "description") or _text(v, "description_markdown")
+    if described and first == version:
+        read.descriptions[version] = described
+    for p in _providers_of(v, version, where):
+        entry = _lenient_entry(p, version, base)
+        if entry.problem is None and first != version:
+            entry.problem = f"the same version as {first} to Vagrant (RubyGems' order), which is copied"
+        read.entries.append(entry)
+
+
+def _version_of(v: Any, where: str) -> str:
+    version = v.get("version") if isinstance(v, dict) else None
+    if not isinstance(version, str) or len(version) > MAX_VERSION or not VERSION_PATTERN.fullmatch(version):
+        shown = repr(version[:40] + "...") if isinstance(version, str) and len(version) > 40 else repr(version)
+        raise BadInput(f"{where}: version {shown} is not one Vagrant reads")
+    return version
+
+
+def _providers_of(v: dict, version: str, where: str) -> list[dict]:
+    providers = v.get("providers") or []
+    if not isinstance(providers, list):
+        raise BadInput(f"{where}: version {version}: providers is not a list")
+    for p in providers:
+        if not isinstance(p, dict) or not _text(p, "name") or not _text(p, "url"):
+            raise BadInput(f"{where}: version {version} has a provider without a name or url")
+    return providers
+
+
+def _lenient_entry(p: dict, version: str, base: str) -> Entry:
+    kind = (_text(p, "checksum_type") or "").lower() or None
+    value = (_text(p, "checksum") or "").strip().lower() or None
+    arch = _text(p, "architecture") or UNKNOWN_ARCH
+    known = bool(kind and value and kind in CHECKSUM_TYPES)
+    entry = Entry(version, str(p["name"]), arch, p.get("default_architecture") is True, urljoin(base, p["url"]),
+                  kind if known else None, value if known else None)
+    if kind and value and not known:
+        entry.problem = f"checksum type {kind!r} is not one Vagrant knows ({', '.join(CHECKSUM_TYPES)}), so the box cannot be checked"
+    elif not ARCH_PATTERN.fullmatch(arch):
+        entry.problem = f"architecture {arch[:40]!r} is not one Vagrant matches (lower case letters, digits, _)"
+    return entry
 
 
 def too_deep(doc: Any) -> bool:
@@ -241,48 +343,33 @@ class Index:
     ) -> None:
         """Merge one box entry in: it replaces one for the same provider and architecture only with force."""
         check_entry(self.name, version, url, allow_relative)
-        checksum_type = checksum_type.lower()
-        if checksum_type not in CHECKSUM_TYPES:
-            raise BadOption(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
-        checksum = checksum.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
-            raise BadOption(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
+        checksum_type, checksum = _digest(checksum_type, checksum)
         arch = architecture or UNKNOWN_ARCH
         if self.doc["name"] != self.name:
             raise BadOption(f"the catalog is for {self.doc['name']}, not {self.name} (vagrant box add would refuse the mismatch)")
-        key = version_key(version)
-        entry_version = self._versions.get(key)
-        if entry_version is None:
-            entry_version = self._versions[key] = {"version": version, "providers": []}
-            self.doc["versions"].append(entry_version)
-        group = self._entries.setdefault((key, provider), [])
+        entry_version = self._version(version)
+        group = self._entries.setdefault((version_key(version), provider), [])
         clash = [p for p in group if p["architecture"] == arch]
         if clash and not force:
             raise OutputFailed(f"version {version} already has a {provider} box for {arch}; use --force to replace it")
-        was_default = any(p["default_architecture"] for p in clash)
         group[:] = [p for p in group if p not in clash]
         if clash:
             entry_version["providers"] = [p for p in entry_version["providers"] if p not in clash]
-        current = next((p for p in group if p["default_architecture"]), None)
-        # amd64 takes the default from another architecture unless one was asked for: Vagrant <= 2.3 ignores
-        # architectures and runs the default (last) entry, and its hosts are amd64. The default then does not
-        # depend on the order in which concurrent publishers add their entries.
-        is_default = (default_architecture or was_default or current is None
-                      or (arch == "amd64" and current["architecture"] != "amd64"))
-        if is_default:
-            for p in group:
-                p["default_architecture"] = False
-        new = {
-            "name": provider,
-            "url": url,
-            "checksum": checksum,
-            "checksum_type": checksum_type,
-            "architecture": arch,
-            "default_architecture": is_default,
-        }
+        is_default = _takes_default(group, arch, default_architecture or any(p["default_architecture"] for p in clash))
+        new = {"name": provider, "url": url, "checksum": checksum, "checksum_type": checksum_type, "architecture": arch,
+               "default_architecture": is_default}
         group.append(new)
         entry_version["providers"].append(new)
         self._touched[id(entry_version)] = entry_version
+
+    def _version(self, version: str) -> dict:
+        """The catalog's version entry for version, made if there is none."""
+        key = version_key(version)
+        found = self._versions.get(key)
+        if found is None:
+            found = self._versions[key] = {"version": version, "providers": []}
+            self.doc["versions"].append(found)
+        return found
 
     def catalog(self) -> Catalog:
         """The catalog with every change, in Vagrant's order."""
@@ -291,6 +378,30 @@ class Index:
         self._touched = {}
         self.doc["versions"].sort(key=lambda v: version_key(v["version"]))
         return self.doc
+
+
+def _digest(checksum_type: str, checksum: str) -> tuple[str, str]:
+    """A checksum type and a checksum as the catalog holds them: lower case, bare hex of the right length."""
+    checksum_type = checksum_type.lower()
+    if checksum_type not in CHECKSUM_TYPES:
+        raise BadOption(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
+    checksum = checksum.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
+        raise BadOption(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
+    return checksum_type, checksum
+
+
+def _takes_default(group: list[dict], arch: str, asked: bool) -> bool:
+    """Whether a new entry of arch is its provider's default (the others then are not). amd64 takes the default from
+    another architecture unless one was asked for: Vagrant <= 2.3 ignores architectures and runs the default (last)
+    entry, and its hosts are amd64. The default then does not depend on the order in which concurrent publishers
+    add their entries."""
+    current = next((p for p in group if p["default_architecture"]), None)
+    if asked or current is None or (arch == "amd64" and current["architecture"] != "amd64"):
+        for p in group:
+            p["default_architecture"] = False
+        return True
+    return False
 
 
 def remove(doc: Catalog, version: str, provider: str | None = None, architecture: str | None = None) -> Catalog:

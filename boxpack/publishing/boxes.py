@@ -91,16 +91,23 @@ def provider_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["url"] = url
     kind = fields.get("checksum_type")
     if kind is not None:
-        if not isinstance(kind, str) or kind.lower() not in CHECKSUM_TYPES:
-            raise Invalid(f"checksum type {str(kind)[:20]!r}: give one of {', '.join(CHECKSUM_TYPES)}")
-        out["checksum_type"] = kind = kind.lower()
-    checksum = fields.get("checksum")
-    if checksum is not None:
-        value = checksum.strip().lower() if isinstance(checksum, str) else None
-        if value is None or kind is None or len(value) != CHECKSUM_TYPES[kind] or not re.fullmatch(r"[0-9a-f]+", value):
-            raise Invalid(f"checksum {str(checksum)[:40]!r} is not a {kind or 'known'} digest (give its checksum_type)")
-        out["checksum"] = value
+        out["checksum_type"] = kind = _checksum_type(kind)
+    if fields.get("checksum") is not None:
+        out["checksum"] = _checksum(fields["checksum"], kind)
     return out
+
+
+def _checksum_type(kind: Any) -> str:
+    if not isinstance(kind, str) or kind.lower() not in CHECKSUM_TYPES:
+        raise Invalid(f"checksum type {str(kind)[:20]!r}: give one of {', '.join(CHECKSUM_TYPES)}")
+    return kind.lower()
+
+
+def _checksum(checksum: Any, kind: str | None) -> str:
+    value = checksum.strip().lower() if isinstance(checksum, str) else None
+    if value is None or kind is None or len(value) != CHECKSUM_TYPES[kind] or not re.fullmatch(r"[0-9a-f]+", value):
+        raise Invalid(f"checksum {str(checksum)[:40]!r} is not a {kind or 'known'} digest (give its checksum_type)")
+    return value
 
 
 # --- a box -------------------------------------------------------------------------------------------------------

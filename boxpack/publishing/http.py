@@ -272,41 +272,53 @@ def copy(url: str, write: Callable[[bytes], None], token: str | None = None, *, 
     if path is not None:
         return _copy_file(url, path, write)
     pace = Pace(url, timeout, *speed)
-    done = attempt = 0
-    end: int | None
-    total: int | None
+    t = _Transfer()
     while True:
         try:
-            with _open(url, "GET", {"Range": f"bytes={done}-"} if done else {}, token, public_only=public_only) as r:
-                if r.status == 206:
-                    span = _RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
-                    if not span or int(span[1]) != done or int(span[2]) < done:
-                        raise BadInput(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
-                    end, skip = int(span[2]) + 1, 0
-                    total = int(span[3]) if span[3] != "*" else None
-                else:  # the whole body (again: Range ignored, and the start skipped)
-                    length = r.headers.get("Content-Length", "")
-                    end = total = int(length) if length.isdigit() else None
-                    skip = done
-                start = done
-                while chunk := r.read1(CHUNK):
-                    pace.check(len(chunk))
-                    if skip:
-                        cut = min(skip, len(chunk))
-                        chunk, skip = chunk[cut:], skip - cut
-                        if not chunk:
-                            continue
-                    write(chunk)
-                    done += len(chunk)
-                    attempt = 0  # progress: the next interruption starts its backoff afresh
-            if end is not None and done < end:
-                raise ConnectionError(f"cut short at {done} of {end} bytes")
-            if total is None or done >= total:
-                return done
-            if done == start:
-                raise ConnectionError(f"a part without bytes at {done} of {total}")
+            with _open(url, "GET", {"Range": f"bytes={t.done}-"} if t.done else {}, token, public_only=public_only) as r:
+                end, total, skip = _span(url, r, t.done)
+                start = t.done
+                _read(r, write, pace, skip, t)
+            if end is not None and t.done < end:
+                raise ConnectionError(f"cut short at {t.done} of {end} bytes")
+            if total is None or t.done >= total:
+                return t.done
+            if t.done == start:
+                raise ConnectionError(f"a part without bytes at {t.done} of {total}")
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             if pace.late():
                 pace.check(0)
-            _retrying(url, attempt, e)
-            attempt += 1
+            _retrying(url, t.attempt, e)
+            t.attempt += 1
+
+
+class _Transfer:
+    """Bytes written so far, and the attempt the next interruption is (back to 0 with each byte)."""
+
+    done = 0
+    attempt = 0
+
+
+def _span(url: str, r: Any, done: int) -> tuple[int | None, int | None, int]:
+    """What an answer to a request from byte done holds: (where it ends, the whole size, bytes to skip at its start)."""
+    if r.status == 206:
+        span = _RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
+        if not span or int(span[1]) != done or int(span[2]) < done:
+            raise BadInput(f"{url}: answered a Range request from {done} with {r.headers.get('Content-Range')}")
+        return int(span[2]) + 1, int(span[3]) if span[3] != "*" else None, 0
+    length = r.headers.get("Content-Length", "")  # the whole body (again: Range ignored, and the start skipped)
+    size = int(length) if length.isdigit() else None
+    return size, size, done
+
+
+def _read(r: Any, write: Callable[[bytes], None], pace: Pace, skip: int, t: _Transfer) -> None:
+    """The answer's body into write, its first skip bytes left out, counted in t as it goes."""
+    while chunk := r.read1(CHUNK):
+        pace.check(len(chunk))
+        if skip:
+            cut = min(skip, len(chunk))
+            chunk, skip = chunk[cut:], skip - cut
+        if chunk:
+            write(chunk)
+            t.done += len(chunk)
+            t.attempt = 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -40,20 +39,20 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog
-from ..catalog import CHECKSUM_TYPES, MAX_VERSION, NAME_PATTERN, UNKNOWN_ARCH
+from ..catalog import NAME_PATTERN
 from ..errors import BadInput, BadOption, BoxpackError, InternalError
 from ..sources.archive import compression
 from ..metadata import text
 from . import http as download
 from .layout import CATALOG_LIMIT
 from .publish import Publisher, open_store
+from .stores.base import Store, Upload
 from .streamcheck import StreamCheck
 
 DEFAULT_SERVER = "https://vagrantcloud.com"  # Vagrant's DEFAULT_SERVER_URL
 DEFAULT_JOBS = 3
 DEFAULT_TIMEOUT = 12 * 3600.0  # one box's transfer, in all: 30 GB at 0.7 MB/s
 DEFAULT_SPEED = (1024, 60.0)  # at least this many bytes a second over every this many seconds: a stalled server ends
-ARCH_PATTERN = re.compile(r"[a-z0-9_]+")  # schemas/catalog.schema.json
 
 
 @dataclass
@@ -114,6 +113,10 @@ class MirrorResult:
     error_codes: list[int] = field(default_factory=list)  # each error's exit status (errors.py)
     dry_run: bool = False
 
+    def failed(self, message: str, error: BoxpackError) -> None:
+        self.errors.append(message)
+        self.error_codes.append(error.exit_code)
+
     @property
     def exit_code(self) -> int:
         """The worst: 3 when a catalog was not written (what was copied is not found), 1 for a source or
@@ -167,12 +170,6 @@ def resolve(source: str, server: str | None, token: str | None) -> tuple[dict, s
     raise BadInput(f"{source}: not a catalog file, a catalog URL or ORG/NAME")
 
 
-def _text(d: dict, key: str) -> str | None:
-    """A string field, else None: a field of another type is read as absent, as Vagrant's Ruby would fail on it."""
-    value = d.get(key)
-    return value if isinstance(value, str) and value else None
-
-
 def _refusal(url: str, remote: bool) -> str | None:
     """Why a box URL named by a catalog is not fetched, if it is not."""
     scheme = urllib.parse.urlparse(url).scheme
@@ -184,54 +181,23 @@ def _refusal(url: str, remote: bool) -> str | None:
 
 def entries(doc: Any, where: str, asked_name: str | None,
             allow_private: bool = False) -> tuple[str, list[Copy], dict[str, str], str | None]:
-    """A source catalog read leniently, as Vagrant reads it (box_metadata.rb): the box name (the one asked
-    for, else the catalog's), one Copy per provider entry (those Vagrant could not read the same way already
-    failed), version descriptions, and the description. BoxpackError when it is no catalog."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("versions"), list):
-        raise BadInput(f"{where}: not a catalog (no versions)")
-    claimed = _text(doc, "name")
-    name = asked_name or (claimed if claimed and NAME_PATTERN.fullmatch(claimed) else None)
-    if not name:
-        raise BadInput(f"{where}: the catalog has no ORG/NAME name")
+    """A source catalog read leniently (catalog.read_lenient), with mirror's network rules on top: a catalog from
+    the network names only http(s) boxes, and, unless it is on a private network itself, boxes on the internet
+    only. The box name, one Copy per provider entry (those Vagrant could not read the same way already failed),
+    version descriptions, and the description. BoxpackError when it is no catalog."""
     remote = "://" in where and not where.startswith("file:")
-    base = where if remote else Path(where).resolve().as_uri() if "://" not in where else where
+    base = where if "://" in where else Path(where).resolve().as_uri()
+    read = catalog.read_lenient(doc, where, asked_name, base)
     public_only = remote and not allow_private and download.not_public(urllib.parse.urlparse(where).hostname or "") is None
-    copies: list[Copy] = []
-    descriptions: dict[str, str] = {}
-    seen: dict[tuple, str] = {}  # RubyGems' version key -> the version string first given for it
-    for v in doc["versions"]:
-        version = v.get("version") if isinstance(v, dict) else None
-        if not isinstance(version, str) or len(version) > MAX_VERSION or not catalog.VERSION_PATTERN.fullmatch(version):
-            shown = repr(version[:40] + "...") if isinstance(version, str) and len(version) > 40 else repr(version)
-            raise BadInput(f"{where}: version {shown} is not one Vagrant reads")
-        first = seen.setdefault(catalog.version_key(version), version)
-        text = _text(v, "description") or _text(v, "description_markdown")
-        if text and first == version:
-            descriptions[version] = text
-        providers = v.get("providers") or []
-        if not isinstance(providers, list):
-            raise BadInput(f"{where}: version {version}: providers is not a list")
-        for p in providers:
-            if not isinstance(p, dict) or not _text(p, "name") or not _text(p, "url"):
-                raise BadInput(f"{where}: version {version} has a provider without a name or url")
-            kind = (_text(p, "checksum_type") or "").lower() or None
-            value = (_text(p, "checksum") or "").strip().lower() or None
-            arch = _text(p, "architecture") or UNKNOWN_ARCH
-            url = urllib.parse.urljoin(base, p["url"])
-            known = bool(kind and value and kind in CHECKSUM_TYPES)
-            c = Copy(name, version, p["name"], arch, p.get("default_architecture") is True, url,
-                     kind if known else None, value if known else None, public_only=public_only)
-            c.error = (_refusal(url, remote)
-                       or (f"checksum type {kind!r} is not one Vagrant knows ({', '.join(CHECKSUM_TYPES)}), so the box "
-                           "cannot be checked" if kind and value and not known else None)
-                       or (f"architecture {arch[:40]!r} is not one Vagrant matches (lower case letters, digits, _)"
-                           if not ARCH_PATTERN.fullmatch(arch) or len(arch) > 64 else None)
-                       or (f"the same version as {first} to Vagrant (RubyGems' order), which is copied"
-                           if first != version else None))
-            if c.error:
-                c.action = "failed"
-            copies.append(c)
-    return name, copies, descriptions, _text(doc, "description")
+    copies = []
+    for e in read.entries:
+        c = Copy(read.name, e.version, e.provider, e.architecture, e.default, e.url, e.checksum_type, e.checksum,
+                 public_only=public_only)
+        c.error = _refusal(e.url, remote) or e.problem
+        if c.error:
+            c.action = "failed"
+        copies.append(c)
+    return read.name, copies, read.descriptions, read.description
 
 
 def select(copies: list[Copy], options: MirrorOptions) -> list[Copy]:
@@ -297,70 +263,88 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
     try:
         if not c.checksum and c.size is None:
             c.size = download.size(c.source_url, token, c.public_only)
-        there = _already_there(publisher, c)
-        if there:
-            c.size, kind, value = there
-            c.checksum_type, c.checksum = c.checksum_type or kind, c.checksum or value
-            publisher.plan(c.version, c.provider, c.architecture, value)
-            c.url = publisher.unchanged(c.version, c.provider, c.architecture, c.size, kind, value, c.default).url
-            c.action = "skipped"
+        if _skipped(c, publisher):
             return
         publisher.plan(c.version, c.provider, c.architecture, c.checksum)
         if options.dry_run:
             c.size = c.size if c.size is not None else download.size(c.source_url, token, c.public_only)
             return
-        kind = c.checksum_type or "sha256"
-        digest = hashlib.new(kind)
-        upload = publisher.open(c.version, c.provider, c.architecture)
-        tee = StreamCheck(c.source_url) if options.verify else None
-        head = bytearray()
-
-        def write(chunk: bytes) -> None:
-            if len(head) < 512:
-                head.extend(chunk[:512 - len(head)])
-            digest.update(chunk)
-            upload.write(chunk)
-            if tee:
-                tee.write(chunk)
-            progress(c, len(chunk))
-
-        try:
-            c.size = download.copy(c.source_url, write, token, public_only=c.public_only, timeout=options.timeout,
-                                   speed=options.speed)
-            actual = digest.hexdigest()
-            if c.checksum and actual != c.checksum:
-                raise BadInput(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
-            if not c.checksum and compression(bytes(head)) is None:  # what verify reads as a box
-                raise BadInput("not an archive, so not a box (" + ("an HTML page: a login page?)" if b"<" in head[:64] else
-                                                                    f"it starts {bytes(head[:8])!r})"))
-            if tee:
-                report = tee.close()
-                if report is None:
-                    raise InternalError(f"internal error in boxpack verify: {tee.failure}")
-                c.findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
-                if report.unreadable:
-                    c.findings.append({"code": "unreadable", "severity": "error", "message": report.unreadable})
-                named = text(report.metadata, "provider")
-                if named and named != c.provider:  # box_collection.rb: BoxProviderDoesntMatch
-                    c.findings.append({"code": "provider-mismatch", "severity": "error",
-                                       "message": f"the catalog says {c.provider}, the box's metadata.json {named}: "
-                                       "Vagrant refuses to add it"})
-                if options.require_valid and any(f["severity"] == "error" for f in c.findings):
-                    raise BadInput("boxpack verify finds errors in it (--require-valid)")
-            c.computed = not c.checksum
-            c.checksum_type, c.checksum = kind, actual
-        except Exception:
-            upload.abort()  # an interruption keeps the upload: a rerun reuses its parts
-            raise
-        finally:
-            if tee:
-                tee.close()  # ends verify's read, if the download did not
+        kind, actual, upload = _download(c, publisher, options, progress, token)
         c.url = publisher.finish(upload, c.version, c.provider, c.architecture, kind, actual, c.default).url
         c.action = "copied"
     except BoxpackError as e:
         c.action, c.error = "failed", str(e)
     finally:
         c.seconds = time.monotonic() - started
+
+
+def _skipped(c: Copy, publisher: Publisher) -> bool:
+    """Whether the target holds this entry's box already: then it is kept, named, and not sent again."""
+    there = _already_there(publisher, c)
+    if not there:
+        return False
+    c.size, kind, value = there
+    c.checksum_type, c.checksum = c.checksum_type or kind, c.checksum or value
+    publisher.plan(c.version, c.provider, c.architecture, value)
+    c.url = publisher.unchanged(c.version, c.provider, c.architecture, c.size, kind, value, c.default).url
+    c.action = "skipped"
+    return True
+
+
+def _download(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Callable[[Copy, int], None],
+              token: str | None) -> tuple[str, str, Upload]:
+    """The entry's box streamed into its upload, checked on the way: (checksum type, checksum, the upload)."""
+    kind = c.checksum_type or "sha256"
+    digest = hashlib.new(kind)
+    upload = publisher.open(c.version, c.provider, c.architecture)
+    tee = StreamCheck(c.source_url) if options.verify else None
+    head = bytearray()
+
+    def write(chunk: bytes) -> None:
+        if len(head) < 512:
+            head.extend(chunk[:512 - len(head)])
+        digest.update(chunk)
+        upload.write(chunk)
+        if tee:
+            tee.write(chunk)
+        progress(c, len(chunk))
+
+    try:
+        c.size = download.copy(c.source_url, write, token, public_only=c.public_only, timeout=options.timeout,
+                               speed=options.speed)
+        actual = digest.hexdigest()
+        if c.checksum and actual != c.checksum:
+            raise BadInput(f"{kind} of the download is {actual}, the catalog says {c.checksum}")
+        if not c.checksum and compression(bytes(head)) is None:  # what verify reads as a box
+            raise BadInput("not an archive, so not a box (" + ("an HTML page: a login page?)" if b"<" in head[:64] else
+                                                                f"it starts {bytes(head[:8])!r})"))
+        if tee:
+            _verified(c, tee.close(), tee.failure, options.require_valid)
+        c.computed = not c.checksum
+        c.checksum_type, c.checksum = kind, actual
+    except Exception:
+        upload.abort()  # an interruption keeps the upload: a rerun reuses its parts
+        raise
+    finally:
+        if tee:
+            tee.close()  # ends verify's read, if the download did not
+    return kind, actual, upload
+
+
+def _verified(c: Copy, report: Any, failure: str | None, require_valid: bool) -> None:
+    """What boxpack verify found in the box as it streamed, as the entry's findings; BadInput with require_valid
+    when it has errors."""
+    if report is None:
+        raise InternalError(f"internal error in boxpack verify: {failure}")
+    c.findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
+    if report.unreadable:
+        c.findings.append({"code": "unreadable", "severity": "error", "message": report.unreadable})
+    named = text(report.metadata, "provider")
+    if named and named != c.provider:  # box_collection.rb: BoxProviderDoesntMatch
+        c.findings.append({"code": "provider-mismatch", "severity": "error",
+                           "message": f"the catalog says {c.provider}, the box's metadata.json {named}: Vagrant refuses to add it"})
+    if require_valid and any(f["severity"] == "error" for f in c.findings):
+        raise BadInput("boxpack verify finds errors in it (--require-valid)")
 
 
 # --- the whole run --------------------------------------------------------------------------------
@@ -375,8 +359,33 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
         raise BadOption("--jobs must be at least 1")
     if not (o.versions in ("all", "latest") or (o.versions.isdigit() and int(o.versions) > 0)):
         raise BadOption(f"--versions {o.versions!r}: give all, latest or a number of the newest versions")
-    store = open_store(o.target, o.endpoint_url, o.dry_run)
     result = MirrorResult(dry_run=o.dry_run)
+    publishers = _read(sources, o, open_store(o.target, o.endpoint_url, o.dry_run), result)
+    if on_plan:
+        on_plan(len(result.copies))
+    quiet = progress or (lambda c, n: None)
+
+    def one(c: Copy) -> None:
+        _copy(c, publishers[c.name], o, quiet)
+        if done:
+            done(c)
+
+    with ThreadPoolExecutor(o.jobs, thread_name_prefix="boxpack-mirror") as pool:
+        list(pool.map(one, result.copies))
+    for name, publisher in publishers.items():
+        if publisher.before is None and all(c.action == "failed" for c in result.copies if c.name == name):
+            continue  # nothing was copied, and there was no catalog: none is made
+        try:
+            publisher.commit()
+            result.catalogs[name] = publisher.catalog_urls
+        except BoxpackError as e:
+            result.failed(f"{name}: the catalog was not written: {e}", e)
+    return result
+
+
+def _read(sources: Sequence[str], o: MirrorOptions, store: Store, result: MirrorResult) -> dict[str, Publisher]:
+    """Every source's selected entries into result.copies (a source that cannot be read into its errors, the
+    others go on), and a publisher for each box named."""
     publishers: dict[str, Publisher] = {}
     todo: list[Copy] = []
     for source in sources:
@@ -387,32 +396,10 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
             if name not in publishers:
                 publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description,
                                              private=o.private)
-        except BoxpackError as e:  # this source only: the others go on
-            result.errors.append(str(e))
-            result.error_codes.append(e.exit_code)
+        except BoxpackError as e:
+            result.failed(str(e), e)
             continue
         publishers[name].version_descriptions.update(descriptions)
         todo += select(copies, o)
-    todo = unique(todo)
-    result.copies = todo
-    if on_plan:
-        on_plan(len(todo))
-    quiet = progress or (lambda c, n: None)
-
-    def one(c: Copy) -> None:
-        _copy(c, publishers[c.name], o, quiet)
-        if done:
-            done(c)
-
-    with ThreadPoolExecutor(o.jobs, thread_name_prefix="boxpack-mirror") as pool:
-        list(pool.map(one, todo))
-    for name, publisher in publishers.items():
-        if publisher.before is None and all(c.action == "failed" for c in todo if c.name == name):
-            continue  # nothing was copied, and there was no catalog: none is made
-        try:
-            publisher.commit()
-            result.catalogs[name] = publisher.catalog_urls
-        except BoxpackError as e:
-            result.errors.append(f"{name}: the catalog was not written: {e}")
-            result.error_codes.append(e.exit_code)
-    return result
+    result.copies = unique(todo)
+    return publishers

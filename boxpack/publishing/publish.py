@@ -265,43 +265,51 @@ class Publisher:
     def finish(self, upload: Upload, version: str, provider: str, architecture: str | None, checksum_type: str,
                checksum: str, default: bool = False) -> PublishedBox:
         """Steps 2 and 3 for one box written to upload."""
-        store = self.store
         arch = architecture or UNKNOWN_ARCH
         key = self.key(version, provider, arch)
-        sidecar = layout.sidecar_key(key, checksum_type)
-        line = layout.sidecar(checksum)
         box = PublishedBox(version, provider, arch, key, layout.url(self.base_url, key), upload.size, checksum_type,
                            checksum, "uploaded", default=default or self.default_architecture)
         try:
             upload.close()
-            there = store.stat(key)
-            claimed = store.put(sidecar, line, "text/plain", if_absent=True)
-            theirs = line if claimed else (store.get(sidecar, SIDECAR_LIMIT) or (None,))[0]
-            if not claimed and theirs == line and there is not None and there.size == upload.size:
+            there = self.store.stat(key)
+            replacing = self._claim(upload, (version, provider, arch), there, checksum_type, checksum)
+            if replacing is None:
                 upload.abort()  # the same bytes are there already (a rerun after an interruption)
                 box.action = "unchanged"
+            elif self._place(upload, key, there, replacing, checksum_type, layout.sidecar(checksum)):
+                box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
+                box.resumed_bytes = upload.resumed
             else:
-                replacing = theirs != line or (claimed and there is not None)  # the key holds another box
-                if replacing:
-                    if not self.force:
-                        if claimed:
-                            store.delete(sidecar)
-                        what = (f"holds another box ({(theirs or b'').decode(errors='replace')[:16]}...)" if theirs != line
-                                else "exists without a checksum file (not published by boxpack)")
-                        raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
-                    self._withdraw(version, provider, arch)
-                    store.delete(sidecar)  # no checksum file vouches for the key while it changes
-                if self._place(upload, key, there, replacing, checksum_type, line):
-                    box.action = "planned" if self.dry_run else "resumed" if upload.resumed else "uploaded"
-                    box.resumed_bytes = upload.resumed
-                else:
-                    box.action = "unchanged"
+                box.action = "unchanged"
         except BoxpackError:
             upload.abort()
             raise
         self._hold(key)
         self.boxes.append(box)
         return box
+
+    def _claim(self, upload: Upload, box: tuple[str, str, str], there: Stat | None, checksum_type: str,
+               checksum: str) -> bool | None:
+        """Step 2: the key's checksum file, written only where there is none. None when the same bytes are there
+        already; else whether the key holds another box, which only --force replaces (its entry leaves the
+        catalog first, and no checksum file vouches for the key while it changes)."""
+        key = self.key(*box)
+        store, sidecar, line = self.store, layout.sidecar_key(key, checksum_type), layout.sidecar(checksum)
+        claimed = store.put(sidecar, line, "text/plain", if_absent=True)
+        theirs = line if claimed else (store.get(sidecar, SIDECAR_LIMIT) or (None,))[0]
+        if not claimed and theirs == line and there is not None and there.size == upload.size:
+            return None
+        replacing = theirs != line or (claimed and there is not None)
+        if replacing and not self.force:
+            if claimed:
+                store.delete(sidecar)
+            what = (f"holds another box ({(theirs or b'').decode(errors='replace')[:16]}...)" if theirs != line
+                    else "exists without a checksum file (not published by boxpack)")
+            raise OutputFailed(f"{store.where}: {key} {what}; use --force to replace it")
+        if replacing:
+            self._withdraw(*box)
+            store.delete(sidecar)
+        return replacing
 
     def _place(self, upload: Upload, key: str, there: Stat | None, replacing: bool, checksum_type: str, line: bytes) -> bool:
         """Step 3: the box at its key. False when another publisher placed these same bytes first (the checksum
@@ -401,39 +409,49 @@ def publish_boxes(
         raise BadOption(f"unknown checksum type {checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
     o = options
     publisher = _publisher(o)
-    plans = []
-    for b in map(Path, boxes):
-        meta = read_metadata(b)
-        provider = text(meta, "provider")
-        if not provider:
-            raise BadInput(f"{b}: metadata.json names no provider, which Vagrant needs to add the box")
-        arch = architecture or text(meta, "architecture") or UNKNOWN_ARCH
-        # Only a box the catalog may already hold is read twice (its checksum first).
-        known = _digest(b, checksum_type) if publisher.recorded(o.version, provider, arch) else None
-        plans.append((b, provider, arch, known if publisher.plan(o.version, provider, arch, known) else None))
+    plans = [_plan(publisher, Path(b), o.version, architecture, checksum_type) for b in boxes]
     for b, provider, arch, unchanged in plans:
         size = b.stat().st_size
         if unchanged and publisher.holds(o.version, provider, arch, size, checksum_type, unchanged):
             publisher.unchanged(o.version, provider, arch, size, checksum_type, unchanged)
             continue
         upload = publisher.open(o.version, provider, arch)
-        digest = hashlib.new(checksum_type)
         if progress:
             progress.phase(f"uploading {provider}", size)
-        try:
-            with open(b, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    digest.update(chunk)
-                    upload.write(chunk)
-                    if progress:
-                        progress(len(chunk))
-        except (OSError, BoxpackError) as e:
-            upload.abort()
-            raise e if isinstance(e, BoxpackError) else BadInput(f"{b}: cannot read: {e.strerror}") from None
+        digest = _send(b, upload, checksum_type, progress)
         if progress:
             progress.finish()
-        publisher.finish(upload, o.version, provider, arch, checksum_type, digest.hexdigest())
+        publisher.finish(upload, o.version, provider, arch, checksum_type, digest)
     return _result(publisher, o)
+
+
+def _plan(publisher: Publisher, box: Path, version: str, architecture: str | None,
+          checksum_type: str) -> tuple[Path, str, str, str | None]:
+    """(box, provider, architecture, its checksum when the catalog holds exactly it already)."""
+    meta = read_metadata(box)
+    provider = text(meta, "provider")
+    if not provider:
+        raise BadInput(f"{box}: metadata.json names no provider, which Vagrant needs to add the box")
+    arch = architecture or text(meta, "architecture") or UNKNOWN_ARCH
+    # Only a box the catalog may already hold is read twice (its checksum first).
+    known = _digest(box, checksum_type) if publisher.recorded(version, provider, arch) else None
+    return box, provider, arch, known if publisher.plan(version, provider, arch, known) else None
+
+
+def _send(box: Path, upload: Upload, checksum_type: str, progress: Any) -> str:
+    """The box file into upload; its digest."""
+    digest = hashlib.new(checksum_type)
+    try:
+        with open(box, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+                upload.write(chunk)
+                if progress:
+                    progress(len(chunk))
+    except (OSError, BoxpackError) as e:
+        upload.abort()
+        raise e if isinstance(e, BoxpackError) else BadInput(f"{box}: cannot read: {e.strerror}") from None
+    return digest.hexdigest()
 
 
 def _digest(path: Path, checksum_type: str) -> str:
