@@ -16,7 +16,8 @@ from conftest import (MIB, box_members, extract, make_disk, qemu_check, qemu_com
 from dissect.hypervisor.descriptor.pvs import PVS
 from dissect.hypervisor.disk.hdd import HDD
 
-from boxpack.descriptors import parallels_disk, pvs
+from boxpack.descriptors import pvs
+from boxpack.formats import parallels_hdd
 from boxpack.inspect import boottest
 
 HDS = "harddisk.hdd/harddisk.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds"
@@ -96,7 +97,7 @@ def test_config_pvs_and_descriptor_as_vagrant_parallels_and_prl_xml_read_them(tm
     vm = pvs.read((d / "debian.pvm" / "config.pvs").read_bytes())
     assert (vm.name, vm.cpus, vm.memory_mb, vm.efi) == ("debian", 3, 1536, True)
     assert pvs.UUID.fullmatch(vm.vm_uuid) and vm.macs[0].startswith("001C42")
-    desc = parallels_disk.read((d / "debian.pvm" / "harddisk.hdd" / "DiskDescriptor.xml").read_bytes())
+    desc = parallels_hdd.read((d / "debian.pvm" / "harddisk.hdd" / "DiskDescriptor.xml").read_bytes())
     assert desc.cylinders * desc.heads * desc.sectors == desc.size == -(-raw.stat().st_size // (256 * 1024)) * 512
     assert desc.storages[0].blocksize == 2048 and desc.top_image() == ("Compressed", HDS.split("/")[1])
     assert (d / "debian.pvm" / "harddisk.hdd" / "harddisk.hdd").stat().st_size == 0  # as Parallels Desktop writes it

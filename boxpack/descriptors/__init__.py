@@ -12,12 +12,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
+from ..formats import parallels_hdd
 from . import ovf, parallels_disk, utm_plist, vmx
 
 DISK_LISTS: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], list[str]]], ...] = (
     (lambda member: member == "box.ovf", lambda member, data: ovf.disk_files(data)),
     (lambda member: member.endswith(".vmx"), lambda member, data: vmx.member_disk_files(data)),
-    (lambda member: posixpath.basename(member) == parallels_disk.NAME, parallels_disk.member_disk_files),
+    (lambda member: posixpath.basename(member) == parallels_hdd.NAME, parallels_disk.member_disk_files),
     (lambda member: member.endswith(".utm/" + utm_plist.NAME), utm_plist.member_disk_files),
 )
 

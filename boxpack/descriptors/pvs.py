@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from ..errors import BadInput
-from .xmltree import add, parse
+from ..xmltree import add, parse
 
 NAME = "config.pvs"
 UUID = re.compile(r"\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}")

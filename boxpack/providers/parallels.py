@@ -22,6 +22,7 @@ import posixpath
 import uuid
 
 from ..descriptors import parallels_disk, pvs
+from ..formats import parallels_hdd
 from ..disk.source import SECTOR
 from ..errors import BadInput
 from ..formats.parallels import CLUSTER_SECTORS, HEADS, MAX_VIRTUAL_SIZE, SECTORS_PER_TRACK, ParallelsLayout
@@ -74,7 +75,7 @@ class Parallels(Provider):
             Member.from_bytes("metadata.json", metadata_json(self.metadata())),
             Member.from_bytes("Vagrantfile", self.vagrantfile(block)),
             Member.from_bytes(f"{bundle}/{pvs.NAME}", pvs.write(vm)),
-            Member.from_bytes(f"{bundle}/{DISK}/{parallels_disk.NAME}", descriptor),
+            Member.from_bytes(f"{bundle}/{DISK}/{parallels_hdd.NAME}", descriptor),
             Member.from_bytes(f"{bundle}/{DISK}/{DISK}", b""),
             Member(f"{bundle}/{DISK}/{parallels_disk.image_name(DISK)}", layout.image_size, image_chunks(layout, boot)),
             *self.include_members(),
@@ -124,12 +125,12 @@ class Parallels(Provider):
             report.add("parallels-pvs", "error", f"Hdd {hdd.system_name!r} is an absolute path, outside the box; "
                        "vagrant package writes it relative")
             return
-        where = posixpath.join(bundle, hdd.system_name, parallels_disk.NAME)
+        where = posixpath.join(bundle, hdd.system_name, parallels_hdd.NAME)
         if where not in texts:
             report.add("parallels-hdd", "error", f"{where} is missing: {hdd.system_name} is not a Parallels disk")
             return
         try:
-            d = parallels_disk.read(texts[where])
+            d = parallels_hdd.read(texts[where])
             if len(d.storages) > 1:  # prl-xml.rst: a split image; vagrant-parallels' export.rb handles every piece
                 report.add("parallels-hdd", "warning", f"{where}: a split disk ({len(d.storages)} storages), which "
                            "Parallels Desktop runs; boxpack converts it from its .hdd directory, not from a box (or merge it with "

@@ -11,21 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..descriptors import parallels_disk
 from ..disk.bytesource import FileBytes
-from ..disk.source import SECTOR, ImageSource, Source
+from ..disk.source import ImageSource, Source
 from ..errors import BadInput
-from ..formats import HEAD, RAW, TAIL, detect, parallels
+from ..formats import HEAD, RAW, TAIL, detect, parallels_hdd
 from ..formats.raw import RawDisk
 from . import archive, box
 from .compressed_disk import CompressedRawDisk, peek
 
 
 def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
-    if parallels_disk.is_disk_directory(path):
-        parts = parallels_disk.parts_in(Path(path))
+    if parallels_hdd.is_disk_directory(path):  # a Parallels disk directory: the image it runs from, or its pieces
+        parts = parallels_hdd.parts_in(Path(path))
         if len(parts) > 1:
-            return _split_parallels(Path(path), parts, threads)
+            return parallels_hdd.open_split(Path(path), parts, threads)
         path = parts[0][3]
     disk = RawDisk(path)
     try:
@@ -46,32 +45,6 @@ def open_source(path: str | os.PathLike[str], threads: int = 2) -> Source:
         return ImageSource(disk.path, reader, lambda: reader_of(FileBytes(fd, size, name), name), threads, close=disk.close)
     except BaseException:
         disk.close()
-        raise
-
-
-def _split_parallels(directory: Path, parts: list[tuple[int, int, str, Path]], threads: int) -> Source:
-    """A split Parallels disk directory: its pieces' images read as one disk."""
-    files: list[RawDisk] = []
-    try:
-        for _, _, kind, path in parts:
-            if kind != "Compressed":
-                raise BadInput(f"{directory}: a split disk with a {kind} piece ({path.name}); boxpack reads split disks "
-                               "of expanding images")
-            files.append(RawDisk(path))
-
-        def reader() -> parallels.SplitReader:
-            return parallels.SplitReader([(start * SECTOR, end * SECTOR, parallels.ParallelsReader(
-                FileBytes(f.fd, f.file_size, str(f.path)), str(f.path))) for (start, end, _, _), f in zip(parts, files)],
-                str(directory))
-
-        def close() -> None:
-            for f in files:
-                f.close()
-
-        return ImageSource(directory, reader(), reader, threads, close=close)
-    except BaseException:
-        for f in files:
-            f.close()
         raise
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..errors import BadInput
+from .errors import BadInput
 
 
 def parse(xml: bytes, root_tag: str) -> etree._Element:
