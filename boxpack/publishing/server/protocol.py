@@ -12,6 +12,7 @@ first count never sees open, is refused before any route sees it)."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -27,8 +28,8 @@ class BoundedHttpTools(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _refused = False  # answered and closing: nothing more of this connection is read
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))  # a stream's, as uvicorn takes it
         self._next_head()
 
     def _next_head(self) -> None:
