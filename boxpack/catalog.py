@@ -101,7 +101,7 @@ def _version_problems(v: dict) -> list[str]:
     by_name: dict[str, list[dict]] = {}
     for p in v["providers"]:
         by_name.setdefault(p["name"], []).append(p)
-        if len(p["checksum"]) != CHECKSUM_TYPES[p["checksum_type"]]:
+        if "checksum" in p and len(p["checksum"]) != CHECKSUM_TYPES[p["checksum_type"]]:
             problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: checksum is not a {p['checksum_type']} digest")
         if not _absolute(p["url"]):
             problems.append(f"version {v['version']} {p['name']}/{p['architecture']}: url {p['url']!r} is not absolute")
@@ -334,16 +334,16 @@ class Index:
         version: str,
         provider: str,
         url: str,
-        checksum: str,
+        checksum: str | None,
         checksum_type: str = "sha256",
         architecture: str | None = None,
         default_architecture: bool = False,
         force: bool = False,
         allow_relative: bool = False,
     ) -> None:
-        """Merge one box entry in: it replaces one for the same provider and architecture only with force."""
+        """Merge one box entry in: it replaces one for the same provider and architecture only with force. Without
+        a checksum (a box at a URL elsewhere, released as HCP releases it) the entry has none."""
         check_entry(self.name, version, url, allow_relative)
-        checksum_type, checksum = _digest(checksum_type, checksum)
         arch = architecture or UNKNOWN_ARCH
         if self.doc["name"] != self.name:
             raise BadOption(f"the catalog is for {self.doc['name']}, not {self.name} (vagrant box add would refuse the mismatch)")
@@ -356,7 +356,7 @@ class Index:
         if clash:
             entry_version["providers"] = [p for p in entry_version["providers"] if p not in clash]
         is_default = _takes_default(group, arch, default_architecture or any(p["default_architecture"] for p in clash))
-        new = {"name": provider, "url": url, "checksum": checksum, "checksum_type": checksum_type, "architecture": arch,
+        new = {"name": provider, "url": url, **_digest(checksum_type, checksum), "architecture": arch,
                "default_architecture": is_default}
         group.append(new)
         entry_version["providers"].append(new)
@@ -380,15 +380,18 @@ class Index:
         return self.doc
 
 
-def _digest(checksum_type: str, checksum: str) -> tuple[str, str]:
-    """A checksum type and a checksum as the catalog holds them: lower case, bare hex of the right length."""
+def _digest(checksum_type: str, checksum: str | None) -> dict[str, str]:
+    """An entry's checksum and its type as the catalog holds them (lower case, bare hex of the right length); none
+    for an entry without a checksum."""
+    if checksum is None:
+        return {}
     checksum_type = checksum_type.lower()
     if checksum_type not in CHECKSUM_TYPES:
         raise BadOption(f"checksum type {checksum_type!r} is not one Vagrant knows: {', '.join(CHECKSUM_TYPES)}")
     checksum = checksum.strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", checksum) or len(checksum) != CHECKSUM_TYPES[checksum_type]:
         raise BadOption(f"checksum {checksum!r} is not a bare {checksum_type} hex digest")
-    return checksum_type, checksum
+    return {"checksum": checksum, "checksum_type": checksum_type}
 
 
 def _takes_default(group: list[dict], arch: str, asked: bool) -> bool:
@@ -448,7 +451,7 @@ def table(doc: Catalog) -> str:
         for p in v["providers"]:
             rows.append(
                 (v["version"], p["name"], p["architecture"], "yes" if p["default_architecture"] else "",
-                 f"{p['checksum_type']}:{p['checksum'][:12]}", p["url"])
+                 f"{p['checksum_type']}:{p['checksum'][:12]}" if "checksum" in p else "none", p["url"])
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [doc["name"] + (f": {doc['description']}" if doc.get("description") else "")]

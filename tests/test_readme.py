@@ -195,7 +195,8 @@ def test_sample_outputs_are_what_the_commands_print(tmp_path: Path, web, _server
 
 def test_the_seaweedfs_recipe_runs_as_written(tmp_path: Path) -> None:
     """The README's local S3 server, in a network namespace of its own (so its fixed ports are free): the
-    recipe's lines as they are, but for the pip line and the data directory; then anyone reads the catalog."""
+    recipe's lines as they are, but for the pip line and the data directory; then anyone reads the catalog, and
+    port 8080, where the serve examples listen, is still free."""
     if not shutil.which("unshare") or not shutil.which("ip") or os.geteuid() != 0:
         unavailable("a network namespace for the SeaweedFS recipe", "needs root, unshare and ip (iproute2)")
     if not shutil.which("weed", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"):
@@ -208,7 +209,9 @@ def test_the_seaweedfs_recipe_runs_as_written(tmp_path: Path) -> None:
     make_disk.make(tmp_path / "debian.img", data=2 * MIB)
     subprocess.run([sys.executable, "-m", "boxpack", "-q", str(tmp_path / "debian.img"), "--provider", "libvirt", "-o", str(box)],
                    check=True)
-    script = "\n".join(["ip link set lo up", *lines,
+    assert "-master.telemetry=false" in recipe  # it reports to seaweedfs.com unless told not to
+    free = "python3 -c \"import socket; socket.create_server(('127.0.0.1', 8080))\""  # where boxpack serve listens
+    script = "\n".join(["ip link set lo up", *lines, free,
                         "python3 -c \"import urllib.request, sys; sys.stdout.buffer.write(urllib.request.urlopen("
                         "'http://127.0.0.1:8333/my-boxes/vagrant/org/debian').read())\" > catalog.json", "kill %1"])
     script = script.replace("/var/lib/seaweedfs", str(tmp_path / "seaweedfs"))
@@ -228,3 +231,21 @@ def test_the_seaweedfs_recipe_runs_as_written(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     doc = json.loads((tmp_path / "catalog.json").read_text())  # read anonymously
     assert doc["versions"][0]["providers"][0]["checksum"] == hashlib.sha256(box.read_bytes()).hexdigest(), out
+
+
+def test_the_readme_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The unit as the README gives it, its ExecStart pointed at this boxpack (the README installs it in /opt)."""
+    if not shutil.which("systemd-analyze"):
+        unavailable("systemd-analyze", "not installed (systemd)")
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```ini\n# /etc/systemd/system/boxpack-serve.service\n") + len("```ini\n")
+    unit = text[start:text.index("```", start)]
+    assert "/opt/boxpack/bin/boxpack serve" in unit and "StateDirectory=boxpack" in unit
+    exe = tmp_path / "boxpack"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m boxpack \"$@\"\n")
+    exe.chmod(0o755)
+    (tmp_path / "boxpack-serve.service").write_text(unit.replace("/opt/boxpack/bin/boxpack", str(exe)))
+    done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "boxpack-serve.service")], capture_output=True,
+                          text=True, timeout=120)
+    problems = [line for line in (done.stdout + done.stderr).splitlines() if "boxpack-serve.service" in line]
+    assert done.returncode == 0 and not problems, done.stdout + done.stderr

@@ -223,7 +223,7 @@ def test_chromium_shows_a_private_box_to_its_token_and_a_phone_can_read_it(web: 
             return subprocess.run([chromium, *CHROMIUM, f"--user-data-dir={tmp_path / 'chromium'}", *args],
                                   capture_output=True, timeout=120)
 
-        dom = html.fromstring(chrome("--dump-dom", f"http://x:{read}@{host}/{NAME}").stdout)
+        dom = html.fromstring(chrome("--dump-dom", f"http://x:{read}@{host}/.login?next=/{NAME}").stdout)
         text = " ".join(dom.body.text_content().split())
         assert dom.xpath("string(//h1)") == "acme/debianprivate" and "Debian 12 for acme's CI" in text
         assert [" ".join(h.text_content().split()) for h in dom.xpath("//h3")][0].startswith("1.1.0")  # the newest first
@@ -232,7 +232,7 @@ def test_chromium_shows_a_private_box_to_its_token_and_a_phone_can_read_it(web: 
         anonymous = " ".join(html.fromstring(chrome("--dump-dom", f"http://{host}/{NAME}").stdout or b"<p/>").text_content().split())
         assert "Debian 12 for acme's CI" not in anonymous
         for width, shot in ((412, tmp_path / "phone.png"), (1000, tmp_path / "desktop.png")):
-            chrome(f"--window-size={width},1000", f"--screenshot={shot}", f"http://x:{read}@{host}/{NAME}")
+            chrome(f"--window-size={width},1000", f"--screenshot={shot}", f"http://x:{read}@{host}/.login?next=/{NAME}")
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if os.environ.get("BOXPACK_UPDATE_README"):
             shutil.copyfile(tmp_path / "desktop.png", ROOT / "docs" / "serve-box-page.png")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from dataclasses import asdict
 
-from ..errors import BadOption, BoxpackError, CannotRun
+from ..errors import BadOption, BoxpackError, CannotRun, OutputFailed
 from ..publishing import access
 from ..publishing.stores import open_target
 from .common import Parser
@@ -18,6 +20,7 @@ EPILOG = """examples:
   boxpack serve --store /srv/boxes --listen 0.0.0.0:8080 --public-url https://boxes.example.org --workers 4
   boxpack serve visibility acme private --store s3://my-boxes/vagrant        every box of acme needs a token
   boxpack serve token create acme --read --store s3://my-boxes/vagrant      prints the token, once
+  boxpack serve token create acme --write --client --store s3://my-boxes/vagrant   HCP_CLIENT_ID, HCP_CLIENT_SECRET
   boxpack serve token list --store s3://my-boxes/vagrant
   boxpack serve token revoke 3f2a9c0d1e4b5a67 --store s3://my-boxes/vagrant
   VAGRANT_SERVER_URL=https://boxes.example.org VAGRANT_CLOUD_TOKEN=boxpack_... vagrant box add acme/debian
@@ -25,7 +28,10 @@ EPILOG = """examples:
     vagrant cloud publish acme/debian 1.2.0 libvirt debian-libvirt.box --release
 
 Everything the servers know is in the store: run as many as needed behind a load balancer. A private box
-needs the store itself to be private (no public-read bucket policy, no web server on the directory).
+needs the store itself to be private (no public-read bucket policy, no web server on the directory). A box
+created through the API without is_private is private, as on HCP, unless its organisation was made public
+(boxpack serve visibility ORG public). A pipeline that authenticated to HCP with a service principal sets
+HCP_AUTH_URL to --public-url and uses a --client's id and secret.
 """
 
 
@@ -73,6 +79,9 @@ def build_token_parser() -> argparse.ArgumentParser:
     right.add_argument("--read", action="store_const", const="read", dest="access", help="it may download")
     right.add_argument("--write", action="store_const", const="write", dest="access", help="it may also publish")
     create.add_argument("--expires", metavar="DATE", help="when it stops working (ISO 8601, UTC: 2027-06-30)")
+    create.add_argument("--client", action="store_true",
+                        help="an HCP service principal's stand-in: print HCP_CLIENT_ID and HCP_CLIENT_SECRET, with which "
+                        "vagrant cloud (2.4) asks the server (HCP_AUTH_URL) for tokens lasting an hour")
     _store_options(create)
     listed = sub.add_parser("list", help="every token's id, scope, access and dates (never the token)")
     listed.add_argument("--json", action="store_true", help="print them as JSON")
@@ -110,23 +119,35 @@ def run(argv: list[str]) -> int:
 def _token(args: argparse.Namespace) -> int:
     store = open_target(args.store, args.endpoint_url)
     if args.action == "create":
-        token, record = access.create_token(store, args.scope, args.access, args.expires)
-        print(token)
-        print(f"boxpack: serve: token {record.id} may {record.access} {record.scope}"
-              + (f" until {record.expires}" if record.expires else ""), file=sys.stderr)
+        token, record = access.create_token(store, args.scope, args.access, args.expires, args.client)
+        print(f"HCP_CLIENT_ID={record.id}\nHCP_CLIENT_SECRET={token}" if record.client else token)
+        until = f" until {record.expires}" if record.expires else ""
+        what = f"client {record.id} (with HCP_AUTH_URL set to the server's address)" if record.client else f"token {record.id}"
+        print(f"boxpack: serve: {what} may {record.access} {record.scope}{until}", file=sys.stderr)
     elif args.action == "list":
         records = access.list_tokens(store)
         if args.json:
             print(json.dumps([{k: v for k, v in asdict(r).items() if k != "sha256"} for r in records], indent=2))
         else:
-            rows = [("ID", "SCOPE", "ACCESS", "CREATED", "EXPIRES")]
-            rows += [(r.id, r.scope, r.access, r.created, r.expires or "never") for r in records]
+            rows = [("ID", "SCOPE", "ACCESS", "CREATED", "EXPIRES", "KIND")]
+            rows += [(r.id, r.scope, r.access, r.created, r.expires or "never", "client" if r.client else "token") for r in records]
             widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
             print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows))
     else:
         record = access.revoke_token(store, args.id)
         print(f"boxpack: serve: token {record.id} ({record.access} {record.scope}) revoked", file=sys.stderr)
     return 0
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Said in one line, naming the address, before uvicorn says less (another server took the port)."""
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise OutputFailed(f"--listen {host}:{port}: cannot listen there: {why} (another server has it? SeaweedFS's "
+                           "volume server takes 8080 unless given -volume.port)") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -144,6 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise CannotRun(f"boxpack serve needs its extra ({e.name} is missing): pip install 'boxpack[serve]'") from None
     store = open_target(args.store, args.endpoint_url)
     store.stat(".boxpack/probe")  # an unreachable store or wrong credentials are said now, in one line
+    _can_listen(host.strip("[]"), int(port))
     config = Config(args.store, args.public_url, args.endpoint_url, args.presign_seconds)
     serve(config, host.strip("[]"), int(port), args.workers, args.trust_proxy)
     return 0

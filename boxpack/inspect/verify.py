@@ -102,7 +102,7 @@ def examine(
     streamed = stream is not None or path == "-"
     expected = _parse_checksum(checksum) if checksum else None
     entries = _catalog_entries(catalog, box_version) if catalog else []
-    algorithms = {p["checksum_type"] for _, p in entries} | ({expected[0]} if expected else set())
+    algorithms = {p["checksum_type"] for _, p in entries if "checksum_type" in p} | ({expected[0]} if expected else set())
     try:
         f = stream or (sys.stdin.buffer if path == "-" else open(path, "rb"))
     except FileNotFoundError:
@@ -328,6 +328,10 @@ def _check_catalog(
         report.add("catalog-no-entry", "error", f"{catalog_path} has no entry for this box" + (f" in version {version}" if version else ""))
         return
     v, entry = match[0]
+    if "checksum" not in entry:
+        report.add("catalog-no-checksum", "warning", f"catalog version {v} {entry['name']}/{entry['architecture']} gives no "
+                   "checksum: Vagrant adds the box unchecked")
+        return
     actual = digests[entry["checksum_type"]]
     if actual != entry["checksum"]:
         report.add("checksum-mismatch", "error", f"catalog version {v} {entry['name']}/{entry['architecture']}: {entry['checksum_type']} is {actual}, the catalog says {entry['checksum']}")

@@ -6,6 +6,11 @@ and with neither it is public. A token may read, or read and write, an organisat
 A token is `boxpack_<id>_<secret>`: the id (64 bits) names its record and is what logs show; the secret
 (256 bits, from the system's CSPRNG) is shown once when the token is made, and only its SHA-256 is kept
 (a secret this long needs no slow hash), compared in constant time.
+
+A client (an HCP service principal's stand-in: `token create --client`) is such a record whose id and secret
+are HCP_CLIENT_ID and HCP_CLIENT_SECRET; its secret is never a token itself, but mints short-lived ones
+(`boxpack_<id>_<expiry>_<mac>`, the MAC keyed with the secret's SHA-256): nothing is written per token, and
+revoking the client revokes them all.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from .stores.base import Store
 from .versioned import Unchanged, json_record
 
 TOKEN = re.compile(r"boxpack_([0-9a-f]{16})_([0-9a-f]{64})")
+ISSUED = re.compile(r"boxpack_([0-9a-f]{16})_([0-9]{10})_([0-9a-f]{64})")  # minted by a client, until the epoch second
+ISSUED_SECONDS = 3600
 RECORD_LIMIT = 4096
 
 
@@ -36,6 +43,7 @@ class Token:
     access: str  # "read" or "write" (which reads too)
     created: str  # ISO 8601, UTC
     expires: str | None = None  # ISO 8601 date or time, UTC; None: never
+    client: bool = False  # a client's: its secret mints short-lived tokens (issue()), and is none itself
 
     def expired(self, now: datetime.datetime) -> bool:
         return self.expires is not None and now >= _instant(self.expires)
@@ -68,6 +76,13 @@ def set_visibility(store: Store, scope: str, private: bool) -> None:
     json_record(store, layout.visibility_key(scope), RECORD_LIMIT).update(lambda _: {"private": private})
 
 
+def said(store: Store, scope: str) -> bool | None:
+    """What an organisation's (ORG) or a box's (ORG/NAME) own visibility record says: private (True), public
+    (False), or nothing (None)."""
+    doc = _get_json(store, layout.visibility_key(scope))
+    return None if doc is None else doc.get("private") is True
+
+
 def is_private(store: Store, name: str) -> bool:
     """Whether the box ORG/NAME is private: its own record, else its organisation's, else public."""
     for scope in (name, name.split("/")[0]):
@@ -77,8 +92,10 @@ def is_private(store: Store, name: str) -> bool:
     return False
 
 
-def create_token(store: Store, scope: str, access: str, expires: str | None = None) -> tuple[str, Token]:
-    """A new token for scope (ORG or ORG/NAME), read or write; returns the token (shown once) and its record."""
+def create_token(store: Store, scope: str, access: str, expires: str | None = None,
+                 client: bool = False) -> tuple[str, Token]:
+    """A new token for scope (ORG or ORG/NAME), read or write; returns the token (shown once) and its record. With
+    client, a client's record: the secret alone is returned, the client's id is the record's."""
     layout.scope_parts(scope)
     if access not in ("read", "write"):
         raise BadOption(f"access {access!r}: give read or write")
@@ -87,7 +104,7 @@ def create_token(store: Store, scope: str, access: str, expires: str | None = No
     while True:
         token_id, secret = secrets.token_hex(8), secrets.token_hex(32)
         record = Token(token_id, hashlib.sha256(secret.encode()).hexdigest(), scope, access,
-                       _now().isoformat(timespec="seconds"), expires)
+                       _now().isoformat(timespec="seconds"), expires, client)
 
         def new(there: dict | None) -> dict:
             if there is not None:
@@ -95,7 +112,7 @@ def create_token(store: Store, scope: str, access: str, expires: str | None = No
             return asdict(record)
 
         if json_record(store, layout.token_key(token_id), RECORD_LIMIT).update(new) == asdict(record):
-            return f"boxpack_{token_id}_{secret}", record
+            return (secret if client else f"boxpack_{token_id}_{secret}"), record
 
 
 def list_tokens(store: Store) -> list[Token]:
@@ -110,7 +127,8 @@ def list_tokens(store: Store) -> list[Token]:
 
 def _record(doc: dict, where: str) -> Token:
     try:
-        return Token(**{k: doc[k] for k in ("id", "sha256", "scope", "access", "created")}, expires=doc.get("expires"))
+        return Token(**{k: doc[k] for k in ("id", "sha256", "scope", "access", "created")}, expires=doc.get("expires"),
+                     client=doc.get("client") is True)
     except (KeyError, TypeError):
         raise BadInput(f"{where}: not a token record") from None
 
@@ -139,20 +157,39 @@ def token_record(store: Store, token_id: str) -> Token | None:
 
 def token_id(token: str) -> str | None:
     """The id part of what looks like a token (for logs), else None."""
-    m = TOKEN.fullmatch(token)
+    m = TOKEN.fullmatch(token) or ISSUED.fullmatch(token)
     return m.group(1) if m else None
 
 
 def check_token(store: Store, token: str) -> Token | None:
-    """The record of a valid token (its secret matches, not expired), else None."""
-    m = TOKEN.fullmatch(token)
-    if not m:
+    """The record of a valid token (its secret matches, not expired; or minted by a client that is), else None."""
+    m, issued = TOKEN.fullmatch(token), ISSUED.fullmatch(token)
+    found = m or issued
+    record = token_record(store, found.group(1)) if found else None
+    if record is None:
         return None
-    doc = _get_json(store, layout.token_key(m.group(1)))
-    if doc is None:
+    if m and not record.client:
+        given = hashlib.sha256(m.group(2).encode()).hexdigest()
+        return record if hmac.compare_digest(given, record.sha256) else None
+    if issued and record.client and int(issued.group(2)) > _now().timestamp():
+        return record if hmac.compare_digest(issued.group(3), _mac(record, issued.group(2))) else None
+    return None
+
+
+def _mac(record: Token, until: str) -> str:
+    return hmac.new(bytes.fromhex(record.sha256), f"{record.id}_{until}".encode(), hashlib.sha256).hexdigest()
+
+
+def issue(store: Store, client_id: str, secret: str) -> tuple[str, int] | None:
+    """A short-lived token for a client whose id and secret these are (OAuth2's client credentials grant), and
+    how many seconds it works; None when they are not a valid client's."""
+    record = token_record(store, client_id) if re.fullmatch(r"[0-9a-f]{16}", client_id) else None
+    if record is None or not record.client:
         return None
-    record = _record(doc, m.group(1))
-    given = hashlib.sha256(m.group(2).encode()).hexdigest()
-    if not hmac.compare_digest(given, record.sha256) or record.expired(_now()):
+    if not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), record.sha256):
         return None
-    return record
+    seconds = ISSUED_SECONDS
+    if record.expires is not None:  # never beyond the client's own end
+        seconds = min(seconds, int(_instant(record.expires).timestamp() - _now().timestamp()))
+    until = f"{int(_now().timestamp()) + seconds:010d}"
+    return f"boxpack_{record.id}_{until}_{_mac(record, until)}", seconds

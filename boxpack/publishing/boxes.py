@@ -18,6 +18,7 @@ if its box, version and provider are still there and the catalog does not name i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -165,8 +166,8 @@ class Box:
         """A catalog entry (created_at set: the clients take a provider without it for one to create, Provider#exist?)."""
         hosted = layout.hosted(p["url"], self.key(number, p["name"], p["architecture"]))
         url = layout.url(self.base_url, self.key(number, p["name"], p["architecture"])) if hosted else p["url"]
-        return ProviderView(p["name"], p["architecture"], p["default_architecture"], hosted, p["checksum"],
-                            p["checksum_type"], url, recorded.created_at, recorded.updated_at, uploaded=hosted)
+        return ProviderView(p["name"], p["architecture"], p["default_architecture"], hosted, p.get("checksum"),
+                            p.get("checksum_type"), url, recorded.created_at, recorded.updated_at, uploaded=hosted)
 
     def _provider_view(self, number: str, p: ProviderRecord) -> ProviderView:
         got = p.uploaded
@@ -195,13 +196,17 @@ class Box:
     # --- the box ---------------------------------------------------------------------------------------------
 
     def create(self, short_description: Any = None, description: Any = None, private: Any = None) -> None:
-        """Create the box, private first when asked; one that is there is updated (several clients may publish
-        one box at once)."""
+        """Create the box, and make it private first unless asked otherwise (is_private defaults to true: v1.mdx and
+        v2.mdx, "Create a box"; neither gem sends it unless told) or its organisation was made public; one that
+        is there is updated (several clients may publish one box at once)."""
         short, text_, flag = optional_text(short_description, "short_description"), optional_text(description, "description"), \
             optional_flag(private, "is_private")
+        if flag is None and self.view() is None:
+            flag = access.said(self.store, self.name.split("/")[0]) is not False
         if flag is not None:  # before anything of a new private box is written
             access.set_visibility(self.store, self.name, flag)
         self.record.update(lambda doc: _described(doc or BoxRecord(), short, text_))
+        self._describe_catalog(text_)
 
     def update(self, short_description: Any = None, description: Any = None, private: Any = None) -> None:
         """Change the descriptions and visibility of a box that is there (nothing, when it is not)."""
@@ -214,8 +219,21 @@ class Box:
             return _described(doc or BoxRecord(), short, text_)
 
         self.record.update(change)
+        self._describe_catalog(text_)
         if flag is not None:
             access.set_visibility(self.store, self.name, flag)
+
+    def _describe_catalog(self, description: str | None) -> None:
+        """The box's description where Vagrant and the pages read it too: its catalog's, when it has one."""
+        if description is None or self.catalog.read() is None:
+            return
+
+        def change(doc: Catalog | None) -> Catalog:
+            if doc is None or doc.get("description") == description:
+                raise Unchanged
+            return {**doc, "description": description}
+
+        self.catalog.update(change)
 
     def delete(self) -> BoxView:
         """Every version (the catalog first), then the record, the catalog and the visibility."""
@@ -264,19 +282,21 @@ class Box:
             if v is None or self._active(number):
                 return self.version(number)  # NotFound, or in the catalog already
             ready = self._ready(number, v)
-            self.catalog.update(lambda doc: self._with(doc, number, v.description, ready))
+            described = record.description if record else None
+            self.catalog.update(lambda doc: _box_described(self._with(doc, number, v.description, ready), described))
             self.record.update(lambda doc: _status(doc, number, "released"))
         return self.version(number)
 
     def _ready(self, number: str, v: VersionRecord) -> list[ProviderRecord]:
+        """The providers a release takes: those at a URL (with their checksum if one was given, as HCP releases
+        them: Packer's box_download_url gives none), and uploads the store still holds."""
         ready = []
         for p in v.providers:
-            if p.url is not None and not p.checksum:
-                raise Invalid(f"{self.name} {number} {p.name} {p.arch}: a box at a URL needs its checksum to be released")
             if p.url is not None or (p.uploaded is not None and self._holds(self.key(number, p.name, p.arch), p.uploaded)):
                 ready.append(p)
         if not ready:
-            raise Invalid(f"{self.name} {number}: no box was uploaded for it" if v.providers
+            why = "; ".join(f"the upload of {p.name} {p.arch} was refused: {p.refused}" for p in v.providers if p.refused)
+            raise Invalid(f"{self.name} {number}: no box was uploaded for it{f' ({why})' if why else ''}" if v.providers
                           else f"{self.name} {number} has no provider to release")
         return ready
 
@@ -293,7 +313,7 @@ class Box:
         for p in sorted(providers, key=lambda p: p.default_architecture):  # a default added last stays the default
             got = p.uploaded
             index.add(version=number, provider=p.name, url=p.url or layout.url(self.base_url, self.key(number, p.name, p.arch)),
-                      checksum=str(got.checksum if got else p.checksum), checksum_type=(got.checksum_type if got else
+                      checksum=got.checksum if got else p.checksum, checksum_type=(got.checksum_type if got else
                       p.checksum_type) or "sha256", architecture=p.arch, default_architecture=p.default_architecture, force=True)
         doc = index.catalog()
         return _describe(doc, number, description) if description else doc
@@ -324,7 +344,8 @@ class Box:
     def _entry_record(self, number: str, p: dict) -> ProviderRecord:
         key = self.key(number, p["name"], p["architecture"])
         if not layout.hosted(p["url"], key):
-            return ProviderRecord(p["name"], p["architecture"], p["default_architecture"], p["checksum"], p["checksum_type"], p["url"])
+            return ProviderRecord(p["name"], p["architecture"], p["default_architecture"], p.get("checksum"),
+                                  p.get("checksum_type"), p["url"])
         there = self.store.stat(key)
         got = Uploaded(p["checksum_type"], p["checksum"], there.size if there else None, p["architecture"],
                        there.etag if there else None)
@@ -415,6 +436,23 @@ class Box:
         except BaseException:
             upload.abort()
             raise
+
+    def refused(self, secret: str, ticket: Ticket, why: str | None) -> None:
+        """An upload that was not taken: why, kept with its ticket (the direct upload's callback answers with it: the
+        clients upload with `curl --fail`, which shows a status only) and with its provider (for a release); None
+        once an upload to the ticket was taken."""
+        Versioned(self.store, layout.upload_key(secret), decode_ticket, encode_ticket).update(
+            lambda t: dataclasses.replace(t, refused=why) if t else None)
+
+        def change(doc: BoxRecord | None) -> BoxRecord:
+            found = doc.versions[ticket.version].provider(ticket.provider, ticket.architecture) \
+                if doc and ticket.version in doc.versions else None
+            if doc is None or found is None or (why is None and found.refused is None):
+                raise Unchanged
+            found.refused = why
+            return doc
+
+        self.record.update(change)
 
     def _named(self, number: str, name: str, arch: str) -> bool:
         doc = self.catalog.read()
@@ -529,7 +567,7 @@ def _with_upload(doc: BoxRecord | None, number: str, name: str, arch: str, uploa
     found = doc.versions[number].provider(name, arch) if doc and number in doc.versions else None
     if doc is None or found is None:
         raise Conflict(f"{number} {name} {arch} was deleted while its box was placed")
-    found.uploaded, found.updated_at = uploaded, now()
+    found.uploaded, found.refused, found.updated_at = uploaded, None, now()
     return doc
 
 
@@ -539,6 +577,12 @@ def _describe(doc: Catalog | None, number: str, description: str) -> Catalog:
     for v in doc["versions"]:
         if catalog.version_key(v["version"]) == catalog.version_key(number):
             v["description"] = description
+    return doc
+
+
+def _box_described(doc: Catalog, description: str | None) -> Catalog:
+    if description and not doc.get("description"):
+        doc["description"] = description
     return doc
 
 

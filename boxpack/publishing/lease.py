@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from . import layout
 from .stores.base import Store
 from .versioned import Unchanged, json_record
 
+_held = threading.local()  # the boxes whose lease this thread holds: a step may call another that takes it too
 LEASE_SECONDS = 300.0  # longer than any step it guards (committing a 5 GB multipart upload included)
 WAIT_SECONDS = 120.0  # how long a step waits for another's lease before it gives up
 
@@ -51,7 +53,12 @@ def _stale(doc: dict[str, Any], now: float) -> bool:
 
 @contextmanager
 def held(store: Store, name: str, wait: float = WAIT_SECONDS) -> Iterator[None]:
-    """The box ORG/NAME's lease, for the duration of the with block; Conflict when another keeps it for longer than wait."""
+    """The box ORG/NAME's lease, for the duration of the with block; Conflict when another keeps it for longer than wait.
+    A thread that holds it already goes on (a release writes the catalog, which takes it too)."""
+    mine: set[tuple[str, str]] = _held.__dict__.setdefault("boxes", set())
+    if (store.where, name) in mine:
+        yield
+        return
     record = json_record(store, layout.lease_key(name), limit=4096)
     me = {**holder(), "token": os.urandom(8).hex()}
     deadline = time.monotonic() + wait
@@ -68,9 +75,12 @@ def held(store: Store, name: str, wait: float = WAIT_SECONDS) -> Iterator[None]:
                            "try again later")
         time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
         attempt += 1
+    mine.add((store.where, name))
     try:
         yield
     finally:
+        mine.discard((store.where, name))
+
         def drop(doc: dict[str, Any] | None) -> dict[str, Any] | None:
             if doc is None or doc.get("token") != me["token"]:
                 raise Unchanged  # taken over meanwhile (it ran out): the new holder's, not ours to drop

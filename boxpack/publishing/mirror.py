@@ -244,7 +244,7 @@ def _already_there(publisher: Publisher, c: Copy) -> tuple[int, str, str] | None
     known = (c.checksum_type, c.checksum) if c.checksum and c.checksum_type else None
     if known is None:
         recorded = publisher.recorded(c.version, c.provider, c.architecture)
-        if recorded is None:
+        if recorded is None or "checksum" not in recorded:
             return None
         known = (recorded["checksum_type"], recorded["checksum"])
     there = publisher.found(key, *known)

@@ -38,7 +38,7 @@ from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
 from ..errors import BadInput, BadOption, BoxpackError, InternalError, OutputFailed
 from ..metadata import text
 from ..sources.box import read_metadata
-from . import access, layout
+from . import access, layout, lease
 from .layout import CATALOG_CACHE, CATALOG_LIMIT, SIDECAR_LIMIT
 from .stores import open_target
 from .stores.base import Stat, Store, Upload
@@ -113,12 +113,10 @@ class PublishedCatalog(Versioned[Catalog]):
     """A box's catalog in a store, and its copies: read, and changed so that no concurrent change is lost
     (versioned.py's loop).
 
-    Its copies (the api/v2 one, where a key may also be a prefix) follow each write: a copy is written only if
-    it is still the version this writer read of it before reading the catalog, so a writer holding an older
-    catalog can never put it over a newer copy (a yank that deleted a box after writing its copy would
-    otherwise find the box named again). A store writes one object at a time: a run killed between the two
-    leaves the copies one update behind (still true), and prepare() brings them up before the next run sends
-    anything."""
+    Its copies (the api/v2 one, where a key may also be a prefix) follow each write, under the box's lease (see
+    update()), each written only if it is still the version this writer read of it before reading the catalog.
+    A store writes one object at a time: a run killed between the two leaves the copies one update behind (still
+    true), and prepare() brings them up before the next run sends anything."""
 
     def __init__(self, store: Store, name: str) -> None:
         key, *self.copies = layout.catalog_keys(name, store.nested)
@@ -131,6 +129,15 @@ class PublishedCatalog(Versioned[Catalog]):
             raise OutputFailed(f"{self.where}: the catalog would be {len(data)} bytes, more than the {CATALOG_LIMIT} "
                                "Vagrant reads; it was left as it is (boxpack catalog prune removes old versions)")
         return data
+
+    def update(self, change: Callable[[Catalog | None], Catalog | None]) -> Catalog | None:
+        """Where the catalog has copies, under the box's lease (lease.py): a yank between this writer's catalog write
+        and its copy could otherwise bring the copy back to a catalog it had just left, when the yank left the
+        catalog as it had been before (the same bytes, so the same version to compare)."""
+        if not self.copies:
+            return super().update(change)
+        with lease.held(self.store, self.name):
+            return super().update(change)
 
     def refused_hint(self) -> str:
         return (f"; while no one else publishes, upload it once by hand: aws s3 cp catalog.json {self.where} "
@@ -199,7 +206,7 @@ class Publisher:
         catalog.check_entry(self.name, version, self.base_url, architecture=arch)
         self.key(version, provider, arch)
         existing = self.recorded(version, provider, arch)
-        same = bool(existing and checksum and existing["checksum"] == checksum)
+        same = bool(existing and checksum and existing.get("checksum") == checksum)
         if existing and not same and not self.force and checksum is not None:
             raise OutputFailed(f"{self.name} {version} already has a {provider} box for {arch} in {self.store.where}; "
                                "use --force to replace it")
@@ -349,9 +356,9 @@ class Publisher:
             for b in boxes:
                 self._still_held(b)
                 existing = index.entry(b.version, b.provider, b.architecture)
-                if existing and existing["checksum"] == b.checksum and existing["url"] == b.url:
+                if existing and existing.get("checksum") == b.checksum and existing["url"] == b.url:
                     continue
-                if existing and existing["checksum"] != b.checksum and not self.force:
+                if existing and existing.get("checksum") != b.checksum and not self.force:
                     raise OutputFailed(f"{self.name} {b.version} {b.provider} {b.architecture} was published meanwhile "
                                        "by someone else; use --force to replace it")
                 index.add(version=b.version, provider=b.provider, url=b.url, checksum=b.checksum,

@@ -44,6 +44,7 @@ class ProviderRecord:
     checksum_type: str | None = None
     url: str | None = None  # a box hosted elsewhere (HCP's hosted: false), never uploaded
     uploaded: Uploaded | None = None
+    refused: str | None = None  # why its last upload was not taken, for the release that finds no box to say
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
 
@@ -86,6 +87,7 @@ class Ticket:
     architecture: str | None
     token: str
     expires: float
+    refused: str | None = None  # why the box uploaded to it was not taken: its callback answers with it
 
 
 def _fields(cls: type, doc: Any, where: str) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from ..catalog import CHECKSUM_TYPES, Catalog
 from ..errors import BadInput, BadOption
 from . import layout, lease
 from .publish import PublishedCatalog, published
+from .records import BoxRecord, decode_box, encode_box
 from .stores.base import Store
-from .versioned import Unchanged
+from .versioned import Unchanged, Versioned
 
 Box = tuple[str, str, str]  # version, provider, architecture
 
@@ -48,7 +49,28 @@ def withdraw(published_: PublishedCatalog, match: Callable[[dict, dict], bool], 
     if delete_boxes:
         gone = {(v, p["name"], p["architecture"]) for v, p in result.removed} | set(more)
         result.deleted = delete_unnamed(published_, gone)
+        forget(published_.store, published_.name, gone)
     return result
+
+
+def forget(store: Store, name: str, boxes: Iterable[Box]) -> None:
+    """The boxes out of the API's record of the box too (a version left without one goes), so that it does not
+    list, or release again, what is gone."""
+    gone = set(boxes)
+
+    def change(doc: BoxRecord | None) -> BoxRecord:
+        hit = {n for n, v in (doc.versions.items() if doc else ()) for p in v.providers if (n, p.name, p.arch) in gone}
+        if doc is None or not hit:
+            raise Unchanged
+        for n in hit:
+            v = doc.versions[n]
+            v.providers = [p for p in v.providers if (n, p.name, p.arch) not in gone]
+            if not v.providers:
+                del doc.versions[n]
+        return doc
+
+    if gone:
+        Versioned(store, layout.record_key(name), decode_box, encode_box).update(change)
 
 
 def delete_unnamed(published_: PublishedCatalog, boxes: Iterable[Box]) -> list[str]:

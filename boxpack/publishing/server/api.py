@@ -41,8 +41,11 @@ its own thread pool apart from the catalogs', and Config.upload_seconds in all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -60,6 +63,7 @@ from .context import Refusal, Server
 
 BODY_LIMIT = 1024 * 1024  # a JSON request body
 BODY_SECONDS = 30.0  # to send it
+FORM_LIMIT = 16 * 1024  # the token endpoint's form
 BATCH = 1024 * 1024  # bytes of an upload handed to the store's thread at once
 CHUNK_SECONDS = 60.0  # an upload that sends nothing for this long is given up
 
@@ -90,14 +94,17 @@ def version_json(request: Request, name: str, v: VersionView) -> dict[str, Any]:
             "providers": [provider_json(p) for p in v.providers]}
 
 
-def box_json(request: Request, view: BoxView) -> dict[str, Any]:
+def box_json(request: Request, view: BoxView, versions: bool = True) -> dict[str, Any]:
+    """A box as the API shows it; in an organisation's list (versions False) with its current version only, as HCP
+    listed them: the gems load a box's versions from GET box and add them to what the list gave (vagrant_cloud
+    box.rb, versions_on_demand), so versions there were shown twice by `vagrant cloud box show`."""
     org, name = view.name.split("/")
-    versions = [version_json(request, view.name, v) for v in view.versions]
-    current = next((v for v in versions if v["status"] == "active"), None)
-    return {"tag": view.name, "username": org, "name": name, "private": view.private,
-            "short_description": view.short_description, "description": view.description,
-            "description_markdown": view.description, "description_html": None, "created_at": view.created_at,
-            "updated_at": view.updated_at, "downloads": 0, "current_version": current, "versions": versions}
+    current = next((version_json(request, view.name, v) for v in view.versions if v.status == "active"), None)
+    shown = {"tag": view.name, "username": org, "name": name, "private": view.private,
+             "short_description": view.short_description, "description": view.description,
+             "description_markdown": view.description, "description_html": None, "created_at": view.created_at,
+             "updated_at": view.updated_at, "downloads": 0, "current_version": current}
+    return {**shown, "versions": [version_json(request, view.name, v) for v in view.versions]} if versions else shown
 
 
 # --- tokens and organisations -------------------------------------------------------------------------------------
@@ -109,18 +116,75 @@ async def authenticate(request: Request) -> Response:
     return JSONResponse({"user": {"username": token.scope.split("/")[0]}, "token": {"id": token.id}})
 
 
+NO_ACCOUNTS = ("boxpack serve has no user accounts, passwords or two-factor codes: make a token with `boxpack serve "
+               "token create ORG --write` and log in with `vagrant cloud auth login --token TOKEN`")
+
+
+async def password_login(request: Request) -> Response:
+    """`vagrant cloud auth login` with a username and password (POST authenticate, two-factor/request-code): answered
+    in the one line both gems print (Vagrant 2.3.4 prints it above its own backtrace)."""
+    raise Refusal(401, NO_ACCOUNTS)
+
+
+async def log_out(request: Request) -> Response:
+    """DELETE authenticate (`vagrant cloud auth logout`): the token presented is revoked, on every replica within
+    Config.fresh seconds."""
+    server = _server(request)
+    token = await server.token(request)
+    if token is None:
+        raise Refusal(401, "a token is needed (Authorization: Bearer TOKEN)")
+    if token.client:
+        raise Invalid(f"a service principal's token ends by itself within the hour; `boxpack serve token revoke {token.id}` "
+                      "revokes the client and every token it was given")
+    await server.run(access.revoke_token, server.store, token.id)
+    return JSONResponse({})
+
+
+async def oauth_token(request: Request) -> Response:
+    """OAuth2's client credentials grant (RFC 6749, 4.4), where vagrant_cloud >= 3.1.2 (Vagrant 2.4) asks HCP for a
+    token when HCP_CLIENT_ID and HCP_CLIENT_SECRET are set (lib/vagrant_cloud/auth.rb, refresh_token!: ruby-oauth2
+    posts client_id, client_secret and grant_type as a form to HCP_AUTH_URL + HCP_TOKEN_PATH). The client and its
+    secret come from `boxpack serve token create ... --client`; errors are RFC 6749's (5.2)."""
+    form = await _form(request)
+    kind, _, value = request.headers.get("authorization", "").partition(" ")
+    if kind.lower() == "basic":  # client_secret_basic
+        try:
+            client_id, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            client_id = secret = ""
+    else:
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    if form.get("grant_type") != "client_credentials":
+        return JSONResponse({"error": "unsupported_grant_type", "error_description": "only client_credentials"}, 400)
+    server = _server(request)
+    client = request.client.host if request.client else "?"
+    if server.failures.wait(client):
+        return JSONResponse({"error": "invalid_client", "error_description": "too many tries; wait"}, 429)
+    issued = await server.run(access.issue, server.store, client_id, secret) if client_id and secret else None
+    if issued is None:
+        server.failures.add(client)
+        return JSONResponse({"error": "invalid_client", "error_description": "not a valid client id and secret"}, 401)
+    request.state.token = client_id
+    return JSONResponse({"access_token": issued[0], "token_type": "bearer", "expires_in": issued[1]},
+                        headers={"Cache-Control": "no-store"})
+
+
 async def organization(request: Request) -> Response:
-    """The boxes of ORG the request may see: none for an organisation that is not there, or all private."""
+    """The boxes of ORG the request may see: none for an organisation that is not there, or all private. To a token
+    that may publish there, as the store holds them now (`vagrant cloud publish` reads this twice, and stops on a box
+    it did not see the first time but does the second); to others, as fresh as Config.fresh."""
     server = _server(request)
     org = request.path_params["org"]
     token = await server.visitor(request)
+    now = token is not None and token.may(f"{org}/x", write=True) and token.scope == org
+    names = await server.run(boxes.names, server.store) if now else await server.names()
     found = []
-    for name in [n for n in await server.names() if n.split("/")[0] == org]:
+    for name in sorted(n for n in names if n.split("/")[0] == org):
         if await server.private(name) and not (token and token.may(name)):
             continue
-        view = await server.fresh.get(("view", name), _viewing(server, name))
+        view = await (_viewing(server, name)() if now else server.fresh.get(("view", name), _viewing(server, name)))
         if view is not None:
-            found.append(box_json(request, view))
+            found.append(box_json(request, view, versions=False))
     return JSONResponse({"username": org, "avatar_url": None, "profile_html": None, "profile_markdown": None,
                          "boxes": found})
 
@@ -285,12 +349,20 @@ async def upload(request: Request) -> Response:
         result = await anyio.to_thread.run_sync(box.receive, ticket, chunks, limiter=server.uploads)
     except _Gone as e:
         raise Refusal(400, f"the upload was not received whole: {e}") from None
+    except (Invalid, Conflict) as e:
+        # Received, and not taken. Both Vagrants upload with `curl --fail`, which prints a status and no body, and so
+        # does Packer: as on HCP, whose direct uploads go to storage, the callback (or the release) says why.
+        await server.run(box.refused, secret, ticket, str(e))
+        request.state.why = " ".join(str(e).replace('"', "'").split())
+        return JSONResponse({"success": False, "errors": [str(e)]}, headers={"Connection": "close"})
     finally:
         uploading.discard(secret)
+    if ticket.refused:  # an earlier upload to it was refused; this one was taken
+        await server.run(box.refused, secret, ticket, None)
     if expected is not None and int(expected) != received["bytes"]:
         raise Invalid(f"the upload is {received['bytes']} bytes, its Content-Length {expected}")
-    return JSONResponse({"uploaded": {"checksum_type": result.checksum_type, "checksum": result.checksum,
-                                      "size": result.size, "architecture": result.architecture}})
+    return JSONResponse({"success": True, "uploaded": {"checksum_type": result.checksum_type, "checksum": result.checksum,
+                                                       "size": result.size, "architecture": result.architecture}})
 
 
 async def complete(request: Request) -> Response:
@@ -300,6 +372,8 @@ async def complete(request: Request) -> Response:
     if ticket is None:
         raise NotFound("no such upload (or it expired)")
     await server.writer(request, ticket.name)
+    if ticket.refused:
+        raise Invalid(f"the box uploaded was refused: {ticket.refused}")
     box = Box(server.store, ticket.name, server.public_url)
     provider = await server.run(box.provider, ticket.version, ticket.provider, ticket.architecture)
     if not provider.uploaded:
@@ -345,6 +419,29 @@ def _chunks(request: Request, received: dict, deadline: float) -> Iterator[bytes
             yield batch
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """A small form body (application/x-www-form-urlencoded): its fields, bounded as a JSON body is."""
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > FORM_LIMIT:
+        raise Refusal(413, "give the form with its Content-Length, at most 16 KiB")
+    data = await _read(request, FORM_LIMIT)
+    return {k: v[0] for k, v in urllib.parse.parse_qs(data.decode(errors="replace")).items()}
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """A request's body, at most limit bytes, within BODY_SECONDS."""
+    data = bytearray()
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    raise Refusal(413, "the request body is too large")
+    except TimeoutError:
+        raise Refusal(408, "the request body did not arrive in time") from None
+    return bytes(data)
+
+
 def _fields(body: dict, key: str, bare: bool = False) -> dict:
     """The object a body wraps under key ({"version": {...}}); with bare, the body itself when it does not (the
     vagrant_cloud gem 3.0.5 creates a box with its fields bare, 3.1.3 under "box")."""
@@ -363,15 +460,7 @@ async def _body(request: Request) -> dict:
         raise Refusal(415, "a request body must be JSON (Content-Type: application/json)")
     if length is not None and (not length.isdigit() or int(length) > BODY_LIMIT):
         raise Refusal(413, "the request body is too large")
-    data = bytearray()
-    try:
-        with anyio.fail_after(BODY_SECONDS):
-            async for chunk in request.stream():
-                data += chunk
-                if len(data) > BODY_LIMIT:
-                    raise Refusal(413, "the request body is too large")
-    except TimeoutError:
-        raise Refusal(408, "the request body did not arrive in time") from None
+    data = await _read(request, BODY_LIMIT)
     if not data:
         return {}
     try:
@@ -388,6 +477,9 @@ VERSION = BOX + "/version/{version}"
 PROVIDER = VERSION + "/provider/{provider}"
 ROUTES: list[BaseRoute] = [
     Route("/authenticate", authenticate, methods=["GET"]),
+    Route("/authenticate", password_login, methods=["POST"]),
+    Route("/authenticate", log_out, methods=["DELETE"]),
+    Route("/two-factor/request-code", password_login, methods=["POST"]),
     Route("/user/{org}", organization, methods=["GET"]),
     Route("/boxes", create_box, methods=["POST"]),
     Route(BOX, show_box, methods=["GET"]),
@@ -407,3 +499,4 @@ ROUTES: list[BaseRoute] = [
     Route("/uploads/{ticket}/complete", complete, methods=["PUT"]),
 ]
 UPLOAD = Route("/.upload/{ticket}", upload, methods=["PUT"])
+TOKEN = Route("/oauth2/token", oauth_token, methods=["POST"])  # HCP_TOKEN_PATH's default, under HCP_AUTH_URL

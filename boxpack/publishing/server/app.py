@@ -163,6 +163,7 @@ def create_app(config: Config, store: Store | None = None) -> ASGIApp:
         Mount("/api/v2/vagrant", routes=[Route("/{org}/{name}", catalogs.catalog, methods=get)]),
         Mount("/api/v2", routes=api.ROUTES),
         api.UPLOAD,
+        api.TOKEN,
         Route("/", pages.index, methods=get),
         Route("/.login", pages.login, methods=get),  # no organisation starts with a dot
         Route("/{org}", pages.organisation, methods=get),

@@ -42,11 +42,15 @@ async def _visible(server: Server, request: Request, names: list[str]) -> list[t
 
 
 async def login(request: Request) -> Response:
-    """Where a browser is asked for a token (as a password); with a valid one, back to the organisations."""
+    """Where a browser is asked for a token (as a password); with a valid one, on to ?next= (a path on this server),
+    else to the organisations. A browser sends the token by itself from then on, to read only."""
     server: Server = request.app.state.server
     if await server.token(request) is None:
         raise Refusal(401, "give a token as the password")
-    return RedirectResponse(f"{server.public_url}/", 303)
+    then = request.query_params.get("next", "/")
+    if not then.startswith("/") or then.startswith("//") or "\\" in then:
+        then = "/"
+    return RedirectResponse(server.public_url + then, 303)
 
 
 async def index(request: Request) -> Response:
@@ -92,8 +96,8 @@ async def box_page(request: Request, name: str) -> Response:
             if there is not None:
                 dates.append(there.modified)
             providers.append({"name": p["name"], "architecture": p["architecture"], "default": p["default_architecture"],
-                              "size": human_size(there.size) if there else "elsewhere", "checksum_type": p["checksum_type"],
-                              "checksum": p["checksum"]})
+                              "size": human_size(there.size) if there else "elsewhere",
+                              "checksum_type": p.get("checksum_type"), "checksum": p.get("checksum")})
         date = datetime.datetime.fromtimestamp(min(dates), datetime.UTC).strftime("%Y-%m-%d") if dates else ""
         versions.append({"version": v["version"], "description": v.get("description"), "date": date, "providers": providers})
     return page(request, "box.html", title=name, org=name.split("/")[0], name=name, description=found.doc.get("description"),
