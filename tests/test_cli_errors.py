@@ -7,11 +7,10 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_disk, run_boxpack
+from conftest import ROOT, make_disk, run_boxpack, writing
 
 import boxpack
 from boxpack.errors import BoxpackError
@@ -147,9 +146,8 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
-    deadline = time.monotonic() + 60
-    while not any(out.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while proc.poll() is None and not writing(proc.pid, out):  # the box being written (unnamed until placed)
+        pass
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 130, err

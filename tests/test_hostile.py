@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import MIB, ROOT, extract, make_disk, run_boxpack, write_box
+from conftest import MIB, ROOT, extract, make_disk, run_boxpack, write_box, writing
 
 RUBY = subprocess.run(["which", "ruby"], capture_output=True).returncode == 0
 
@@ -262,9 +262,8 @@ def test_termination_leaves_nothing_behind(tmp_path: Path, sig: int) -> None:
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "boxpack", str(disk), "--provider", "libvirt", "-o", str(out / "a.box"),
                              "--level", "12", "--threads", "1"], stderr=subprocess.PIPE, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not any(out.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while proc.poll() is None and not writing(proc.pid, out):  # the box being written (unnamed until placed)
+        pass
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
