@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", metavar="SOURCE", nargs="*",
                    help="ORG/NAME (resolved against --server as Vagrant does), a catalog URL (https://, file://) or a catalog file")
     p.add_argument("--from-file", metavar="LIST", help="one SOURCE per line (# starts a comment)")
+    p.add_argument("--org", action="append", default=[], metavar="ORG",
+                   help="every box of the organisation ORG that --server lists to VAGRANT_CLOUD_TOKEN, public and private, "
+                   "with every version (unreleased and revoked ones kept for boxpack serve's API) (repeatable)")
     p.add_argument("--to", required=True, metavar="TARGET", help="s3://BUCKET/PREFIX, or a directory that exists")
     p.add_argument("--base-url", required=True, metavar="URL", help="the public HTTP address of TARGET: the mirrored catalogs' URLs")
     p.add_argument("--server", metavar="URL",
@@ -52,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy boxes on loopback, link-local or private addresses that a catalog from the internet names "
                    "(refused by default: such a catalog could make boxpack fetch from your own network)")
     p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
-    p.add_argument("--private", action="store_true",
-                   help="make the mirrored boxes private before anything is written: boxpack serve asks for a token")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--private", action="store_true",
+                            help="make every mirrored box private before anything is written: boxpack serve asks for a "
+                            "token (default: as its source says; private when it cannot say)")
+    visibility.add_argument("--public", action="store_true", help="make every mirrored box public, whatever its source says")
     target_options(p, "list what would be copied, with each box's size and the total; download and write nothing")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (schemas/mirror-result.schema.json); the lines per box stay on stderr")
@@ -71,30 +77,34 @@ Private HCP boxes: set VAGRANT_CLOUD_TOKEN; it is sent to the catalog's server o
 """
 
 
+def _options(args: argparse.Namespace) -> tuple[list[str], mirror.MirrorOptions]:
+    """The sources and options the command line gives, checked."""
+    sources = list(args.sources)
+    if args.from_file:
+        try:
+            lines = Path(args.from_file).read_text().splitlines()
+        except OSError as e:
+            raise BadOption(f"{args.from_file}: cannot read: {e.strerror}") from None
+        sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    if not args.timeout > 0:
+        raise BadOption("--timeout must be a number of seconds above 0")
+    if args.speed_limit < 0 or not args.speed_time > 0:
+        raise BadOption("--speed-limit must be 0 or more bytes a second, --speed-time a number of seconds above 0")
+    if not sources and not args.org:
+        raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, --from-file LIST, or --org ORG)")
+    return sources, mirror.MirrorOptions(
+        target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
+        architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
+        require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
+        public=args.public, orgs=args.org, allow_private_addresses=args.allow_private_addresses, timeout=args.timeout,
+        speed=(args.speed_limit, args.speed_time), token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
+    )
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        sources = list(args.sources)
-        if args.from_file:
-            try:
-                lines = Path(args.from_file).read_text().splitlines()
-            except OSError as e:
-                raise BadOption(f"{args.from_file}: cannot read: {e.strerror}") from None
-            sources += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
-        if not args.timeout > 0:
-            raise BadOption("--timeout must be a number of seconds above 0")
-        if args.speed_limit < 0 or not args.speed_time > 0:
-            raise BadOption("--speed-limit must be 0 or more bytes a second, --speed-time a number of seconds above 0")
-        if not sources:
-            raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, or --from-file LIST)")
-        options = mirror.MirrorOptions(
-            target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
-            architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
-            require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
-            allow_private_addresses=args.allow_private_addresses, timeout=args.timeout,
-            speed=(args.speed_limit, args.speed_time),
-            token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
-        )
+        sources, options = _options(args)
         shown = sys.stderr.isatty() and not args.quiet and not args.json and not args.dry_run
         transfers = Transfers() if shown else None
 
@@ -132,7 +142,26 @@ def run(argv: list[str]) -> int:
         summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing to copy"
         print(f"boxpack: mirror: {summary}" + "".join(f"; {name}: {urls[0]}" for name, urls in result.catalogs.items()
                                                       if not result.dry_run), file=sys.stderr)
+        if args.org and not result.dry_run:
+            _switch_over(result, args.base_url)
     return result.exit_code
+
+
+def _switch_over(result: mirror.MirrorResult, base_url: str) -> None:
+    """What a team needs to switch: what came over, what is private, what was left out and why, and the one line
+    that points Vagrant at the new place."""
+    boxes = sorted({c.name for c in result.copies if c.action in ("copied", "skipped")})
+    versions = {(c.name, c.version) for c in result.copies if c.action in ("copied", "skipped")}
+    kept = sum(1 for c in result.copies if c.action in ("copied", "skipped") and c.status != "active")
+    print(f"boxpack: mirror: {len(boxes)} box(es), {len(versions)} version(s) ({kept} box(es) of versions not released "
+          f"or revoked kept for boxpack serve's API)", file=sys.stderr)
+    for name, why in sorted(result.private.items()):
+        print(f"boxpack: mirror: {name}: private ({why})", file=sys.stderr)
+    for c in result.copies:
+        if c.action == "failed":
+            print(f"boxpack: mirror: left out: {c.label()}: {c.error}", file=sys.stderr)
+    print(f"boxpack: mirror: point Vagrant at it: config.vm.box_server_url = \"{base_url}\" in a Vagrantfile, or "
+          f"VAGRANT_SERVER_URL={base_url}", file=sys.stderr)
 
 
 def _copy_line(c: mirror.Copy) -> str:

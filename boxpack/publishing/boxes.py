@@ -249,6 +249,23 @@ class Box:
             self.store.delete(layout.visibility_key(self.name))
         return view
 
+    def adopt(self, short_description: str | None, description: str | None,
+              versions: dict[str, tuple[str, list[tuple[str, str, bool, Uploaded]]]], described: dict[str, str | None]) -> None:
+        """What a mirrored box's source held beyond its catalog: its descriptions, and each version not released there
+        (unreleased, or revoked) with its status and the boxes placed for it (provider, architecture, default, the
+        upload), so that boxpack serve's API lists, releases or deletes them as the source could."""
+        def change(doc: BoxRecord | None) -> BoxRecord:
+            doc = _described(doc or BoxRecord(), short_description, description)
+            for number, (status, boxes) in versions.items():
+                v = doc.versions.setdefault(number, VersionRecord())
+                v.status = "released" if status == "revoked" else "unreleased"  # revoked: released, and not in the catalog
+                v.description = described.get(number) or v.description
+                got = [ProviderRecord(p, arch, default, uploaded=up) for p, arch, default, up in boxes]
+                v.providers = got + [p for p in v.providers if not any((g.name, g.arch) == (p.name, p.arch) for g in got)]
+            return doc
+
+        self.record.update(change)
+
     # --- versions ---------------------------------------------------------------------------------------------
 
     def add_version(self, number: Any, description: Any = None) -> VersionView:

@@ -43,9 +43,12 @@ from ..catalog import NAME_PATTERN
 from ..errors import BadInput, BadOption, BoxpackError, InternalError
 from ..sources.archive import compression
 from ..metadata import text
+from . import hcp, layout
 from . import http as download
 from .layout import CATALOG_LIMIT
+from .boxes import Box
 from .publish import Publisher, open_store
+from .records import Uploaded
 from .stores.base import Store, Upload
 from .streamcheck import StreamCheck
 
@@ -74,7 +77,9 @@ class MirrorOptions:
     force: bool = False
     endpoint_url: str | None = None
     token: str | None = None  # sent only to the catalog's host (VAGRANT_CLOUD_TOKEN)
-    private: bool = False  # the mirrored boxes are private to boxpack serve (access.py)
+    private: bool = False  # every mirrored box private to boxpack serve (access.py), whatever its source says
+    public: bool = False  # every mirrored box public, whatever its source says
+    orgs: Sequence[str] = ()  # every box of these organisations (the server's API lists them)
     allow_private_addresses: bool = False  # a catalog from the internet may name boxes on private networks
     timeout: float | None = DEFAULT_TIMEOUT  # seconds for one box's transfer, in all
     speed: tuple[int, float] = DEFAULT_SPEED  # the low-speed limit: bytes a second, over how many seconds
@@ -100,6 +105,8 @@ class Copy:
     findings: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     public_only: bool = False  # from a catalog on the internet: its box may be fetched from the internet only
+    status: str = "active"  # its version's on the source: active (in the catalog), unreleased, revoked
+    alias_of: str | None = None  # "ORG/NAME VERSION PROVIDER ARCH" of the box on the source server whose file it names
 
     def label(self) -> str:
         return f"{self.name} {self.version} {self.provider} {self.architecture}"
@@ -109,6 +116,7 @@ class Copy:
 class MirrorResult:
     copies: list[Copy] = field(default_factory=list)
     catalogs: dict[str, list[str]] = field(default_factory=dict)  # name -> its public URLs
+    private: dict[str, str] = field(default_factory=dict)  # name -> why it was made private (its source said, or could not)
     errors: list[str] = field(default_factory=list)  # sources that could not be read, catalogs not written
     error_codes: list[int] = field(default_factory=list)  # each error's exit status (errors.py)
     dry_run: bool = False
@@ -131,6 +139,7 @@ class MirrorResult:
             "exit_code": self.exit_code,
             "errors": self.errors,
             "catalogs": self.catalogs,
+            "private": self.private,
             "boxes": [{k: v for k, v in c.__dict__.items() if k != "public_only"} for c in self.copies],
         }
 
@@ -270,7 +279,8 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             c.size = c.size if c.size is not None else download.size(c.source_url, token, c.public_only)
             return
         kind, actual, upload = _download(c, publisher, options, progress, token)
-        c.url = publisher.finish(upload, c.version, c.provider, c.architecture, kind, actual, c.default).url
+        c.url = publisher.finish(upload, c.version, c.provider, c.architecture, kind, actual, c.default,
+                                 listed=c.status == "active").url
         c.action = "copied"
     except BoxpackError as e:
         c.action, c.error = "failed", str(e)
@@ -286,9 +296,29 @@ def _skipped(c: Copy, publisher: Publisher) -> bool:
     c.size, kind, value = there
     c.checksum_type, c.checksum = c.checksum_type or kind, c.checksum or value
     publisher.plan(c.version, c.provider, c.architecture, value)
-    c.url = publisher.unchanged(c.version, c.provider, c.architecture, c.size, kind, value, c.default).url
+    c.url = publisher.unchanged(c.version, c.provider, c.architecture, c.size, kind, value, c.default,
+                                listed=c.status == "active").url
     c.action = "skipped"
     return True
+
+
+def _named(c: Copy, target: Copy, publisher: Publisher) -> None:
+    """An alias, once the box whose file it names is mirrored: that box's key, named in this entry too."""
+    if target.action == "planned":  # a dry run: it would be named as its box is copied
+        c.size = target.size
+        return
+    if target.action not in ("copied", "skipped") or not target.checksum or not target.checksum_type:
+        c.action, c.error = "failed", f"it names the file of {c.alias_of}, which was not mirrored" + (
+            f" ({target.error})" if target.error else "")
+        return
+    try:
+        publisher.plan(c.version, c.provider, c.architecture, target.checksum)
+        key = layout.box_key(target.name, target.version, target.provider, target.architecture)
+        c.url = publisher.unchanged(c.version, c.provider, c.architecture, target.size or 0, target.checksum_type,
+                                    target.checksum, c.default, listed=c.status == "active", key=key).url
+        c.size, c.checksum_type, c.checksum, c.action = target.size, target.checksum_type, target.checksum, "copied"
+    except BoxpackError as e:
+        c.action, c.error = "failed", str(e)
 
 
 def _download(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Callable[[Copy, int], None],
@@ -370,36 +400,147 @@ def mirror(sources: Sequence[str], options: MirrorOptions, progress: Callable[[C
         if done:
             done(c)
 
+    targets = _targets(result.copies)
+    later = {id(c) for c, _ in targets}
     with ThreadPoolExecutor(o.jobs, thread_name_prefix="boxpack-mirror") as pool:
-        list(pool.map(one, result.copies))
+        list(pool.map(one, [c for c in result.copies if id(c) not in later]))
+    for c, target in targets:  # once what they name is mirrored
+        _named(c, target, publishers[c.name])
+        if done:
+            done(c)
+    _commit(publishers, result, o.dry_run)
+    return result
+
+
+def _commit(publishers: dict[str, Publisher], result: MirrorResult, dry_run: bool) -> None:
+    """Each box's catalog, last, and what its source held beyond it, into its record."""
     for name, publisher in publishers.items():
         if publisher.before is None and all(c.action == "failed" for c in result.copies if c.name == name):
             continue  # nothing was copied, and there was no catalog: none is made
         try:
             publisher.commit()
             result.catalogs[name] = publisher.catalog_urls
+            if not dry_run:
+                _adopt(publisher, [c for c in result.copies if c.name == name])
         except BoxpackError as e:
             result.failed(f"{name}: the catalog was not written: {e}", e)
-    return result
+
+
+def _targets(copies: list[Copy]) -> list[tuple[Copy, Copy]]:
+    """Each alias whose box this run mirrors too, and that box's entry (the provider's default, for HCP's older
+    path without an architecture). An alias of a box not mirrored here is copied as any entry is."""
+    by_label = {(c.name, c.version, c.provider, c.architecture): c for c in copies if not c.alias_of}
+    defaults = {(c.name, c.version, c.provider): c for c in copies if not c.alias_of and c.default}
+    found = []
+    for c in copies:
+        if c.alias_of:
+            name, version, provider, arch = c.alias_of.split(" ")
+            target = defaults.get((name, version, provider)) if arch == "default" else by_label.get((name, version, provider, arch))
+            if target is not None:
+                found.append((c, target))
+    return found
+
+
+def _adopt(publisher: Publisher, copies: list[Copy]) -> None:
+    """What the source held beyond the catalog, into the box's record for boxpack serve's API: its descriptions, and
+    the versions not released there (or revoked) with the boxes placed for them."""
+    placed = {(b.version, b.provider, b.architecture): b for b in publisher.boxes if not b.listed}
+    versions: dict[str, tuple[str, list[tuple[str, str, bool, Uploaded]]]] = {}
+    for c in copies:
+        b = placed.get((c.version, c.provider, c.architecture))
+        if c.status == "active" or b is None:
+            continue
+        there = publisher.store.stat(b.key)
+        got = Uploaded(b.checksum_type, b.checksum, b.size, b.architecture, there.etag if there else None)
+        versions.setdefault(c.version, (c.status, []))[1].append((c.provider, c.architecture, c.default, got))
+    described = {v: publisher.version_descriptions.get(v) for v in versions}
+    if versions or publisher.short_description or publisher.description:
+        Box(publisher.store, publisher.name, publisher.base_url).adopt(publisher.short_description, publisher.description,
+                                                                      versions, described)
 
 
 def _read(sources: Sequence[str], o: MirrorOptions, store: Store, result: MirrorResult) -> dict[str, Publisher]:
     """Every source's selected entries into result.copies (a source that cannot be read into its errors, the
-    others go on), and a publisher for each box named."""
+    others go on), and a publisher for each box named, which makes it private or public as its source says."""
     publishers: dict[str, Publisher] = {}
     todo: list[Copy] = []
-    for source in sources:
+    for source, listed_private in _sources(sources, o, result):
         try:
-            asked = source if NAME_PATTERN.fullmatch(source) and not os.path.isfile(source) else None
-            doc, where = resolve(source, o.server, o.token)
-            name, copies, descriptions, description = entries(doc, where, asked, o.allow_private_addresses)
-            if name not in publishers:
-                publishers[name] = Publisher(store, name, o.base_url, force=o.force, description=description,
-                                             private=o.private)
+            read = _source(source, o)
+            private = _visibility(read.private if read.private is not None else listed_private, read.anonymous, o)
+            if private[0] and private[1]:
+                result.private[read.name] = private[1]
+            if read.name not in publishers:
+                publishers[read.name] = Publisher(store, read.name, o.base_url, force=o.force, description=read.description,
+                                                  private=private[0], public=not private[0] and (o.public or read.private is False))
         except BoxpackError as e:
             result.failed(str(e), e)
             continue
-        publishers[name].version_descriptions.update(descriptions)
-        todo += select(copies, o)
+        publishers[read.name].version_descriptions.update(read.descriptions)
+        publishers[read.name].short_description = read.short_description
+        todo += select(read.copies, o)
     result.copies = unique(todo)
+    _aliases(result.copies, _server(o.server))
     return publishers
+
+
+@dataclass
+class _Read:
+    """One source, read: its box, the entries to copy, and what it says beyond them."""
+
+    name: str
+    copies: list[Copy]
+    descriptions: dict[str, str]
+    description: str | None
+    private: bool | None = None  # None: the source did not say
+    anonymous: bool = True  # read without a token
+    short_description: str | None = None
+
+
+def _sources(sources: Sequence[str], o: MirrorOptions, result: MirrorResult) -> list[tuple[str, bool | None]]:
+    """The sources given, then every box of each --org: (source, private as the organisation's listing says)."""
+    found: list[tuple[str, bool | None]] = [(s, None) for s in sources]
+    for org in o.orgs:
+        try:
+            found += [(b.name, b.private) for b in hcp.organization(_server(o.server), org, o.token)]
+        except BoxpackError as e:
+            result.failed(f"--org {org}: {e}", e)
+    return found
+
+
+def _source(source: str, o: MirrorOptions) -> _Read:
+    """A source read: ORG/NAME through its server's API where it has one (every version, with its status, the private
+    flag and the descriptions), else its catalog."""
+    asked = source if NAME_PATTERN.fullmatch(source) and not os.path.isfile(source) else None
+    described = hcp.box(_server(o.server), asked, o.token) if asked else None
+    if described is not None:
+        where = f"{_server(o.server)}/api/v2/box/{asked}"
+        name, copies, descriptions, description = entries(described.catalog, where, asked, o.allow_private_addresses)
+        for c in copies:
+            c.status = described.statuses.get(c.version, "active")
+        return _Read(name, copies, descriptions, description, described.private, o.token is None, described.short_description)
+    doc, where = resolve(source, o.server, o.token)
+    name, copies, descriptions, description = entries(doc, where, asked, o.allow_private_addresses)
+    flag = doc.get("private") if isinstance(doc, dict) and isinstance(doc.get("private"), bool) else None
+    return _Read(name, copies, descriptions, description, flag, token_for(where, o.server, o.token) is None)
+
+
+def _visibility(said: bool | None, anonymous: bool, o: MirrorOptions) -> tuple[bool, str | None]:
+    """(private, why) for a box: --private or --public for the whole run, else what its source said; a box read with a
+    token whose source does not say is private (it may need the token), and the report says so."""
+    if o.private or o.public:
+        return o.private, None
+    if said is not None:
+        return said, "private on its source" if said else None
+    return (False, None) if anonymous else (True, "its source does not say whether it is private (read with a token)")
+
+
+def _aliases(copies: list[Copy], server: str) -> None:
+    """Mark each entry that names another box's file on the source server: that box's, mirrored once, named here."""
+    for c in copies:
+        found = hcp.alias(c.source_url, server)
+        if found is None or c.action == "failed":
+            continue
+        name, version, provider, arch = found
+        if (name, version, provider) != (c.name, c.version, c.provider) or arch not in (None, c.architecture):
+            c.alias_of = f"{name} {version} {provider} {arch or 'default'}"

@@ -84,6 +84,7 @@ class PublishedBox:
     action: str  # "uploaded", "resumed" (an interrupted upload's parts were reused), "unchanged", or with dry_run "planned"
     resumed_bytes: int = 0
     default: bool = False  # asks to be its provider's default architecture
+    listed: bool = True  # goes into the catalog (a mirrored version not released on its source does not)
 
 
 @dataclass
@@ -99,7 +100,7 @@ class PublishResult:
 
     def to_json(self) -> dict[str, Any]:
         """As schemas/publish-result.schema.json describes it."""
-        boxes = [{k: v for k, v in dataclasses.asdict(b).items() if k not in ("version", "default")} for b in self.boxes]
+        boxes = [{k: v for k, v in dataclasses.asdict(b).items() if k not in ("version", "default", "listed")} for b in self.boxes]
         return {"target": self.target, "name": self.name, "version": self.version, "dry_run": self.dry_run,
                 "catalog_urls": self.catalog_urls, "boxes": boxes, "catalog": self.catalog}
 
@@ -172,12 +173,14 @@ class Publisher:
     Safe to use from several threads (boxpack mirror --jobs)."""
 
     def __init__(self, store: Store, name: str, base_url: str, *, force: bool = False,
-                 default_architecture: bool = False, description: str | None = None, private: bool = False) -> None:
+                 default_architecture: bool = False, description: str | None = None, private: bool = False,
+                 public: bool = False) -> None:
         catalog.check_entry(name, "0", layout.url(base_url, "x"))
         layout.box_key(name, "0", "x", "x")  # a name that cannot be a key is refused before anything is read
         self.store, self.name, self.base_url = store, name, base_url
         self.force, self.default_architecture, self.description = force, default_architecture, description
-        self.private = private
+        self.private, self.public = private, public  # public: made so (a mirrored box its source says is public)
+        self.short_description: str | None = None  # the source's, for the API's record (mirror)
         self.dry_run = isinstance(store, DryRunStore)
         self.catalog = PublishedCatalog(store, name)
         self.before = self.catalog.read()
@@ -232,6 +235,8 @@ class Publisher:
                         raise OutputFailed(f"{self.store.where}: anyone may read what is stored there (an anonymous "
                                            f"request read {public}), so a private box there would be public; make "
                                            "the bucket private (boxpack serve hands its boxes out) or publish without --private")
+                elif self.public:
+                    access.set_visibility(self.store, self.name, private=False)
                 self.catalog.prepare()
                 self._prepared = True
 
@@ -248,11 +253,12 @@ class Publisher:
         return there if line == layout.sidecar(checksum) else None
 
     def unchanged(self, version: str, provider: str, architecture: str, size: int, checksum_type: str, checksum: str,
-                  default: bool = False) -> PublishedBox:
-        """A box the target already holds, byte for byte: nothing is sent, and its entry is kept."""
-        key = self.key(version, provider, architecture)
+                  default: bool = False, listed: bool = True, key: str | None = None) -> PublishedBox:
+        """A box the target already holds, byte for byte: nothing is sent, and its entry is kept. With key, the box is
+        another's (an alias: an entry naming another box's file, as HCP's publishers made them), named here too."""
+        key = key or self.key(version, provider, architecture)
         box = PublishedBox(version, provider, architecture, key, layout.url(self.base_url, key), size, checksum_type,
-                           checksum, "unchanged", default=default or self.default_architecture)
+                           checksum, "unchanged", default=default or self.default_architecture, listed=listed)
         self._hold(key)
         self.boxes.append(box)
         return box
@@ -270,12 +276,12 @@ class Publisher:
                                "run wrote it; the catalog was left as it is (run again)")
 
     def finish(self, upload: Upload, version: str, provider: str, architecture: str | None, checksum_type: str,
-               checksum: str, default: bool = False) -> PublishedBox:
-        """Steps 2 and 3 for one box written to upload."""
+               checksum: str, default: bool = False, listed: bool = True) -> PublishedBox:
+        """Steps 2 and 3 for one box written to upload (listed False: placed, and left out of the catalog)."""
         arch = architecture or UNKNOWN_ARCH
         key = self.key(version, provider, arch)
         box = PublishedBox(version, provider, arch, key, layout.url(self.base_url, key), upload.size, checksum_type,
-                           checksum, "uploaded", default=default or self.default_architecture)
+                           checksum, "uploaded", default=default or self.default_architecture, listed=listed)
         try:
             upload.close()
             there = self.store.stat(key)
@@ -349,7 +355,7 @@ class Publisher:
 
     def commit(self) -> Catalog:
         """Step 4: every box of the run into the catalog, in one write (in a dry run, the catalog it would be)."""
-        boxes = sorted(self.boxes, key=lambda b: b.default)  # a default added last stays the default
+        boxes = sorted((b for b in self.boxes if b.listed), key=lambda b: b.default)  # a default added last stays the default
 
         def change(doc: Catalog | None) -> Catalog:
             index = catalog.Index(doc, self.name)

@@ -169,6 +169,8 @@ def create_app(config: Config, store: Store | None = None) -> ASGIApp:
         Route("/{org}", pages.organisation, methods=get),
         Route("/{org}/{name}", catalogs.catalog, methods=get),
         Route("/{org}/{name}/{version}/{provider}/{arch}/vagrant.box", catalogs.box, methods=get),
+        Route("/{org}/boxes/{name}/versions/{version}/providers/{provider}/{arch}/vagrant.box", catalogs.hcp_box, methods=get),
+        Route("/{org}/boxes/{name}/versions/{version}/providers/{provider}.box", catalogs.hcp_box, methods=get),
     ]
     handlers = {kind: refused for kind in (BoxpackError, Refusal)}
     app = Starlette(routes=routes, exception_handlers={**handlers, Exception: crashed})

@@ -20,6 +20,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from ...catalog import UNKNOWN_ARCH
 from ...errors import BadInput, NotFound
 from .. import layout
 from ..stores.base import Delivery, Redirect
@@ -47,11 +48,30 @@ async def catalog(request: Request) -> Response:
 
 
 async def box(request: Request) -> Response:
-    server: Server = request.app.state.server
+    p = request.path_params
+    return await _box(request, box_name(p["org"], p["name"]), p["version"], p["provider"], p["arch"])
+
+
+async def hcp_box(request: Request) -> Response:
+    """HCP's download paths, which Vagrantfiles and scripts name (`<host>/ORG/boxes/NAME/versions/V/providers/P/ARCH/
+    vagrant.box`, and the older `.../providers/P.box`: the default architecture's): the same box, by the same rules,
+    once the host name points here."""
     p = request.path_params
     name = box_name(p["org"], p["name"])
+    arch = p.get("arch")
+    if arch is None:  # the provider's default architecture, as the catalog says
+        server: Server = request.app.state.server
+        served = await server.catalog(name)
+        entries = [e for v in (served.doc["versions"] if served else []) if v["version"] == p["version"]
+                   for e in v["providers"] if e["name"] == p["provider"] and e["default_architecture"]]
+        arch = entries[0]["architecture"] if entries else UNKNOWN_ARCH
+    return await _box(request, name, p["version"], p["provider"], arch)
+
+
+async def _box(request: Request, name: str, version: str, provider: str, arch: str) -> Response:
+    server: Server = request.app.state.server
     try:
-        key = layout.box_key(name, p["version"], p["provider"], p["arch"])
+        key = layout.box_key(name, version, provider, arch)
     except BadInput:
         raise NotFound("not found") from None
     served = await server.catalog(name)
