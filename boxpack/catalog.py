@@ -444,14 +444,15 @@ def _with_defaults(providers: list[dict]) -> list[dict]:
     return _providers_sorted(providers)
 
 
-def table(doc: Catalog) -> str:
-    """The catalog as a table, one row per box."""
-    rows = [("VERSION", "PROVIDER", "ARCH", "DEFAULT", "CHECKSUM", "URL")]
+def table(doc: Catalog, downloads: dict[tuple[str, str, str], int] | None = None) -> str:
+    """The catalog as a table, one row per box; with downloads (a published catalog's), how often each was."""
+    rows = [("VERSION", "PROVIDER", "ARCH", "DEFAULT", "CHECKSUM", *(("DOWNLOADS",) if downloads is not None else ()), "URL")]
     for v in doc["versions"]:
         for p in v["providers"]:
+            counted = (str(downloads.get((v["version"], p["name"], p["architecture"]), 0)),) if downloads is not None else ()
             rows.append(
                 (v["version"], p["name"], p["architecture"], "yes" if p["default_architecture"] else "",
-                 f"{p['checksum_type']}:{p['checksum'][:12]}" if "checksum" in p else "none", p["url"])
+                 f"{p['checksum_type']}:{p['checksum'][:12]}" if "checksum" in p else "none", *counted, p["url"])
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [doc["name"] + (f": {doc['description']}" if doc.get("description") else "")]

@@ -213,7 +213,8 @@ def test_chromium_shows_a_private_box_to_its_token_and_a_phone_can_read_it(web: 
         unavailable("Chromium", "not installed (apt-get install chromium)")
     served = Served(web, tmp_path, workers=1)
     try:
-        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private", "--description", "Debian 12 for acme's CI")
+        publish(web, boxes["libvirt"], NAME, "1.0.0", "--private", "--description",
+                "Debian 12 for **acme's CI**\n\n- small\n- signed <script>document.title='owned'</script>")
         publish(web, boxes["virtualbox"], NAME, "1.0.0", "--private")
         publish(web, boxes["libvirt"], NAME, "1.1.0", "--private")
         read = token(web, "acme")
@@ -228,7 +229,14 @@ def test_chromium_shows_a_private_box_to_its_token_and_a_phone_can_read_it(web: 
         assert dom.xpath("string(//h1)") == "acme/debianprivate" and "Debian 12 for acme's CI" in text
         assert [" ".join(h.text_content().split()) for h in dom.xpath("//h3")][0].startswith("1.1.0")  # the newest first
         cells = [" ".join(td.text_content().split()) for td in dom.xpath("//section[last()]//td")]
-        assert cells[:2] == ["libvirt", "amd64 (default)"] and cells[4:6] == ["virtualbox", "amd64 (default)"], cells
+        assert cells[:2] == ["libvirt", "amd64 (default)"] and cells[5:7] == ["virtualbox", "amd64 (default)"], cells
+        assert [li.text_content() for li in dom.xpath("//div[@class='description']//li")][0] == "small"  # Markdown
+        assert dom.xpath("string(//title)") != "owned" and not dom.xpath("//script")  # the description's script is text
+        assert "downloads" in text and dom.xpath("//form[@role='search']//input[@name='q']")
+        found = html.fromstring(chrome("--dump-dom", f"http://x:{read}@{host}/.login?next=/?q=debian").stdout)
+        assert [a.text_content() for a in found.xpath("//ul[@class='boxes']//a")] == [NAME]
+        org = " ".join(html.fromstring(chrome("--dump-dom", f"http://x:{read}@{host}/.login?next=/acme").stdout).text_content().split())
+        assert "1.1.0" in org and "libvirt amd64" in org, org
         anonymous = " ".join(html.fromstring(chrome("--dump-dom", f"http://{host}/{NAME}").stdout or b"<p/>").text_content().split())
         assert "Debian 12 for acme's CI" not in anonymous
         for width, shot in ((412, tmp_path / "phone.png"), (1000, tmp_path / "desktop.png")):

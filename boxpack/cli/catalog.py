@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .. import catalog
 from ..catalog import CHECKSUM_TYPES
 from ..errors import BadInput, BoxpackError
 from ..publishing import http as download
-from ..publishing import publish, retention
+from ..publishing import counts, layout, publish, retention
 from ..publishing.layout import CATALOG_LIMIT
 from ..options import add_arguments
 from ..settings import CATALOG_ENTRY
@@ -98,8 +99,11 @@ def run(argv: list[str]) -> int:
                 print(f"boxpack: deleted {key}", file=sys.stderr)
         elif args.action == "remove":
             doc = catalog.update(args.catalog, lambda d: catalog.remove(_existing(d, args.catalog), args.box_version, args.provider, args.architecture))
-        elif args.catalog.startswith("s3://"):
-            doc = _existing(publish.published(args.catalog, args.endpoint_url).read(), args.catalog)
+        elif args.catalog.startswith("s3://") or _published(args.catalog):
+            published = publish.published(args.catalog, args.endpoint_url)
+            doc = _existing(published.read(), args.catalog)
+            sys.stdout.write(catalog.table(doc, counts.totals(published.store, published.name, fold=False)))
+            return 0
         elif args.catalog.startswith(("http://", "https://")):  # as Vagrant asks for it: JSON, within its size limit
             doc = catalog.parse(json.dumps(download.get_json(args.catalog, CATALOG_LIMIT)).encode(), args.catalog)
         else:
@@ -123,6 +127,16 @@ def _prune(args: argparse.Namespace) -> int:
     for key in pruned.deleted:
         print(f"boxpack: deleted {key}", file=sys.stderr)
     return 0
+
+
+def _published(path: str) -> bool:
+    """Whether a catalog file is one boxpack publish wrote in a directory target (ORG/NAME/catalog.json), whose
+    download counts boxpack serve keeps beside it."""
+    try:
+        target, _ = layout.published_catalog(path)
+    except BoxpackError:
+        return False
+    return os.path.isdir(os.path.join(target, layout.PRIVATE_PREFIX, "counts"))
 
 
 def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:

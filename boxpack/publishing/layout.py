@@ -14,6 +14,7 @@
     .boxpack/boxes/<org>/<box>.json                               what the API knows beyond the catalog
     .boxpack/uploads/<ticket>.json                                what an upload URL may upload, until when
     .boxpack/leases/<org>/<box>.json                              who is releasing or deleting in the box now
+    .boxpack/counts/<org>/<box>/<worker>-<hour>.json, base.json   downloads, as each server worker counted them
 
 Nothing under .boxpack/ can be a box's key: an organisation's name never starts with a dot.
 
@@ -114,6 +115,11 @@ def upload_key(ticket: str) -> str:
 def lease_key(name: str) -> str:
     """Where the lease on a box's releases and deletions is kept (lease.py)."""
     return f"{PRIVATE_PREFIX}leases/{'/'.join(scope_parts(name))}.json"
+
+
+def counts_key(name: str, part: str) -> str:
+    """Where a box's download counts are kept (counts.py): base, or a worker's for one hour."""
+    return f"{PRIVATE_PREFIX}counts/{'/'.join(scope_parts(name))}/{part}.json"
 
 
 def url(base_url: str, key: str) -> str:

@@ -46,7 +46,7 @@ import binascii
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -79,32 +79,37 @@ def _box(request: Request) -> Box:
 
 # --- the JSON the clients read ----------------------------------------------------------------------------------
 
-def provider_json(p: ProviderView) -> dict[str, Any]:
+Downloads = dict[tuple[str, str, str], int]  # (version, provider, architecture) -> downloads (counts.totals)
+
+
+def provider_json(p: ProviderView, version: str = "", downloads: Downloads | None = None) -> dict[str, Any]:
     return {"name": p.name, "architecture": p.architecture, "default_architecture": p.default_architecture,
+            "downloads": (downloads or {}).get((version, p.name, p.architecture), 0),
             "hosted": p.hosted, "checksum": p.checksum, "checksum_type": p.checksum_type, "url": p.url,
             "original_url": None if p.hosted else p.url, "download_url": p.url, "hosted_token": None,
             "created_at": p.created_at, "updated_at": p.updated_at}
 
 
-def version_json(request: Request, name: str, v: VersionView) -> dict[str, Any]:
+def version_json(request: Request, name: str, v: VersionView, downloads: Downloads | None = None) -> dict[str, Any]:
     base = f"{_server(request).public_url}/api/v1/box/{name}/version/{v.version}"
     return {"version": v.version, "number": v.version, "status": v.status, "description": v.description,
             "description_markdown": v.description, "description_html": None, "created_at": v.created_at,
             "updated_at": v.updated_at, "release_url": f"{base}/release", "revoke_url": f"{base}/revoke",
-            "providers": [provider_json(p) for p in v.providers]}
+            "downloads": sum(n for (version, _, _), n in (downloads or {}).items() if version == v.version),
+            "providers": [provider_json(p, v.version, downloads) for p in v.providers]}
 
 
-def box_json(request: Request, view: BoxView, versions: bool = True) -> dict[str, Any]:
+def box_json(request: Request, view: BoxView, versions: bool = True, downloads: Downloads | None = None) -> dict[str, Any]:
     """A box as the API shows it; in an organisation's list (versions False) with its current version only, as HCP
     listed them: the gems load a box's versions from GET box and add them to what the list gave (vagrant_cloud
     box.rb, versions_on_demand), so versions there were shown twice by `vagrant cloud box show`."""
     org, name = view.name.split("/")
-    current = next((version_json(request, view.name, v) for v in view.versions if v.status == "active"), None)
+    current = next((version_json(request, view.name, v, downloads) for v in view.versions if v.status == "active"), None)
     shown = {"tag": view.name, "username": org, "name": name, "private": view.private,
              "short_description": view.short_description, "description": view.description,
              "description_markdown": view.description, "description_html": None, "created_at": view.created_at,
-             "updated_at": view.updated_at, "downloads": 0, "current_version": current}
-    return {**shown, "versions": [version_json(request, view.name, v) for v in view.versions]} if versions else shown
+             "updated_at": view.updated_at, "downloads": sum((downloads or {}).values()), "current_version": current}
+    return {**shown, "versions": [version_json(request, view.name, v, downloads) for v in view.versions]} if versions else shown
 
 
 # --- tokens and organisations -------------------------------------------------------------------------------------
@@ -169,6 +174,49 @@ async def oauth_token(request: Request) -> Response:
                         headers={"Cache-Control": "no-store"})
 
 
+SORTS = ("downloads", "created", "updated")
+
+
+async def search(request: Request) -> Response:
+    """GET search (v1 and v2): the boxes with a released version the request may see whose organisation, name or
+    short description holds q, with a provider (and on v2 an architecture) if asked, sorted by downloads, created or
+    updated, a page of at most 100 (v2.mdx, "Search for boxes"; `vagrant cloud search` sends every one of them). A
+    private box appears to no one but a token that may read it."""
+    server = _server(request)
+    q = request.query_params
+    sort, order = q.get("sort") or "downloads", q.get("order") or "desc"
+    limit, page = q.get("limit") or "10", q.get("page") or "1"
+    if sort not in SORTS or order not in ("asc", "desc") or not limit.isdigit() or not page.isdigit() or int(page) < 1:
+        raise Invalid(f"sort is one of {', '.join(SORTS)}, order asc or desc, limit and page numbers")
+    found = await matching(request, q.get("q") or "", q.get("provider"), q.get("architecture"))
+    keys = {"downloads": lambda b: b["downloads"], "created": lambda b: b["created_at"], "updated": lambda b: b["updated_at"]}
+    found.sort(key=lambda b: (keys[sort](b), b["tag"]), reverse=order == "desc")
+    size = max(1, min(int(limit), 100))
+    return JSONResponse({"boxes": found[(int(page) - 1) * size:int(page) * size]})
+
+
+async def matching(request: Request, text: str, provider: str | None, architecture: str | None) -> list[dict[str, Any]]:
+    """The boxes search finds (and the pages' search field): as the organisation listing shows them."""
+    server = _server(request)
+    token = await server.visitor(request)
+    found = []
+    for name in await server.names():
+        if await server.private(name) and not (token and token.may(name)):
+            continue
+        view = await server.view(name)
+        if view is not None and _matches(view, text.lower(), provider, architecture):
+            found.append(box_json(request, view, versions=False, downloads=await server.downloads(name)))
+    return found
+
+
+def _matches(view: BoxView, text: str, provider: str | None, architecture: str | None) -> bool:
+    """A box with a released version, text in its organisation, name or short description, and a provider (and an
+    architecture) as asked."""
+    shown = [p for v in view.versions if v.status == "active" for p in v.providers]
+    named = not text or any(text in (s or "").lower() for s in (*view.name.split("/"), view.short_description))
+    return bool(shown) and named and any(provider in (None, p.name) and architecture in (None, p.architecture) for p in shown)
+
+
 async def organization(request: Request) -> Response:
     """The boxes of ORG the request may see: none for an organisation that is not there, or all private. To a token
     that may publish there, as the store holds them now (`vagrant cloud publish` reads this twice, and stops on a box
@@ -182,16 +230,11 @@ async def organization(request: Request) -> Response:
     for name in sorted(n for n in names if n.split("/")[0] == org):
         if await server.private(name) and not (token and token.may(name)):
             continue
-        view = await (_viewing(server, name)() if now else server.fresh.get(("view", name), _viewing(server, name)))
+        view = await (server.run(Box(server.store, name, server.public_url).view) if now else server.view(name))
         if view is not None:
-            found.append(box_json(request, view, versions=False))
+            found.append(box_json(request, view, versions=False, downloads=await server.downloads(name)))
     return JSONResponse({"username": org, "avatar_url": None, "profile_html": None, "profile_markdown": None,
                          "boxes": found})
-
-
-def _viewing(server: Server, name: str) -> Callable[[], Awaitable[BoxView | None]]:
-    box = Box(server.store, name, server.public_url)
-    return lambda: server.run(box.view)
 
 
 # --- boxes ----------------------------------------------------------------------------------------------------
@@ -234,7 +277,7 @@ async def _shown(request: Request, box: Box) -> Response:
     view = await _server(request).run(box.view)
     if view is None:
         raise NotFound(f"{box.name}: no such box")
-    return JSONResponse(box_json(request, view))
+    return JSONResponse(box_json(request, view, downloads=await _server(request).downloads(box.name)))
 
 
 # --- versions ------------------------------------------------------------------------------------------------
@@ -244,7 +287,7 @@ async def _version(request: Request, act: Callable[[Box, str], VersionView], wri
     box = _box(request)
     await (_server(request).writer if write else _server(request).reader)(request, box.name)
     v = await _server(request).run(act, box, request.path_params["version"])
-    return JSONResponse(version_json(request, box.name, v))
+    return JSONResponse(version_json(request, box.name, v, await _server(request).downloads(box.name)))
 
 
 async def create_version(request: Request) -> Response:
@@ -298,7 +341,8 @@ async def _provider(request: Request, act: Callable[[Box, str, str, str | None],
     """act(box, version, provider, architecture) for a request that may write the box (or read it)."""
     box = _box(request)
     await (_server(request).writer if write else _server(request).reader)(request, box.name)
-    return JSONResponse(provider_json(await _server(request).run(act, box, *_where(request))))
+    p = await _server(request).run(act, box, *_where(request))
+    return JSONResponse(provider_json(p, request.path_params["version"], await _server(request).downloads(box.name)))
 
 
 async def show_provider(request: Request) -> Response:
@@ -476,6 +520,7 @@ BOX = "/box/{org}/{name}"
 VERSION = BOX + "/version/{version}"
 PROVIDER = VERSION + "/provider/{provider}"
 ROUTES: list[BaseRoute] = [
+    Route("/search", search, methods=["GET"]),
     Route("/authenticate", authenticate, methods=["GET"]),
     Route("/authenticate", password_login, methods=["POST"]),
     Route("/authenticate", log_out, methods=["DELETE"]),

@@ -16,7 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from urllib.parse import quote, urlsplit
+
+import anyio
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import BoxpackError, Conflict, Invalid, NotFound
+from .. import counts
 from ..stores import open_target
 from ..stores.base import Store
 from . import api, catalogs, pages
@@ -74,9 +79,9 @@ def crashed(request: Request, error: Exception) -> Response:
 class Checked:
     """Refuse what no route takes, before any route sees it; and one log line per request."""
 
-    def __init__(self, app: ASGIApp, public_url: str) -> None:
-        self.app = app
-        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(public_url))
+    def __init__(self, app: ASGIApp, server: Server) -> None:
+        self.app, self.server = app, server
+        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(server.public_url))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,7 +99,7 @@ class Checked:
         try:
             if problem:
                 await PlainTextResponse(problem[1] + "\n", problem[0], {"Connection": "close"})(scope, receive, sending)
-            else:
+            elif not await catalogs.answered(self.server, scope, sending):
                 await self.app(scope, receive, sending)
         except Exception:  # a bug, answered and logged by crashed(); Starlette raises it again for the server
             if not status["code"]:
@@ -156,6 +161,27 @@ def _path_problem(scope: Scope) -> tuple[int, str] | None:
     return None
 
 
+def _counting(server: Server) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The worker's life: its download counts written every FLUSH_SECONDS, and once more when it stops (SIGTERM)."""
+    @asynccontextmanager
+    async def life(app: Starlette) -> AsyncIterator[None]:
+        async def flushing() -> None:
+            while True:
+                await anyio.sleep(counts.FLUSH_SECONDS)
+                await server.run(server.counter.flush)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(flushing)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await server.run(server.counter.flush)
+
+    return life
+
+
 def create_app(config: Config, store: Store | None = None) -> ASGIApp:
     get = ["GET", "HEAD"]
     routes = [
@@ -173,8 +199,9 @@ def create_app(config: Config, store: Store | None = None) -> ASGIApp:
         Route("/{org}/boxes/{name}/versions/{version}/providers/{provider}.box", catalogs.hcp_box, methods=get),
     ]
     handlers = {kind: refused for kind in (BoxpackError, Refusal)}
-    app = Starlette(routes=routes, exception_handlers={**handlers, Exception: crashed})
+    server = Server(config, store or open_target(config.store, config.endpoint_url))
+    app = Starlette(routes=routes, exception_handlers={**handlers, Exception: crashed}, lifespan=_counting(server))
     app.router.redirect_slashes = False  # Starlette's redirect builds its Location from the Host header
-    app.state.server = Server(config, store or open_target(config.store, config.endpoint_url))
+    app.state.server = server
     app.state.uploading = set()  # the upload URLs in use in this worker: one upload each at a time
-    return Checked(app, config.public_url)
+    return Checked(app, server)

@@ -17,8 +17,12 @@ released yet, or revoked) goes only to a token that may publish the box; to anyo
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.types import Scope, Send
 
 from ...catalog import UNKNOWN_ARCH
 from ...errors import BadInput, NotFound
@@ -45,6 +49,40 @@ async def catalog(request: Request) -> Response:
     if found.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(found.data, 200, headers, media_type="application/json")
+
+
+CATALOG_PATH = re.compile(r"/(?:api/v2/vagrant/)?([^/]+)/([^/]+)")
+
+
+async def answered(server: Server, scope: Scope, send: Send) -> bool:
+    """What Vagrant asks most, a catalog, answered from what this worker read moments ago (the box's catalog and
+    visibility, the token), before any routing: whether it was. Anything else, or anything not at hand (a miss, a
+    token not seen yet, a browser, a Basic password), goes on to the routes, which decide the same way from the
+    store. Half the catalogs a second a worker answers came from the routing and request objects this skips."""
+    if scope["method"] not in ("GET", "HEAD") or not (m := CATALOG_PATH.fullmatch(scope["path"])):
+        return False
+    name = f"{m[1]}/{m[2]}"
+    found, private = server.fresh.peek(("catalog", name)), server.fresh.peek(("private", name))
+    if found is None or private is None:
+        return False
+    headers = dict(scope["headers"])
+    if b"text/html" in headers.get(b"accept", b""):
+        return False
+    if private:
+        kind, _, given = headers.get(b"authorization", b"").decode(errors="replace").partition(" ")
+        token = server.fresh.peek(("token", hashlib.sha256(given.strip().encode()).hexdigest())) if kind.lower() == "bearer" else None
+        if token is None or not token.may(name):
+            return False
+        scope["state"]["token"] = token.id
+    cache = b"private, no-cache" if private else b"public, max-age=60"
+    etag = found.etag.encode()
+    fresh = etag in headers.get(b"if-none-match", b"")
+    answer = [(b"etag", etag), (b"cache-control", cache)]
+    if not fresh:
+        answer += [(b"content-type", b"application/json"), (b"content-length", str(len(found.data)).encode())]
+    await send({"type": "http.response.start", "status": 304 if fresh else 200, "headers": answer})
+    await send({"type": "http.response.body", "body": b"" if fresh else found.data})
+    return True
 
 
 async def box(request: Request) -> Response:
@@ -82,8 +120,16 @@ async def _box(request: Request, name: str, version: str, provider: str, arch: s
     delivery = await server.run(server.store.deliver, key, server.config.presign_seconds)
     if delivery is None:
         raise NotFound("not found")
+    if request.method == "GET" and _from_the_start(request.headers.get("range")):
+        server.counter.add(name, (version, provider, arch))  # a download: not a HEAD, nor curl resuming one
     cache = "private, no-store" if await server.private(name) else "public, no-cache"  # revalidated: it may turn private
     return deliver(request, delivery, cache)
+
+
+def _from_the_start(span: str | None) -> bool:
+    """Whether a request asks for a box from its first byte: no Range, or one from 0 (a resumed download does not
+    count again)."""
+    return span is None or span.replace(" ", "").startswith("bytes=0-")
 
 
 def deliver(request: Request, delivery: Delivery, cache: str) -> Response:

@@ -26,7 +26,8 @@ from starlette.requests import Request
 from ... import catalog
 from ...catalog import Catalog
 from ...errors import NotFound
-from .. import access, boxes, layout
+from .. import access, boxes, counts, layout
+from ..records import BoxView
 from ..stores.base import Store
 from .limits import Failures
 
@@ -122,6 +123,7 @@ class Server:
         self.failures = Failures(config.failures_per_minute, config.failures_file, bytes.fromhex(config.failures_key))
         self.reads = anyio.CapacityLimiter(READ_THREADS)
         self.uploads = anyio.CapacityLimiter(config.uploads_per_worker)
+        self.counter = counts.Counter(store)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) in a thread of the readers' pool: the store's clients block."""
@@ -147,6 +149,15 @@ class Server:
                     hosted.add(key)
         data = json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
         return ServedCatalog(data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"', doc, frozenset(hosted))
+
+    async def view(self, name: str) -> BoxView | None:
+        """The box as the API shows it (records and catalog read together), as fresh as Config.fresh."""
+        box = boxes.Box(self.store, name, self.public_url)
+        return await self.fresh.get(("view", name), lambda: self.run(box.view))
+
+    async def downloads(self, name: str) -> dict[counts.Key, int]:
+        """A box's downloads by version, provider and architecture, every replica's (as they last wrote them)."""
+        return await self.fresh.get(("downloads", name), lambda: self.run(counts.totals, self.store, name))
 
     async def private(self, name: str) -> bool:
         return await self.fresh.get(("private", name), lambda: self.run(access.is_private, self.store, name))
