@@ -13,6 +13,7 @@ at all (an upload's path is logged without it, a query string not at all).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -108,7 +109,7 @@ class Checked:
             client = scope.get("client") or ("?", 0)
             state = scope.get("state", {})
             why = f' why="{state["why"]}"' if "why" in state else ""  # an API refusal: curl --fail shows the status only
-            access_log(f'{client[0]} "{scope["method"]} {quote(_logged_path(scope["path"]))}" {status["code"] or 500} '
+            access_log(f'{client[0]} "{scope["method"]} {_logged_path(scope["path"])}" {status["code"] or 500} '
                        f'token={state.get("token", "-")}{why}')
 
     def _cross_site(self, scope: Scope) -> tuple[int, str] | None:
@@ -123,9 +124,10 @@ class Checked:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few paths, again and again
 def _logged_path(path: str) -> str:
-    """The path as logged: an upload's secret left out."""
-    return "/.upload/..." if path.startswith("/.upload/") else path
+    """The path as logged, percent-encoded: an upload's secret left out."""
+    return "/.upload/..." if path.startswith("/.upload/") else quote(path)
 
 
 class _AccessLog:
