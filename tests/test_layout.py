@@ -113,7 +113,8 @@ def test_each_provider_name_is_known_only_to_its_own_modules() -> None:
 FLOORS = (
     ("ground", {"boxpack", "boxpack.errors", "boxpack.findings", "boxpack.report", "boxpack.ordered", "boxpack.accel",
                 "boxpack.progress", "boxpack.member", "boxpack.vagrantfile", "boxpack.metadata", "boxpack.files",
-                "boxpack.mkosi", "boxpack.options", "boxpack.xmltree"}),
+                "boxpack.mkosi", "boxpack.options", "boxpack.xmltree",
+                "boxpack.signatures"}),
     ("disk", {"boxpack.disk"}),
     ("formats", {"boxpack.formats", "boxpack.descriptors"}),
     ("sources", {"boxpack.sources"}),

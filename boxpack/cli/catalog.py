@@ -102,7 +102,8 @@ def run(argv: list[str]) -> int:
         elif args.catalog.startswith("s3://") or _published(args.catalog):
             published = publish.published(args.catalog, args.endpoint_url)
             doc = _existing(published.read(), args.catalog)
-            sys.stdout.write(catalog.table(doc, counts.totals(published.store, published.name, fold=False)))
+            downloads = counts.totals(published.store, published.name, fold=False)
+            sys.stdout.write(catalog.table(doc, downloads or None))  # a column once boxpack serve counted some
             return 0
         elif args.catalog.startswith(("http://", "https://")):  # as Vagrant asks for it: JSON, within its size limit
             doc = catalog.parse(json.dumps(download.get_json(args.catalog, CATALOG_LIMIT)).encode(), args.catalog)
@@ -130,13 +131,13 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _published(path: str) -> bool:
-    """Whether a catalog file is one boxpack publish wrote in a directory target (ORG/NAME/catalog.json), whose
-    download counts boxpack serve keeps beside it."""
+    """Whether a catalog file is one boxpack publish wrote in a directory target (ORG/NAME/catalog.json), beside
+    which boxpack serve keeps download counts."""
     try:
         target, _ = layout.published_catalog(path)
     except BoxpackError:
         return False
-    return os.path.isdir(os.path.join(target, layout.PRIVATE_PREFIX, "counts"))
+    return os.path.isdir(target)
 
 
 def _existing(doc: catalog.Catalog | None, path: str) -> catalog.Catalog:

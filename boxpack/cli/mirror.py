@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .. import signatures
 from ..errors import BadOption, BoxpackError
 from ..progress import Transfers, human_size
 from ..publishing import mirror
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy boxes on loopback, link-local or private addresses that a catalog from the internet names "
                    "(refused by default: such a catalog could make boxpack fetch from your own network)")
     p.add_argument("--force", action="store_true", help="replace boxes the target already holds with other bytes")
+    p.add_argument("--signed-by", metavar="ALLOWED_SIGNERS",
+                   help="copy only boxes whose signature (their URL + .sig) a key this allowed_signers file allows for "
+                   "vagrant-box made, checked as they stream; the signature is kept beside the copy")
+    p.add_argument("--sign-key", metavar="KEY",
+                   help="sign each box whose source has no signature with this SSH key (a signature found is kept)")
     visibility = p.add_mutually_exclusive_group()
     visibility.add_argument("--private", action="store_true",
                             help="make every mirrored box private before anything is written: boxpack serve asks for a "
@@ -92,12 +98,17 @@ def _options(args: argparse.Namespace) -> tuple[list[str], mirror.MirrorOptions]
         raise BadOption("--speed-limit must be 0 or more bytes a second, --speed-time a number of seconds above 0")
     if not sources and not args.org:
         raise BadOption("no SOURCE given (ORG/NAME, a catalog URL or file, --from-file LIST, or --org ORG)")
+    if args.signed_by and not os.path.isfile(args.signed_by):
+        raise BadOption(f"--signed-by {args.signed_by}: no such allowed_signers file")
+    if args.sign_key:
+        signatures.check_key(args.sign_key)
     return sources, mirror.MirrorOptions(
         target=args.to, base_url=args.base_url, server=args.server, versions=args.versions, providers=args.provider,
         architectures=args.architecture, jobs=args.jobs, dry_run=args.dry_run, verify=args.verify,
         require_valid=args.require_valid, force=args.force, endpoint_url=args.endpoint_url, private=args.private,
         public=args.public, orgs=args.org, allow_private_addresses=args.allow_private_addresses, timeout=args.timeout,
         speed=(args.speed_limit, args.speed_time), token=os.environ.get("VAGRANT_CLOUD_TOKEN") or None,
+        sign_key=args.sign_key, signed_by=args.signed_by,
     )
 
 

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(pub, "read the target and say what would be uploaded and the catalog that would result; write nothing")
     pub.add_argument("--private", action="store_true",
                      help="make the box private before anything is written: boxpack serve asks for a token that may read it")
+    pub.add_argument("--sign-key", metavar="KEY",
+                     help="sign each box with this SSH key while it streams (ssh-keygen -Y sign -n vagrant-box), the "
+                     "signature beside it at its key + .sig")
     return p
 
 
@@ -126,8 +129,10 @@ def _catalog_entry(args: argparse.Namespace) -> CatalogEntry | None:
 def _publishing(args: argparse.Namespace) -> PublishOptions | None:
     """--publish with its name, version and address; --dry-run and --endpoint-url only with it."""
     if not args.publish:
-        if args.dry_run or args.endpoint_url or args.private:
-            raise BadOption(f"{'--dry-run' if args.dry_run else '--endpoint-url' if args.endpoint_url else '--private'} is for --publish")
+        for flag, given in (("--dry-run", args.dry_run), ("--endpoint-url", args.endpoint_url), ("--private", args.private),
+                            ("--sign-key", args.sign_key)):
+            if given:
+                raise BadOption(f"{flag} is for --publish")
         return None
     missing = [k for k, v in {"--name": args.name, "--box-version": args.box_version, "--base-url": args.base_url}.items() if not v]
     if missing:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true",
                    help="make the box private before anything is written: boxpack serve asks for a token that may read it")
     target_options(p, "read the target and say what would be uploaded and the catalog that would result; write nothing")
+    p.add_argument("--sign-key", metavar="KEY",
+                   help="sign each box with this SSH key as `ssh-keygen -Y sign -n vagrant-box` does (a key with a passphrase "
+                   "through ssh-agent: give its .pub), the signature beside the box at its key + .sig")
     p.add_argument("--json", action="store_true", help="print what was published as JSON (schemas/publish-result.schema.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary lines")
     return p
@@ -88,7 +91,7 @@ def options(args: argparse.Namespace, target: str) -> publish.PublishOptions:
     return publish.PublishOptions(
         target=target, name=args.name, version=args.box_version, base_url=args.base_url, force=args.force,
         default_architecture=args.default_architecture, description=args.description,
-        endpoint_url=args.endpoint_url, dry_run=args.dry_run, private=args.private,
+        endpoint_url=args.endpoint_url, dry_run=args.dry_run, private=args.private, sign_key=args.sign_key,
     )
 
 

@@ -201,6 +201,21 @@ def get_json(url: str, limit: int, token: str | None = None) -> Any:
         raise BadInput(f"{url}: not JSON, so not a catalog") from None
 
 
+def small(url: str, limit: int, token: str | None = None, public_only: bool = False) -> bytes | None:
+    """A small file (a box's signature), at most limit bytes; None when there is none (404, 410)."""
+    path = _local(url)
+    try:
+        if path is not None:
+            with open(path, "rb") as f:
+                return f.read(limit)
+        with _open(url, token=token, retries=CATALOG_RETRIES, public_only=public_only) as r:
+            return r.read(limit)
+    except (NotFound, FileNotFoundError):
+        return None
+    except OSError as e:
+        raise BadInput(f"{url}: cannot read: {e.strerror or e}") from None
+
+
 def size(url: str, token: str | None = None, public_only: bool = False) -> int | None:
     """The size of what url serves, without downloading it: HEAD, else a one-byte Range GET (signed
     storage URLs often answer HEAD with 403). None when neither says."""

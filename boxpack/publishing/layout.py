@@ -2,6 +2,7 @@
 
     <org>/<box>/<version>/<provider>/<arch>/vagrant.box           the box, never rewritten without --force
     <org>/<box>/<version>/<provider>/<arch>/vagrant.box.sha256    "<hex>  vagrant.box", as sha256sum writes it
+    <org>/<box>/<version>/<provider>/<arch>/vagrant.box.sig       its signature, as ssh-keygen -Y sign writes it
     <org>/<box>                                                   the catalog where a key may also be a
     api/v2/vagrant/<org>/<box>                                    prefix (S3), and a copy (Vagrant 2.4 asks
                                                                   for this one first)
@@ -58,6 +59,11 @@ def box_key(name: str, version: str, provider: str, architecture: str) -> str:
 def sidecar_key(box: str, checksum_type: str) -> str:
     """The checksum file beside a box's key."""
     return f"{box}.{checksum_type}"
+
+
+def signature_key(box: str) -> str:
+    """The signature beside a box's key (signatures.py): at the box's URL + .sig, from any web server."""
+    return box + ".sig"
 
 
 def sidecar(checksum: str) -> bytes:

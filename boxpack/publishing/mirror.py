@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import catalog
+from .. import catalog, signatures
 from ..catalog import NAME_PATTERN
 from ..errors import BadInput, BadOption, BoxpackError, InternalError
 from ..sources.archive import compression
@@ -80,6 +80,8 @@ class MirrorOptions:
     private: bool = False  # every mirrored box private to boxpack serve (access.py), whatever its source says
     public: bool = False  # every mirrored box public, whatever its source says
     orgs: Sequence[str] = ()  # every box of these organisations (the server's API lists them)
+    sign_key: str | None = None  # a box whose source has no signature is signed with it (signatures.py)
+    signed_by: str | None = None  # an allowed_signers file: only boxes whose signature it allows are copied
     allow_private_addresses: bool = False  # a catalog from the internet may name boxes on private networks
     timeout: float | None = DEFAULT_TIMEOUT  # seconds for one box's transfer, in all
     speed: tuple[int, float] = DEFAULT_SPEED  # the low-speed limit: bytes a second, over how many seconds
@@ -105,8 +107,10 @@ class Copy:
     findings: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     public_only: bool = False  # from a catalog on the internet: its box may be fetched from the internet only
+    signature: bytes | None = None  # what is kept beside the copy (found on the source, or made here)
     status: str = "active"  # its version's on the source: active (in the catalog), unreleased, revoked
     alias_of: str | None = None  # "ORG/NAME VERSION PROVIDER ARCH" of the box on the source server whose file it names
+    signer: str | None = None  # who signed it (--signed-by checked it), or "--sign-key" when this mirror did
 
     def label(self) -> str:
         return f"{self.name} {self.version} {self.provider} {self.architecture}"
@@ -140,7 +144,7 @@ class MirrorResult:
             "errors": self.errors,
             "catalogs": self.catalogs,
             "private": self.private,
-            "boxes": [{k: v for k, v in c.__dict__.items() if k != "public_only"} for c in self.copies],
+            "boxes": [{k: v for k, v in c.__dict__.items() if k not in ("public_only", "signature")} for c in self.copies],
         }
 
 
@@ -279,8 +283,11 @@ def _copy(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Calla
             c.size = c.size if c.size is not None else download.size(c.source_url, token, c.public_only)
             return
         kind, actual, upload = _download(c, publisher, options, progress, token)
-        c.url = publisher.finish(upload, c.version, c.provider, c.architecture, kind, actual, c.default,
-                                 listed=c.status == "active").url
+        box = publisher.finish(upload, c.version, c.provider, c.architecture, kind, actual, c.default,
+                               listed=c.status == "active")
+        if c.signature:
+            publisher.signed(box, c.signature)
+        c.url = box.url
         c.action = "copied"
     except BoxpackError as e:
         c.action, c.error = "failed", str(e)
@@ -321,11 +328,25 @@ def _named(c: Copy, target: Copy, publisher: Publisher) -> None:
         c.action, c.error = "failed", str(e)
 
 
+def _signature(c: Copy, options: MirrorOptions, token: str | None) -> tuple[bytes | None, Any]:
+    """The box's signature on its source (its URL + .sig), and what checks (--signed-by) or makes (--sign-key) one as
+    the box streams: None where neither is asked for."""
+    found = download.small(c.source_url + signatures.SUFFIX, signatures.LIMIT, token, c.public_only)
+    if options.signed_by:
+        if found is None:
+            raise BadInput(f"{c.source_url}{signatures.SUFFIX}: no signature (--signed-by asks for one)")
+        return found, signatures.Verifying(found, options.signed_by, c.source_url + signatures.SUFFIX)
+    if found is None and options.sign_key:
+        return None, signatures.Signing(options.sign_key)
+    return found, None
+
+
 def _download(c: Copy, publisher: Publisher, options: MirrorOptions, progress: Callable[[Copy, int], None],
               token: str | None) -> tuple[str, str, Upload]:
     """The entry's box streamed into its upload, checked on the way: (checksum type, checksum, the upload)."""
     kind = c.checksum_type or "sha256"
     digest = hashlib.new(kind)
+    found, signing = _signature(c, options, token)
     upload = publisher.open(c.version, c.provider, c.architecture)
     tee = StreamCheck(c.source_url) if options.verify else None
     head = bytearray()
@@ -337,6 +358,8 @@ def _download(c: Copy, publisher: Publisher, options: MirrorOptions, progress: C
         upload.write(chunk)
         if tee:
             tee.write(chunk)
+        if signing:
+            signing.write(chunk)
         progress(c, len(chunk))
 
     try:
@@ -350,15 +373,29 @@ def _download(c: Copy, publisher: Publisher, options: MirrorOptions, progress: C
                                                                 f"it starts {bytes(head[:8])!r})"))
         if tee:
             _verified(c, tee.close(), tee.failure, options.require_valid)
+        c.signature = _signed(c, found, signing)
         c.computed = not c.checksum
         c.checksum_type, c.checksum = kind, actual
     except Exception:
         upload.abort()  # an interruption keeps the upload: a rerun reuses its parts
+        if signing:
+            signing.abort()
         raise
     finally:
         if tee:
             tee.close()  # ends verify's read, if the download did not
     return kind, actual, upload
+
+
+def _signed(c: Copy, found: bytes | None, signing: Any) -> bytes | None:
+    """The signature kept beside the box: the source's (checked, with --signed-by), or this mirror's own."""
+    if isinstance(signing, signatures.Verifying):
+        c.signer = signing.finish()
+        return found
+    if isinstance(signing, signatures.Signing):
+        c.signer = "--sign-key"
+        return signing.finish()
+    return found
 
 
 def _verified(c: Copy, report: Any, failure: str | None, require_valid: bool) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import catalog
+from .. import catalog, signatures
 from ..catalog import CHECKSUM_TYPES, UNKNOWN_ARCH, Catalog
 from ..errors import BadInput, BadOption, BoxpackError, InternalError, OutputFailed
 from ..metadata import text
@@ -69,6 +69,7 @@ class PublishOptions:
     endpoint_url: str | None = None
     dry_run: bool = False
     private: bool = False  # boxpack serve asks for a token that may read it; set before anything is written
+    sign_key: str | None = None  # each box signed with it (signatures.py), the signature beside it
 
 
 @dataclass
@@ -344,6 +345,14 @@ class Publisher:
             store.put(layout.sidecar_key(key, checksum_type), line, "text/plain")
         return True
 
+    def signed(self, box: PublishedBox, signature: bytes) -> None:
+        """A box's signature beside it, before the catalog names the box. One there already (another key's, or made
+        before) is kept unless --force."""
+        key = layout.signature_key(box.key)
+        there = self.store.get(key, signatures.LIMIT)
+        if there is None or (self.force and there[0] != signature):
+            self.store.put(key, signature, "text/plain", CATALOG_CACHE)
+
     def _withdraw(self, version: str, provider: str, arch: str) -> None:
         """--force: the entry naming the box about to be replaced leaves the catalog first."""
         def change(doc: Catalog | None) -> Catalog:
@@ -421,20 +430,27 @@ def publish_boxes(
     if checksum_type not in CHECKSUM_TYPES:
         raise BadOption(f"unknown checksum type {checksum_type!r}; choose from {', '.join(CHECKSUM_TYPES)}")
     o = options
+    if o.sign_key:
+        signatures.check_key(o.sign_key)  # a key that cannot sign stops the run before anything is sent
     publisher = _publisher(o)
     plans = [_plan(publisher, Path(b), o.version, architecture, checksum_type) for b in boxes]
     for b, provider, arch, unchanged in plans:
         size = b.stat().st_size
         if unchanged and publisher.holds(o.version, provider, arch, size, checksum_type, unchanged):
-            publisher.unchanged(o.version, provider, arch, size, checksum_type, unchanged)
+            box = publisher.unchanged(o.version, provider, arch, size, checksum_type, unchanged)
+            if o.sign_key:
+                publisher.signed(box, signatures.sign_file(o.sign_key, b))
             continue
         upload = publisher.open(o.version, provider, arch)
         if progress:
             progress.phase(f"uploading {provider}", size)
-        digest = _send(b, upload, checksum_type, progress)
+        signing = signatures.Signing(o.sign_key) if o.sign_key else None
+        digest = _send(b, upload, checksum_type, progress, signing)
         if progress:
             progress.finish()
-        publisher.finish(upload, o.version, provider, arch, checksum_type, digest)
+        box = publisher.finish(upload, o.version, provider, arch, checksum_type, digest)
+        if signing:
+            publisher.signed(box, signing.finish())
     return _result(publisher, o)
 
 
@@ -451,18 +467,22 @@ def _plan(publisher: Publisher, box: Path, version: str, architecture: str | Non
     return box, provider, arch, known if publisher.plan(version, provider, arch, known) else None
 
 
-def _send(box: Path, upload: Upload, checksum_type: str, progress: Any) -> str:
-    """The box file into upload; its digest."""
+def _send(box: Path, upload: Upload, checksum_type: str, progress: Any, signing: signatures.Signing | None) -> str:
+    """The box file into upload (and into signing, as it goes); its digest."""
     digest = hashlib.new(checksum_type)
     try:
         with open(box, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
                 upload.write(chunk)
+                if signing:
+                    signing.write(chunk)
                 if progress:
                     progress(len(chunk))
     except (OSError, BoxpackError) as e:
         upload.abort()
+        if signing:
+            signing.abort()
         raise e if isinstance(e, BoxpackError) else BadInput(f"{box}: cannot read: {e.strerror}") from None
     return digest.hexdigest()
 
@@ -477,15 +497,17 @@ def _digest(path: Path, checksum_type: str) -> str:
 
 class Uploads:
     """pack()'s destination when boxes are published: each box streamed straight into its upload (no local
-    copy), planned when it is opened and finished (steps 2 and 3) when complete."""
+    copy), and into its signature with a key, planned when it is opened and finished (steps 2 and 3) when complete."""
 
-    def __init__(self, publisher: Publisher, version: str) -> None:
-        self.publisher, self.version = publisher, version
+    def __init__(self, publisher: Publisher, version: str, sign_key: str | None = None) -> None:
+        self.publisher, self.version, self.sign_key = publisher, version, sign_key
         self.spool_dir: Path | None = None
 
     def open(self, provider: str, architecture: str | None) -> _UploadBox:
         self.publisher.plan(self.version, provider, architecture)
-        return _UploadBox(self, self.publisher.open(self.version, provider, architecture), provider, architecture)
+        upload = self.publisher.open(self.version, provider, architecture)
+        return _UploadBox(self, _Signed(upload, signatures.Signing(self.sign_key)) if self.sign_key else upload, provider,
+                          architecture)
 
     def done(self, boxes: Sequence[tuple[Path | None, str, str]]) -> None:
         """The catalog is the publisher's to commit."""
@@ -496,13 +518,43 @@ class _UploadBox:
         self.uploads, self.out, self.provider, self.architecture = uploads, upload, provider, architecture
 
     def finish(self, size: int, checksum_type: str, digest: str) -> None:
-        self.uploads.publisher.finish(self.out, self.uploads.version, self.provider, self.architecture, checksum_type, digest)
+        box = self.uploads.publisher.finish(self.out, self.uploads.version, self.provider, self.architecture, checksum_type,
+                                            digest)
+        if isinstance(self.out, _Signed):
+            self.uploads.publisher.signed(box, self.out.signing.finish())
 
     def abort(self) -> None:
         self.out.abort()  # the same input would fail the same way: nothing to resume
 
     def failed(self, e: OSError) -> BoxpackError:
         return OutputFailed(f"{self.uploads.publisher.store.where}: cannot upload: {e.strerror}")
+
+
+class _Signed:
+    """An upload whose bytes also go to a signature being made (Uploads with a key)."""
+
+    def __init__(self, upload: Upload, signing: signatures.Signing) -> None:
+        self.upload, self.signing = upload, signing
+        self.size, self.resumed = upload.size, upload.resumed
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self.upload.write(data)
+        self.signing.write(data)
+        self.size = self.upload.size
+
+    def flush(self) -> None:
+        self.upload.flush()
+
+    def close(self) -> None:
+        self.upload.close()
+        self.size, self.resumed = self.upload.size, self.upload.resumed
+
+    def commit(self, replace: bool) -> None:
+        self.upload.commit(replace)
+
+    def abort(self) -> None:
+        self.signing.abort()
+        self.upload.abort()
 
 
 def pack_and_publish(
@@ -512,8 +564,11 @@ def pack_and_publish(
     """pack() with every box streamed straight into its upload: no local copy."""
     from ..packing import pack
 
+    if options.sign_key:
+        signatures.check_key(options.sign_key)  # a key that cannot sign stops the run before anything is packed
     publisher = _publisher(options)
-    results = pack(source, pack_options, progress, on_box=on_box, destination=Uploads(publisher, options.version))
+    results = pack(source, pack_options, progress, on_box=on_box,
+                   destination=Uploads(publisher, options.version, options.sign_key))
     return results, _result(publisher, options)
 
 

@@ -197,6 +197,7 @@ def create_app(config: Config, store: Store | None = None) -> ASGIApp:
         Route("/{org}", pages.organisation, methods=get),
         Route("/{org}/{name}", catalogs.catalog, methods=get),
         Route("/{org}/{name}/{version}/{provider}/{arch}/vagrant.box", catalogs.box, methods=get),
+        Route("/{org}/{name}/{version}/{provider}/{arch}/vagrant.box.sig", catalogs.signature, methods=get),
         Route("/{org}/boxes/{name}/versions/{version}/providers/{provider}/{arch}/vagrant.box", catalogs.hcp_box, methods=get),
         Route("/{org}/boxes/{name}/versions/{version}/providers/{provider}.box", catalogs.hcp_box, methods=get),
     ]

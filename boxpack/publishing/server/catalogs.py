@@ -90,6 +90,12 @@ async def box(request: Request) -> Response:
     return await _box(request, box_name(p["org"], p["name"]), p["version"], p["provider"], p["arch"])
 
 
+async def signature(request: Request) -> Response:
+    """A box's signature (signatures.py), at its URL + .sig: to whoever may have the box, as the box is."""
+    p = request.path_params
+    return await _box(request, box_name(p["org"], p["name"]), p["version"], p["provider"], p["arch"], signed=True)
+
+
 async def hcp_box(request: Request) -> Response:
     """HCP's download paths, which Vagrantfiles and scripts name (`<host>/ORG/boxes/NAME/versions/V/providers/P/ARCH/
     vagrant.box`, and the older `.../providers/P.box`: the default architecture's): the same box, by the same rules,
@@ -106,7 +112,7 @@ async def hcp_box(request: Request) -> Response:
     return await _box(request, name, p["version"], p["provider"], arch)
 
 
-async def _box(request: Request, name: str, version: str, provider: str, arch: str) -> Response:
+async def _box(request: Request, name: str, version: str, provider: str, arch: str, signed: bool = False) -> Response:
     server: Server = request.app.state.server
     try:
         key = layout.box_key(name, version, provider, arch)
@@ -117,10 +123,10 @@ async def _box(request: Request, name: str, version: str, provider: str, arch: s
         await server.reader(request, name)
     else:
         await server.publisher(request, name)  # an unreleased or revoked box: its publisher's
-    delivery = await server.run(server.store.deliver, key, server.config.presign_seconds)
+    delivery = await server.run(server.store.deliver, layout.signature_key(key) if signed else key, server.config.presign_seconds)
     if delivery is None:
         raise NotFound("not found")
-    if request.method == "GET" and _from_the_start(request.headers.get("range")):
+    if not signed and request.method == "GET" and _from_the_start(request.headers.get("range")):
         server.counter.add(name, (version, provider, arch))  # a download: not a HEAD, nor curl resuming one
     cache = "private, no-store" if await server.private(name) else "public, no-cache"  # revalidated: it may turn private
     return deliver(request, delivery, cache)

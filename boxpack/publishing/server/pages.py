@@ -18,6 +18,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ... import signatures
 from ...errors import NotFound
 from ...progress import human_size
 from .. import layout
@@ -137,12 +138,15 @@ async def box_page(request: Request, name: str) -> Response:
 async def _version(server: Server, name: str, v: Any, downloads: dict[tuple[str, str, str], int]) -> dict[str, Any]:
     providers, dates = [], []
     for p in v.providers:
-        there = await server.run(server.store.stat, layout.box_key(name, v.version, p.name, p.architecture)) if p.hosted else None
+        key = layout.box_key(name, v.version, p.name, p.architecture)
+        there = await server.run(server.store.stat, key) if p.hosted else None
+        signed = await server.run(server.store.get, layout.signature_key(key), signatures.LIMIT) if there else None
         if there is not None:
             dates.append(there.modified)
         providers.append({"name": p.name, "architecture": p.architecture, "default": p.default_architecture,
                           "size": human_size(there.size) if there else ("elsewhere" if not p.hosted else "not uploaded"),
                           "checksum_type": p.checksum_type, "checksum": p.checksum, "url": p.url,
+                          "signed": signatures.fingerprint(signed[0]) if signed else None,
                           "downloads": downloads.get((v.version, p.name, p.architecture), 0)})
     date = datetime.datetime.fromtimestamp(min(dates), datetime.UTC).strftime("%Y-%m-%d") if dates else v.updated_at[:10]
     return {"version": v.version, "status": v.status, "description": v.description, "date": date, "providers": providers,
