@@ -50,7 +50,8 @@ class PackOptions:
     (sha256sum format). name replaces the source's file name in the boxes'
     names (``<name>-<provider>.box``) and VM names. settings holds the providers' own options by name
     (see ``boxpack.providers.PROVIDERS[name].OPTIONS``); missing ones take
-    their defaults.
+    their defaults. sign_key signs each box file as it is written (signatures.py),
+    the signature beside it as ``<box>.sig``.
     """
 
     providers: Sequence[str] = (DEFAULT,)
@@ -68,6 +69,7 @@ class PackOptions:
     checksum_file: bool | str | os.PathLike[str] = False
     name: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    sign_key: str | os.PathLike[str] | None = None
 
     def compression_of(self, threads: int) -> Compression:
         """The one Compression value every part of the run compresses with."""
@@ -83,6 +85,8 @@ class PackOptions:
                 raise BadOption(wrong)
         if self.checksum_file is True and is_stream(self.output):
             raise BadOption("a box written to stdout has no file name to put the checksum beside; give --checksum-file PATH")
+        if self.sign_key and is_stream(self.output):
+            raise BadOption("a box written to stdout has no file name to put its signature beside; write it with -o FILE")
         for p in self.providers:
             PROVIDERS[p].check_settings(self.settings)
 
@@ -210,8 +214,9 @@ class _Plan:
         paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         if not paths:
             raise BadOption("no disk given")
-        if destination is not None and (o.output is not None or o.checksum_file):
-            raise BadOption("boxes streamed into uploads get their checksum files on the target; drop -o and --checksum-file")
+        if destination is not None and (o.output is not None or o.checksum_file or o.sign_key):
+            raise BadOption("boxes streamed into uploads get their checksum files and signatures on the target; drop -o, "
+                            "--checksum-file and the pack options' sign_key")
         providers = [PROVIDERS[p] for p in dict.fromkeys(o.providers)]
         for p in providers:
             p.check_disks(len(paths))
@@ -246,7 +251,7 @@ def pack(
         sources = [stack.enter_context(open_source(p, plan.compression.threads)) for p in plan.paths]
         stem = o.name or _stem(sources[0].path)
         where = destination or Files([p.NAME for p in plan.providers], stem, o.output, [s.path for s in sources],
-                                     o.force, o.checksum_file, o.checksum_type)
+                                     o.force, o.checksum_file, o.checksum_type, o.sign_key)
         listeners = {p.NAME: p.listener(plan.compression, where.spool_dir) for p in plan.providers}
         for listener in filter(None, listeners.values()):
             stack.callback(listener.close)

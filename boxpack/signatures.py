@@ -10,7 +10,11 @@ they go to their file or upload, and hashes them once (SHA-512).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -39,7 +43,7 @@ def _last_line(err: bytes) -> str:
 class Signing:
     """A signature with key being made over the bytes written to it; finish() gives the signature's text."""
 
-    def __init__(self, key: str | Path) -> None:
+    def __init__(self, key: str | os.PathLike[str]) -> None:
         self.key = str(key)
         if not Path(self.key).is_file():
             raise BadOption(f"--sign-key {self.key}: no such key file")
@@ -68,7 +72,7 @@ class Signing:
         self.proc.communicate()
 
 
-def check_key(key: str | Path) -> None:
+def check_key(key: str | os.PathLike[str]) -> None:
     """BadOption unless key signs (a signature of nothing, made and thrown away): said before anything is published."""
     try:
         Signing(key).finish()
@@ -76,7 +80,7 @@ def check_key(key: str | Path) -> None:
         raise BadOption(str(e)) from None
 
 
-def sign_file(key: str | Path, path: Path) -> bytes:
+def sign_file(key: str | os.PathLike[str], path: Path) -> bytes:
     """The signature of a file's bytes, fed to ssh-keygen as they are read."""
     signing = Signing(key)
     try:
@@ -150,10 +154,6 @@ def verify(data: IO[bytes] | Iterable[bytes], signature: bytes, allowed_signers:
 
 def fingerprint(signature: bytes) -> str | None:
     """The SHA256 fingerprint of the key a signature names, as ssh-keygen shows keys; None when it is no signature."""
-    import base64
-    import hashlib
-    import struct
-
     text = signature.split(b"-----BEGIN SSH SIGNATURE-----", 1)[-1].split(b"-----END SSH SIGNATURE-----", 1)[0]
     body = b"".join(line.strip() for line in text.splitlines())
     try:

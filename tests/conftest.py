@@ -157,11 +157,11 @@ class Vagrant:
         self.version, self.command = version, command
 
     def __call__(self, home: Path, *args: str, server: str | None = None, env: dict[str, str] | None = None,
-                 timeout: int = 300) -> subprocess.CompletedProcess:
+                 timeout: int = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
         full = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1",
                 **({"VAGRANT_SERVER_URL": server} if server else {}), **(env or {})}
         return subprocess.run([*self.command, *args], env=full, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, cwd=cwd)
 
     def __repr__(self) -> str:
         return f"Vagrant {self.version}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import make_disk
 import pytest
-from conftest import MIB, Target, run_boxpack, unavailable
+from conftest import MIB, ROOT, Target, Vagrant, run_boxpack, unavailable
 from served import Served, get, publish, token
 
 NAME = "acme/debian"
@@ -67,6 +67,11 @@ def test_publish_signs_each_box_and_openssh_agrees(web: Target, keys: Path, boxe
                 "--base-url", web.base_url, "--sign-key", keys / "ops")  # signed while it is packed and streamed
     streamed = web.root / NAME / "2.0.0/libvirt/amd64/vagrant.box"
     assert oracle(keys, streamed, Path(f"{streamed}.sig"), "ops@acme").returncode == 0
+    out = web.root.parent / "files"
+    run_boxpack(disk, "--provider", "libvirt", "--provider", "virtualbox", "-o", f"{out}/", "--sign-key", keys / "ci")
+    for box in out.glob("*.box"):  # box files signed as they are written, each beside its box
+        assert oracle(keys, box, Path(f"{box}.sig")).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p-libvirt.box", "p-libvirt.box.sig", "p-virtualbox.box", "p-virtualbox.box.sig"]
 
 
 def test_verify_names_the_signer_and_refuses_every_wrong_signature_in_one_line(keys: Path, boxes: list[Path],
@@ -170,3 +175,63 @@ def test_mirror_copies_only_boxes_an_allowed_key_signed_and_keeps_the_signature(
     copied = to / NAME / "1.0.0/libvirt/amd64/vagrant.box"
     assert oracle(keys, copied, Path(f"{copied}.sig")).returncode == 0
     assert not (to / NAME / "1.1.0").exists() or not list((to / NAME / "1.1.0").rglob("*.box"))
+
+
+# --- the Vagrant plugin (vagrant-plugin/): real Vagrant 2.3.4 and 2.4.9 ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory) -> Path:
+    """The vagrant-boxpack gem, built with `gem build` from the gemspec in vagrant-plugin/ (a copy: the tree stays clean)."""
+    if not shutil.which("gem"):
+        unavailable("gem", "not installed (apt-get install ruby)")
+    d = tmp_path_factory.mktemp("plugin") / "src"
+    shutil.copytree(ROOT / "vagrant-plugin", d)
+    subprocess.run(["gem", "build", "vagrant-boxpack.gemspec"], cwd=d, check=True, capture_output=True)
+    return next(d.glob("vagrant-boxpack-*.gem"))
+
+
+@pytest.mark.first_case_quick()  # 2.3.4 in the quick tier, 2.4.9 with -m slow
+def test_vagrant_with_the_plugin_adds_only_boxes_an_allowed_key_signed(vagrant: Vagrant, plugin: Path, web: Target,
+                                                                       keys: Path, boxes: list[Path], tmp_path: Path) -> None:
+    """Private boxes through boxpack serve (the signature fetched with the token Vagrant sends that host): a good one
+    is added and its signer named; one signed by a key not allowed, one without a signature, one carrying another
+    box's, and a good one once its signer is revoked are refused with one line naming the signature and are not in
+    `vagrant box list`; the Vagrantfile's setting works as the variable does; without either nothing changes."""
+    for version, box, key in (("1.0.0", boxes[0], "ci"), ("1.1.0", boxes[1], "evil"), ("1.2.0", boxes[1], None),
+                              ("1.3.0", boxes[1], "ci")):
+        publish(web, box, NAME, version, "--private", *(("--sign-key", str(keys / key)) if key else ()))
+    stored = web.root / NAME
+    (stored / "1.3.0/libvirt/amd64/vagrant.box.sig").write_bytes((stored / "1.0.0/libvirt/amd64/vagrant.box.sig").read_bytes())
+    revoked = tmp_path / "revoked"
+    revoked.write_text("".join(line + "\n" for line in (keys / "allowed_signers").read_text().splitlines()
+                               if not line.startswith("ci@")))
+    home = tmp_path / "vagrant.d"
+    installed = vagrant(home, "plugin", "install", str(plugin), "--plugin-clean-sources")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    served = Served(web, tmp_path, workers=1)
+    try:
+        env = {"VAGRANT_CLOUD_TOKEN": token(web, "acme"), "VAGRANT_BOXPACK_ALLOWED_SIGNERS": str(keys / "allowed_signers")}
+
+        def add(version: str, cwd: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
+            return vagrant(home, "box", "add", NAME, "--box-version", version, "--provider", "libvirt", server=served.url,
+                           env={**env, **extra}, cwd=cwd)
+
+        for version, extra, said in (("1.1.0", {}, "not permitted for use in signature namespace"), ("1.2.0", {}, "could not be fetched"),
+                                     ("1.3.0", {}, "does not verify as a vagrant-box signature of this box by ci@acme"),
+                                     ("1.0.0", {"VAGRANT_BOXPACK_ALLOWED_SIGNERS": str(revoked)}, "is not by a key")):
+            refused = add(version, **extra)
+            assert refused.returncode == 1 and said in refused.stderr, refused.stdout + refused.stderr
+            assert refused.stderr.strip().count("\n") == 0 and f"/{version}/libvirt/amd64/vagrant.box.sig " in refused.stderr
+        good = add("1.0.0")
+        assert good.returncode == 0 and 'Good "vagrant-box" signature for ci@acme' in good.stdout, good.stdout + good.stderr
+        listed = vagrant(home, "box", "list").stdout
+        assert "1.0.0" in listed and not any(v in listed for v in ("1.1.0", "1.2.0", "1.3.0")), listed
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "Vagrantfile").write_text(f'Vagrant.configure("2") {{ |c| c.boxpack.allowed_signers = "{revoked}" }}\n')
+        refused = add("1.3.0", cwd=project, VAGRANT_BOXPACK_ALLOWED_SIGNERS="")
+        assert refused.returncode == 1 and "is not by a key" in refused.stderr, refused.stdout + refused.stderr
+        plain = add("1.2.0", VAGRANT_BOXPACK_ALLOWED_SIGNERS="")
+        assert plain.returncode == 0 and "Signature" not in plain.stdout, plain.stdout + plain.stderr
+    finally:
+        served.stop()

@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--private", action="store_true",
                      help="make the box private before anything is written: boxpack serve asks for a token that may read it")
     pub.add_argument("--sign-key", metavar="KEY",
-                     help="sign each box with this SSH key while it streams (ssh-keygen -Y sign -n vagrant-box), the "
-                     "signature beside it at its key + .sig")
+                     help="sign each box with this SSH key while it is written (ssh-keygen -Y sign -n vagrant-box): "
+                     "the signature beside the box file as BOX.sig, or with --publish beside it at its key + .sig")
     return p
 
 
@@ -129,8 +129,7 @@ def _catalog_entry(args: argparse.Namespace) -> CatalogEntry | None:
 def _publishing(args: argparse.Namespace) -> PublishOptions | None:
     """--publish with its name, version and address; --dry-run and --endpoint-url only with it."""
     if not args.publish:
-        for flag, given in (("--dry-run", args.dry_run), ("--endpoint-url", args.endpoint_url), ("--private", args.private),
-                            ("--sign-key", args.sign_key)):
+        for flag, given in (("--dry-run", args.dry_run), ("--endpoint-url", args.endpoint_url), ("--private", args.private)):
             if given:
                 raise BadOption(f"{flag} is for --publish")
         return None
@@ -175,7 +174,8 @@ def _pack_options(args: argparse.Namespace, image: mkosi.MkosiImage | None) -> P
         core["architecture"] = core["architecture"] or image.architecture
     if args.output == "-":
         core["output"] = sys.stdout.buffer
-    return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()})
+    return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()},
+                       sign_key=None if args.publish else args.sign_key)  # with --publish, the uploads are signed
 
 
 def run(argv: list[str]) -> int:

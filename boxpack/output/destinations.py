@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from .. import files
+from .. import files, signatures
 from ..errors import BadOption, BoxpackError, OutputFailed
 
 Output = str | os.PathLike[str] | BinaryIO | None
@@ -132,31 +132,59 @@ def checksum_targets(checksum_file: bool | str | os.PathLike[str], boxes: Sequen
         paths = [checksum_path(b, checksum_type) for b in boxes if isinstance(b, Path)]
     else:
         paths = [Path(checksum_file)]  # type: ignore[arg-type]
+    _beside_targets(paths, boxes, sources, force, "the checksum file", "choose another --checksum-file")
+
+
+def _beside_targets(paths: Sequence[Path], boxes: Sequence[Target | None], sources: Sequence[Path], force: bool,
+                    what: str, instead: str) -> None:
+    """A file written beside the boxes (a checksum file, a signature) is never a source or a box, never an existing
+    file without force."""
     taken = [p.resolve() for p in (*sources, *(b for b in boxes if isinstance(b, Path)))]
     for p in paths:
         kind = _node_kind(p)
         if p.resolve() in taken:
-            raise BadOption(f"{p}: is a source or a box of this run; choose another --checksum-file")
+            raise BadOption(f"{p}: is a source or a box of this run; {instead}")
         if not p.parent.is_dir():
-            raise OutputFailed(f"{p.parent}: no such directory for the checksum file")
+            raise OutputFailed(f"{p.parent}: no such directory for {what}")
         if kind == "dir":
             raise OutputFailed(f"{p}: is a directory")
         if kind is not None and not force:
             raise OutputFailed(f"{p}: already exists; use --force to overwrite it")
 
 
+class _Signed:
+    """A box file's stream whose bytes also go to the signature being made of them."""
+
+    def __init__(self, out: Stream, signing: signatures.Signing) -> None:
+        self.out, self.signing = out, signing
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self.out.write(data)
+        self.signing.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 class _FileBox:
-    def __init__(self, target: Path, force: bool) -> None:
+    def __init__(self, target: Path, force: bool, sign_key: str | os.PathLike[str] | None = None) -> None:
         self.target, self.force = target, force
         self.file = files.AtomicFile(target, "the box")
-        self.out = self.file.file
+        self.signing = signatures.Signing(sign_key) if sign_key else None
+        self.out: Stream = _Signed(self.file.file, self.signing) if self.signing else self.file.file
 
     def finish(self, size: int, checksum_type: str, digest: str) -> Path:
+        signature = self.signing.finish() if self.signing else None  # made before the box is placed: no box unsigned
         if not self.file.commit(replace=self.force):
             raise OutputFailed(f"{self.target}: appeared while packing; use --force to overwrite it")
+        sig = self.target.with_name(self.target.name + signatures.SUFFIX)
+        if signature and not files.write_atomically(sig, signature, "the box's signature", replace=self.force):
+            raise OutputFailed(f"{sig}: appeared while packing; use --force to overwrite it")
         return self.target
 
     def abort(self) -> None:
+        if self.signing:
+            self.signing.abort()
         self.file.abort()
 
     def failed(self, e: OSError) -> BoxpackError:
@@ -188,12 +216,20 @@ class Files:
     files: beside each box (checksum_file True) or all lines in one file, written after the last box."""
 
     def __init__(self, providers: Sequence[str], stem: str, output: Output, sources: Sequence[Path], force: bool,
-                 checksum_file: bool | str | os.PathLike[str] = False, checksum_type: str = "sha256") -> None:
+                 checksum_file: bool | str | os.PathLike[str] = False, checksum_type: str = "sha256",
+                 sign_key: str | os.PathLike[str] | None = None) -> None:
         names = [f"{stem}-{p}.box" for p in providers]
         self.where = dict(zip(providers, targets(names, output, sources, force)))
-        self.force, self.checksum_file = force, checksum_file
+        self.force, self.checksum_file, self.sign_key = force, checksum_file, sign_key
+        boxes = list(self.where.values())
         if checksum_file:  # checked now, like the boxes: never a source, a box, or a file there without force
-            checksum_targets(checksum_file, list(self.where.values()), checksum_type, sources, force)
+            checksum_targets(checksum_file, boxes, checksum_type, sources, force)
+        if sign_key:  # the signatures' places, and a key that cannot sign, before any disk is read
+            if any(isinstance(b, Path) and _node_kind(b) == "stream" for b in boxes):
+                raise BadOption("a box written to a pipe or device has no file to put its signature beside")
+            _beside_targets([b.with_name(b.name + signatures.SUFFIX) for b in boxes if isinstance(b, Path)], boxes, sources,
+                            force, "the box's signature", "choose another -o")
+            signatures.check_key(sign_key)
         self.spool_dir = next((t.parent for t in self.where.values() if isinstance(t, Path)), None)
 
     def open(self, provider: str, architecture: str | None) -> Box:
@@ -205,7 +241,7 @@ class Files:
                 return _StreamBox(open(target, "wb"), close=True)
             except OSError as e:
                 raise OutputFailed(f"{target}: cannot write: {e.strerror}") from None
-        return _FileBox(target, self.force)
+        return _FileBox(target, self.force, self.sign_key)
 
     def done(self, boxes: Sequence[tuple[Path | None, str, str]]) -> None:
         """sha256sum-format lines: `<hex>  <box file name>`, "-" for a box written to a stream."""
