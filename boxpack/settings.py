@@ -66,6 +66,9 @@ SETTINGS = (
             choices=tuple(CHECKSUM_TYPES), noun="checksum type", group="checksums and catalog"),
     Setting("checksum_file", "--checksum-file", "write <box>.<checksum-type> beside each box (sha256sum format), or "
             "all lines to PATH (needed with -o -)", kind="optional", metavar="PATH", group="checksums and catalog"),
+    Setting("sign_key", "--sign-key", "sign each box with this SSH key while it is written (ssh-keygen -Y sign -n "
+            "vagrant-box): the signature beside the box file as BOX.sig, or with --publish beside it at its key + .sig",
+            metavar="KEY", group="checksums and catalog"),
 )
 
 

@@ -108,9 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(pub, "read the target and say what would be uploaded and the catalog that would result; write nothing")
     pub.add_argument("--private", action="store_true",
                      help="make the box private before anything is written: boxpack serve asks for a token that may read it")
-    pub.add_argument("--sign-key", metavar="KEY",
-                     help="sign each box with this SSH key while it is written (ssh-keygen -Y sign -n vagrant-box): "
-                     "the signature beside the box file as BOX.sig, or with --publish beside it at its key + .sig")
     return p
 
 
@@ -174,8 +171,9 @@ def _pack_options(args: argparse.Namespace, image: mkosi.MkosiImage | None) -> P
         core["architecture"] = core["architecture"] or image.architecture
     if args.output == "-":
         core["output"] = sys.stdout.buffer
-    return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()},
-                       sign_key=None if args.publish else args.sign_key)  # with --publish, the uploads are signed
+    if args.publish:
+        core["sign_key"] = None  # the uploads are signed (publishing), not box files
+    return PackOptions(**core, name=image.name if image else None, settings={o.name: getattr(args, o.name) for o in options()})
 
 
 def run(argv: list[str]) -> int:
