@@ -171,6 +171,10 @@ def test_mirror_from_the_hcp_shape_into_each_target(target: Target, hcp: Hcp, tm
     hyperv = boxes[("1.1.0", "hyperv", "amd64")]
     assert hyperv["computed"] and hyperv["checksum"] == hashlib.sha256(hcp.box("1.1.0", "hyperv", "amd64")).hexdigest()
     assert "sha256 computed (the source gives none)" in err and "FAILED" in err
+    quiet = run_boxpack("mirror", NAME, "--server", hcp.url, "--to", target.to, "--base-url", target.base_url, "-q",
+                        env=target.env, check=False)  # a rerun: the failures again, and only they, even with -q
+    assert quiet.returncode == 1 and sorted(line.split(": FAILED")[0] for line in quiet.stderr.decode().splitlines()) == [
+        f"boxpack: mirror: {NAME} 1.1.0 libvirt arm64", f"boxpack: mirror: {NAME} 1.1.0 virtualbox amd64"], quiet.stderr
     doc = assert_catalog_true(target, NAME)  # every URL downloads with its checksum; the failures are left out
     assert doc["description"] == hcp.doc["description"]
     assert [(v["version"], v.get("description")) for v in doc["versions"]] == [("1.0.0", "release 1.0.0"), ("1.1.0", "release 1.1.0")]

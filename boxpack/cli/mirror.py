@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(p, "list what would be copied, with each box's size and the total; download and write nothing")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (schemas/mirror-result.schema.json); the lines per box stay on stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress and no lines per box")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress and no lines per box but the boxes that failed")
     return p
 
 
@@ -124,7 +124,7 @@ def run(argv: list[str]) -> int:
                 transfers(c.label(), n)
 
         def done(c: mirror.Copy) -> None:
-            if args.quiet or args.dry_run:
+            if args.dry_run or (args.quiet and c.action != "failed"):  # -q still says what failed
                 return
             line = f"boxpack: mirror: {_copy_line(c)}"
             if transfers:
