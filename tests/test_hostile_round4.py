@@ -353,6 +353,28 @@ def test_a_trickle_below_the_speed_limit_ends_long_before_the_timeout(web: Targe
     assert "slower than 1000 bytes/s for 2 s (--speed-limit, --speed-time)" in report["boxes"][0]["error"]
 
 
+def test_a_busy_answer_for_a_signature_is_waited_out_as_for_its_box(web: Target, hostile: Hostile, box: bytes) -> None:
+    """A stand-in HCP answering every 7th request 429 left boxes out: the probe for a box's .sig had a catalog's 3
+    attempts. Three 429s in a row, then a 404 (no signature): the box is copied."""
+    busy = []
+
+    def sig(h: http.server.BaseHTTPRequestHandler) -> None:
+        busy.append(h.path)
+        if len(busy) <= 3:
+            h.send_response(429)
+            h.send_header("Retry-After", "0")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        else:
+            h.send_error(404)
+
+    hostile.file("/b.box", box)
+    hostile.routes["/b.box.sig"] = sig
+    url = hostile.json("/c", cat("org/x", {"1.0": [entry(hostile.url + "/b.box", box)]}))
+    report, _ = run_mirror(web, url, check_rc=0)
+    assert report["boxes"][0]["action"] == "copied" and len(busy) == 4
+
+
 def test_waits_are_capped_said_and_only_for_what_may_change(monkeypatch, caplog) -> None:
     import email.message
     import urllib.error

@@ -208,7 +208,7 @@ def small(url: str, limit: int, token: str | None = None, public_only: bool = Fa
         if path is not None:
             with open(path, "rb") as f:
                 return f.read(limit)
-        with _open(url, token=token, retries=CATALOG_RETRIES, public_only=public_only) as r:
+        with _open(url, token=token, public_only=public_only) as r:  # a box's retries: a 429 leaves no box out
             return r.read(limit)
     except (NotFound, FileNotFoundError):
         return None
