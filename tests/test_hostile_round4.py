@@ -375,6 +375,26 @@ def test_a_busy_answer_for_a_signature_is_waited_out_as_for_its_box(web: Target,
     assert report["boxes"][0]["action"] == "copied" and len(busy) == 4
 
 
+def test_a_lease_made_and_released_between_a_look_and_a_create_is_waited_out(tmp_path: Path) -> None:
+    """Eight publishers on SeaweedFS (CI's slow tier): one found no lease, was refused creating it (another's), and
+    found none again (released meanwhile); that was taken for SeaweedFS refusing a key other keys start with."""
+    from boxpack.publishing.stores import open_target
+    from boxpack.publishing.versioned import json_record
+
+    store = open_target(str(tmp_path))
+    real_put, raced = store.put, []
+
+    def put(key: str, data: bytes, *args, **kw) -> bool:
+        if kw.get("if_absent") and not raced:  # another publisher's lease, made and released in between
+            raced.append(key)
+            return False
+        return real_put(key, data, *args, **kw)
+
+    store.put = put  # type: ignore[method-assign]
+    assert json_record(store, ".boxpack/leases/org/x.json").update(lambda doc: {"holder": "me"}) == {"holder": "me"}
+    assert raced
+
+
 def test_waits_are_capped_said_and_only_for_what_may_change(monkeypatch, caplog) -> None:
     import email.message
     import urllib.error

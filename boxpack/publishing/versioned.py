@@ -62,6 +62,7 @@ class Versioned(Generic[T]):
     def update(self, change: Callable[[T | None], T | None]) -> T | None:
         """change(what is there, or None) gives what is to be there (None: nothing, so it is deleted). Raise
         Unchanged in change to leave it as it is; then what is there is returned."""
+        vanished = 0  # refused as present, then absent: made and deleted between (a lease), or SeaweedFS's refusal
         for attempt in range(RETRIES):
             got = self.store.get(self.key, self.limit)
             current = self.decode(got[0], self.where) if got else None
@@ -78,7 +79,8 @@ class Versioned(Generic[T]):
                               if_version=got[1] if got else None):
                 self.written(data)
                 return doc
-            if got is None and self.store.get(self.key, self.limit) is None:
+            vanished = vanished + 1 if got is None and self.store.get(self.key, self.limit) is None else 0
+            if vanished == 3:  # a lease made and released three times over in a row is not what happened
                 raise OutputFailed(f"{self.where}: the store refuses to create it but serves none (SeaweedFS does this "
                                    f"once other keys start with it){self.refused_hint()}")
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
